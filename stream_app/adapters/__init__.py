@@ -1,0 +1,1 @@
+"""Thin adapters, one module per framework: Faust, Kafka, Redis, Prometheus, processes."""

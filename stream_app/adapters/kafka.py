@@ -1,0 +1,140 @@
+"""Kafka plumbing: client settings, topic creation, and the Tansu high-watermark fix.
+
+Tansu answers ListOffsets(latest) with the last batch's base offset + 1 instead
+of the high watermark, so Faust's changelog recovery would stop early and
+silently restore stale tables. :func:`install_high_watermark_fix` makes Faust
+take the larger of ListOffsets and the high watermark a Fetch reports; on a real
+Kafka both agree and the fix costs one short fetch per recovery.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "client_kwargs",
+    "ensure_topics",
+    "fetched_high_watermarks",
+    "install_high_watermark_fix",
+    "topic_plan",
+]
+
+import logging
+import ssl
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from stream_app.config import Settings
+
+log = logging.getLogger(__name__)
+
+
+def client_kwargs(settings: Settings) -> dict[str, Any]:
+    """Connection arguments for aiokafka clients (TLS / SASL from the settings)."""
+    kwargs: dict[str, Any] = {
+        "bootstrap_servers": settings.kafka_bootstrap,
+        "security_protocol": settings.kafka_security_protocol,
+    }
+    if settings.kafka_security_protocol in ("SSL", "SASL_SSL"):
+        kwargs["ssl_context"] = ssl.create_default_context(cafile=settings.kafka_ssl_cafile)
+    if settings.kafka_security_protocol.startswith("SASL"):
+        kwargs["sasl_mechanism"] = settings.kafka_sasl_mechanism
+        kwargs["sasl_plain_username"] = settings.kafka_sasl_username
+        kwargs["sasl_plain_password"] = (
+            settings.kafka_sasl_password.get_secret_value()
+            if settings.kafka_sasl_password
+            else None
+        )
+    return kwargs
+
+
+def topic_plan(settings: Settings) -> dict[str, int]:
+    """Every topic the worker reads or writes, with its partition count."""
+    return {
+        settings.topic_deals: settings.partitions,
+        settings.topic_customers: settings.partitions,
+        settings.topic_account_wins: settings.partitions,
+        settings.topic_dead_letters: 1,
+    }
+
+
+async def ensure_topics(settings: Settings) -> None:
+    """Create the topics of :func:`topic_plan` that do not exist yet."""
+    admin = AIOKafkaAdminClient(**client_kwargs(settings))
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [
+            NewTopic(name, num_partitions=count, replication_factor=1)
+            for name, count in topic_plan(settings).items()
+            if name not in existing
+        ]
+        if missing:
+            try:
+                await admin.create_topics(missing)
+            except TopicAlreadyExistsError:
+                pass
+    finally:
+        await admin.close()
+
+
+async def fetched_high_watermarks(
+    kwargs: Mapping[str, Any], listed: Mapping[Any, int | None], timeout: float = 10.0
+) -> dict[Any, int | None]:
+    """Correct ListOffsets results with the high watermark of a Fetch at the listed end."""
+    result: dict[Any, int | None] = dict(listed)
+    probe = {tp: offset for tp, offset in listed.items() if offset}
+    if not probe:
+        return result
+    consumer = AIOKafkaConsumer(enable_auto_commit=False, group_id=None, **kwargs)
+    await consumer.start()
+    try:
+        by_kafka_tp = {TopicPartition(tp.topic, tp.partition): tp for tp in probe}
+        consumer.assign(list(by_kafka_tp))
+        for ktp, tp in by_kafka_tp.items():
+            consumer.seek(ktp, max(probe[tp] - 1, 0))
+        pending = set(by_kafka_tp)
+        deadline = time.monotonic() + timeout
+        while pending and time.monotonic() < deadline:
+            await consumer.getmany(*pending, timeout_ms=200, max_records=1)
+            for ktp in list(pending):
+                high = consumer.highwater(ktp)
+                if high is not None:
+                    tp = by_kafka_tp[ktp]
+                    result[tp] = max(high, result[tp] or 0)
+                    pending.discard(ktp)
+        if pending:
+            raise RuntimeError(
+                f"could not read the high watermark of {sorted(map(str, pending))} "
+                f"within {timeout}s; refusing to recover tables from a partial changelog"
+            )
+    finally:
+        await consumer.stop()
+    for tp, offset in result.items():
+        if offset != listed[tp]:
+            log.info("high watermark of %s: ListOffsets said %s, Fetch says %s",
+                     tp, listed[tp], offset)
+    return result
+
+
+def install_high_watermark_fix(settings: Settings) -> None:
+    """Patch Faust's aiokafka driver so recovery reads changelogs to the real end."""
+    from faust.transport.drivers import aiokafka as faust_aiokafka
+
+    thread_cls = faust_aiokafka.AIOKafkaConsumerThread
+    if getattr(thread_cls, "_pulse_fixed", False):
+        return
+    original = thread_cls._highwaters
+    kwargs = client_kwargs(settings)
+
+    async def _highwaters(self: Any, partitions: Any) -> Mapping[Any, int]:
+        listed = await original(self, partitions)
+        if self.consumer.in_transaction:
+            return listed
+        return await fetched_high_watermarks(kwargs, listed)  # type: ignore[return-value]
+
+    thread_cls._highwaters = _highwaters
+    thread_cls._pulse_fixed = True

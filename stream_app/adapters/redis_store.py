@@ -1,0 +1,112 @@
+"""Redis: event-id deduplication and the shared event clock.
+
+Deduplication stores, for each CloudEvents id, where it was first seen
+(``topic/partition/offset``) with a TTL. The same message read again after a
+crash is a *replay* and is processed (the state guards make that idempotent); a
+different message with a seen id is a *duplicate* and is skipped. When Redis is
+unreachable the check answers ``unavailable`` and the worker goes on: per-entity
+state is order- and duplicate-insensitive, so counts stay exact; the outage is
+reported in ``pulse_dedup_store_up`` and logged once per outage.
+"""
+
+from __future__ import annotations
+
+__all__ = ["DedupVerdict", "RedisStore"]
+
+import logging
+import time
+from typing import Literal
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+log = logging.getLogger(__name__)
+
+DedupVerdict = Literal["new", "replay", "duplicate", "unavailable"]
+
+_CHECK = """
+local seen = redis.call('GET', KEYS[1])
+if not seen then
+  redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+  return 'new'
+end
+if seen == ARGV[1] then return 'replay' end
+return 'duplicate'
+"""
+
+_MAX = """
+local current = tonumber(redis.call('GET', KEYS[1]) or '-1')
+local candidate = tonumber(ARGV[1])
+if candidate > current then
+  redis.call('SET', KEYS[1], ARGV[1])
+  return ARGV[1]
+end
+return tostring(current)
+"""
+
+
+class RedisStore:
+    """Async Redis access with a short circuit breaker while the server is down."""
+
+    def __init__(self, url: str, *, namespace: str, ttl_seconds: int, retry_seconds: float = 2.0):
+        self._client = aioredis.Redis.from_url(
+            url, socket_timeout=0.5, socket_connect_timeout=0.5, decode_responses=True
+        )
+        self._namespace = namespace
+        self._ttl = ttl_seconds
+        self._retry_seconds = retry_seconds
+        self._down_since: float | None = None
+        self._next_try = 0.0
+        self._check = self._client.register_script(_CHECK)
+        self._max = self._client.register_script(_MAX)
+
+    @property
+    def up(self) -> bool:
+        """False while the last call failed."""
+        return self._down_since is None
+
+    def _failed(self, exc: Exception) -> None:
+        now = time.monotonic()
+        if self._down_since is None:
+            self._down_since = now
+            log.warning(
+                "Redis unavailable (%s): deduplication falls back to the idempotent "
+                "state; retrying every %.0fs", exc, self._retry_seconds,
+            )
+        self._next_try = now + self._retry_seconds
+
+    def _recovered(self) -> None:
+        if self._down_since is not None:
+            log.warning("Redis is back after %.1fs", time.monotonic() - self._down_since)
+            self._down_since = None
+
+    async def check(self, event_id: str, position: str) -> DedupVerdict:
+        """Classify an event id read at ``position``."""
+        if self._down_since is not None and time.monotonic() < self._next_try:
+            return "unavailable"
+        try:
+            verdict = await self._check(
+                keys=[f"{self._namespace}:seen:{event_id}"], args=[position, self._ttl]
+            )
+        except (RedisError, OSError) as exc:
+            self._failed(exc)
+            return "unavailable"
+        self._recovered()
+        return verdict  # type: ignore[no-any-return]
+
+    async def merge_clock(self, latest_event_ms: int) -> int | None:
+        """Raise the shared latest event time to ``latest_event_ms``; returns the shared value."""
+        if self._down_since is not None and time.monotonic() < self._next_try:
+            return None
+        try:
+            value = await self._max(keys=[f"{self._namespace}:clock"], args=[latest_event_ms])
+        except (RedisError, OSError) as exc:
+            self._failed(exc)
+            return None
+        self._recovered()
+        shared = int(value)
+        return shared if shared >= 0 else None
+
+    async def close(self) -> None:
+        """Close the connection pool."""
+        await self._client.aclose()

@@ -1,0 +1,223 @@
+"""``stream-app``: run workers, the demo, and move CRM data into Kafka.
+
+Every setting comes from ``PULSE_*`` environment variables (see README,
+"Configuration"); without PULSE_KAFKA_BOOTSTRAP / PULSE_REDIS_URL the worker
+starts the embedded broker and Redis itself and stops them when it stops.
+"""
+
+from __future__ import annotations
+
+__all__ = ["main"]
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from stream_app.config import Settings
+
+EPILOG = """\
+environment:
+  PULSE_KAFKA_BOOTSTRAP   host:port of Kafka (unset: embedded Tansu broker)
+  PULSE_REDIS_URL         redis://host:port/db (unset: embedded redis-server)
+  PULSE_WEB_PORT          port of /metrics (default 6066), PULSE_WEB_HOST (127.0.0.1)
+  PULSE_CLOCK             wall (live) or event (replays: as-of = latest event time)
+  ... and more: see the Configuration table in README.md
+
+examples:
+  stream-app demo                                  # everything embedded, live table
+  stream-app generate --months 12 --out crm.jsonl  # a seeded realistic stream
+  stream-app import maven-crm ../shared/datasets/maven-crm --out maven.jsonl
+  stream-app replay maven.jsonl                    # into the CRM topics
+  PULSE_CLOCK=event stream-app worker              # a worker for replays
+"""
+
+
+def _settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as exc:
+        lines = [f"  PULSE_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}"
+                 for e in exc.errors(include_url=False)]
+        raise SystemExit("invalid configuration:\n" + "\n".join(lines)) from None
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="stream-app",
+        description="Pipeline Pulse: live sales KPIs from CRM CloudEvents on Kafka.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    sub.add_parser("worker", help="run a Faust worker (several may run; they share partitions)",
+                   description="Run one worker. It consumes the CRM topics, keeps state in "
+                   "changelog-backed tables and serves /metrics. Stop it with Ctrl-C.")
+    sub.add_parser("servers", help="start the embedded broker and Redis and print how to use them",
+                   description="Start Tansu and redis-server on free loopback ports, print the "
+                   "PULSE_* variables to reach them, and wait for Ctrl-C.")
+    sub.add_parser("topics", help="create the CRM and internal topics if they are missing")
+
+    demo = sub.add_parser("demo", help="embedded servers + worker + history + live trickle",
+                          description="Start everything embedded, replay months of generated "
+                          "history, then trickle live events and show the KPIs. Ctrl-C stops "
+                          "every process it started.")
+    demo.add_argument("--months", type=int, default=12, help="months of history (default 12)")
+    demo.add_argument("--duration", type=float, default=None,
+                      help="stop after this many seconds of live trickle (default: until Ctrl-C)")
+    demo.add_argument("--rate", type=float, default=3.0, help="live events per second (default 3)")
+    demo.add_argument("--seed", type=int, default=7)
+
+    gen = sub.add_parser("generate", help="write a seeded, realistic CRM stream as JSON lines")
+    gen.add_argument("--seed", type=int, default=7)
+    gen.add_argument("--months", type=int, default=12, help="months of history (default 12)")
+    gen.add_argument("--end", default=None,
+                     help="RFC 3339 end of the stream (default: now, UTC)")
+    gen.add_argument("--deals-per-day", type=float, default=12.0)
+    gen.add_argument("--teams", default="Central,East,West,EMEA", help="comma-separated")
+    gen.add_argument("--out", type=Path, default=None, help="file (default: standard output)")
+
+    rep = sub.add_parser("replay", help="send a JSON-lines file of CloudEvents to the topics",
+                         description="Each line is one CloudEvent; deal.* go to the deal topic "
+                         "keyed by deal_id, customer.* to the customer topic keyed by "
+                         "account_id. Lines that cannot be routed are reported and skipped; "
+                         "invalid events are sent and dead-lettered by the worker.")
+    rep.add_argument("file", type=Path)
+    rep.add_argument("--rate", type=float, default=None, help="events per second (default: max)")
+    rep.add_argument("--no-progress", action="store_true")
+
+    imp = sub.add_parser("import", help="convert a CRM export to CloudEvents JSON lines")
+    imp_sub = imp.add_subparsers(dest="format", required=True, metavar="FORMAT")
+    maven = imp_sub.add_parser("maven-crm", help="Maven Analytics CRM Sales Opportunities folder")
+    maven.add_argument("folder", type=Path, help="folder with sales_pipeline.csv, products.csv, "
+                       "sales_teams.csv")
+    maven.add_argument("--out", type=Path, default=None, help="file (default: standard output)")
+    return parser
+
+
+def _write_jsonl(events: list[dict], out: Path | None) -> None:
+    handle = out.open("w") if out else sys.stdout
+    try:
+        for event in events:
+            handle.write(json.dumps(event, separators=(",", ":")) + "\n")
+    finally:
+        if out:
+            handle.close()
+
+
+def _run_worker(settings: Settings) -> int:
+    import faust
+
+    from stream_app.adapters.embedded import (
+        EmbeddedServers,
+        start_embedded_broker,
+        start_embedded_redis,
+    )
+    from stream_app.adapters.faust_app import PulseWorker
+    from stream_app.adapters.kafka import ensure_topics
+
+    servers = EmbeddedServers()
+    try:
+        update: dict[str, object] = {}
+        if not settings.kafka_bootstrap:
+            update["kafka_bootstrap"] = start_embedded_broker(servers)
+        if settings.redis_url is None:
+            update["redis_url"] = start_embedded_redis(servers)
+        if update:
+            settings = settings.model_copy(update=update)
+            print(f"embedded servers: kafka {settings.kafka_bootstrap}, redis "
+                  f"{servers.redis_url or 'configured'}", file=sys.stderr)
+        asyncio.run(ensure_topics(settings))
+        pulse = PulseWorker(settings)
+        print(f"metrics: http://{settings.web_host}:{settings.web_port}/metrics", file=sys.stderr)
+        worker = faust.Worker(pulse.app, loglevel=settings.log_level, quiet=True)
+        try:
+            worker.execute_from_commandline()
+        except SystemExit as exc:
+            return int(exc.code or 0)
+        return 0
+    finally:
+        servers.stop()
+
+
+def _run_servers() -> int:
+    from stream_app.adapters.embedded import (
+        EmbeddedServers,
+        start_embedded_broker,
+        start_embedded_redis,
+    )
+
+    with EmbeddedServers() as servers:
+        start_embedded_broker(servers)
+        start_embedded_redis(servers)
+        print(f"export PULSE_KAFKA_BOOTSTRAP={servers.kafka_bootstrap}")
+        print(f"export PULSE_REDIS_URL={servers.redis_url}", flush=True)
+        print("# Ctrl-C stops both servers", file=sys.stderr)
+        try:
+            while all(proc.poll() is None for proc in servers.processes):
+                time.sleep(0.5)
+            print("an embedded server exited", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``stream-app`` console script."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
+    if args.command == "worker":
+        return _run_worker(_settings())
+    if args.command == "servers":
+        return _run_servers()
+    if args.command == "topics":
+        from stream_app.adapters.kafka import ensure_topics
+
+        asyncio.run(ensure_topics(_settings()))
+        return 0
+    if args.command == "demo":
+        from stream_app.tools.demo import run_demo
+
+        return run_demo(args.months, args.duration, args.rate, args.seed)
+    if args.command == "generate":
+        from stream_app.tools.generator import GeneratorSettings, generate_events
+
+        end = dt.datetime.fromisoformat(args.end) if args.end else dt.datetime.now(dt.UTC)
+        if end.tzinfo is None:
+            raise SystemExit("--end needs a UTC offset, e.g. 2026-11-01T00:00:00Z")
+        cfg = GeneratorSettings(
+            seed=args.seed, start=end - dt.timedelta(days=30 * args.months), end=end,
+            deals_per_day=args.deals_per_day, teams=tuple(args.teams.split(",")),
+        )
+        _write_jsonl(list(generate_events(cfg)), args.out)
+        return 0
+    if args.command == "replay":
+        from stream_app.tools.replay import iter_jsonl, produce_events
+
+        settings = _settings()
+        if not settings.kafka_bootstrap:
+            raise SystemExit("replay needs PULSE_KAFKA_BOOTSTRAP (see `stream-app servers`)")
+        total = sum(1 for _ in iter_jsonl(args.file))
+        result = asyncio.run(produce_events(settings, iter_jsonl(args.file), total=total,
+                                            show_progress=not args.no_progress,
+                                            rate_per_s=args.rate))
+        print(f"sent {result.sent} events in {result.seconds:.1f}s: {result.by_topic}",
+              file=sys.stderr)
+        for line_no, why in result.unroutable:
+            print(f"line {line_no} not sent: {why}", file=sys.stderr)
+        return 0 if not result.unroutable else 2
+    if args.command == "import":
+        from stream_app.importers.maven_crm import import_maven_crm
+
+        events, report = import_maven_crm(args.folder)
+        _write_jsonl(events, args.out)
+        print("\n".join(report.lines()), file=sys.stderr)
+        return 0
+    raise AssertionError(args.command)

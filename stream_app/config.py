@@ -1,0 +1,114 @@
+"""Every setting of Pipeline Pulse, read from ``PULSE_*`` environment variables."""
+
+from __future__ import annotations
+
+__all__ = ["DEFAULT_STAGES", "Clock", "Settings", "StageConfig"]
+
+from decimal import Decimal
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Clock = Literal["wall", "event"]
+
+
+class StageConfig(BaseModel):
+    """One open pipeline stage, in pipeline order, with its win probability (0..1)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str = Field(min_length=1, max_length=64)
+    probability: Decimal = Field(ge=0, le=1)
+
+
+DEFAULT_STAGES: tuple[StageConfig, ...] = (
+    StageConfig(name="Prospecting", probability=Decimal("0.10")),
+    StageConfig(name="Qualification", probability=Decimal("0.20")),
+    StageConfig(name="Engaging", probability=Decimal("0.40")),
+    StageConfig(name="Proposal", probability=Decimal("0.60")),
+    StageConfig(name="Negotiation", probability=Decimal("0.80")),
+)
+
+
+class Settings(BaseSettings):
+    """Frozen settings; each field is the env variable ``PULSE_<FIELD>`` (upper case).
+
+    Lists and mappings are given as JSON, e.g.
+    ``PULSE_FX_RATES='{"USD": "1", "EUR": "1.08"}'``.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="PULSE_", frozen=True, extra="ignore")
+
+    app_id: str = Field("pipeline-pulse", description="Faust application id (consumer group).")
+    kafka_bootstrap: str | None = Field(
+        None, description="host:port[,host:port]; unset starts the embedded Tansu broker."
+    )
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = (
+        "PLAINTEXT"
+    )
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: str | None = Field(None, description="CA bundle for SSL / SASL_SSL.")
+    redis_url: SecretStr | None = Field(
+        None, description="redis://...; unset starts the embedded redis-server."
+    )
+    topic_deals: str = "crm.deals"
+    topic_customers: str = "crm.customers"
+    topic_dead_letters: str = "crm.dead-letters"
+    topic_account_wins: str = Field(
+        "pipeline-pulse.account-wins",
+        description="Internal re-key topic: won deals keyed by account_id.",
+    )
+    partitions: int = Field(4, ge=1, le=256, description="Partitions of every topic.")
+    web_host: str = Field("127.0.0.1", description="Bind address of /metrics.")
+    web_port: int = Field(6066, ge=0, le=65535)
+    clock: Clock = Field(
+        "wall", description="wall: as-of time is now; event: the latest event time seen."
+    )
+    windows_days: tuple[int, ...] = Field((30, 90), description="Trailing windows, in days.")
+    stages: tuple[StageConfig, ...] = DEFAULT_STAGES
+    reporting_currency: str = Field("USD", pattern=r"^[A-Z]{3}$")
+    fx_rates: dict[str, Decimal] = Field(
+        default_factory=lambda: {
+            "USD": Decimal("1"),
+            "EUR": Decimal("1.08"),
+            "GBP": Decimal("1.27"),
+        },
+        description="Units of the reporting currency per unit of each accepted currency.",
+    )
+    dedup_ttl_seconds: int = Field(7 * 86400, ge=60)
+    max_event_bytes: int = Field(64 * 1024, ge=512)
+    table_standby_replicas: int = Field(0, ge=0)
+    commit_interval_seconds: float = Field(1.0, gt=0)
+    session_timeout_seconds: float = Field(
+        10.0, ge=1, description="Consumer-group session timeout; Tansu waits half of it per join."
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "WARNING"
+
+    @field_validator("windows_days")
+    @classmethod
+    def _positive_windows(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if not value or any(days < 1 for days in value):
+            raise ValueError("windows_days must list positive day counts")
+        return tuple(sorted(set(value)))
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        if self.reporting_currency not in self.fx_rates:
+            raise ValueError("fx_rates must contain the reporting currency")
+        names = [stage.name for stage in self.stages]
+        if len(set(names)) != len(names) or not names:
+            raise ValueError("stages must be a non-empty list of distinct names")
+        return self
+
+    @property
+    def stage_names(self) -> tuple[str, ...]:
+        """Stage names in pipeline order."""
+        return tuple(stage.name for stage in self.stages)
+
+    @property
+    def stage_probabilities(self) -> dict[str, Decimal]:
+        """Win probability of each stage."""
+        return {stage.name: stage.probability for stage in self.stages}

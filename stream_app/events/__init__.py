@@ -1,0 +1,1 @@
+"""The CloudEvents contract: pydantic models, decoding and JSON Schema export."""

@@ -1,0 +1,154 @@
+"""Pydantic v2 models of every CloudEvent Pipeline Pulse reads: the source of truth.
+
+One CloudEvents 1.0 event per Kafka message, structured JSON mode. The union
+:data:`CrmEvent` is discriminated on ``type``.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "EVENT_TYPES",
+    "CrmEvent",
+    "CustomerChurned",
+    "CustomerChurnedData",
+    "CustomerEvent",
+    "DealCreated",
+    "DealCreatedData",
+    "DealEvent",
+    "DealLost",
+    "DealLostData",
+    "DealStageChanged",
+    "DealStageChangedData",
+    "DealWon",
+    "DealWonData",
+    "crm_event_adapter",
+]
+
+import datetime as dt
+from decimal import Decimal
+from typing import Annotated, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
+
+_PRINTABLE = r"^[^\x00-\x1f\x7f]+$"
+Id = Annotated[str, Field(min_length=1, max_length=128, pattern=_PRINTABLE)]
+Label = Annotated[str, Field(min_length=1, max_length=128, pattern=_PRINTABLE)]
+Money = Annotated[Decimal, Field(ge=0, max_digits=20, decimal_places=6)]
+Currency = Annotated[str, Field(pattern=r"^[A-Z]{3}$", description="ISO 4217 code")]
+
+
+class _Data(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+
+class DealCreatedData(_Data):
+    """Payload of ``deal.created``."""
+
+    deal_id: Id
+    account_id: Id | None
+    owner_id: Id
+    team: Label
+    amount: Money
+    currency: Currency
+    stage: Label
+    source: Label | None = None
+    product: Label | None = None
+    lead_id: Id | None = None
+    expected_close: dt.date | None = None
+
+
+class DealStageChangedData(_Data):
+    """Payload of ``deal.stage_changed``; ``amount`` is a new amount, when given."""
+
+    deal_id: Id
+    from_stage: Label
+    to_stage: Label
+    amount: Money | None = None
+
+
+class DealWonData(_Data):
+    """Payload of ``deal.won``."""
+
+    deal_id: Id
+    amount: Money
+    competitor: Label | None = None
+    competitor_price: Money | None = None
+
+
+class DealLostData(_Data):
+    """Payload of ``deal.lost``."""
+
+    deal_id: Id
+    reason: Annotated[str, Field(max_length=512)] | None = None
+    competitor: Label | None = None
+    competitor_price: Money | None = None
+
+
+class CustomerChurnedData(_Data):
+    """Payload of ``customer.churned``."""
+
+    account_id: Id
+    reason: Annotated[str, Field(max_length=512)] | None = None
+    competitor: Label | None = None
+
+
+class _CloudEvent(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    specversion: Literal["1.0"]
+    id: Annotated[str, Field(min_length=1, max_length=256)]
+    source: Annotated[str, Field(min_length=1, max_length=512)]
+    time: AwareDatetime
+    subject: Annotated[str, Field(max_length=512)] | None = None
+    datacontenttype: Literal["application/json"] | None = None
+
+
+class DealCreated(_CloudEvent):
+    """A deal entered the pipeline."""
+
+    type: Literal["deal.created"]
+    data: DealCreatedData
+
+
+class DealStageChanged(_CloudEvent):
+    """A deal moved from one open stage to another."""
+
+    type: Literal["deal.stage_changed"]
+    data: DealStageChangedData
+
+
+class DealWon(_CloudEvent):
+    """A deal closed as won."""
+
+    type: Literal["deal.won"]
+    data: DealWonData
+
+
+class DealLost(_CloudEvent):
+    """A deal closed as lost."""
+
+    type: Literal["deal.lost"]
+    data: DealLostData
+
+
+class CustomerChurned(_CloudEvent):
+    """A customer (an account with a won deal) stopped buying."""
+
+    type: Literal["customer.churned"]
+    data: CustomerChurnedData
+
+
+DealEvent = DealCreated | DealStageChanged | DealWon | DealLost
+CustomerEvent = CustomerChurned
+CrmEvent = Annotated[
+    DealCreated | DealStageChanged | DealWon | DealLost | CustomerChurned,
+    Field(discriminator="type"),
+]
+EVENT_TYPES: dict[str, type[_CloudEvent]] = {
+    "deal.created": DealCreated,
+    "deal.stage_changed": DealStageChanged,
+    "deal.won": DealWon,
+    "deal.lost": DealLost,
+    "customer.churned": CustomerChurned,
+}
+crm_event_adapter: TypeAdapter[CrmEvent] = TypeAdapter(CrmEvent)

@@ -1,0 +1,136 @@
+"""Exactly-once folding of events into a key-value state store without transactions.
+
+One store (one Faust table, one changelog partition per source partition) holds
+both the entity records and the aggregate records derived from them. For an
+event at (source, offset) the fold writes the changed aggregates first and the
+entity record last, each stamped with a guard ``{source: offset}``. Kafka keeps a
+prefix of one partition's writes, so after a crash:
+
+- entity guard >= offset: every write of the event persisted; skip it;
+- otherwise the entity record is the state before the event, so the deltas are
+  recomputed exactly and applied only to aggregates whose guard is < offset.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AGGREGATE_KINDS",
+    "SEP",
+    "FoldResult",
+    "StateStore",
+    "aggregate_key",
+    "clock_key",
+    "entity_key",
+    "guarded_fold",
+    "parse_aggregate_key",
+]
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+
+from stream_app.kpi.deals import Contributions
+
+SEP = "\x1f"
+#: Aggregate kinds: b = (team, day) bucket, o = (team, stage) open pipeline,
+#: n / c = new / churned customers per day, t = the partition's latest event time.
+AGGREGATE_KINDS = frozenset({"b", "o", "n", "c", "t"})
+
+S = TypeVar("S")
+
+
+class StateStore(Protocol):
+    """The part of a Faust table (or a dict) the fold needs."""
+
+    def get(self, key: str, default: Any = None) -> Any: ...
+
+    def __setitem__(self, key: str, value: Any) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class FoldResult:
+    """Outcome of one fold: the entity state after it and the aggregate keys written."""
+
+    applied: bool
+    state: Any
+    written: tuple[str, ...]
+
+
+def entity_key(kind: str, entity_id: str) -> str:
+    """Store key of an entity record (``d`` deal, ``a`` account)."""
+    return f"{kind}{SEP}{entity_id}"
+
+
+def aggregate_key(kind: str, partition: int, group: str, part: Any) -> str:
+    """Store key of an aggregate owned by one source partition."""
+    return f"{kind}{SEP}{partition}{SEP}{group}{SEP}{part}"
+
+
+def clock_key(partition: int) -> str:
+    """Store key of a partition's latest event time."""
+    return aggregate_key("t", partition, "", "")
+
+
+def parse_aggregate_key(key: str) -> tuple[str, int, str, str] | None:
+    """(kind, partition, group, part) of an aggregate key; None for entity keys."""
+    parts = key.split(SEP)
+    if len(parts) != 4 or parts[0] not in AGGREGATE_KINDS:
+        return None
+    return parts[0], int(parts[1]), parts[2], parts[3]
+
+
+def _guard_ok(record: Any, source: str, offset: int) -> bool:
+    return record is None or record["g"].get(source, -1) < offset
+
+
+def _stamp(record: Any, source: str, offset: int, value: Any) -> dict[str, Any]:
+    guard = dict(record["g"]) if record is not None else {}
+    guard[source] = offset
+    return {"g": guard, "v": value}
+
+
+def guarded_fold(
+    store: StateStore,
+    *,
+    source: str,
+    partition: int,
+    offset: int,
+    key: str,
+    empty: Callable[[], S],
+    load: Callable[[Any], S],
+    apply: Callable[[S], S],
+    contributions: Callable[[S], Contributions],
+    dump: Callable[[S], Any],
+    event_time_ms: int,
+) -> FoldResult:
+    """Apply one event to an entity and to the aggregates derived from it, idempotently."""
+    record = store.get(key)
+    before = load(record["v"]) if record is not None else empty()
+    if not _guard_ok(record, source, offset):
+        return FoldResult(False, before, ())
+    after = apply(before)
+    old, new = contributions(before), contributions(after)
+    deltas: dict[tuple[str, str, Any], list[int]] = {}
+    for sign, parts in ((-1, old), (1, new)):
+        for agg, vector in parts.items():
+            acc = deltas.setdefault(agg, [0] * len(vector))
+            for i, value in enumerate(vector):
+                acc[i] += sign * value
+    written: list[str] = []
+    for (kind, group, part), delta in deltas.items():
+        if not any(delta):
+            continue
+        agg_key = aggregate_key(kind, partition, group, part)
+        current = store.get(agg_key)
+        if not _guard_ok(current, source, offset):
+            continue
+        base = current["v"] if current is not None else [0] * len(delta)
+        store[agg_key] = _stamp(current, source, offset, [a + b for a, b in zip(base, delta, strict=True)])
+        written.append(agg_key)
+    tkey = clock_key(partition)
+    clock = store.get(tkey)
+    if clock is None or (clock["v"] < event_time_ms and _guard_ok(clock, source, offset)):
+        store[tkey] = _stamp(clock, source, offset, event_time_ms)
+        written.append(tkey)
+    store[key] = _stamp(record, source, offset, dump(after))
+    return FoldResult(True, after, tuple(written))

@@ -1,0 +1,30 @@
+"""Operational counters of one worker process (plain data, read by the metrics collector)."""
+
+from __future__ import annotations
+
+__all__ = ["OperationalStats"]
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+
+@dataclass
+class OperationalStats:
+    """What a worker did since it started; counters only go up."""
+
+    processed: Counter[str] = field(default_factory=Counter)
+    rejected: Counter[str] = field(default_factory=Counter)
+    duplicates: Counter[str] = field(default_factory=Counter)
+    replays: int = 0
+    dedup_unavailable: int = 0
+    last_event_ms: int | None = None
+    last_offset: dict[tuple[str, int], int] = field(default_factory=dict)
+    high_watermark: dict[tuple[str, int], int] = field(default_factory=dict)
+    recoveries: int = 0
+
+    def lag(self) -> dict[tuple[str, int], int]:
+        """Messages behind the high watermark, per (topic, partition) read so far."""
+        return {
+            tp: max(high - (self.last_offset.get(tp, -1) + 1), 0)
+            for tp, high in self.high_watermark.items()
+        }

@@ -1,0 +1,1 @@
+"""Command-line tools: the stream generator, replay, and the demo."""

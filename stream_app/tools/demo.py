@@ -1,0 +1,162 @@
+"""``stream-app demo``: embedded servers, a worker, a year of history, then a live trickle."""
+
+from __future__ import annotations
+
+__all__ = ["run_demo"]
+
+import asyncio
+import datetime as dt
+import os
+import sys
+import tempfile
+import time
+from typing import Any
+
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from stream_app.adapters.embedded import (
+    EmbeddedServers,
+    start_embedded_broker,
+    start_embedded_redis,
+)
+from stream_app.adapters.kafka import ensure_topics
+from stream_app.adapters.processes import free_port, spawn, stop_process, wait_for_port
+from stream_app.config import Settings
+from stream_app.tools.generator import GeneratorSettings, generate_events
+from stream_app.tools.replay import produce_events
+from stream_app.tools.scrape import Samples, scrape
+
+console = Console()
+
+
+def worker_env(settings: Settings) -> dict[str, str]:
+    """Environment for a worker subprocess that shares these settings' servers."""
+    env = dict(os.environ)
+    env.update({
+        "PULSE_KAFKA_BOOTSTRAP": settings.kafka_bootstrap or "",
+        "PULSE_REDIS_URL": settings.redis_url.get_secret_value() if settings.redis_url else "",
+        "PULSE_WEB_PORT": str(settings.web_port),
+        "PULSE_WEB_HOST": settings.web_host,
+        "PULSE_CLOCK": settings.clock,
+        "PULSE_PARTITIONS": str(settings.partitions),
+        "PULSE_APP_ID": settings.app_id,
+    })
+    return env
+
+
+def _value(samples: Samples, name: str, **labels: str) -> float | None:
+    return samples.get((name, tuple(sorted(labels.items()))))
+
+
+def _fmt(value: float | None, kind: str = "n") -> str:
+    if value is None:
+        return "-"
+    if kind == "%":
+        return f"{value:.1%}"
+    if kind == "$":
+        return f"{value:,.0f}"
+    if kind == "d":
+        return f"{value / 86400:.1f}"
+    return f"{value:,.0f}"
+
+
+def kpi_table(samples: Samples, window: str, currency: str) -> Table:
+    """The headline KPIs per team for one window."""
+    teams = sorted({dict(labels).get("team", "") for (name, labels) in samples
+                    if name == "pulse_deals_created" and dict(labels).get("window") == window})
+    table = Table(title=f"Pipeline Pulse: trailing {window} (amounts in {currency})")
+    for column in ("team", "created", "won", "lost", "win rate", "won amount", "avg deal",
+                   "cycle (days)", "open deals", "velocity/day"):
+        table.add_column(column, justify="right" if column != "team" else "left")
+    for team in teams:
+        w = {"team": team, "window": window}
+        velocity = _value(samples, "pulse_sales_velocity_amount_per_second", **w)
+        table.add_row(
+            team,
+            _fmt(_value(samples, "pulse_deals_created", **w)),
+            _fmt(_value(samples, "pulse_deals_won", **w)),
+            _fmt(_value(samples, "pulse_deals_lost", **w)),
+            _fmt(_value(samples, "pulse_win_rate_ratio", **w), "%"),
+            _fmt(_value(samples, "pulse_won_amount", **w), "$"),
+            _fmt(_value(samples, "pulse_average_deal_size", **w), "$"),
+            _fmt(_value(samples, "pulse_sales_cycle_seconds", **w), "d"),
+            _fmt(_value(samples, "pulse_window_open_deals", **w)),
+            _fmt(None if velocity is None else velocity * 86400, "$"),
+        )
+    churn = _value(samples, "pulse_customer_churn_rate_ratio", period="last_month")
+    processed = sum(v for (name, _), v in samples.items() if name == "pulse_events_processed_total")
+    table.caption = (f"churn last month {_fmt(churn, '%')}  |  events processed {processed:,.0f}"
+                     f"  |  refreshed {dt.datetime.now(dt.UTC):%H:%M:%S} UTC")
+    return table
+
+
+async def _live(settings: Settings, events: list[dict[str, Any]], url: str,
+                duration: float | None, rate: float) -> None:
+    started = time.monotonic()
+    with Live(console=console, refresh_per_second=1) as live:
+        index = 0
+        while duration is None or time.monotonic() - started < duration:
+            batch = []
+            for _ in range(max(int(rate * 2), 1)):
+                if index >= len(events):
+                    break
+                event = dict(events[index])
+                event["time"] = dt.datetime.now(dt.UTC).isoformat().replace("+00:00", "Z")
+                batch.append(event)
+                index += 1
+            if batch:
+                await produce_events(settings, batch, show_progress=False)
+            try:
+                live.update(kpi_table(await asyncio.to_thread(scrape, url), "30d",
+                                      settings.reporting_currency))
+            except Exception as exc:  # noqa: BLE001 - the worker may be restarting
+                live.update(f"waiting for {url}: {exc}")
+            await asyncio.sleep(2)
+
+
+def run_demo(months: int, duration: float | None, rate: float, seed: int) -> int:
+    """Run the demo until Ctrl-C (or ``duration`` seconds of live trickle)."""
+    logs = tempfile.mkdtemp(prefix="pipeline-pulse-demo-")
+    servers = EmbeddedServers()
+    worker = None
+    try:
+        start_embedded_broker(servers, os.path.join(logs, "broker.log"))
+        start_embedded_redis(servers, os.path.join(logs, "redis.log"))
+        settings = Settings(
+            kafka_bootstrap=servers.kafka_bootstrap,
+            redis_url=servers.redis_url,
+            web_port=free_port(),
+            clock="wall",
+        )
+        asyncio.run(ensure_topics(settings))
+        worker = spawn([sys.executable, "-m", "stream_app", "worker"], env=worker_env(settings),
+                       log_path=os.path.join(logs, "worker.log"))
+        url = f"http://{settings.web_host}:{settings.web_port}/metrics"
+        console.print(f"[bold]Embedded Kafka (Tansu)[/] {servers.kafka_bootstrap}   "
+                      f"[bold]Redis[/] {servers.redis_url}")
+        console.print(f"[bold]Worker[/] pid {worker.pid}, logs in {logs}")
+        wait_for_port(settings.web_host, settings.web_port, timeout=60)
+        now = dt.datetime.now(dt.UTC)
+        cfg = GeneratorSettings(seed=seed, start=now - dt.timedelta(days=30 * months),
+                                end=now + dt.timedelta(days=5))
+        events = list(generate_events(cfg))
+        history = [e for e in events if dt.datetime.fromisoformat(e["time"]) <= now]
+        future = events[len(history):]
+        console.print(f"Replaying {len(history):,} events of {months} months of history...")
+        result = asyncio.run(produce_events(settings, history, total=len(history)))
+        console.print(f"sent {result.sent:,} events in {result.seconds:.1f}s")
+        console.print(f"\n[bold green]Metrics:[/] {url}\n"
+                      f"More workers: PULSE_KAFKA_BOOTSTRAP={settings.kafka_bootstrap} "
+                      f"PULSE_REDIS_URL={servers.redis_url} PULSE_WEB_PORT=<free port> "
+                      f"stream-app worker\nCtrl-C stops everything.\n")
+        asyncio.run(_live(settings, future, url, duration, rate))
+    except KeyboardInterrupt:
+        console.print("\nstopping...")
+    finally:
+        if worker is not None:
+            stop_process(worker)
+        servers.stop()
+        console.print("demo stopped; no process left behind.")
+    return 0
