@@ -64,6 +64,10 @@ def _parser() -> argparse.ArgumentParser:
                    description="Start Tansu and redis-server on free loopback ports, print the "
                    "PULSE_* variables to reach them, and wait for Ctrl-C.")
     sub.add_parser("topics", help="create the CRM and internal topics if they are missing")
+    schemas = sub.add_parser("schemas", help="regenerate schemas/ from the pydantic models")
+    schemas.add_argument("--check", action="store_true",
+                         help="only report drift (exit 1 when a file differs)")
+    schemas.add_argument("--dir", type=Path, default=Path("schemas"))
 
     demo = sub.add_parser("demo", help="embedded servers + worker + history + live trickle",
                           description="Start everything embedded, replay months of generated "
@@ -181,6 +185,18 @@ def main(argv: list[str] | None = None) -> int:
         from stream_app.adapters.kafka import ensure_topics
 
         asyncio.run(ensure_topics(_settings()))
+        return 0
+    if args.command == "schemas":
+        from stream_app.events.schema_export import expected_files, write_files
+
+        if args.check:
+            drift = [rel for rel, text in expected_files().items()
+                     if not (args.dir / rel).exists() or (args.dir / rel).read_text() != text]
+            for rel in drift:
+                print(f"out of date: {args.dir / rel}", file=sys.stderr)
+            return 1 if drift else 0
+        for rel in write_files(args.dir):
+            print(f"wrote {args.dir / rel}", file=sys.stderr)
         return 0
     if args.command == "demo":
         from stream_app.tools.demo import run_demo

@@ -20,11 +20,16 @@ class OperationalStats:
     last_event_ms: int | None = None
     last_offset: dict[tuple[str, int], int] = field(default_factory=dict)
     high_watermark: dict[tuple[str, int], int] = field(default_factory=dict)
+    committed: dict[tuple[str, int], int] = field(default_factory=dict)
     recoveries: int = 0
 
     def lag(self) -> dict[tuple[str, int], int]:
-        """Messages behind the high watermark, per (topic, partition) read so far."""
+        """Messages behind the high watermark per (topic, partition).
+
+        The position is the later of the last processed offset + 1 and the committed
+        offset (a restarted worker has processed nothing yet but starts there).
+        """
         return {
-            tp: max(high - (self.last_offset.get(tp, -1) + 1), 0)
+            tp: max(high - max(self.last_offset.get(tp, -1) + 1, self.committed.get(tp, 0)), 0)
             for tp, high in self.high_watermark.items()
         }

@@ -301,13 +301,20 @@ class PulseWorker:
 
     async def _refresh(self) -> None:
         consumer = self.app.consumer
+        sources = {self.settings.topic_deals, self.settings.topic_customers,
+                   self.settings.topic_account_wins}
         for tp in list(self.app.assignor.assigned_actives()):
+            if tp.topic not in sources:
+                continue
             try:
                 high = consumer.highwater(tp)
             except Exception:  # noqa: BLE001 - consumer not ready
                 continue
             if high is not None:
                 self._stats.high_watermark[(tp.topic, tp.partition)] = high
+            committed = consumer._committed_offset.get(tp)  # Faust keeps no public accessor
+            if committed is not None:
+                self._stats.committed[(tp.topic, tp.partition)] = committed
         if self.clock == "event":
             local = self._local_latest_ms()
             if local is not None:

@@ -1,0 +1,48 @@
+"""Fixtures that start the real embedded servers (never mocks)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from stream_app.adapters.embedded import (
+    EmbeddedServers,
+    start_embedded_broker,
+    start_embedded_redis,
+)
+from stream_app.config import Settings
+from stream_app.tools.generator import GeneratorSettings, generate_events
+
+
+@pytest.fixture
+def servers(tmp_path: Any) -> Iterator[EmbeddedServers]:
+    with EmbeddedServers() as running:
+        start_embedded_broker(running, str(tmp_path / "broker.log"))
+        start_embedded_redis(running, str(tmp_path / "redis.log"))
+        yield running
+
+
+@pytest.fixture
+def base_settings(servers: EmbeddedServers) -> Settings:
+    return Settings(
+        kafka_bootstrap=servers.kafka_bootstrap,
+        redis_url=servers.redis_url,
+        clock="event",
+        partitions=4,
+        session_timeout_seconds=6,
+        commit_interval_seconds=0.5,
+    )
+
+
+def small_stream(seed: int = 11, months: int = 5, per_day: float = 6.0) -> list[dict[str, Any]]:
+    end = dt.datetime(2026, 10, 20, 12, tzinfo=dt.UTC)
+    cfg = GeneratorSettings(seed=seed, start=end - dt.timedelta(days=30 * months), end=end,
+                            deals_per_day=per_day, accounts=120, churn_probability=0.5)
+    return list(generate_events(cfg))
+
+
+def last_time(events: list[dict[str, Any]]) -> dt.datetime:
+    return max(dt.datetime.fromisoformat(e["time"].replace("Z", "+00:00")) for e in events)
