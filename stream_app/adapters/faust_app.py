@@ -295,7 +295,7 @@ class PulseWorker:
     def _active_partitions(self, topic: str) -> set[int]:
         try:
             actives = self.app.assignor.assigned_actives()
-        except Exception:  # noqa: BLE001 - not assigned yet
+        except Exception:
             return set()
         return {tp.partition for tp in actives if tp.topic == topic}
 
@@ -308,7 +308,7 @@ class PulseWorker:
                 continue
             try:
                 high = consumer.highwater(tp)
-            except Exception:  # noqa: BLE001 - consumer not ready
+            except Exception:
                 continue
             if high is not None:
                 self._stats.high_watermark[(tp.topic, tp.partition)] = high
@@ -329,7 +329,7 @@ class PulseWorker:
         return snap.latest_event_ms
 
     def report(self) -> Report | None:
-        """KPIs of the partitions owned now (see :class:`~stream_app.adapters.metrics.KpiSource`)."""
+        """KPIs of the partitions owned now (the ``KpiSource`` protocol)."""
         deal_parts = self._active_partitions(self.settings.topic_deals)
         account_parts = self._active_partitions(self.settings.topic_customers)
         snap = snapshot_from_aggregates(self._deal_index.items(), deal_parts)

@@ -87,7 +87,7 @@ class PulseCollector(Collector):
             "won": _gauge("deals_won", "Deals won in the window.", wl),
             "lost": _gauge("deals_lost", "Deals lost in the window.", wl),
             "closed": _gauge("deals_closed", "Deals won or lost in the window.", wl),
-            "won_amount": _gauge("won_amount", "Won amount in the window (reporting currency).", wl),
+            "won_amount": _gauge("won_amount", "Won amount in the window (reporting ccy).", wl),
             "cycle_sum": _gauge(
                 "won_deals_cycle_seconds",
                 "Sum over deals won in the window of seconds from created to won.", wl,

@@ -38,7 +38,7 @@ def spawn(
     log_path: str | None = None,
 ) -> subprocess.Popen[bytes]:
     """Start a child in its own process group that is killed when this process dies."""
-    out = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
+    out = open(log_path, "ab") if log_path else subprocess.DEVNULL
     try:
         return subprocess.Popen(
             list(argv),

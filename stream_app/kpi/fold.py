@@ -125,7 +125,8 @@ def guarded_fold(
         if not _guard_ok(current, source, offset):
             continue
         base = current["v"] if current is not None else [0] * len(delta)
-        store[agg_key] = _stamp(current, source, offset, [a + b for a, b in zip(base, delta, strict=True)])
+        summed = [a + b for a, b in zip(base, delta, strict=True)]
+        store[agg_key] = _stamp(current, source, offset, summed)
         written.append(agg_key)
     tkey = clock_key(partition)
     clock = store.get(tkey)

@@ -111,7 +111,7 @@ async def _live(settings: Settings, events: list[dict[str, Any]], url: str,
             try:
                 live.update(kpi_table(await asyncio.to_thread(scrape, url), "30d",
                                       settings.reporting_currency))
-            except Exception as exc:  # noqa: BLE001 - the worker may be restarting
+            except Exception as exc:
                 live.update(f"waiting for {url}: {exc}")
             await asyncio.sleep(2)
 

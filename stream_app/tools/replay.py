@@ -101,7 +101,8 @@ async def produce_events(
                     await asyncio.gather(*pending)
                     pending.clear()
                     elapsed = max(time.monotonic() - started, 1e-9)
-                    progress.update(task, completed=result.sent, rate=f"{result.sent / elapsed:,.0f}")
+                    rate = f"{result.sent / elapsed:,.0f}"
+                    progress.update(task, completed=result.sent, rate=rate)
             await asyncio.gather(*pending)
             elapsed = max(time.monotonic() - started, 1e-9)
             progress.update(task, completed=result.sent, rate=f"{result.sent / elapsed:,.0f}")

@@ -85,7 +85,7 @@ def produce(settings: Settings, events: list[Any]) -> None:
 def try_scrape(url: str) -> Samples | None:
     try:
         return scrape(url, timeout=5)
-    except Exception:  # noqa: BLE001 - the worker may still be starting
+    except Exception:
         return None
 
 

@@ -1,0 +1,41 @@
+# Pipeline Pulse: `make demo` and `make test` bootstrap .venv from a fresh clone.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: demo test unit e2e lint schemas clean help
+
+help:
+	@echo "make demo    embedded Kafka + Redis + worker, a year of history, live KPIs (Ctrl-C stops)"
+	@echo "make test    lint, schema drift, unit and end-to-end tests on real embedded servers"
+	@echo "make unit    unit tests only;  make e2e  end-to-end tests only"
+	@echo "make schemas regenerate schemas/ from the pydantic models"
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/stream-app demo
+
+lint: $(STAMP)
+	$(BIN)/ruff check stream_app tests
+	$(BIN)/stream-app schemas --check
+
+test: lint
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+unit: $(STAMP)
+	$(BIN)/python -m pytest -q tests/unit
+
+e2e: $(STAMP)
+	$(BIN)/python -m pytest -q tests/integration
+
+schemas: $(STAMP)
+	$(BIN)/stream-app schemas
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .hypothesis

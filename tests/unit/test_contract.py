@@ -1,0 +1,73 @@
+"""The event contract: schema files in sync with the models, examples decode as documented."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from stream_app.events.codec import ContractRules, Rejection, decode_event, encode_event
+from stream_app.events.schema_export import INVALID_EXAMPLES, VALID_EXAMPLES, expected_files
+
+SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
+RULES = ContractRules(frozenset({"USD", "EUR"}), frozenset({"Prospecting", "Qualification"}))
+
+
+def test_schema_files_match_the_models() -> None:
+    drift = [rel for rel, text in expected_files().items()
+             if not (SCHEMAS / rel).exists() or (SCHEMAS / rel).read_text() != text]
+    assert not drift, f"run `stream-app schemas` to regenerate: {drift}"
+
+
+@pytest.mark.parametrize("kind", sorted(VALID_EXAMPLES))
+def test_valid_examples_pass_the_json_schema_and_the_decoder(kind: str) -> None:
+    event = json.loads((SCHEMAS / "examples" / "valid" / f"{kind}.json").read_text())
+    jsonschema.validate(event, json.loads((SCHEMAS / "cloudevent.schema.json").read_text()))
+    role = "customers" if kind.startswith("customer.") else "deals"
+    key = event["data"].get("deal_id") or event["data"]["account_id"]
+    decoded = decode_event(json.dumps(event).encode(), key.encode(), role, RULES)
+    assert not isinstance(decoded, Rejection), decoded
+    assert decoded.type == kind
+    again = decode_event(encode_event(decoded), key.encode(), role, RULES)
+    assert again == decoded
+
+
+@pytest.mark.parametrize("name", sorted(INVALID_EXAMPLES))
+def test_invalid_examples_are_rejected_with_their_reason(name: str) -> None:
+    stored = json.loads((SCHEMAS / "examples" / "invalid" / f"{name}.json").read_text())
+    event = stored["event"]
+    key = str(event["data"].get("deal_id", "x")).encode()
+    rejection = decode_event(json.dumps(event).encode(), key, "deals", RULES)
+    assert isinstance(rejection, Rejection)
+    assert rejection.reason == stored["expected_reason"]
+    assert rejection.detail
+
+
+@pytest.mark.parametrize(("value", "key", "reason", "detail"), [
+    (b"\xff", b"k", "not_utf8", "not UTF-8"),
+    (b"{", b"k", "not_json", "not JSON"),
+    (b"42", b"k", "not_an_object", "got int"),
+    (b"[" * 5000 + b"]" * 5000, b"k", "not_json", "nested too deeply"),
+    (b" " * 70_000, b"k", "too_large", "limit is 65536"),
+    (None, b"k", "not_json", "tombstone"),
+])
+def test_undecodable_bytes(value: bytes | None, key: bytes, reason: str, detail: str) -> None:
+    rejection = decode_event(value, key, "deals",
+                             ContractRules(frozenset({"USD"}), frozenset({"P"}), 65536))
+    assert isinstance(rejection, Rejection)
+    assert rejection.reason == reason and detail in rejection.detail
+
+
+def test_the_kafka_key_must_be_the_entity_id() -> None:
+    event = json.dumps(VALID_EXAMPLES["deal.won"]).encode()
+    rejection = decode_event(event, b"other", "deals", RULES)
+    assert isinstance(rejection, Rejection) and rejection.reason == "wrong_key"
+    assert "'D-1001'" in rejection.detail
+
+
+def test_deal_events_on_the_customer_topic_are_refused() -> None:
+    event = json.dumps(VALID_EXAMPLES["deal.won"]).encode()
+    rejection = decode_event(event, b"D-1001", "customers", RULES)
+    assert isinstance(rejection, Rejection) and rejection.reason == "wrong_topic"

@@ -1,0 +1,92 @@
+"""The scrape-time collector against a fresh registry."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from prometheus_client import CollectorRegistry
+
+from stream_app.adapters.metrics import PulseCollector
+from stream_app.kpi.report import Report, Snapshot, build_report
+from stream_app.kpi.windows import window_specs
+from stream_app.ops import OperationalStats
+
+DAY = 20_500
+
+
+class Source:
+    reporting_currency = "USD"
+    clock = "event"
+
+    def __init__(self, snapshot: Snapshot | None):
+        self.snapshot = snapshot
+        self.ops = OperationalStats()
+        self.reads = 0
+
+    def report(self) -> Report | None:
+        self.reads += 1
+        if self.snapshot is None:
+            return None
+        return build_report(self.snapshot, DAY * 86_400_000, window_specs((30,)),
+                            ("P", "N"), {"P": Decimal("0.2"), "N": Decimal("0.9")})
+
+    def stats(self) -> OperationalStats:
+        return self.ops
+
+    def dedup_up(self) -> bool:
+        return False
+
+    def owned_partitions(self) -> int:
+        return 3
+
+
+def test_values_are_computed_at_each_scrape() -> None:
+    snap = Snapshot(buckets={("A", DAY): [3, 1, 1, 12_345, 7_200_000]},
+                    open={("A", "N"): [2, 10_000]})
+    source = Source(snap)
+    registry = CollectorRegistry()
+    PulseCollector(source, registry)
+    get = registry.get_sample_value
+    labels = {"team": "A", "window": "30d"}
+    assert get("pulse_deals_created", labels) == 3
+    assert get("pulse_won_amount", labels) == 123.45
+    assert get("pulse_win_rate_ratio", labels) == 0.5
+    assert get("pulse_deals_closed", labels) == 2
+    assert get("pulse_sales_cycle_seconds", labels) == 7200
+    assert get("pulse_won_deals_cycle_seconds", labels) == 7200
+    assert get("pulse_open_pipeline_weighted_amount", {"team": "all", "stage": "N"}) == 90
+    assert get("pulse_dedup_store_up") == 0
+    assert get("pulse_owned_partitions") == 3
+    assert get("pulse_info", {"reporting_currency": "USD", "clock": "event"}) == 1
+    reads = source.reads
+    snap.buckets[("A", DAY)][0] = 5
+    assert get("pulse_deals_created", labels) == 5
+    assert source.reads > reads
+
+
+def test_ratios_with_zero_denominators_are_absent() -> None:
+    registry = CollectorRegistry()
+    PulseCollector(Source(Snapshot(buckets={("A", DAY): [1, 0, 0, 0, 0]})), registry)
+    labels = {"team": "A", "window": "30d"}
+    assert registry.get_sample_value("pulse_deals_won", labels) == 0
+    assert registry.get_sample_value("pulse_win_rate_ratio", labels) is None
+    assert registry.get_sample_value("pulse_average_deal_size", labels) is None
+    assert registry.get_sample_value("pulse_pipeline_conversion_ratio", labels) == 0
+
+
+def test_operational_counters_and_lag() -> None:
+    source = Source(None)
+    source.ops.processed["deal.won"] += 4
+    source.ops.rejected["not_json"] += 2
+    source.ops.high_watermark[("crm.deals", 0)] = 100
+    source.ops.last_offset[("crm.deals", 0)] = 89
+    source.ops.high_watermark[("crm.deals", 1)] = 50
+    source.ops.committed[("crm.deals", 1)] = 50
+    registry = CollectorRegistry()
+    PulseCollector(source, registry)
+    get = registry.get_sample_value
+    assert get("pulse_events_processed_total", {"type": "deal.won"}) == 4
+    assert get("pulse_events_rejected_total", {"reason": "not_json"}) == 2
+    assert get("pulse_consumer_lag_messages", {"topic": "crm.deals", "partition": "0"}) == 10
+    assert get("pulse_consumer_lag_messages", {"topic": "crm.deals", "partition": "1"}) == 0
+    assert get("pulse_deals_created", {"team": "all", "window": "30d"}) is None
