@@ -80,6 +80,10 @@ class Settings(BaseSettings):
     )
     dedup_ttl_seconds: int = Field(7 * 86400, ge=60)
     max_event_bytes: int = Field(64 * 1024, ge=512)
+    batch_max_events: int = Field(
+        1000, ge=1, description="Events folded per batch (one Redis round trip, coalesced writes)."
+    )
+    batch_within_seconds: float = Field(0.05, gt=0, description="Longest wait to fill a batch.")
     table_standby_replicas: int = Field(0, ge=0)
     commit_interval_seconds: float = Field(1.0, gt=0)
     session_timeout_seconds: float = Field(

@@ -15,7 +15,8 @@ __all__ = ["PulseWorker"]
 import json
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
+from functools import partial
 from typing import Any
 
 import faust
@@ -26,7 +27,7 @@ from stream_app.adapters.kafka import install_high_watermark_fix
 from stream_app.adapters.metrics import PulseCollector, render
 from stream_app.adapters.redis_store import RedisStore
 from stream_app.config import Settings
-from stream_app.events.codec import ContractRules, Rejection, decode_event
+from stream_app.events.codec import ContractRules, Rejection, TopicRole, decode_event
 from stream_app.events.models import CustomerChurned, DealEvent
 from stream_app.kpi.accounts import (
     AccountState,
@@ -35,7 +36,13 @@ from stream_app.kpi.accounts import (
     apply_account_win,
 )
 from stream_app.kpi.deals import DealState, apply_deal_event, deal_contributions
-from stream_app.kpi.fold import entity_key, guarded_fold, parse_aggregate_key
+from stream_app.kpi.fold import (
+    BatchWriter,
+    FoldResult,
+    entity_key,
+    guarded_fold,
+    parse_aggregate_key,
+)
 from stream_app.kpi.money import Pricing
 from stream_app.kpi.report import Report, build_report, snapshot_from_aggregates
 from stream_app.kpi.windows import ms_from_datetime, window_specs
@@ -119,6 +126,7 @@ class PulseWorker:
             consumer_auto_offset_reset="earliest",
             producer_acks=-1,
             stream_recovery_delay=0.2,
+            producer_max_batch_size=512 * 1024,
             web_enabled=True,
             web_bind=s.web_host,
             web_host=s.web_host,
@@ -150,15 +158,17 @@ class PulseWorker:
         async def _accounts_recovered() -> None:
             self._account_index.rebuild()
 
+        batch = {"max_": s.batch_max_events, "within": s.batch_within_seconds}
+
         @app.agent(self.deals_topic, name="pulse-deal-agent")
         async def deal_agent(stream: faust.StreamT) -> None:
-            async for event in stream.events():
-                await self._on_deal_message(event)
+            async for events in stream.take_events(**batch):
+                await self._on_deal_batch(events)
 
         @app.agent(self.customers_topic, name="pulse-account-agent")
         async def account_agent(stream: faust.StreamT) -> None:
-            async for event in stream.events():
-                await self._on_account_message(event)
+            async for events in stream.take_events(**batch):
+                await self._on_account_batch(events)
 
         @app.timer(1.0)
         async def _tick() -> None:
@@ -176,7 +186,7 @@ class PulseWorker:
 
     # -- message handling ------------------------------------------------------------------
 
-    async def _dead_letter(self, event: EventT, rejection: Rejection) -> None:
+    def _dead_letter(self, event: EventT, rejection: Rejection) -> None:
         msg = event.message
         self._stats.rejected[rejection.reason] += 1
         headers = [
@@ -186,7 +196,7 @@ class PulseWorker:
             ("pulse-partition", str(msg.partition).encode()),
             ("pulse-offset", str(msg.offset).encode()),
         ]
-        await self.dead_letters.send(key=msg.key, value=msg.value or b"", headers=headers)
+        self.dead_letters.send_soon(key=msg.key, value=msg.value or b"", headers=headers)
         log.info("rejected %s/%s@%s: %s (%s)", msg.topic, msg.partition, msg.offset,
                  rejection.reason, rejection.detail)
 
@@ -198,47 +208,80 @@ class PulseWorker:
         ):
             self._stats.last_event_ms = time_ms
 
-    async def _admit(self, event: EventT, decoded: Any) -> bool:
-        msg = event.message
-        verdict = await self.redis.check(decoded.id, f"{msg.topic}/{msg.partition}/{msg.offset}")
-        if verdict == "duplicate":
-            self._stats.duplicates[decoded.type] += 1
-            return False
-        if verdict == "unavailable":
-            self._stats.dedup_unavailable += 1
-        elif verdict == "replay":
-            self._stats.replays += 1
-        return True
-
-    async def _on_deal_message(self, event: EventT) -> None:
-        msg = event.message
-        decoded = decode_event(msg.value, msg.key, "deals", self._rules)
-        if isinstance(decoded, Rejection):
-            self._note_position(event, None)
-            await self._dead_letter(event, decoded)
-            return
-        time_ms = ms_from_datetime(decoded.time)
-        if await self._admit(event, decoded):
-            deal_event: DealEvent = decoded  # type: ignore[assignment]
-            result = guarded_fold(
-                self.deals,
-                source="d",
-                partition=msg.partition,
-                offset=msg.offset,
-                key=entity_key("d", deal_event.data.deal_id),
-                empty=lambda: DealState(deal_event.data.deal_id),
-                load=DealState.from_json,
-                apply=lambda state: apply_deal_event(state, deal_event),
-                contributions=lambda state: deal_contributions(state, self._pricing),
-                dump=DealState.to_json,
-                event_time_ms=time_ms,
-            )
-            self._deal_index.keys.update(result.written)
+    async def _decode_and_admit(
+        self, events: Sequence[EventT], role: TopicRole
+    ) -> list[tuple[EventT, Any]]:
+        """Valid, non-duplicate events of a batch; rejects go to the dead-letter topic."""
+        valid: list[tuple[EventT, Any]] = []
+        for event in events:
+            msg = event.message
+            decoded = decode_event(msg.value, msg.key, role, self._rules)
+            if isinstance(decoded, Rejection):
+                self._note_position(event, None)
+                self._dead_letter(event, decoded)
+            else:
+                valid.append((event, decoded))
+        verdicts = await self.redis.check_many([
+            (decoded.id, f"{e.message.topic}/{e.message.partition}/{e.message.offset}")
+            for e, decoded in valid
+        ])
+        admitted: list[tuple[EventT, Any]] = []
+        for (event, decoded), verdict in zip(valid, verdicts, strict=True):
+            self._note_position(event, ms_from_datetime(decoded.time))
+            if verdict == "duplicate":
+                self._stats.duplicates[decoded.type] += 1
+                continue
+            if verdict == "unavailable":
+                self._stats.dedup_unavailable += 1
+            elif verdict == "replay":
+                self._stats.replays += 1
             self._stats.processed[decoded.type] += 1
-            await self._forward_win(result.state)
-        self._note_position(event, time_ms)
+            admitted.append((event, decoded))
+        return admitted
 
-    async def _forward_win(self, state: DealState) -> None:
+    async def _flush(self, table: faust.Table, writers: dict[int, BatchWriter]) -> None:
+        """Send the batch's changelog records straight to the Kafka producer.
+
+        Faust's own path (``send_changelog``) queues each record in its producer
+        buffer and publishes them one event-loop hop at a time, which capped a
+        worker at ~1,000 events/s. Records are encoded as the table's JSON codec
+        would; the commit still flushes the producer before committing offsets.
+        """
+        producer = self.app.producer
+        topic = table.changelog_topic.get_topic_name()
+        dumps = json.dumps
+        for partition, writer in writers.items():
+            for key, value in writer.drain():
+                await producer.send(topic, dumps(key).encode(), dumps(value).encode(),
+                                    partition, None, None)
+
+    async def _on_deal_batch(self, events: Sequence[EventT]) -> None:
+        writers: dict[int, BatchWriter] = {}
+        for event, deal_event in await self._decode_and_admit(events, "deals"):
+            msg = event.message
+            store = writers.setdefault(msg.partition, BatchWriter(self.deals.data))
+            result = self._fold_deal(store, msg.partition, msg.offset, deal_event)
+            self._deal_index.keys.update(result.written)
+            self._forward_win(result.state)
+        await self._flush(self.deals, writers)
+
+    def _fold_deal(self, store: BatchWriter, partition: int, offset: int,
+                   event: DealEvent) -> FoldResult:
+        return guarded_fold(
+            store,
+            source="d",
+            partition=partition,
+            offset=offset,
+            key=entity_key("d", event.data.deal_id),
+            empty=lambda: DealState(event.data.deal_id),
+            load=DealState.from_json,
+            apply=lambda state: apply_deal_event(state, event),
+            contributions=lambda state: deal_contributions(state, self._pricing),
+            dump=DealState.to_json,
+            event_time_ms=ms_from_datetime(event.time),
+        )
+
+    def _forward_win(self, state: DealState) -> None:
         """Re-key a won deal by account (sent again on every replay; min() downstream)."""
         if state.created is None or state.closed is None or state.closed[2] != "won":
             return
@@ -247,39 +290,43 @@ class PulseWorker:
             return
         payload = {"account_id": account_id, "won_at_ms": state.closed[0],
                    "deal_id": state.deal_id}
-        await self.account_wins_topic.send(
+        self.account_wins_topic.send_soon(
             key=account_id.encode(), value=json.dumps(payload).encode()
         )
 
-    async def _on_account_message(self, event: EventT) -> None:
-        msg = event.message
-        if msg.topic == self.settings.topic_account_wins:
-            win = json.loads(msg.value)
-            self._fold_account(event, "w", win["account_id"], win["won_at_ms"],
-                               lambda s: apply_account_win(s, win["won_at_ms"], win["deal_id"]))
-            self._note_position(event, None)
-            return
-        decoded = decode_event(msg.value, msg.key, "customers", self._rules)
-        if isinstance(decoded, Rejection):
-            self._note_position(event, None)
-            await self._dead_letter(event, decoded)
-            return
-        churn: CustomerChurned = decoded  # type: ignore[assignment]
-        time_ms = ms_from_datetime(churn.time)
-        if await self._admit(event, churn):
-            self._fold_account(event, "c", churn.data.account_id, time_ms,
-                               lambda s: apply_account_churn(s, time_ms, churn.id))
-            self._stats.processed[churn.type] += 1
-        self._note_position(event, time_ms)
+    async def _on_account_batch(self, events: Sequence[EventT]) -> None:
+        wins_topic = self.settings.topic_account_wins
+        churns = await self._decode_and_admit(
+            [e for e in events if e.message.topic != wins_topic], "customers"
+        )
+        admitted = {id(event): churn for event, churn in churns}
+        writers: dict[int, BatchWriter] = {}
+        for event in events:
+            msg = event.message
+            store = writers.setdefault(msg.partition, BatchWriter(self.accounts.data))
+            if msg.topic == wins_topic:
+                win = json.loads(msg.value)
+                self._note_position(event, None)
+                self._fold_account(store, msg.partition, msg.offset, "w", win["account_id"],
+                                   win["won_at_ms"], partial(apply_account_win,
+                                                             won_at_ms=win["won_at_ms"],
+                                                             deal_id=win["deal_id"]))
+            elif id(event) in admitted:
+                churn: CustomerChurned = admitted[id(event)]
+                time_ms = ms_from_datetime(churn.time)
+                self._fold_account(store, msg.partition, msg.offset, "c", churn.data.account_id,
+                                   time_ms, partial(apply_account_churn, churned_at_ms=time_ms,
+                                                    event_id=churn.id))
+        await self._flush(self.accounts, writers)
 
-    def _fold_account(self, event: EventT, source: str, account_id: str, time_ms: int,
-                      apply: Any) -> None:
-        msg = event.message
+    def _fold_account(self, store: BatchWriter, partition: int, offset: int, source: str,
+                      account_id: str, time_ms: int,
+                      apply: Callable[[AccountState], AccountState]) -> None:
         result = guarded_fold(
-            self.accounts,
+            store,
             source=source,
-            partition=msg.partition,
-            offset=msg.offset,
+            partition=partition,
+            offset=offset,
             key=entity_key("a", account_id),
             empty=lambda: AccountState(account_id),
             load=AccountState.from_json,

@@ -94,6 +94,24 @@ class RedisStore:
         self._recovered()
         return verdict  # type: ignore[no-any-return]
 
+    async def check_many(self, items: list[tuple[str, str]]) -> list[DedupVerdict]:
+        """Classify many (event id, position) pairs in one round trip, in order."""
+        if not items:
+            return []
+        if self._down_since is not None and time.monotonic() < self._next_try:
+            return ["unavailable"] * len(items)
+        try:
+            async with self._client.pipeline(transaction=False) as pipe:
+                for event_id, position in items:
+                    await self._check(keys=[f"{self._namespace}:seen:{event_id}"],
+                                      args=[position, self._ttl], client=pipe)
+                verdicts = await pipe.execute()
+        except (RedisError, OSError) as exc:
+            self._failed(exc)
+            return ["unavailable"] * len(items)
+        self._recovered()
+        return list(verdicts)
+
     async def merge_clock(self, latest_event_ms: int) -> int | None:
         """Raise the shared latest event time to ``latest_event_ms``; returns the shared value."""
         if self._down_since is not None and time.monotonic() < self._next_try:

@@ -9,6 +9,7 @@ __all__ = [
     "REJECT_REASONS",
     "ContractRules",
     "Rejection",
+    "TopicRole",
     "decode_event",
     "encode_event",
     "entity_id",

@@ -9,6 +9,11 @@ prefix of one partition's writes, so after a crash:
 - entity guard >= offset: every write of the event persisted; skip it;
 - otherwise the entity record is the state before the event, so the deltas are
   recomputed exactly and applied only to aggregates whose guard is < offset.
+
+:class:`BatchWriter` coalesces the writes of a batch of one partition's events:
+one changelog record per key, every aggregate before any entity, so the same
+argument holds batch by batch (an aggregate's guard is the offset of the last
+event of the batch that touched it, and its value holds all those events).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 __all__ = [
     "AGGREGATE_KINDS",
     "SEP",
+    "BatchWriter",
     "FoldResult",
     "StateStore",
     "aggregate_key",
@@ -54,6 +60,30 @@ class FoldResult:
     applied: bool
     state: Any
     written: tuple[str, ...]
+
+
+class BatchWriter:
+    """A store view that applies writes at once and queues one changelog record per key."""
+
+    def __init__(self, data: Any):
+        self._data = data
+        self._aggregates: dict[str, Any] = {}
+        self._entities: dict[str, Any] = {}
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """Read through to the live state."""
+        return self._data.get(key, default)
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self._data[key] = value
+        target = self._aggregates if parse_aggregate_key(key) else self._entities
+        target[key] = value
+
+    def drain(self) -> list[tuple[str, Any]]:
+        """The records to send, aggregates first; empties the queue."""
+        records = [*self._aggregates.items(), *self._entities.items()]
+        self._aggregates, self._entities = {}, {}
+        return records
 
 
 def entity_key(kind: str, entity_id: str) -> str:
