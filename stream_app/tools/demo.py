@@ -14,6 +14,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.live import Live
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from stream_app.adapters.embedded import (
@@ -67,8 +68,8 @@ def kpi_table(samples: Samples, window: str, currency: str) -> Table:
     teams = sorted({dict(labels).get("team", "") for (name, labels) in samples
                     if name == "pulse_deals_created" and dict(labels).get("window") == window})
     table = Table(title=f"Pipeline Pulse: trailing {window} (amounts in {currency})")
-    for column in ("team", "created", "won", "lost", "win rate", "won amount", "avg deal",
-                   "cycle (days)", "open deals", "velocity/day"):
+    for column in ("team", "new", "won", "lost", "win %", "won amt", "avg deal", "cycle d",
+                   "open", "vel/day"):
         table.add_column(column, justify="right" if column != "team" else "left")
     for team in teams:
         w = {"team": team, "window": window}
@@ -86,10 +87,32 @@ def kpi_table(samples: Samples, window: str, currency: str) -> Table:
             _fmt(None if velocity is None else velocity * 86400, "$"),
         )
     churn = _value(samples, "pulse_customer_churn_rate_ratio", period="last_month")
-    processed = sum(v for (name, _), v in samples.items() if name == "pulse_events_processed_total")
+    processed = _processed(samples)
     table.caption = (f"churn last month {_fmt(churn, '%')}  |  events processed {processed:,.0f}"
                      f"  |  refreshed {dt.datetime.now(dt.UTC):%H:%M:%S} UTC")
     return table
+
+
+def _processed(samples: Samples) -> float:
+    return sum(v for (name, _), v in samples.items() if name == "pulse_events_processed_total")
+
+
+def _catch_up(url: str, total: int, timeout: float = 900) -> None:
+    """Show the worker folding the history until it has processed every event."""
+    columns = (TextColumn("[bold]worker"), BarColumn(), MofNCompleteColumn(),
+               TimeRemainingColumn())
+    with Progress(*columns, console=console) as progress:
+        task = progress.add_task("fold", total=total)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                done = _processed(scrape(url))
+            except Exception:
+                done = 0
+            progress.update(task, completed=min(done, total))
+            if done >= total:
+                return
+            time.sleep(0.5)
 
 
 async def _live(settings: Settings, events: list[dict[str, Any]], url: str,
@@ -147,6 +170,7 @@ def run_demo(months: int, duration: float | None, rate: float, seed: int) -> int
         console.print(f"Replaying {len(history):,} events of {months} months of history...")
         result = asyncio.run(produce_events(settings, history, total=len(history)))
         console.print(f"sent {result.sent:,} events in {result.seconds:.1f}s")
+        _catch_up(url, result.sent)
         console.print(f"\n[bold green]Metrics:[/] {url}\n"
                       f"More workers: PULSE_KAFKA_BOOTSTRAP={settings.kafka_bootstrap} "
                       f"PULSE_REDIS_URL={servers.redis_url} PULSE_WEB_PORT=<free port> "

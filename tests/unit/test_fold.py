@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stream_app.kpi.deals import DealState, apply_deal_event, deal_contributions
-from stream_app.kpi.fold import entity_key, guarded_fold, parse_aggregate_key
+from stream_app.kpi.fold import BatchWriter, entity_key, guarded_fold, parse_aggregate_key
 from stream_app.kpi.money import Pricing
 from tests.unit.events import ev
 
@@ -96,3 +96,34 @@ def test_replaying_everything_twice_changes_nothing() -> None:
         _apply(store, offset, event)
     assert _aggregates(store) == before
     assert len(store.log) == writes
+
+
+@settings(max_examples=150, deadline=None)
+@given(seed=st.integers(0, 10_000), batch=st.integers(1, 9), cut=st.floats(0, 1),
+       lag=st.integers(0, 3))
+def test_coalesced_batches_survive_a_crash_at_any_record(
+    seed: int, batch: int, cut: float, lag: int
+) -> None:
+    events = _stream(seed, deals=8)
+    clean = ChangelogStore()
+    for offset, event in enumerate(events):
+        _apply(clean, offset, event)
+    live: dict = {}
+    log: list[tuple[str, Any]] = []
+    boundaries: list[tuple[int, int]] = []  # (log length after the batch, next offset)
+    for first in range(0, len(events), batch):
+        writer = BatchWriter(live)
+        for offset in range(first, min(first + batch, len(events))):
+            _apply(writer, offset, events[offset])
+        log.extend(writer.drain())
+        boundaries.append((len(log), min(first + batch, len(events))))
+    assert _aggregates(live) == _aggregates(clean)
+    kept = int(len(log) * cut)
+    recovered = ChangelogStore()
+    for key, value in log[:kept]:
+        dict.__setitem__(recovered, key, value)
+    flushed = [next_offset for length, next_offset in boundaries if length <= kept]
+    committed = flushed[-1 - lag] if len(flushed) > lag else 0
+    for offset in range(committed, len(events)):
+        _apply(recovered, offset, events[offset])
+    assert _aggregates(recovered) == _aggregates(clean)
