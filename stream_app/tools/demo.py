@@ -5,6 +5,7 @@ from __future__ import annotations
 __all__ = ["run_demo"]
 
 import asyncio
+import contextlib
 import datetime as dt
 import os
 import sys
@@ -115,10 +116,25 @@ def _catch_up(url: str, total: int, timeout: float = 900) -> None:
             time.sleep(0.5)
 
 
+class _PlainLive:
+    """Stand-in for rich's Live when stdout is not a terminal: print each table as it comes."""
+
+    def __init__(self, every: float = 10.0) -> None:
+        self._every = every
+        self._last = -every
+
+    def update(self, renderable: Any) -> None:
+        if time.monotonic() - self._last >= self._every:
+            self._last = time.monotonic()
+            console.print(renderable)
+
+
 async def _live(settings: Settings, events: list[dict[str, Any]], url: str,
                 duration: float | None, rate: float) -> None:
     started = time.monotonic()
-    with Live(console=console, refresh_per_second=1) as live:
+    with contextlib.ExitStack() as stack:
+        live: Live | _PlainLive = (stack.enter_context(Live(console=console, refresh_per_second=1))
+                                   if console.is_terminal else _PlainLive())
         index = 0
         while duration is None or time.monotonic() - started < duration:
             batch = []
