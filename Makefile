@@ -4,13 +4,15 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test unit e2e lint schemas clean help
+.PHONY: demo test unit e2e lint schemas bench clean help
 
 help:
 	@echo "make demo    embedded Kafka + Redis + worker, a year of history, live KPIs (Ctrl-C stops)"
 	@echo "make test    lint, schema drift, unit and end-to-end tests on real embedded servers"
 	@echo "make unit    unit tests only;  make e2e  end-to-end tests only"
 	@echo "make schemas regenerate schemas/ from the pydantic models"
+	@echo "make bench   throughput, freshness, memory, recovery and scrape figures (~15 min;"
+	@echo "             BENCH_ARGS='--events 20000 --open-deals 50000' for a quick run)"
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +24,7 @@ demo: $(STAMP)
 	$(BIN)/stream-app demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check stream_app tests
+	$(BIN)/ruff check stream_app tests bench
 	$(BIN)/stream-app schemas --check
 
 test: lint
@@ -33,6 +35,9 @@ unit: $(STAMP)
 
 e2e: $(STAMP)
 	$(BIN)/python -m pytest -q tests/integration
+
+bench: $(STAMP)
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 schemas: $(STAMP)
 	$(BIN)/stream-app schemas

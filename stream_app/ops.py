@@ -22,6 +22,14 @@ class OperationalStats:
     high_watermark: dict[tuple[str, int], int] = field(default_factory=dict)
     committed: dict[tuple[str, int], int] = field(default_factory=dict)
     recoveries: int = 0
+    changelog_applied: Counter[str] = field(default_factory=Counter)
+    recovery_in_progress: bool = False
+    recovery_remaining: int = 0
+    last_recovery_seconds: float | None = None
+
+    def next_offsets(self) -> dict[tuple[str, int], int]:
+        """Offset after the last message applied, per (topic, partition)."""
+        return {tp: offset + 1 for tp, offset in self.last_offset.items()}
 
     def lag(self) -> dict[tuple[str, int], int]:
         """Messages behind the high watermark per (topic, partition).

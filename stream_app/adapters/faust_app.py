@@ -28,18 +28,18 @@ from stream_app.adapters.metrics import PulseCollector, render
 from stream_app.adapters.redis_store import RedisStore
 from stream_app.config import Settings
 from stream_app.events.codec import ContractRules, Rejection, TopicRole, decode_event
-from stream_app.events.models import CustomerChurned, DealEvent
+from stream_app.events.models import CustomerChurned
 from stream_app.kpi.accounts import (
     AccountState,
     account_contributions,
     apply_account_churn,
     apply_account_win,
 )
-from stream_app.kpi.deals import DealState, apply_deal_event, deal_contributions
+from stream_app.kpi.deals import DealState
 from stream_app.kpi.fold import (
     BatchWriter,
-    FoldResult,
     entity_key,
+    fold_deal_event,
     guarded_fold,
     parse_aggregate_key,
 )
@@ -148,6 +148,8 @@ class PulseWorker:
         self.accounts = app.Table("pulse-accounts", **table_args)
         self._deal_index = _AggregateIndex(self.deals)
         self._account_index = _AggregateIndex(self.accounts)
+        for table in (self.deals, self.accounts):
+            self._count_changelog_records(table)
 
         @self.deals.on_recover
         async def _deals_recovered() -> None:
@@ -183,6 +185,15 @@ class PulseWorker:
             return web.json({"status": "ok", "owned_partitions": self.owned_partitions()})
 
         self._agents = (deal_agent, account_agent)
+
+    def _count_changelog_records(self, table: faust.Table) -> None:
+        apply_batch, applied = table.apply_changelog_batch, self._stats.changelog_applied
+
+        def counting(batch: Sequence[EventT]) -> None:
+            applied[table.name] += len(batch)
+            apply_batch(batch)
+
+        table.apply_changelog_batch = counting  # type: ignore[method-assign]
 
     # -- message handling ------------------------------------------------------------------
 
@@ -260,26 +271,11 @@ class PulseWorker:
         for event, deal_event in await self._decode_and_admit(events, "deals"):
             msg = event.message
             store = writers.setdefault(msg.partition, BatchWriter(self.deals.data))
-            result = self._fold_deal(store, msg.partition, msg.offset, deal_event)
+            result = fold_deal_event(store, msg.partition, msg.offset, deal_event,
+                                     self._pricing)
             self._deal_index.keys.update(result.written)
             self._forward_win(result.state)
         await self._flush(self.deals, writers)
-
-    def _fold_deal(self, store: BatchWriter, partition: int, offset: int,
-                   event: DealEvent) -> FoldResult:
-        return guarded_fold(
-            store,
-            source="d",
-            partition=partition,
-            offset=offset,
-            key=entity_key("d", event.data.deal_id),
-            empty=lambda: DealState(event.data.deal_id),
-            load=DealState.from_json,
-            apply=lambda state: apply_deal_event(state, event),
-            contributions=lambda state: deal_contributions(state, self._pricing),
-            dump=DealState.to_json,
-            event_time_ms=ms_from_datetime(event.time),
-        )
 
     def _forward_win(self, state: DealState) -> None:
         """Re-key a won deal by account (sent again on every replay; min() downstream)."""
@@ -346,7 +342,18 @@ class PulseWorker:
             return set()
         return {tp.partition for tp in actives if tp.topic == topic}
 
+    def _note_recovery(self) -> None:
+        recovery = self.app.tables.recovery
+        stats = self._stats
+        stats.recovery_in_progress = bool(recovery.in_recovery)
+        stats.recovery_remaining = recovery.active_remaining_total() if recovery.in_recovery else 0
+        started = getattr(recovery, "_recovery_started_at", None)
+        ended = getattr(recovery, "_recovery_ended_at", None)
+        if started is not None and ended is not None and ended >= started:
+            stats.last_recovery_seconds = ended - started
+
     async def _refresh(self) -> None:
+        self._note_recovery()
         consumer = self.app.consumer
         sources = {self.settings.topic_deals, self.settings.topic_customers,
                    self.settings.topic_account_wins}

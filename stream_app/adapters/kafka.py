@@ -61,15 +61,15 @@ def topic_plan(settings: Settings) -> dict[str, int]:
     }
 
 
-async def ensure_topics(settings: Settings) -> None:
-    """Create the topics of :func:`topic_plan` that do not exist yet."""
+async def ensure_topics(settings: Settings, plan: Mapping[str, int] | None = None) -> None:
+    """Create the topics of ``plan`` (default :func:`topic_plan`) that do not exist yet."""
     admin = AIOKafkaAdminClient(**client_kwargs(settings))
     await admin.start()
     try:
         existing = set(await admin.list_topics())
         missing = [
             NewTopic(name, num_partitions=count, replication_factor=1)
-            for name, count in topic_plan(settings).items()
+            for name, count in (topic_plan(settings) if plan is None else plan).items()
             if name not in existing
         ]
         if missing:

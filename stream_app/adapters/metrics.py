@@ -10,7 +10,7 @@ from __future__ import annotations
 
 __all__ = ["KpiSource", "PulseCollector", "render"]
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Protocol
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -43,6 +43,13 @@ class KpiSource(Protocol):
 
 def _gauge(name: str, doc: str, labels: list[str]) -> GaugeMetricFamily:
     return GaugeMetricFamily(f"pulse_{name}", doc, labels=labels)
+
+
+def _counter(name: str, doc: str, label: str, counts: Mapping[str, int]) -> Metric:
+    family = CounterMetricFamily(f"pulse_{name}", doc, labels=[label])
+    for value, n in sorted(counts.items()):
+        family.add_metric([value], n)
+    return family
 
 
 class PulseCollector(Collector):
@@ -154,25 +161,12 @@ class PulseCollector(Collector):
         yield from (churned, active, rate, start)
 
     def _operations(self, stats: OperationalStats) -> Iterator[Metric]:
-        processed = CounterMetricFamily(
-            "pulse_events_processed", "Valid events applied or replayed, by type.", labels=["type"]
-        )
-        for kind, n in sorted(stats.processed.items()):
-            processed.add_metric([kind], n)
-        yield processed
-        rejected = CounterMetricFamily(
-            "pulse_events_rejected", "Events sent to the dead-letter topic, by reason.",
-            labels=["reason"],
-        )
-        for reason, n in sorted(stats.rejected.items()):
-            rejected.add_metric([reason], n)
-        yield rejected
-        dup = CounterMetricFamily(
-            "pulse_events_duplicate", "Events skipped as duplicates of a seen id.", labels=["type"]
-        )
-        for kind, n in sorted(stats.duplicates.items()):
-            dup.add_metric([kind], n)
-        yield dup
+        yield _counter("events_processed", "Valid events applied or replayed, by type.", "type",
+                       stats.processed)
+        yield _counter("events_rejected", "Events sent to the dead-letter topic, by reason.",
+                       "reason", stats.rejected)
+        yield _counter("events_duplicate", "Events skipped as duplicates of a seen id.", "type",
+                       stats.duplicates)
         unavailable = CounterMetricFamily(
             "pulse_dedup_unavailable", "Events processed while Redis was unreachable."
         )
@@ -187,6 +181,34 @@ class PulseCollector(Collector):
         for (topic, partition), n in sorted(stats.lag().items()):
             lag.add_metric([topic, str(partition)], n)
         yield lag
+        position = _gauge("consumer_next_offset", "Offset after the last message applied.",
+                          ["topic", "partition"])
+        for (topic, partition), n in sorted(stats.next_offsets().items()):
+            position.add_metric([topic, str(partition)], n)
+        yield position
+        yield from self._recovery(stats)
+
+    def _recovery(self, stats: OperationalStats) -> Iterator[Metric]:
+        yield _counter(
+            "changelog_records_applied",
+            "Changelog records applied to local state (recovery and standby), by table.",
+            "table", stats.changelog_applied,
+        )
+        recoveries = CounterMetricFamily("pulse_recoveries", "Table recoveries completed.")
+        recoveries.add_metric([], stats.recoveries)
+        yield recoveries
+        running = _gauge("recovery_in_progress", "1 while tables are being restored.", [])
+        running.add_metric([], 1 if stats.recovery_in_progress else 0)
+        yield running
+        remaining = _gauge("recovery_remaining_records",
+                           "Changelog records left to restore for active partitions.", [])
+        remaining.add_metric([], stats.recovery_remaining)
+        yield remaining
+        if stats.last_recovery_seconds is not None:
+            took = _gauge("last_recovery_duration_seconds",
+                          "Seconds the last completed recovery took.", [])
+            took.add_metric([], stats.last_recovery_seconds)
+            yield took
 
 
 def render(registry: CollectorRegistry) -> bytes:

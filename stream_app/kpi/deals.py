@@ -14,10 +14,12 @@ __all__ = [
     "OPEN_FIELDS",
     "Contributions",
     "DealState",
+    "add_vector",
     "apply_deal_event",
     "deal_contributions",
 ]
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -89,6 +91,16 @@ class DealState:
         )
 
 
+def add_vector(target: dict[Any, list[int]], key: Any, vector: Sequence[int]) -> None:
+    """Add ``vector`` element-wise to ``target[key]`` (a copy of it when absent)."""
+    current = target.get(key)
+    if current is None:
+        target[key] = list(vector)
+    else:
+        for i, value in enumerate(vector):
+            current[i] += value
+
+
 def _earliest(current: tuple | None, candidate: tuple) -> tuple:
     return candidate if current is None or candidate[:2] < current[:2] else current
 
@@ -145,12 +157,7 @@ def deal_contributions(state: DealState, pricing: Pricing) -> Contributions:
     out: dict[tuple[str, str, Any], list[int]] = {}
 
     def add(key: tuple[str, str, Any], vector: tuple[int, ...]) -> None:
-        current = out.get(key)
-        if current is None:
-            out[key] = list(vector)
-        else:
-            for i, value in enumerate(vector):
-                current[i] += value
+        add_vector(out, key, vector)
 
     add(("b", team, day_of(created_at)), (1, 0, 0, 0, 0))
     if state.closed is None:

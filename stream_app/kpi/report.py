@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from stream_app.kpi.deals import add_vector
 from stream_app.kpi.fold import parse_aggregate_key
 from stream_app.kpi.windows import (
     WindowSpec,
@@ -71,9 +72,9 @@ def snapshot_from_aggregates(
         kind, _, group, part = parsed
         value = record["v"]
         if kind == "b":
-            _add(snap.buckets, (group, int(part)), value)
+            add_vector(snap.buckets, (group, int(part)), value)
         elif kind == "o":
-            _add(snap.open, (group, part), value)
+            add_vector(snap.open, (group, part), value)
         elif kind == "n":
             snap.new_customers[int(part)] = snap.new_customers.get(int(part), 0) + value[0]
         elif kind == "c":
@@ -81,15 +82,6 @@ def snapshot_from_aggregates(
         elif kind == "t" and (snap.latest_event_ms is None or value > snap.latest_event_ms):
             snap.latest_event_ms = value
     return snap
-
-
-def _add(target: dict[Any, list[int]], key: Any, vector: list[int]) -> None:
-    current = target.get(key)
-    if current is None:
-        target[key] = list(vector)
-    else:
-        for i, value in enumerate(vector):
-            current[i] += value
 
 
 def _ratio(numerator: float, denominator: float) -> float | None:

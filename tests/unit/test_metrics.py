@@ -90,3 +90,25 @@ def test_operational_counters_and_lag() -> None:
     assert get("pulse_consumer_lag_messages", {"topic": "crm.deals", "partition": "0"}) == 10
     assert get("pulse_consumer_lag_messages", {"topic": "crm.deals", "partition": "1"}) == 0
     assert get("pulse_deals_created", {"team": "all", "window": "30d"}) is None
+
+
+def test_positions_and_recovery() -> None:
+    source = Source(None)
+    source.ops.last_offset[("crm.deals", 2)] = 41
+    source.ops.changelog_applied["pulse-deals"] += 1500
+    source.ops.recoveries = 2
+    source.ops.recovery_in_progress = True
+    source.ops.recovery_remaining = 300
+    registry = CollectorRegistry()
+    PulseCollector(source, registry)
+    get = registry.get_sample_value
+    assert get("pulse_consumer_next_offset", {"topic": "crm.deals", "partition": "2"}) == 42
+    assert get("pulse_changelog_records_applied_total", {"table": "pulse-deals"}) == 1500
+    assert get("pulse_recoveries_total") == 2
+    assert get("pulse_recovery_in_progress") == 1
+    assert get("pulse_recovery_remaining_records") == 300
+    assert get("pulse_last_recovery_duration_seconds") is None
+    source.ops.last_recovery_seconds = 3.5
+    source.ops.recovery_in_progress = False
+    assert get("pulse_last_recovery_duration_seconds") == 3.5
+    assert get("pulse_recovery_in_progress") == 0

