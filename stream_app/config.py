@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-__all__ = ["DEFAULT_STAGES", "Clock", "Settings", "StageConfig"]
+__all__ = ["DEFAULT_STAGES", "Clock", "Settings", "StageConfig", "worker_env"]
 
+import os
 from decimal import Decimal
 from typing import Literal
 
@@ -116,3 +117,22 @@ class Settings(BaseSettings):
     def stage_probabilities(self) -> dict[str, Decimal]:
         """Win probability of each stage."""
         return {stage.name: stage.probability for stage in self.stages}
+
+
+def worker_env(settings: Settings, **extra: str) -> dict[str, str]:
+    """This process's environment plus the PULSE_* variables a worker subprocess needs
+    to share ``settings``' servers, topics, app id, clock and timings."""
+    env = dict(os.environ)
+    env.update({
+        "PULSE_KAFKA_BOOTSTRAP": settings.kafka_bootstrap or "",
+        "PULSE_REDIS_URL": settings.redis_url.get_secret_value() if settings.redis_url else "",
+        "PULSE_WEB_PORT": str(settings.web_port),
+        "PULSE_WEB_HOST": settings.web_host,
+        "PULSE_CLOCK": settings.clock,
+        "PULSE_PARTITIONS": str(settings.partitions),
+        "PULSE_APP_ID": settings.app_id,
+        "PULSE_SESSION_TIMEOUT_SECONDS": str(settings.session_timeout_seconds),
+        "PULSE_COMMIT_INTERVAL_SECONDS": str(settings.commit_interval_seconds),
+        **extra,
+    })
+    return env

@@ -25,27 +25,12 @@ from stream_app.adapters.embedded import (
 )
 from stream_app.adapters.kafka import ensure_topics
 from stream_app.adapters.processes import free_port, spawn, stop_process, wait_for_port
-from stream_app.config import Settings
+from stream_app.config import Settings, worker_env
 from stream_app.tools.generator import GeneratorSettings, generate_events
 from stream_app.tools.replay import produce_events
 from stream_app.tools.scrape import Samples, scrape
 
 console = Console()
-
-
-def worker_env(settings: Settings) -> dict[str, str]:
-    """Environment for a worker subprocess that shares these settings' servers."""
-    env = dict(os.environ)
-    env.update({
-        "PULSE_KAFKA_BOOTSTRAP": settings.kafka_bootstrap or "",
-        "PULSE_REDIS_URL": settings.redis_url.get_secret_value() if settings.redis_url else "",
-        "PULSE_WEB_PORT": str(settings.web_port),
-        "PULSE_WEB_HOST": settings.web_host,
-        "PULSE_CLOCK": settings.clock,
-        "PULSE_PARTITIONS": str(settings.partitions),
-        "PULSE_APP_ID": settings.app_id,
-    })
-    return env
 
 
 def _value(samples: Samples, name: str, **labels: str) -> float | None:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from stream_app.adapters.processes import free_port, spawn, stop_process
-from stream_app.config import Settings
+from stream_app.config import Settings, worker_env
 from stream_app.kpi.windows import ms_from_datetime
 from stream_app.tools.replay import produce_events
 from stream_app.tools.scrape import Samples, scrape
@@ -41,18 +41,7 @@ class Worker:
         return f"http://127.0.0.1:{self.settings.web_port}/metrics"
 
     def start(self) -> Worker:
-        env = dict(os.environ)
-        env.update({
-            "PULSE_KAFKA_BOOTSTRAP": self.settings.kafka_bootstrap or "",
-            "PULSE_REDIS_URL": self.settings.redis_url.get_secret_value()
-            if self.settings.redis_url else "",
-            "PULSE_WEB_PORT": str(self.settings.web_port),
-            "PULSE_CLOCK": self.settings.clock,
-            "PULSE_PARTITIONS": str(self.settings.partitions),
-            "PULSE_SESSION_TIMEOUT_SECONDS": str(self.settings.session_timeout_seconds),
-            "PULSE_COMMIT_INTERVAL_SECONDS": str(self.settings.commit_interval_seconds),
-            "PULSE_LOG_LEVEL": "INFO",
-        })
+        env = worker_env(self.settings, PULSE_LOG_LEVEL="INFO")
         self.proc = spawn([sys.executable, "-m", "stream_app", "worker"], env=env,
                           log_path=str(self.log))
         return self
