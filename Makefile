@@ -4,11 +4,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test unit e2e lint schemas bench clean help
+.PHONY: demo test quick unit e2e lint schemas bench clean help
 
 help:
 	@echo "make demo    embedded Kafka + Redis + worker, a year of history, live KPIs (Ctrl-C stops)"
 	@echo "make test    lint, schema drift, unit and end-to-end tests on real embedded servers"
+	@echo "make quick   make test without the slow fault-injection tests (marked slow)"
 	@echo "make unit    unit tests only;  make e2e  end-to-end tests only"
 	@echo "make schemas regenerate schemas/ from the pydantic models"
 	@echo "make bench   throughput, freshness, memory, recovery and scrape figures (~15 min;"
@@ -29,6 +30,9 @@ lint: $(STAMP)
 
 test: lint
 	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+quick: lint
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not slow"
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest -q tests/unit

@@ -145,8 +145,13 @@ def _run_worker(settings: Settings) -> int:
         try:
             worker.execute_from_commandline()
         except SystemExit as exc:
-            return int(exc.code or 0)
-        return 0
+            code = int(exc.code or 0)
+        else:
+            code = 0
+        if pulse.fatal is not None:
+            print(f"stream-app worker: {pulse.fatal}", file=sys.stderr)
+            return 2
+        return code
     finally:
         servers.stop()
 

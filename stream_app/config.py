@@ -79,7 +79,17 @@ class Settings(BaseSettings):
         },
         description="Units of the reporting currency per unit of each accepted currency.",
     )
+    max_teams: int = Field(
+        50, ge=1, le=10_000,
+        description="Teams with their own series, first come first served across workers; "
+        "later teams are summed into team=\"other\".",
+    )
     dedup_ttl_seconds: int = Field(7 * 86400, ge=60)
+    late_grace_days: float = Field(
+        7.0, gt=0,
+        description="Events older than their partition's latest event time minus this are "
+        "still applied and counted in pulse_events_late_total.",
+    )
     max_event_bytes: int = Field(64 * 1024, ge=512)
     batch_max_events: int = Field(
         1000, ge=1, description="Events folded per batch (one Redis round trip, coalesced writes)."
@@ -89,6 +99,11 @@ class Settings(BaseSettings):
     commit_interval_seconds: float = Field(1.0, gt=0)
     session_timeout_seconds: float = Field(
         10.0, ge=1, description="Consumer-group session timeout; Tansu waits half of it per join."
+    )
+    recovery_stall_seconds: float = Field(
+        180.0, gt=0,
+        description="A table recovery that restores nothing for this long stops the worker "
+        "with an error instead of hanging.",
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "WARNING"
 

@@ -15,10 +15,12 @@ class OperationalStats:
     processed: Counter[str] = field(default_factory=Counter)
     rejected: Counter[str] = field(default_factory=Counter)
     duplicates: Counter[str] = field(default_factory=Counter)
+    late: Counter[str] = field(default_factory=Counter)
     replays: int = 0
     dedup_unavailable: int = 0
     last_event_ms: int | None = None
     last_offset: dict[tuple[str, int], int] = field(default_factory=dict)
+    partition_latest_ms: dict[tuple[str, int], int] = field(default_factory=dict)
     high_watermark: dict[tuple[str, int], int] = field(default_factory=dict)
     committed: dict[tuple[str, int], int] = field(default_factory=dict)
     recoveries: int = 0
@@ -26,6 +28,13 @@ class OperationalStats:
     recovery_in_progress: bool = False
     recovery_remaining: int = 0
     last_recovery_seconds: float | None = None
+
+    def forget_except(self, owned: set[tuple[str, int]]) -> None:
+        """Drop the positions of partitions this worker no longer owns."""
+        for positions in (self.last_offset, self.partition_latest_ms, self.high_watermark,
+                          self.committed):
+            for tp in [tp for tp in positions if tp not in owned]:
+                del positions[tp]
 
     def next_offsets(self) -> dict[tuple[str, int], int]:
         """Offset after the last message applied, per (topic, partition)."""

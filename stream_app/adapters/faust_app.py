@@ -10,25 +10,28 @@ Two tables, each holding entity records and the aggregates derived from them
 
 from __future__ import annotations
 
-__all__ = ["PulseWorker"]
+__all__ = ["PulseWorker", "StateLostError"]
 
+import asyncio
 import json
 import logging
+import os
+import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from functools import partial
 from typing import Any
 
 import faust
-from faust.types import EventT
+from faust.types import TP, EventT
 from prometheus_client import CollectorRegistry
 
-from stream_app.adapters.kafka import install_high_watermark_fix
+from stream_app.adapters.kafka import committed_offsets, install_high_watermark_fix
 from stream_app.adapters.metrics import PulseCollector, render
 from stream_app.adapters.redis_store import RedisStore
 from stream_app.config import Settings
 from stream_app.events.codec import ContractRules, Rejection, TopicRole, decode_event
-from stream_app.events.models import CustomerChurned
+from stream_app.events.models import CustomerChurned, DealCreated
 from stream_app.kpi.accounts import (
     AccountState,
     account_contributions,
@@ -38,10 +41,12 @@ from stream_app.kpi.accounts import (
 from stream_app.kpi.deals import DealState
 from stream_app.kpi.fold import (
     BatchWriter,
+    clock_key,
     entity_key,
     fold_deal_event,
     guarded_fold,
     parse_aggregate_key,
+    position_key,
 )
 from stream_app.kpi.money import Pricing
 from stream_app.kpi.report import Report, build_report, snapshot_from_aggregates
@@ -54,6 +59,18 @@ DEAD_LETTER_HEADERS = ("pulse-reason", "pulse-detail", "pulse-topic", "pulse-par
                        "pulse-offset")
 
 
+FATAL_EXIT_GRACE_SECONDS = 10.0
+
+
+def _exit_now(message: str) -> None:
+    print(f"stream-app worker: {message} (clean stop timed out)", file=sys.stderr, flush=True)
+    os._exit(2)
+
+
+class StateLostError(RuntimeError):
+    """Local state cannot be trusted: the worker stops rather than export wrong KPIs."""
+
+
 class _AggregateIndex:
     """Keys of aggregate records in a table, so a scrape never walks the entities."""
 
@@ -63,6 +80,15 @@ class _AggregateIndex:
 
     def rebuild(self) -> None:
         self.keys = {key for key in list(self.table.keys()) if parse_aggregate_key(key)}
+
+    def groups(self) -> set[str]:
+        """Groups (teams) named by bucket and open-pipeline aggregates."""
+        found = set()
+        for key in self.keys:
+            parsed = parse_aggregate_key(key)
+            if parsed is not None and parsed[0] in ("b", "o"):
+                found.add(parsed[2])
+        return found
 
     def items(self) -> Iterable[tuple[str, Any]]:
         table = self.table
@@ -87,7 +113,16 @@ class PulseWorker:
         )
         self._pricing = Pricing(dict(settings.fx_rates), settings.stage_probabilities)
         self._specs = window_specs(settings.windows_days)
+        self._grace_ms = round(settings.late_grace_days * 86_400_000)
         self._shared_clock_ms: int | None = None
+        self._recovery_progress: tuple[int, float] | None = None
+        self.fatal: str | None = None
+        self._crashing: asyncio.Future[None] | None = None
+        self._recovery_watch: asyncio.Future[None] | None = None
+        self._ready: frozenset[tuple[str, int]] = frozenset()
+        self._recovered: set[str] = set()
+        self._team_verdicts: dict[str, bool] = {}
+        self._undecided_teams: set[str] = set()
         self.redis = RedisStore(
             settings.redis_url.get_secret_value(),
             namespace=settings.app_id,
@@ -155,10 +190,23 @@ class PulseWorker:
         async def _deals_recovered() -> None:
             self._stats.recoveries += 1
             self._deal_index.rebuild()
+            await self._verify_positions(self.deals, {s.topic_deals})
+            await self._admit_teams(self._deal_index.groups())
+            self._recovered.add("deals")
+            self._maybe_ready()
 
         @self.accounts.on_recover
         async def _accounts_recovered() -> None:
             self._account_index.rebuild()
+            await self._verify_positions(self.accounts,
+                                         {s.topic_customers, s.topic_account_wins})
+            self._recovered.add("accounts")
+            self._maybe_ready()
+
+        @app.on_partitions_revoked.connect
+        async def _revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
+            self._ready = frozenset()
+            self._recovered.clear()
 
         batch = {"max_": s.batch_max_events, "within": s.batch_within_seconds}
 
@@ -175,6 +223,11 @@ class PulseWorker:
         @app.timer(1.0)
         async def _tick() -> None:
             await self._refresh()
+
+        @app.on_partitions_assigned.connect
+        async def _assigned(sender: Any, assigned: Any, **kwargs: Any) -> None:
+            if self._recovery_watch is None:
+                self._recovery_watch = asyncio.ensure_future(self._watch_recovery_forever())
 
         @app.page("/metrics")
         async def metrics(web: Any, request: Any) -> Any:
@@ -197,6 +250,66 @@ class PulseWorker:
 
     # -- message handling ------------------------------------------------------------------
 
+    def _fail(self, message: str) -> None:
+        """Log, stop the app, and raise: the worker exits non-zero (see the CLI).
+
+        A clean stop talks to the broker (commit, leave group); if that hangs, the
+        process exits hard after ``FATAL_EXIT_GRACE_SECONDS``.
+        """
+        error = StateLostError(message)
+        if self.fatal is None:
+            self.fatal = message
+            log.critical("%s", message)
+            self._crashing = asyncio.ensure_future(self.app.crash(error))
+            asyncio.get_running_loop().call_later(FATAL_EXIT_GRACE_SECONDS, _exit_now, message)
+        raise error
+
+    def _batch_writers(self, table: faust.Table,
+                       events: Sequence[EventT]) -> dict[int, BatchWriter]:
+        """One writer per partition of the batch, each marked with the batch's last offsets."""
+        writers: dict[int, BatchWriter] = {}
+        for event in events:
+            msg = event.message
+            writer = writers.get(msg.partition)
+            if writer is None:
+                writer = writers[msg.partition] = BatchWriter(table.data)
+            writer.mark(msg.topic, msg.partition, msg.offset)
+        return writers
+
+    async def _verify_positions(self, table: faust.Table, topics: set[str]) -> None:
+        """After a recovery: the restored state must reach the group's committed offsets.
+
+        If the group committed a source partition beyond the last offset the state
+        holds, the changelog lost records (deleted, recreated or truncated) and every
+        KPI of that partition would be wrong; the worker stops with the reason.
+
+        A source partition with no committed offset is sought to its beginning: the
+        consumer may have fetched (and Faust dropped) its first messages during the
+        recovery, and Faust's seek to committed offsets leaves such a partition where
+        the fetch left it, so those messages would be skipped.
+        """
+        owned = sorted((tp.topic, tp.partition) for tp in self.app.assignor.assigned_actives()
+                       if tp.topic in topics)
+        committed = await committed_offsets(self.settings, self.settings.app_id, owned)
+        for topic, partition in owned:
+            if (topic, partition) not in committed:
+                await self.app.consumer.seek(TP(topic, partition), 0)
+        for (topic, partition), offset in sorted(committed.items()):
+            stored = table.data.get(position_key(partition, topic))
+            applied = -1 if stored is None else int(stored["v"])
+            if offset <= applied + 1:
+                continue
+            self._fail(
+                f"state lost: consumer group {self.settings.app_id!r} committed "
+                f"{topic}[{partition}] up to offset {offset}, but table {table.name!r} "
+                f"restored from {table.changelog_topic.get_topic_name()!r} holds that "
+                f"partition only up to offset {applied} (changelog deleted, recreated or "
+                f"truncated). Refusing to export KPIs missing {offset - applied - 1} "
+                f"messages. To rebuild, stop every worker, reset the group's offsets to the "
+                f"earliest (kafka-consumer-groups --reset-offsets --to-earliest --group "
+                f"{self.settings.app_id} --all-topics --execute) and start again."
+            )
+
     def _dead_letter(self, event: EventT, rejection: Rejection) -> None:
         msg = event.message
         self._stats.rejected[rejection.reason] += 1
@@ -211,13 +324,21 @@ class PulseWorker:
         log.info("rejected %s/%s@%s: %s (%s)", msg.topic, msg.partition, msg.offset,
                  rejection.reason, rejection.detail)
 
-    def _note_position(self, event: EventT, time_ms: int | None) -> None:
+    def _note_position(self, event: EventT, time_ms: int | None) -> int:
+        """Record the message's offset and event time; returns how many ms its time lies
+        behind the latest event time read from its partition before it (0 if not behind)."""
         msg = event.message
-        self._stats.last_offset[(msg.topic, msg.partition)] = msg.offset
-        if time_ms is not None and (
-            self._stats.last_event_ms is None or time_ms > self._stats.last_event_ms
-        ):
-            self._stats.last_event_ms = time_ms
+        stats, tp = self._stats, (msg.topic, msg.partition)
+        stats.last_offset[tp] = msg.offset
+        if time_ms is None:
+            return 0
+        if stats.last_event_ms is None or time_ms > stats.last_event_ms:
+            stats.last_event_ms = time_ms
+        latest = stats.partition_latest_ms.get(tp)
+        if latest is None or time_ms > latest:
+            stats.partition_latest_ms[tp] = time_ms
+            return 0
+        return latest - time_ms
 
     async def _decode_and_admit(
         self, events: Sequence[EventT], role: TopicRole
@@ -238,10 +359,12 @@ class PulseWorker:
         ])
         admitted: list[tuple[EventT, Any]] = []
         for (event, decoded), verdict in zip(valid, verdicts, strict=True):
-            self._note_position(event, ms_from_datetime(decoded.time))
+            lateness = self._note_position(event, ms_from_datetime(decoded.time))
             if verdict == "duplicate":
                 self._stats.duplicates[decoded.type] += 1
                 continue
+            if lateness > self._grace_ms:
+                self._stats.late[decoded.type] += 1
             if verdict == "unavailable":
                 self._stats.dedup_unavailable += 1
             elif verdict == "replay":
@@ -266,11 +389,41 @@ class PulseWorker:
                 await producer.send(topic, dumps(key).encode(), dumps(value).encode(),
                                     partition, None, None)
 
+    async def _admit_teams(self, teams: Iterable[str]) -> None:
+        """Decide, through the shared Redis registry, which new teams get their own series.
+
+        While Redis is unreachable, undecided teams are kept provisionally as long as
+        this worker knows fewer than the cap, and decided when Redis answers again.
+        """
+        new = sorted({t for t in teams if t not in self._team_verdicts} | self._undecided_teams)
+        for start in range(0, len(new), 1000):
+            chunk = new[start:start + 1000]
+            verdicts = await self.redis.admit_labels("team", chunk, self.settings.max_teams)
+            if verdicts is None:
+                self._keep_provisionally(new[start:])
+                return
+            self._team_verdicts.update(verdicts)
+            self._undecided_teams.difference_update(chunk)
+
+    def _keep_provisionally(self, teams: list[str]) -> None:
+        self._undecided_teams.update(teams)
+        kept = sum(self._team_verdicts.values())
+        for team in sorted(self._undecided_teams):
+            if team in self._team_verdicts:
+                continue
+            self._team_verdicts[team] = kept < self.settings.max_teams
+            kept += self._team_verdicts[team]
+
+    def _keep_team(self, team: str) -> bool:
+        return self._team_verdicts.get(team, False)
+
     async def _on_deal_batch(self, events: Sequence[EventT]) -> None:
-        writers: dict[int, BatchWriter] = {}
-        for event, deal_event in await self._decode_and_admit(events, "deals"):
+        writers = self._batch_writers(self.deals, events)
+        admitted = await self._decode_and_admit(events, "deals")
+        await self._admit_teams({e.data.team for _, e in admitted if isinstance(e, DealCreated)})
+        for event, deal_event in admitted:
             msg = event.message
-            store = writers.setdefault(msg.partition, BatchWriter(self.deals.data))
+            store = writers[msg.partition]
             result = fold_deal_event(store, msg.partition, msg.offset, deal_event,
                                      self._pricing)
             self._deal_index.keys.update(result.written)
@@ -292,14 +445,14 @@ class PulseWorker:
 
     async def _on_account_batch(self, events: Sequence[EventT]) -> None:
         wins_topic = self.settings.topic_account_wins
+        writers = self._batch_writers(self.accounts, events)
         churns = await self._decode_and_admit(
             [e for e in events if e.message.topic != wins_topic], "customers"
         )
         admitted = {id(event): churn for event, churn in churns}
-        writers: dict[int, BatchWriter] = {}
         for event in events:
             msg = event.message
-            store = writers.setdefault(msg.partition, BatchWriter(self.accounts.data))
+            store = writers[msg.partition]
             if msg.topic == wins_topic:
                 win = json.loads(msg.value)
                 self._note_position(event, None)
@@ -335,28 +488,82 @@ class PulseWorker:
 
     # -- periodic work and the KpiSource protocol ---------------------------------------
 
-    def _active_partitions(self, topic: str) -> set[int]:
+    def _active_partitions(self, topic: str) -> frozenset[int]:
+        """Partitions of ``topic`` whose state is exported: assigned, and recovered.
+
+        Emptied when a rebalance revokes partitions and filled again only when the
+        new assignment's recovery is complete, so a partition is never exported by
+        its old owner after the revocation or by its new owner before it is restored.
+        """
+        return frozenset(p for t, p in self._ready if t == topic)
+
+    def _maybe_ready(self) -> None:
+        if self._recovered != {"deals", "accounts"}:
+            return
         try:
             actives = self.app.assignor.assigned_actives()
         except Exception:
-            return set()
-        return {tp.partition for tp in actives if tp.topic == topic}
+            actives = set()
+        self._ready = frozenset((tp.topic, tp.partition) for tp in actives)
+
+    def exported_partitions(self) -> dict[str, frozenset[int]]:
+        """Source partitions whose state the KPIs include now, by topic."""
+        s = self.settings
+        return {topic: self._active_partitions(topic)
+                for topic in (s.topic_deals, s.topic_customers)}
 
     def _note_recovery(self) -> None:
         recovery = self.app.tables.recovery
         stats = self._stats
         stats.recovery_in_progress = bool(recovery.in_recovery)
         stats.recovery_remaining = recovery.active_remaining_total() if recovery.in_recovery else 0
+        self._watch_recovery(stats.recovery_in_progress, stats.recovery_remaining)
         started = getattr(recovery, "_recovery_started_at", None)
         ended = getattr(recovery, "_recovery_ended_at", None)
         if started is not None and ended is not None and ended >= started:
             stats.last_recovery_seconds = ended - started
 
+    async def _watch_recovery_forever(self) -> None:
+        """Every second from the first assignment on (app timers only start after the
+        first recovery): recovery progress for the metrics, and the stall check."""
+        while self.fatal is None:
+            try:
+                self._note_recovery()
+            except StateLostError:
+                return
+            await asyncio.sleep(1.0)
+
+    def _watch_recovery(self, running: bool, remaining: int) -> None:
+        """Fail loudly when a recovery restores nothing for ``recovery_stall_seconds``."""
+        now = time.monotonic()
+        if not running:
+            self._recovery_progress = None
+            return
+        if self._recovery_progress is None or self._recovery_progress[0] != remaining:
+            self._recovery_progress = (remaining, now)
+            return
+        stalled = now - self._recovery_progress[1]
+        if stalled >= self.settings.recovery_stall_seconds:
+            recovery = self.app.tables.recovery
+            where = ", ".join(
+                f"{tp.topic}[{tp.partition}] at {recovery.active_offsets.get(tp)} of "
+                f"{recovery.active_highwaters.get(tp)}"
+                for tp in sorted(recovery.active_highwaters)) or "no changelog offsets yet"
+            self._fail(
+                f"table recovery made no progress for {stalled:.0f}s with {remaining} "
+                f"records left ({where}); the broker is unreachable or a changelog "
+                f"ends below its reported high watermark. Exiting instead of hanging "
+                f"(PULSE_RECOVERY_STALL_SECONDS={self.settings.recovery_stall_seconds:g})."
+            )
+
     async def _refresh(self) -> None:
-        self._note_recovery()
+        if self._undecided_teams:
+            await self._admit_teams(())
         consumer = self.app.consumer
         sources = {self.settings.topic_deals, self.settings.topic_customers,
                    self.settings.topic_account_wins}
+        owned = {(tp.topic, tp.partition) for tp in list(self.app.assignor.assigned_actives())}
+        self._stats.forget_except(owned)
         for tp in list(self.app.assignor.assigned_actives()):
             if tp.topic not in sources:
                 continue
@@ -377,16 +584,16 @@ class PulseWorker:
                     self._shared_clock_ms = shared
 
     def _local_latest_ms(self) -> int | None:
-        snap = snapshot_from_aggregates(
-            self._deal_index.items(), self._active_partitions(self.settings.topic_deals)
-        )
-        return snap.latest_event_ms
+        """Latest event time of the owned deal partitions (their clock records only)."""
+        times = [record["v"] for p in self._active_partitions(self.settings.topic_deals)
+                 if (record := self.deals.data.get(clock_key(p))) is not None]
+        return max(times, default=None)
 
     def report(self) -> Report | None:
         """KPIs of the partitions owned now (the ``KpiSource`` protocol)."""
         deal_parts = self._active_partitions(self.settings.topic_deals)
         account_parts = self._active_partitions(self.settings.topic_customers)
-        snap = snapshot_from_aggregates(self._deal_index.items(), deal_parts)
+        snap = snapshot_from_aggregates(self._deal_index.items(), deal_parts, self._keep_team)
         accounts = snapshot_from_aggregates(self._account_index.items(), account_parts)
         snap.new_customers, snap.churned = accounts.new_customers, accounts.churned
         if self.clock == "wall":

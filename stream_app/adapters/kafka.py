@@ -11,6 +11,7 @@ from __future__ import annotations
 
 __all__ = [
     "client_kwargs",
+    "committed_offsets",
     "ensure_topics",
     "fetched_high_watermarks",
     "install_high_watermark_fix",
@@ -79,6 +80,22 @@ async def ensure_topics(settings: Settings, plan: Mapping[str, int] | None = Non
                 pass
     finally:
         await admin.close()
+
+
+async def committed_offsets(settings: Settings, group: str,
+                            partitions: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
+    """Offsets ``group`` committed for ``partitions`` (absent: nothing committed)."""
+    if not partitions:
+        return {}
+    admin = AIOKafkaAdminClient(**client_kwargs(settings))
+    await admin.start()
+    try:
+        found = await admin.list_consumer_group_offsets(
+            group, partitions=[TopicPartition(t, p) for t, p in partitions])
+    finally:
+        await admin.close()
+    return {(tp.topic, tp.partition): meta.offset for tp, meta in found.items()
+            if meta.offset >= 0}
 
 
 async def fetched_high_watermarks(

@@ -8,7 +8,7 @@ can sum them across workers before dividing.
 
 from __future__ import annotations
 
-__all__ = ["KpiSource", "PulseCollector", "render"]
+__all__ = ["KpiSource", "PulseCollector", "render", "series_budget"]
 
 from collections.abc import Iterator, Mapping
 from typing import Protocol
@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from stream_app.config import Settings
 from stream_app.kpi.money import cents_to_units
 from stream_app.kpi.report import Report
 from stream_app.ops import OperationalStats
@@ -39,6 +40,9 @@ class KpiSource(Protocol):
 
     def owned_partitions(self) -> int:
         """Number of source partitions this worker owns now."""
+
+    def exported_partitions(self) -> Mapping[str, frozenset[int]]:
+        """Source partitions whose state the KPIs include now, by topic."""
 
 
 def _gauge(name: str, doc: str, labels: list[str]) -> GaugeMetricFamily:
@@ -83,6 +87,13 @@ class PulseCollector(Collector):
         owned = _gauge("owned_partitions", "Source partitions this worker owns.", [])
         owned.add_metric([], source.owned_partitions())
         yield owned
+        exported = _gauge("exported_partition",
+                          "1 for each source partition whose state this worker's KPIs include.",
+                          ["topic", "partition"])
+        for topic, partitions in sorted(source.exported_partitions().items()):
+            for partition in sorted(partitions):
+                exported.add_metric([topic, str(partition)], 1)
+        yield exported
 
     def _kpis(self, report: Report) -> Iterator[Metric]:
         asof = _gauge("asof_timestamp_seconds", "As-of time T of the windows (epoch s).", [])
@@ -159,6 +170,11 @@ class PulseCollector(Collector):
             if c.rate is not None:
                 rate.add_metric([c.period], c.rate)
         yield from (churned, active, rate, start)
+        folded = _gauge("label_values_folded",
+                        "Distinct label values over the cap, summed into the value other.",
+                        ["label"])
+        folded.add_metric(["team"], report.folded_groups)
+        yield folded
 
     def _operations(self, stats: OperationalStats) -> Iterator[Metric]:
         yield _counter("events_processed", "Valid events applied or replayed, by type.", "type",
@@ -167,6 +183,9 @@ class PulseCollector(Collector):
                        "reason", stats.rejected)
         yield _counter("events_duplicate", "Events skipped as duplicates of a seen id.", "type",
                        stats.duplicates)
+        yield _counter("events_late",
+                       "Events applied although older than their partition's latest event "
+                       "time minus the grace period.", "type", stats.late)
         unavailable = CounterMetricFamily(
             "pulse_dedup_unavailable", "Events processed while Redis was unreachable."
         )
@@ -209,6 +228,19 @@ class PulseCollector(Collector):
                           "Seconds the last completed recovery took.", [])
             took.add_metric([], stats.last_recovery_seconds)
             yield took
+
+
+WINDOW_FAMILIES = 13
+STAGE_FAMILIES = 3
+
+
+def series_budget(settings: Settings) -> int:
+    """Most series one worker can export: team-labelled KPI families for every admitted
+    team, ``other`` and ``all``, plus operational series (bounded by partitions)."""
+    groups = settings.max_teams + 2
+    windows = len(settings.windows_days) + 1
+    return (WINDOW_FAMILIES * groups * windows + STAGE_FAMILIES * groups * len(settings.stages)
+            + 64 + 8 * settings.partitions)
 
 
 def render(registry: CollectorRegistry) -> bytes:

@@ -34,6 +34,23 @@ if seen == ARGV[1] then return 'replay' end
 return 'duplicate'
 """
 
+_ADMIT = """
+local out = {}
+for i, value in ipairs(ARGV) do
+  if i > 1 then
+    if redis.call('SISMEMBER', KEYS[1], value) == 1 then
+      out[#out + 1] = 1
+    elseif redis.call('SCARD', KEYS[1]) < tonumber(ARGV[1]) then
+      redis.call('SADD', KEYS[1], value)
+      out[#out + 1] = 1
+    else
+      out[#out + 1] = 0
+    end
+  end
+end
+return out
+"""
+
 _MAX = """
 local current = tonumber(redis.call('GET', KEYS[1]) or '-1')
 local candidate = tonumber(ARGV[1])
@@ -59,6 +76,7 @@ class RedisStore:
         self._next_try = 0.0
         self._check = self._client.register_script(_CHECK)
         self._max = self._client.register_script(_MAX)
+        self._admit = self._client.register_script(_ADMIT)
 
     @property
     def up(self) -> bool:
@@ -111,6 +129,22 @@ class RedisStore:
             return ["unavailable"] * len(items)
         self._recovered()
         return list(verdicts)
+
+    async def admit_labels(self, label: str, values: list[str], cap: int) -> dict[str, bool] | None:
+        """Admit label values first come, first served, at most ``cap`` per label, shared by
+        every worker; returns whether each value has its own series (None: Redis is down)."""
+        if not values:
+            return {}
+        if self._down_since is not None and time.monotonic() < self._next_try:
+            return None
+        try:
+            answers = await self._admit(keys=[f"{self._namespace}:labels:{label}"],
+                                        args=[cap, *values])
+        except (RedisError, OSError) as exc:
+            self._failed(exc)
+            return None
+        self._recovered()
+        return {value: bool(ok) for value, ok in zip(values, answers, strict=True)}
 
     async def merge_clock(self, latest_event_ms: int) -> int | None:
         """Raise the shared latest event time to ``latest_event_ms``; returns the shared value."""

@@ -30,6 +30,7 @@ __all__ = [
     "fold_deal_event",
     "guarded_fold",
     "parse_aggregate_key",
+    "position_key",
 ]
 
 from collections.abc import Callable
@@ -45,8 +46,9 @@ from stream_app.kpi.windows import ms_from_datetime
 
 SEP = "\x1f"
 #: Aggregate kinds: b = (team, day) bucket, o = (team, stage) open pipeline,
-#: n / c = new / churned customers per day, t = the partition's latest event time.
-AGGREGATE_KINDS = frozenset({"b", "o", "n", "c", "t"})
+#: n / c = new / churned customers per day, t = the partition's latest event time,
+#: p = the last source offset whose batch is fully written (see :meth:`BatchWriter.mark`).
+AGGREGATE_KINDS = frozenset({"b", "o", "n", "c", "t", "p"})
 
 S = TypeVar("S")
 
@@ -80,6 +82,7 @@ class BatchWriter:
         self._data = data
         self._aggregates: dict[str, Any] = {}
         self._entities: dict[str, Any] = {}
+        self._marks: dict[str, Any] = {}
 
     def get(self, key: str, default: Any = None) -> Any:
         """Read through to the live state."""
@@ -92,10 +95,19 @@ class BatchWriter:
         else:
             self._data[key] = self._entities[key] = _dumps(value, separators=(",", ":"))
 
+    def mark(self, source: str, partition: int, offset: int) -> None:
+        """Record that every message of ``source``/``partition`` up to ``offset`` is folded.
+
+        Marks are sent after every other record of the batch, so a persisted mark
+        proves the whole batch persisted (a partition keeps a prefix of its writes).
+        """
+        key = position_key(partition, source)
+        self._data[key] = self._marks[key] = {"v": offset}
+
     def drain(self) -> list[tuple[str, Any]]:
-        """The records to send, aggregates first; empties the queue."""
-        records = [*self._aggregates.items(), *self._entities.items()]
-        self._aggregates, self._entities = {}, {}
+        """The records to send: aggregates, then entities, then marks; empties the queue."""
+        records = [*self._aggregates.items(), *self._entities.items(), *self._marks.items()]
+        self._aggregates, self._entities, self._marks = {}, {}, {}
         return records
 
 
@@ -107,6 +119,11 @@ def entity_key(kind: str, entity_id: str) -> str:
 def aggregate_key(kind: str, partition: int, group: str, part: Any) -> str:
     """Store key of an aggregate owned by one source partition."""
     return f"{kind}{SEP}{partition}{SEP}{group}{SEP}{part}"
+
+
+def position_key(partition: int, source: str) -> str:
+    """Store key of the last offset of ``source`` (a topic) folded on ``partition``."""
+    return aggregate_key("p", partition, source, "")
 
 
 def clock_key(partition: int) -> str:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 __all__ = [
     "ALL_GROUP",
+    "OTHER_GROUP",
     "ChurnKpis",
     "Report",
     "Snapshot",
@@ -27,7 +28,7 @@ __all__ = [
 ]
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -43,6 +44,8 @@ from stream_app.kpi.windows import (
 )
 
 ALL_GROUP = "all"
+#: Where teams beyond the label cap are summed.
+OTHER_GROUP = "other"
 
 
 @dataclass(slots=True)
@@ -55,14 +58,22 @@ class Snapshot:
     churned: dict[int, int] = field(default_factory=dict)
     latest_event_ms: int | None = None
     partitions: frozenset[int] = frozenset()
+    folded_groups: int = 0
 
 
 def snapshot_from_aggregates(
-    items: Iterable[tuple[str, Any]], active_partitions: Iterable[int]
+    items: Iterable[tuple[str, Any]],
+    active_partitions: Iterable[int],
+    keep_group: Callable[[str], bool] | None = None,
 ) -> Snapshot:
-    """Sum aggregate records ``(key, {"g":..., "v":...})`` of the given partitions."""
+    """Sum aggregate records ``(key, {"g":..., "v":...})`` of the given partitions.
+
+    Groups (teams) for which ``keep_group`` is false are summed into
+    :data:`OTHER_GROUP`, and counted in :attr:`Snapshot.folded_groups`.
+    """
     owned = frozenset(active_partitions)
     snap = Snapshot(partitions=owned)
+    folded: set[str] = set()
     for key, record in items:
         if record is None:
             continue
@@ -71,6 +82,9 @@ def snapshot_from_aggregates(
             continue
         kind, _, group, part = parsed
         value = record["v"]
+        if kind in ("b", "o") and keep_group is not None and not keep_group(group):
+            folded.add(group)
+            group = OTHER_GROUP
         if kind == "b":
             add_vector(snap.buckets, (group, int(part)), value)
         elif kind == "o":
@@ -81,6 +95,7 @@ def snapshot_from_aggregates(
             snap.churned[int(part)] = snap.churned.get(int(part), 0) + value[0]
         elif kind == "t" and (snap.latest_event_ms is None or value > snap.latest_event_ms):
             snap.latest_event_ms = value
+    snap.folded_groups = len(folded)
     return snap
 
 
@@ -175,6 +190,7 @@ class Report:
     windows: tuple[WindowKpis, ...]
     stages: tuple[StageKpis, ...]
     churn: tuple[ChurnKpis, ...]
+    folded_groups: int = 0
 
 
 def _window_kpis(
@@ -256,5 +272,6 @@ def build_report(
         tuple(_window_kpis(snap, specs, as_of_day, open_by_group)),
         tuple(_stage_kpis(snap, stages, probability)),
         tuple(_churn_kpis(snap, as_of_day)),
+        snap.folded_groups,
     )
 

@@ -4,22 +4,27 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
+
+from stream_app.adapters.kafka import client_kwargs
 from stream_app.adapters.processes import free_port, spawn, stop_process
 from stream_app.config import Settings, worker_env
 from stream_app.kpi.windows import ms_from_datetime
-from stream_app.tools.replay import produce_events
+from stream_app.tools.replay import produce_events, route
 from stream_app.tools.scrape import Samples, scrape
 from tests.reference import ADDITIVE, Key
 
@@ -34,6 +39,7 @@ class Worker:
 
     settings: Settings
     log: Path
+    env: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -41,7 +47,7 @@ class Worker:
         return f"http://127.0.0.1:{self.settings.web_port}/metrics"
 
     def start(self) -> Worker:
-        env = worker_env(self.settings, PULSE_LOG_LEVEL="INFO")
+        env = worker_env(self.settings, **{"PULSE_LOG_LEVEL": "INFO", **self.env})
         self.proc = spawn([sys.executable, "-m", "stream_app", "worker"], env=env,
                           log_path=str(self.log))
         return self
@@ -113,11 +119,15 @@ def settled(workers: list[Worker], partitions: int, as_of: dt.datetime | None,
             owned = sum(s.get(("pulse_owned_partitions", ()), 0) for s in samples)
             lag = [v for s in samples for (name, _), v in s.items()
                    if name == "pulse_consumer_lag_messages"]
+            behind = {(dict(labels)["topic"], dict(labels)["partition"]): v
+                      for s in samples for (name, labels), v in s.items()
+                      if name == "pulse_consumer_lag_messages" and v}
             asof_ok = as_of is None or all(
                 s.get(("pulse_asof_timestamp_seconds", ())) == ms_from_datetime(as_of) / 1000
                 for s in samples)
             current = [kpi_samples(s) for s in samples]
-            last_state = f"owned={owned} lag_entries={len(lag)} lag={sum(lag)} asof_ok={asof_ok}"
+            last_state = (f"owned={owned} lag_entries={len(lag)} lag={sum(lag)} "
+                          f"behind={behind} asof_ok={asof_ok}")
             if (owned == partitions and len(lag) >= sources and sum(lag) == 0 and asof_ok
                     and current == previous):
                 return samples
@@ -153,3 +163,95 @@ def assert_matches(expected: dict[Key, Fraction], actual: dict[Key, float],
             problems.append(f"unexpected {key} = {actual[key]}")
     assert not problems, f"{len(problems)} mismatches:\n" + "\n".join(problems[:40])
     return compared
+
+
+def backlog(samples: Samples, topic: str) -> float | None:
+    """Messages of ``topic`` not yet applied; None until every partition reports lag."""
+    lags = [v for (name, labels), v in samples.items()
+            if name == "pulse_consumer_lag_messages" and dict(labels)["topic"] == topic]
+    owned = samples.get(("pulse_owned_partitions", ()), 0)
+    return sum(lags) if owned and len(lags) >= owned else None
+
+
+def wait_for_metrics(worker: Worker, timeout: float = 60.0) -> Samples:
+    """The first successful scrape of a starting worker."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert worker.alive(), f"worker died; see {worker.log}"
+        samples = try_scrape(worker.url)
+        if samples is not None:
+            return samples
+        time.sleep(0.05)
+    raise AssertionError(f"no /metrics within {timeout}s; see {worker.log}")
+
+
+async def _read_topic(settings: Settings, topic: str, expected: int | None) -> list[Any]:
+    consumer = AIOKafkaConsumer(topic, auto_offset_reset="earliest", enable_auto_commit=False,
+                                group_id=None, **client_kwargs(settings))
+    await consumer.start()
+    records: list[Any] = []
+    try:
+        while expected is None or len(records) < expected:
+            batch = await consumer.getmany(timeout_ms=2000)
+            if not batch:
+                break
+            for part in batch.values():
+                records.extend(part)
+    finally:
+        await consumer.stop()
+    return records
+
+
+def read_topic(settings: Settings, topic: str, expected: int | None = None) -> list[Any]:
+    """Every record of ``topic`` (aiokafka ConsumerRecords), read with a plain consumer."""
+    return asyncio.run(_read_topic(settings, topic, expected))
+
+
+async def _produce_mixed(settings: Settings, items: list[Any]) -> None:
+    producer = AIOKafkaProducer(max_request_size=4 * 1024 * 1024, **client_kwargs(settings))
+    await producer.start()
+    try:
+        for item in items:
+            if isinstance(item, dict):
+                topic, key = route(settings, item)
+                value = json.dumps(item).encode()
+            else:
+                topic, key, value = item
+            await producer.send(topic, value=value, key=key)
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+def produce_mixed(settings: Settings, items: list[Any]) -> None:
+    """Send, in order, events (dicts, routed by type) and raw ``(topic, key, value)``
+    messages that may be anything at all."""
+    asyncio.run(_produce_mixed(settings, items))
+
+
+async def _delete_topics(settings: Settings, topics: list[str]) -> None:
+    admin = AIOKafkaAdminClient(**client_kwargs(settings))
+    await admin.start()
+    try:
+        await admin.delete_topics(topics)
+    finally:
+        await admin.close()
+
+
+def delete_topics(settings: Settings, topics: list[str]) -> None:
+    """Delete topics on the broker (an operator's mistake, for fault tests)."""
+    asyncio.run(_delete_topics(settings, topics))
+
+
+def wait_for_backlog(worker: Worker, topic: str, at_most: float, timeout: float = 120) -> float:
+    """Poll until the worker has at most ``at_most`` messages of ``topic`` left; returns
+    the backlog it reported then."""
+    deadline = time.monotonic() + timeout
+    while True:
+        assert worker.alive(), f"worker died; see {worker.log}"
+        assert time.monotonic() < deadline, f"no progress; see {worker.log}"
+        samples = try_scrape(worker.url)
+        left = None if samples is None else backlog(samples, topic)
+        if left is not None and left <= at_most:
+            return left
+        time.sleep(0.02)

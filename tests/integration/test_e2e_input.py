@@ -2,44 +2,33 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
+import random
 from pathlib import Path
 
 import pytest
-from aiokafka import AIOKafkaConsumer
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
 
-from stream_app.adapters.kafka import client_kwargs
 from stream_app.config import Settings
+from stream_app.events.codec import REJECT_REASONS
 from stream_app.events.schema_export import INVALID_EXAMPLES, VALID_EXAMPLES
 from stream_app.importers.maven_crm import import_maven_crm
 from tests.integration.conftest import last_time, small_stream
-from tests.integration.harness import Worker, assert_matches, produce, settled, worker_settings
+from tests.integration.harness import (
+    Worker,
+    assert_matches,
+    produce,
+    produce_mixed,
+    read_topic,
+    settled,
+    worker_settings,
+)
 from tests.reference import expected_metrics
 
 pytestmark = pytest.mark.e2e
 
 MAVEN = Path(__file__).resolve().parents[3] / "shared" / "datasets" / "maven-crm"
-
-
-async def _dead_letters(settings: Settings, count: int) -> list[dict]:
-    consumer = AIOKafkaConsumer(settings.topic_dead_letters, auto_offset_reset="earliest",
-                                enable_auto_commit=False, group_id=None,
-                                **client_kwargs(settings))
-    await consumer.start()
-    out: list[dict] = []
-    try:
-        while len(out) < count:
-            batch = await consumer.getmany(timeout_ms=2000)
-            if not batch:
-                break
-            for records in batch.values():
-                for record in records:
-                    out.append({"value": record.value,
-                                "headers": {k: v.decode() for k, v in record.headers}})
-    finally:
-        await consumer.stop()
-    return out
 
 
 def _bad_messages(settings: Settings) -> list[tuple[str, bytes | None, bytes, str]]:
@@ -64,33 +53,18 @@ def _bad_messages(settings: Settings) -> list[tuple[str, bytes | None, bytes, st
 def test_bad_input_goes_to_dead_letters_and_valid_events_all_count(
     base_settings: Settings, tmp_path: Path
 ) -> None:
-    from aiokafka import AIOKafkaProducer
-
     events = small_stream(seed=21, months=2)
     bad = _bad_messages(base_settings)
-
-    async def send() -> None:
-        producer = AIOKafkaProducer(max_request_size=4 * 1024 * 1024,
-                                    **client_kwargs(base_settings))
-        await producer.start()
-        try:
-            step = max(len(events) // len(bad), 1)
-            for i, event in enumerate(events):
-                if i % step == 0 and bad:
-                    topic, key, value, _ = bad[(i // step) % len(bad)]
-                    await producer.send_and_wait(topic, value=value, key=key)
-                topic = (base_settings.topic_customers if event["type"].startswith("customer.")
-                         else base_settings.topic_deals)
-                key = event["data"].get("deal_id") or event["data"]["account_id"]
-                await producer.send(topic, value=json.dumps(event).encode(), key=key.encode())
-        finally:
-            await producer.stop()
-
+    step = max(len(events) // len(bad), 1)
+    sent_bad = [bad[(i // step) % len(bad)] for i in range(0, len(events), step)]
+    stream: list[object] = []
+    for i, event in enumerate(events):
+        if i % step == 0:
+            stream.append(bad[(i // step) % len(bad)][:3])
+        stream.append(event)
     worker = Worker(worker_settings(base_settings), tmp_path / "worker.log").start()
     try:
-        asyncio.run(send())
-        step = max(len(events) // len(bad), 1)
-        sent_bad = [bad[(i // step) % len(bad)] for i in range(0, len(events), step)]
+        produce_mixed(base_settings, stream)
         as_of = last_time(events)
         [samples] = settled([worker], base_settings.partitions, as_of)
         assert_matches(expected_metrics(events, as_of), samples)
@@ -100,7 +74,9 @@ def test_bad_input_goes_to_dead_letters_and_valid_events_all_count(
         for *_, reason in sent_bad:
             want[reason] = want.get(reason, 0) + 1
         assert rejected == want
-        letters = asyncio.run(_dead_letters(base_settings, len(sent_bad)))
+        letters = [{"value": r.value, "headers": {k: v.decode() for k, v in r.headers}}
+                   for r in read_topic(base_settings, base_settings.topic_dead_letters,
+                                       len(sent_bad))]
         assert len(letters) == len(sent_bad)
         assert sorted(letter["headers"]["pulse-reason"] for letter in letters) == sorted(
             r for *_, r in sent_bad)
@@ -140,5 +116,101 @@ def test_maven_crm_replay_reproduces_the_published_figures(
         assert round(s[("pulse_sales_cycle_seconds", everything)] / 86400, 2) == 51.78
         assert s[("pulse_window_open_deals", everything)] == 2089
         assert_matches(expected_metrics(events, as_of), s)
+    finally:
+        worker.stop()
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=12),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
+                                                                max_size=4),
+    max_leaves=16,
+)
+_TOP_LEVEL = ("id", "source", "type", "time", "specversion", "data")
+
+
+@st.composite
+def _mutant(draw: st.DrawFn, event: dict) -> bytes:
+    """A valid event made invalid in one of several ways (each invalid by construction)."""
+    mutated = json.loads(json.dumps(event))
+    entity = "deal_id" if "deal_id" in mutated["data"] else "account_id"
+    kind = draw(st.sampled_from(["drop", "retype", "truncate", "bad_utf8", "nest"]))
+    if kind == "drop":
+        path = draw(st.sampled_from([*_TOP_LEVEL, f"data.{entity}"]))
+        if path.startswith("data."):
+            del mutated["data"][path[5:]]
+        else:
+            del mutated[path]
+    elif kind == "retype":
+        field, junk = draw(st.sampled_from(["time", "type", "specversion", "data"])), draw(_JSON)
+        mutated[field] = junk if field == "data" and not isinstance(junk, dict) else (
+            [junk] if field == "data" else "x" + json.dumps(junk))
+    elif kind == "nest":
+        depth = draw(st.integers(2_000, 20_000))
+        return json.dumps({**mutated, "data": 0}).replace(
+            '"data": 0', '"data": ' + "[" * depth + "]" * depth).encode()
+    raw = json.dumps(mutated).encode()
+    if kind == "truncate":
+        return raw[: draw(st.integers(1, len(raw) - 1))]
+    if kind == "bad_utf8":
+        at = draw(st.integers(0, len(raw)))
+        return raw[:at] + b"\xff" + raw[at:]
+    return raw
+
+
+def test_fuzzed_input_never_stops_the_worker_and_lands_in_dead_letters(
+    base_settings: Settings, tmp_path: Path
+) -> None:
+    """Hypothesis draws rounds of junk (random bytes, random JSON, mutated valid events)
+    that are interleaved with valid events and sent to one running worker."""
+    events = small_stream(seed=71, months=3)
+    rounds = [events[i * len(events) // 4:(i + 1) * len(events) // 4] for i in range(4)]
+    topics = (base_settings.topic_deals, base_settings.topic_customers)
+    sent_valid: list[dict] = []
+    junk_sent: list[bytes] = []
+    done: list[int] = []
+    worker = Worker(worker_settings(base_settings), tmp_path / "worker.log").start()
+
+    junk = st.one_of(
+        st.binary(max_size=300),
+        _JSON.map(lambda v: json.dumps(v).encode()),
+        st.sampled_from(events).flatmap(_mutant),
+    )
+
+    @settings(max_examples=len(rounds), deadline=None, database=None, phases=[Phase.generate],
+              suppress_health_check=list(HealthCheck))
+    @given(st.lists(st.tuples(junk, st.sampled_from(topics), st.binary(max_size=12)),
+                    min_size=40, max_size=120), st.randoms(use_true_random=False))
+    def one_round(bad: list[tuple[bytes, str, bytes]], rng: random.Random) -> None:
+        valid = rounds[len(done)]
+        done.append(len(bad))
+        stream: list[object] = list(valid)
+        for value, topic, key in bad:
+            stream.insert(rng.randrange(len(stream) + 1), (topic, key, value))
+        produce_mixed(base_settings, stream)
+        sent_valid.extend(valid)
+        junk_sent.extend(value for value, _, _ in bad)
+        as_of = last_time(sent_valid)
+        [samples] = settled([worker], base_settings.partitions, as_of)
+        assert_matches(expected_metrics(sent_valid, as_of), samples)
+        rejected = sum(v for (n, _), v in samples.items() if n == "pulse_events_rejected_total")
+        assert rejected == len(junk_sent)
+
+    try:
+        one_round()
+        assert len(done) == len(rounds), "hypothesis ran fewer rounds than planned"
+        sources = {(r.topic, r.partition, r.offset): r.value
+                   for topic in topics for r in read_topic(base_settings, topic)}
+        letters = read_topic(base_settings, base_settings.topic_dead_letters, len(junk_sent))
+        assert sorted(r.value for r in letters) == sorted(junk_sent)
+        for letter in letters:
+            headers = {k: v.decode() for k, v in letter.headers}
+            origin = (headers["pulse-topic"], int(headers["pulse-partition"]),
+                      int(headers["pulse-offset"]))
+            assert sources[origin] == letter.value
+            assert headers["pulse-reason"] in REJECT_REASONS and headers["pulse-detail"]
+        assert worker.alive()
+        print(f"\n{len(junk_sent)} junk messages among {len(events)} valid events, "
+              f"{len(rounds)} rounds")
     finally:
         worker.stop()

@@ -61,6 +61,7 @@ def test_readme_documents_every_setting_and_metric() -> None:
         def stats(self) -> OperationalStats:
             ops = OperationalStats(last_event_ms=1)
             ops.processed["deal.won"] = ops.rejected["x"] = ops.duplicates["deal.won"] = 1
+            ops.late["deal.won"] = 1
             ops.high_watermark[("t", 0)] = 1
             return ops
 
@@ -69,6 +70,9 @@ def test_readme_documents_every_setting_and_metric() -> None:
 
         def owned_partitions(self) -> int:
             return 1
+
+        def exported_partitions(self) -> dict[str, frozenset[int]]:
+            return {"crm.deals": frozenset({0})}
 
     registry = CollectorRegistry()
     PulseCollector(Full(), registry)

@@ -10,7 +10,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stream_app.kpi.deals import DealState, apply_deal_event, deal_contributions
-from stream_app.kpi.fold import BatchWriter, entity_key, guarded_fold, parse_aggregate_key
+from stream_app.kpi.fold import (
+    BatchWriter,
+    entity_key,
+    guarded_fold,
+    parse_aggregate_key,
+    position_key,
+)
 from stream_app.kpi.money import Pricing
 from tests.unit.events import ev
 
@@ -61,7 +67,7 @@ def _apply(store: Any, offset: int, event: Any) -> None:
 
 
 def _aggregates(store: dict) -> dict:
-    return {k: v["v"] for k, v in store.items() if parse_aggregate_key(k) and k[0] != "t"}
+    return {k: v["v"] for k, v in store.items() if parse_aggregate_key(k) and k[0] not in "tp"}
 
 
 @settings(max_examples=150, deadline=None)
@@ -114,8 +120,11 @@ def test_coalesced_batches_survive_a_crash_at_any_record(
     for first in range(0, len(events), batch):
         writer = BatchWriter(live)
         for offset in range(first, min(first + batch, len(events))):
+            writer.mark("crm.deals", 0, offset)
             _apply(writer, offset, events[offset])
-        log.extend(writer.drain())
+        records = writer.drain()
+        assert records[-1][0] == position_key(0, "crm.deals")
+        log.extend(records)
         boundaries.append((len(log), min(first + batch, len(events))))
     assert _aggregates(live) == _aggregates(clean)
     kept = int(len(log) * cut)
@@ -124,7 +133,16 @@ def test_coalesced_batches_survive_a_crash_at_any_record(
         dict.__setitem__(recovered, key, value)
     flushed = [next_offset for length, next_offset in boundaries if length <= kept]
     committed = flushed[-1 - lag] if len(flushed) > lag else 0
+    mark = recovered.get(position_key(0, "crm.deals"))
+    position = -1 if mark is None else mark["v"]
+    assert committed <= position + 1
+    from_mark = ChangelogStore()
+    dict.update(from_mark, recovered)
     replay = BatchWriter(recovered)
     for offset in range(committed, len(events)):
         _apply(replay, offset, events[offset])
     assert _aggregates(recovered) == _aggregates(clean)
+    replay = BatchWriter(from_mark)
+    for offset in range(position + 1, len(events)):
+        _apply(replay, offset, events[offset])
+    assert _aggregates(from_mark) == _aggregates(clean)

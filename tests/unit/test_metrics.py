@@ -39,6 +39,9 @@ class Source:
     def owned_partitions(self) -> int:
         return 3
 
+    def exported_partitions(self) -> dict[str, frozenset[int]]:
+        return {"crm.deals": frozenset({0, 2, 3}), "crm.customers": frozenset({1})}
+
 
 def test_values_are_computed_at_each_scrape() -> None:
     snap = Snapshot(buckets={("A", DAY): [3, 1, 1, 12_345, 7_200_000]},
@@ -57,6 +60,9 @@ def test_values_are_computed_at_each_scrape() -> None:
     assert get("pulse_open_pipeline_weighted_amount", {"team": "all", "stage": "N"}) == 90
     assert get("pulse_dedup_store_up") == 0
     assert get("pulse_owned_partitions") == 3
+    assert get("pulse_exported_partition", {"topic": "crm.deals", "partition": "2"}) == 1
+    assert get("pulse_exported_partition", {"topic": "crm.deals", "partition": "1"}) is None
+    assert get("pulse_exported_partition", {"topic": "crm.customers", "partition": "1"}) == 1
     assert get("pulse_info", {"reporting_currency": "USD", "clock": "event"}) == 1
     reads = source.reads
     snap.buckets[("A", DAY)][0] = 5
@@ -112,3 +118,23 @@ def test_positions_and_recovery() -> None:
     source.ops.recovery_in_progress = False
     assert get("pulse_last_recovery_duration_seconds") == 3.5
     assert get("pulse_recovery_in_progress") == 0
+
+
+def test_positions_of_partitions_given_away_are_no_longer_exported() -> None:
+    source = Source(None)
+    ops = source.ops
+    for tp in (("crm.deals", 0), ("crm.deals", 1)):
+        ops.last_offset[tp] = 9
+        ops.high_watermark[tp] = 20
+        ops.committed[tp] = 5
+        ops.partition_latest_ms[tp] = 1
+    ops.forget_except({("crm.deals", 1)})
+    registry = CollectorRegistry()
+    PulseCollector(source, registry)
+    get = registry.get_sample_value
+    gone, kept = ({"topic": "crm.deals", "partition": p} for p in ("0", "1"))
+    assert get("pulse_consumer_lag_messages", gone) is None
+    assert get("pulse_consumer_next_offset", gone) is None
+    assert get("pulse_consumer_lag_messages", kept) == 10
+    assert get("pulse_consumer_next_offset", kept) == 10
+    assert ops.partition_latest_ms == {("crm.deals", 1): 1}

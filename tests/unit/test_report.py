@@ -95,3 +95,28 @@ def test_snapshot_keeps_only_owned_partitions_and_sums_them() -> None:
     snap = snapshot_from_aggregates(items, {0, 1})
     assert snap.buckets == {("A", 20000): [3, 0, 0, 0, 0]}
     assert snap.latest_event_ms == 123
+
+
+@pytest.mark.parametrize(
+    ("kept", "buckets", "folded"),
+    [
+        ({"A", "B", "C"}, {("A", 1): [1, 0, 0, 0, 0], ("B", 1): [2, 0, 0, 0, 0],
+                           ("C", 2): [4, 0, 0, 0, 0]}, 0),
+        ({"A"}, {("A", 1): [1, 0, 0, 0, 0], ("other", 1): [2, 0, 0, 0, 0],
+                 ("other", 2): [4, 0, 0, 0, 0]}, 2),
+        (set(), {("other", 1): [3, 0, 0, 0, 0], ("other", 2): [4, 0, 0, 0, 0]}, 3),
+    ],
+)
+def test_teams_over_the_cap_are_summed_into_other(
+    kept: set[str], buckets: dict, folded: int
+) -> None:
+    items = [
+        ("b\x1f0\x1fA\x1f1", {"g": {}, "v": [1, 0, 0, 0, 0]}),
+        ("b\x1f0\x1fB\x1f1", {"g": {}, "v": [2, 0, 0, 0, 0]}),
+        ("b\x1f1\x1fC\x1f2", {"g": {}, "v": [4, 0, 0, 0, 0]}),
+        ("o\x1f1\x1fC\x1fN", {"g": {}, "v": [1, 500]}),
+    ]
+    snap = snapshot_from_aggregates(items, {0, 1}, lambda team: team in kept)
+    assert snap.buckets == buckets
+    assert snap.open == {("C" if "C" in kept else "other", "N"): [1, 500]}
+    assert snap.folded_groups == folded

@@ -1,0 +1,477 @@
+"""Fault injection on real processes: every KPI still equals the batch computation."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import random
+import signal
+import subprocess
+import threading
+import time
+import urllib.request
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import redis
+
+from stream_app.adapters.embedded import EmbeddedServers, start_embedded_redis
+from stream_app.adapters.metrics import series_budget
+from stream_app.config import Settings
+from tests.integration.conftest import last_time, small_stream
+from tests.integration.harness import (
+    Worker,
+    assert_matches,
+    delete_topics,
+    merge_additive,
+    produce,
+    produce_mixed,
+    read_topic,
+    settled,
+    try_scrape,
+    wait_for_backlog,
+    wait_for_metrics,
+    worker_settings,
+)
+from tests.reference import ADDITIVE, expected_metrics
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+
+def test_five_sigkills_mid_stream_leave_every_kpi_exact(
+    base_settings: Settings, tmp_path: Path
+) -> None:
+    events = small_stream(seed=31, months=6, per_day=34)
+    assert len(events) >= 20_000
+    rng = random.Random(31)
+    chunks = [events[i * len(events) // 6:(i + 1) * len(events) // 6] for i in range(6)]
+    settings = worker_settings(base_settings)
+    topic = base_settings.topic_deals
+    worker = Worker(settings, tmp_path / "w0.log").start()
+    kills: list[tuple[str, float]] = []
+    try:
+        for n, chunk in enumerate(chunks[:-1], start=1):
+            produce(base_settings, chunk)
+            if n == 3:
+                wait_for_metrics(worker)
+                kills.append(("as soon as /metrics answered (recovery or join)", -1))
+            else:
+                target = rng.uniform(0.15, 0.85) * len(chunk)
+                left = wait_for_backlog(worker, topic, len(chunk) - target)
+                kills.append(("mid-chunk", left))
+            worker.kill()
+            worker = Worker(settings, tmp_path / f"w{n}.log").start()
+        produce(base_settings, chunks[-1])
+        as_of = last_time(events)
+        [samples] = settled([worker], base_settings.partitions, as_of)
+        assert len(kills) == 5
+        assert sum(1 for kind, left in kills if kind == "mid-chunk" and left > 0) >= 3, kills
+        compared = assert_matches(expected_metrics(events, as_of), samples)
+        assert compared > 250
+        print(f"\n{len(events)} events, kills (backlog of {topic} at each kill): {kills}")
+    finally:
+        worker.stop()
+
+
+def _redeliver(stream: list[dict], pool: list[dict], rng: random.Random, picks: int,
+               max_copies: int = 4) -> int:
+    """Insert 1..max_copies copies of ``picks`` events of ``pool`` at random places of
+    ``stream`` (so hours to weeks of event time later); returns how many were inserted."""
+    inserted = 0
+    for event in rng.sample(pool, picks):
+        for _ in range(rng.randint(1, max_copies)):
+            stream.insert(rng.randrange(len(stream) + 1), event)
+            inserted += 1
+    return inserted
+
+
+def _counter(samples: dict, name: str) -> float:
+    return sum(v for (n, _), v in samples.items() if n == name)
+
+
+def test_redeliveries_across_a_restart_and_a_redis_outage_count_once(
+    servers: EmbeddedServers, base_settings: Settings, tmp_path: Path
+) -> None:
+    events = small_stream(seed=41, months=4)
+    rng = random.Random(41)
+    parts = [events[: len(events) // 3], events[len(events) // 3: 2 * len(events) // 3],
+             events[2 * len(events) // 3:]]
+    first = list(parts[0])
+    dup_first = _redeliver(first, parts[0], rng, 60)
+    settings = worker_settings(base_settings)
+    worker = Worker(settings, tmp_path / "w0.log").start()
+    redis_port = int(base_settings.redis_url.get_secret_value().rsplit(":", 1)[1].split("/")[0])
+    try:
+        produce(base_settings, first)
+        [samples] = settled([worker], base_settings.partitions, last_time(parts[0]))
+        assert _counter(samples, "pulse_events_duplicate_total") == dup_first
+        assert_matches(expected_metrics(first, last_time(parts[0])), samples)
+
+        worker.kill()
+        worker = Worker(settings, tmp_path / "w1.log").start()
+        second = list(parts[1])
+        dup_second = _redeliver(second, parts[0] + parts[1], rng, 60)
+        assert servers.redis is not None
+        servers.redis.terminate()
+        servers.redis.wait(10)
+        produce(base_settings, second)
+        delivered = [*first, *second]
+        [samples] = settled([worker], base_settings.partitions, last_time(delivered))
+        assert samples[("pulse_dedup_store_up", ())] == 0
+        assert _counter(samples, "pulse_dedup_unavailable_total") > 0
+        assert_matches(expected_metrics(delivered, last_time(delivered)), samples)
+        assert "Redis unavailable" in (tmp_path / "w1.log").read_text()
+
+        start_embedded_redis(servers, str(tmp_path / "redis2.log"), port=redis_port)
+        third = list(parts[2])
+        dup_third = _redeliver(third, events, rng, 60)
+        produce(base_settings, third)
+        delivered += third
+        as_of = last_time(delivered)
+        [samples] = settled([worker], base_settings.partitions, as_of)
+        assert samples[("pulse_dedup_store_up", ())] == 1
+        assert "Redis is back" in (tmp_path / "w1.log").read_text()
+        assert_matches(expected_metrics(delivered, as_of), samples)
+        print(f"\nredeliveries: {dup_first} before the kill, {dup_second} with Redis down, "
+              f"{dup_third} after Redis restarted empty")
+    finally:
+        worker.stop()
+
+
+def test_worker_rides_through_a_30s_broker_freeze(
+    servers: EmbeddedServers, base_settings: Settings, tmp_path: Path
+) -> None:
+    events = small_stream(seed=51, months=6, per_day=30)
+    half = len(events) // 2
+    worker = Worker(worker_settings(base_settings), tmp_path / "worker.log").start()
+    assert servers.broker is not None and worker.proc is not None
+    pid = worker.proc.pid
+    try:
+        produce(base_settings, events[:half])
+        left = wait_for_backlog(worker, base_settings.topic_deals, half * 0.8)
+        os.kill(servers.broker.pid, signal.SIGSTOP)
+        try:
+            time.sleep(30)
+            assert worker.alive(), f"worker died while the broker was frozen; see {worker.log}"
+        finally:
+            os.kill(servers.broker.pid, signal.SIGCONT)
+        produce(base_settings, events[half:])
+        as_of = last_time(events)
+        [samples] = settled([worker], base_settings.partitions, as_of, timeout=300)
+        assert worker.proc.pid == pid
+        assert left > 0, "the freeze should hit a worker with work left"
+        assert_matches(expected_metrics(events, as_of), samples)
+        print(f"\nfroze the broker for 30 s with {left:.0f} of {half} messages left")
+    finally:
+        worker.stop()
+
+
+def _event_time(event: dict) -> dt.datetime:
+    return dt.datetime.fromisoformat(event["time"].replace("Z", "+00:00"))
+
+
+def _late_per_type(records: list, grace: dt.timedelta) -> Counter[str]:
+    """Events read back from Kafka whose time lies more than ``grace`` behind the latest
+    event time earlier in the same partition (the documented lateness rule)."""
+    latest: dict[tuple[str, int], dt.datetime] = {}
+    late: Counter[str] = Counter()
+    seen: set[str] = set()
+    for record in sorted(records, key=lambda r: (r.topic, r.partition, r.offset)):
+        event = json.loads(record.value)
+        tp, at = (record.topic, record.partition), _event_time(event)
+        if tp in latest and at < latest[tp] - grace and event["id"] not in seen:
+            late[event["type"]] += 1
+        seen.add(event["id"])
+        latest[tp] = max(latest.get(tp, at), at)
+    return late
+
+
+def test_disorder_within_grace_changes_nothing_and_late_events_are_counted(
+    base_settings: Settings, tmp_path: Path
+) -> None:
+    events = small_stream(seed=61, months=4)
+    rng = random.Random(61)
+    grace = dt.timedelta(days=7)
+    end = last_time(events)
+    held = [e for e in rng.sample(events, 400)
+            if e["type"].startswith("deal.") and _event_time(e) < end - dt.timedelta(days=40)]
+    held_ids = {e["id"] for e in held}
+    jitter = {e["id"]: rng.uniform(0, grace.total_seconds() * 0.999) for e in events}
+    shuffled = sorted((e for e in events if e["id"] not in held_ids),
+                      key=lambda e: _event_time(e) + dt.timedelta(seconds=jitter[e["id"]]))
+    assert shuffled != [e for e in events if e["id"] not in held_ids]
+    worker = Worker(worker_settings(base_settings), tmp_path / "worker.log").start()
+    try:
+        produce(base_settings, shuffled)
+        [samples] = settled([worker], base_settings.partitions, last_time(shuffled))
+        assert_matches(expected_metrics(shuffled, last_time(shuffled)), samples)
+        assert _counter(samples, "pulse_events_late_total") == 0
+
+        produce(base_settings, held)
+        [samples] = settled([worker], base_settings.partitions, end)
+        assert_matches(expected_metrics(events, end), samples)
+        records = [r for topic in (base_settings.topic_deals, base_settings.topic_customers)
+                   for r in read_topic(base_settings, topic)]
+        assert len(records) == len(events)
+        want = _late_per_type(records, grace)
+        got = {dict(labels)["type"]: v for (name, labels), v in samples.items()
+               if name == "pulse_events_late_total"}
+        assert got == want and sum(want.values()) == len(held)
+    finally:
+        worker.stop()
+
+
+def _exit_code(worker: Worker, timeout: float) -> int:
+    assert worker.proc is not None
+    try:
+        return worker.proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"worker still running after {timeout}s; see {worker.log}") from None
+
+
+def _process_and_stop(settings: Settings, events: list[dict], log: Path) -> None:
+    """One worker reads ``events`` to the end, then stops cleanly (offsets committed)."""
+    worker = Worker(settings, log).start()
+    try:
+        produce(settings, events)
+        settled([worker], settings.partitions, last_time(events))
+    finally:
+        worker.stop()
+
+
+def test_lost_changelog_stops_the_worker_with_a_clear_error(
+    base_settings: Settings, tmp_path: Path
+) -> None:
+    settings = worker_settings(base_settings)
+    _process_and_stop(settings, small_stream(seed=81, months=2), tmp_path / "before.log")
+    changelog = f"{settings.app_id}-pulse-deals-changelog"
+    delete_topics(base_settings, [changelog])
+    worker = Worker(settings, tmp_path / "after.log").start()
+    try:
+        code = _exit_code(worker, 90)
+        log = worker.log.read_text()
+        assert code != 0, log[-2000:]
+        assert "state lost" in log and changelog in log, log[-3000:]
+        assert "--reset-offsets --to-earliest" in log
+    finally:
+        worker.stop()
+
+
+def test_a_recovery_that_cannot_progress_fails_loudly(
+    servers: EmbeddedServers, base_settings: Settings, tmp_path: Path
+) -> None:
+    settings = worker_settings(base_settings)
+    _process_and_stop(settings, small_stream(seed=91, months=6, per_day=34),
+                      tmp_path / "before.log")
+    assert servers.broker is not None
+    worker = Worker(settings, tmp_path / "after.log",
+                    env={"PULSE_RECOVERY_STALL_SECONDS": "4"}).start()
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert time.monotonic() < deadline, f"no recovery seen; see {worker.log}"
+            samples = try_scrape(worker.url)
+            if samples and samples.get(("pulse_recovery_in_progress", ())) == 1 and \
+                    samples.get(("pulse_recovery_remaining_records", ()), 0) > 0:
+                break
+            time.sleep(0.02)
+        os.kill(servers.broker.pid, signal.SIGSTOP)
+        try:
+            code = _exit_code(worker, 60)
+        finally:
+            os.kill(servers.broker.pid, signal.SIGCONT)
+        log = worker.log.read_text()
+        assert code != 0
+        assert "table recovery made no progress" in log, log[-3000:]
+        assert "pulse-deals-changelog[" in log
+    finally:
+        worker.stop()
+
+
+class _ExportWatch:
+    """Scrapes every live worker at once, five times a second, in a background thread,
+    and records which source partitions each one exported and its count of deals created."""
+
+    CREATED = ("pulse_deals_created", (("team", "all"), ("window", "all")))
+
+    def __init__(self, workers: list[Worker]):
+        self.workers = workers
+        self.rounds: list[list[tuple[str, float, float, frozenset[tuple[str, str]], float]]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> _ExportWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def _one(self, worker: Worker) -> tuple[str, float, float, frozenset[tuple[str, str]],
+                                            float]:
+        started = time.monotonic()
+        samples = (try_scrape(worker.url) if worker.alive() else None) or {}
+        exported = frozenset(
+            (dict(labels)["topic"], dict(labels)["partition"])
+            for (name, labels), v in samples.items() if name == "pulse_exported_partition")
+        return worker.log.name, started, time.monotonic(), exported, samples.get(
+            self.CREATED, 0.0)
+
+    def _run(self) -> None:
+        with ThreadPoolExecutor(8) as pool:
+            while not self._stop.is_set():
+                self.rounds.append(list(pool.map(self._one, list(self.workers))))
+                time.sleep(0.2)
+
+    def double_exports(self) -> list[str]:
+        """Partitions exported by two workers in one round whose scrapes overlapped in time."""
+        found = []
+        for scrapes in self.rounds:
+            for i, (name_a, a0, a1, parts_a, _) in enumerate(scrapes):
+                for name_b, b0, b1, parts_b, _ in scrapes[i + 1:]:
+                    both = parts_a & parts_b
+                    if both and a0 < b1 and b0 < a1:
+                        found.append(f"{name_a} and {name_b}: {sorted(both)}")
+        return found
+
+    def complete_totals(self, partitions: int) -> list[float]:
+        """Deals created summed over workers, in rounds where the workers together exported
+        every partition of both source topics exactly once (events only add: never falls)."""
+        totals = []
+        for scrapes in self.rounds:
+            exported = [p for *_, parts, _ in scrapes for p in parts]
+            if len(exported) == len(set(exported)) == 2 * partitions:
+                totals.append(sum(created for *_, created in scrapes))
+        return totals
+
+
+def test_three_workers_one_replaced_mid_stream_stay_exact_and_never_double_export(
+    base_settings: Settings, tmp_path: Path
+) -> None:
+    events = small_stream(seed=101, months=6, per_day=20)
+    thirds = [events[i * len(events) // 3:(i + 1) * len(events) // 3] for i in range(3)]
+    workers = [Worker(worker_settings(base_settings), tmp_path / f"w{i}.log").start()
+               for i in range(3)]
+    watch = _ExportWatch(workers)
+    try:
+        with watch:
+            produce(base_settings, thirds[0])
+            settled(workers, base_settings.partitions, last_time(thirds[0]))
+            produce(base_settings, thirds[1])
+            leaving = workers.pop(1)
+            leaving.stop()
+            workers.append(Worker(worker_settings(base_settings), tmp_path / "w3.log").start())
+            watch.workers = workers
+            produce(base_settings, thirds[2])
+            as_of = last_time(events)
+            per_worker = settled(workers, base_settings.partitions, as_of)
+        assert not watch.double_exports(), watch.double_exports()[:10]
+        totals = watch.complete_totals(base_settings.partitions)
+        assert len(totals) > 20 and totals == sorted(totals), totals
+        assert_matches(expected_metrics(events, as_of), merge_additive(per_worker),
+                       names=ADDITIVE)
+        exported = [frozenset((dict(labels)["topic"], dict(labels)["partition"])
+                              for (name, labels), v in s.items()
+                              if name == "pulse_exported_partition") for s in per_worker]
+        everything = {(topic, str(p)) for topic in (base_settings.topic_deals,
+                                                     base_settings.topic_customers)
+                      for p in range(base_settings.partitions)}
+        assert set().union(*exported) == everything
+        assert sum(len(e) for e in exported) == len(everything)
+        assert leaving.proc is not None and leaving.proc.returncode is not None
+    finally:
+        for worker in workers:
+            worker.stop()
+
+
+def _flood(count: int) -> list[dict]:
+    """``count`` valid deals, each with its own owner and team: a label flood."""
+    start = dt.datetime(2026, 8, 1, tzinfo=dt.UTC)
+    stages = ("Prospecting", "Qualification", "Engaging", "Proposal", "Negotiation")
+    return [{
+        "specversion": "1.0", "id": f"flood-{i}", "source": "crm/flood", "type": "deal.created",
+        "time": (start + dt.timedelta(seconds=60 * i)).isoformat(),
+        "data": {"deal_id": f"FD-{i}", "account_id": f"FA-{i % 997}", "owner_id": f"owner-{i}",
+                 "team": f"team-{i}", "amount": f"{100 + i % 9000}.50", "currency": "USD",
+                 "stage": stages[i % 5]},
+    } for i in range(count)]
+
+
+def _rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+def test_label_flood_and_abusive_messages_stay_within_the_series_budget(
+    base_settings: Settings, tmp_path: Path
+) -> None:
+    events = _flood(100_000)
+    abuse: list[object] = [
+        (base_settings.topic_deals, b"x", b"{" + b" " * 80_000 + b"}"),
+        (base_settings.topic_deals, b"x", b'{"data": ' + b"[" * 30_000 + b"]" * 30_000 + b"}"),
+        (base_settings.topic_deals, b"x", b"[" * 60_000),
+    ]
+    worker = Worker(worker_settings(base_settings), tmp_path / "worker.log").start()
+    assert worker.proc is not None
+    try:
+        produce_mixed(base_settings, [*abuse, *events])
+        as_of = last_time(events)
+        [samples] = settled([worker], base_settings.partitions, as_of, timeout=400)
+        body = urllib.request.urlopen(worker.url, timeout=30).read().decode()
+        series = [line for line in body.splitlines() if line and not line.startswith("#")]
+        cap = base_settings.max_teams
+        teams = {dict(labels)["team"] for (_, labels) in samples if "team" in dict(labels)}
+        assert len(teams) == cap + 2  # the admitted teams, "other" and "all"
+        assert samples[("pulse_label_values_folded", (("label", "team"),))] == 100_000 - cap
+        budget = series_budget(base_settings)
+        assert len(series) <= budget, (len(series), budget)
+        admitted = redis.Redis.from_url(base_settings.redis_url.get_secret_value()).smembers(
+            f"{base_settings.app_id}:labels:team")
+        admitted_teams = {t.decode() for t in admitted}
+        assert len(admitted_teams) == cap and admitted_teams < teams
+        relabeled = [{**e, "data": {**e["data"], "team": e["data"]["team"]
+                                    if e["data"]["team"] in admitted_teams else "other"}}
+                     for e in events]
+        assert_matches(expected_metrics(relabeled, as_of), samples)
+        rejected = _counter(samples, "pulse_events_rejected_total")
+        assert rejected == len(abuse)
+        rss = _rss_mib(worker.proc.pid)
+        assert rss < 1024, f"worker RSS {rss:.0f} MiB after 100,000 teams"
+        print(f"\n100,000 distinct teams and owners: {len(series)} series "
+              f"(budget {budget}), worker RSS {rss:.0f} MiB")
+    finally:
+        worker.stop()
+
+
+def test_messages_sent_while_a_restarted_worker_recovers_are_not_skipped(
+    base_settings: Settings, tmp_path: Path
+) -> None:
+    """Partitions without a committed offset (here: every customer partition) used to
+    lose what the consumer fetched during recovery: Faust dropped it, and its seek to
+    committed offsets had nothing to rewind to."""
+    events = small_stream(seed=111, months=5)
+    deals = [e for e in events if e["type"].startswith("deal.")]
+    churns = [e for e in events if e["type"] == "customer.churned"]
+    assert len(churns) >= 4
+    settings = worker_settings(base_settings)
+    worker = Worker(settings, tmp_path / "w0.log").start()
+    try:
+        produce(base_settings, deals)
+        settled([worker], base_settings.partitions, last_time(deals))
+        worker.kill()
+        worker = Worker(settings, tmp_path / "w1.log").start()
+        time.sleep(0.5)
+        produce(base_settings, churns)
+        as_of = last_time(events)
+        [samples] = settled([worker], base_settings.partitions, as_of)
+        assert samples[("pulse_events_processed_total", (("type", "customer.churned"),))] \
+            == len(churns)
+        assert_matches(expected_metrics(events, as_of), samples)
+    finally:
+        worker.stop()
