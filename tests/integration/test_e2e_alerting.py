@@ -1,0 +1,194 @@
+"""Real Prometheus and Alertmanager over two real workers: rules, alerts, delivery."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import re
+import shutil
+import threading
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from stream_app.adapters.processes import free_port, spawn, stop_process, wait_for_port
+from stream_app.config import Settings
+from stream_app.tools.generator import GeneratorSettings, generate_events
+from tests.integration.conftest import last_time
+from tests.integration.harness import Worker, produce, settled, worker_settings
+from tests.reference import expected_metrics
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+
+
+def _binary(*names: str) -> str:
+    for name in names:
+        found = shutil.which(name)
+        if found:
+            return found
+    if os.environ.get("CI") or os.geteuid() == 0:
+        pytest.fail(f"{names[0]} is missing: `make test` installs Debian's prometheus and "
+                    "prometheus-alertmanager packages when run as root")
+    pytest.skip(f"{names[0]} is missing (apt-get install prometheus prometheus-alertmanager)")
+
+
+class _Receiver(BaseHTTPRequestHandler):
+    received: list[dict[str, Any]]
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        self.received.append(json.loads(body))
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def webhook() -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    received: list[dict[str, Any]] = []
+    handler = type("Receiver", (_Receiver,), {"received": received})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/alerts", received
+    finally:
+        server.shutdown()
+
+
+def _fast_rules(target: Path) -> list[str]:
+    """The shipped rule files with every `for` and group interval cut to seconds."""
+    target.mkdir()
+    names = []
+    for path in sorted((DEPLOY / "prometheus" / "rules").glob("*.yml")):
+        rules = yaml.safe_load(path.read_text())
+        for group in rules["groups"]:
+            group["interval"] = "1s"
+            for rule in group["rules"]:
+                if "for" in rule:
+                    rule["for"] = "0s"
+        (target / path.name).write_text(yaml.safe_dump(rules))
+        names.append(str(target / path.name))
+    return names
+
+
+def _start_alertmanager(tmp: Path, webhook_url: str) -> tuple[Any, str]:
+    binary = _binary("prometheus-alertmanager", "alertmanager")
+    config = yaml.safe_load((DEPLOY / "alertmanager" / "alertmanager.yml").read_text())
+    config["route"].update(group_wait="0s", group_interval="1s", repeat_interval="1m")
+    for receiver in config["receivers"]:
+        receiver["webhook_configs"] = [{"url": webhook_url, "send_resolved": True}]
+    (tmp / "alertmanager.yml").write_text(yaml.safe_dump(config))
+    port = free_port()
+    proc = spawn([binary, f"--config.file={tmp / 'alertmanager.yml'}",
+                  f"--storage.path={tmp / 'am-data'}",
+                  f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address="],
+                 log_path=str(tmp / "alertmanager.log"))
+    wait_for_port("127.0.0.1", port, timeout=30)
+    return proc, f"127.0.0.1:{port}"
+
+
+def _start_prometheus(tmp: Path, targets: list[str], alertmanager: str) -> tuple[Any, str]:
+    binary = _binary("prometheus")
+    config = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
+    config["global"] = {"scrape_interval": "1s", "evaluation_interval": "1s"}
+    config["rule_files"] = _fast_rules(tmp / "rules")
+    config["alerting"]["alertmanagers"][0]["static_configs"] = [{"targets": [alertmanager]}]
+    config["scrape_configs"][0]["static_configs"] = [{"targets": targets}]
+    (tmp / "prometheus.yml").write_text(yaml.safe_dump(config))
+    port = free_port()
+    proc = spawn([binary, f"--config.file={tmp / 'prometheus.yml'}",
+                  f"--storage.tsdb.path={tmp / 'prom-data'}",
+                  f"--web.listen-address=127.0.0.1:{port}"],
+                 log_path=str(tmp / "prometheus.log"))
+    wait_for_port("127.0.0.1", port, timeout=30)
+    return proc, f"http://127.0.0.1:{port}"
+
+
+def _query(prometheus: str, expr: str) -> list[dict[str, Any]]:
+    url = f"{prometheus}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
+    with urllib.request.urlopen(url, timeout=10) as response:
+        body = json.load(response)
+    assert body["status"] == "success", body
+    return body["data"]["result"]
+
+
+def _stream(churn_probability: float) -> list[dict[str, Any]]:
+    end = dt.datetime(2026, 10, 20, 12, tzinfo=dt.UTC)
+    cfg = GeneratorSettings(seed=5, start=end - dt.timedelta(days=150), end=end,
+                            deals_per_day=6, accounts=120, churn_probability=churn_probability)
+    return list(generate_events(cfg))
+
+
+@pytest.mark.parametrize("churn_probability", [0.9, 0.1])
+def test_churn_alert_reaches_the_receiver_only_when_churn_is_high(
+    base_settings: Settings, tmp_path: Path, webhook: tuple[str, list[dict[str, Any]]],
+    churn_probability: float,
+) -> None:
+    url, received = webhook
+    events = _stream(churn_probability)
+    as_of = last_time(events)
+    expected = expected_metrics(events, as_of)
+    churn = float(expected.get(("pulse_customer_churn_rate_ratio",
+                                (("period", "last_month"),)), 0))
+    should_fire = churn > 0.05
+    assert should_fire == (churn_probability > 0.5), churn
+    workers = [Worker(worker_settings(base_settings), tmp_path / f"w{i}.log").start()
+               for i in range(2)]
+    started: list[Any] = []
+    try:
+        am_proc, alertmanager = _start_alertmanager(tmp_path, url)
+        started.append(am_proc)
+        prom_proc, prometheus = _start_prometheus(
+            tmp_path, [f"127.0.0.1:{w.settings.web_port}" for w in workers], alertmanager)
+        started.append(prom_proc)
+        produce(base_settings, events)
+        settled(workers, base_settings.partitions, as_of)
+        win_rate = expected[("pulse_win_rate_ratio", (("team", "all"), ("window", "all")))]
+        deadline = time.monotonic() + 60
+        while True:
+            got = _query(prometheus, 'team_window:pulse_win_rate:ratio{team="all",window="all"}')
+            if got and abs(float(got[0]["value"][1]) - float(win_rate)) <= 1e-9:
+                break
+            assert time.monotonic() < deadline, f"PromQL win rate {got} != {float(win_rate)}"
+            time.sleep(1)
+        rules = yaml.safe_load((DEPLOY / "prometheus" / "rules" / "recording.yml").read_text())
+        kpi_records = [r["record"] for g in rules["groups"] for r in g["rules"]
+                       if g["name"] == "pipeline_pulse_kpis"]
+        empty = [name for name in kpi_records if not _query(prometheus, name)]
+        assert not empty, f"recording rules without data: {empty}"
+        rate = _query(prometheus, 'period:pulse_customer_churn_rate:ratio{period="last_month"}')
+        assert abs(float(rate[0]["value"][1]) - churn) <= 1e-9
+        deadline = time.monotonic() + (60 if should_fire else 15)
+        names: set[str] = set()
+        while time.monotonic() < deadline and not (should_fire and "PulseMonthlyChurnHigh"
+                                                    in names):
+            names = {a["labels"]["alertname"] for post in received for a in post["alerts"]}
+            time.sleep(0.5)
+        if should_fire:
+            assert "PulseMonthlyChurnHigh" in names, (names, (tmp_path / "prometheus.log"))
+            alert = next(a for post in received for a in post["alerts"]
+                         if a["labels"]["alertname"] == "PulseMonthlyChurnHigh")
+            assert alert["labels"]["severity"] == "warning"
+            assert re.search(r"docs/runbooks.md#pulsemonthlychurnhigh$",
+                             alert["annotations"]["runbook_url"])
+        else:
+            firing = _query(prometheus, 'ALERTS{alertname="PulseMonthlyChurnHigh"}')
+            assert not firing and "PulseMonthlyChurnHigh" not in names, names
+    finally:
+        for worker in workers:
+            worker.stop()
+        for proc in started:
+            stop_process(proc)

@@ -1,0 +1,82 @@
+"""Prometheus rules: promtool checks and unit tests, and the conventions they follow."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+PROMETHEUS = ROOT / "deploy" / "prometheus"
+RULES = sorted((PROMETHEUS / "rules").glob("*.yml"))
+
+
+def _promtool() -> str:
+    found = shutil.which("promtool")
+    if found:
+        return found
+    if os.environ.get("CI") or os.geteuid() == 0:
+        pytest.fail("promtool is missing: `make test` installs Debian's prometheus package "
+                    "when run as root (apt-get install prometheus prometheus-alertmanager)")
+    pytest.skip("promtool is missing and this is not CI or root: "
+                "apt-get install prometheus prometheus-alertmanager")
+
+
+def _run(*args: str) -> str:
+    done = subprocess.run([_promtool(), *args], cwd=PROMETHEUS, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+def test_promtool_accepts_the_config_and_every_rule_file() -> None:
+    _run("check", "config", "prometheus.yml")
+    _run("check", "rules", *[str(p) for p in RULES])
+
+
+def test_promtool_unit_tests_pass() -> None:
+    out = _run("test", "rules", "tests/alerts_test.yml")
+    assert "SUCCESS" in out
+
+
+def _rules(kind: str) -> list[dict]:
+    return [rule for path in RULES for group in yaml.safe_load(path.read_text())["groups"]
+            for rule in group["rules"] if kind in rule]
+
+
+def test_recording_rules_are_named_level_metric_operations() -> None:
+    names = [rule["record"] for rule in _rules("record")]
+    assert names
+    for name in names:
+        assert re.fullmatch(r"[a-z_]+:pulse_[a-z_]+:[a-z0-9_]+", name), name
+
+
+def test_every_alert_is_documented_and_tested_firing_and_not_firing() -> None:
+    runbooks = (ROOT / "docs" / "runbooks.md").read_text()
+    tests = yaml.safe_load((PROMETHEUS / "tests" / "alerts_test.yml").read_text())["tests"]
+    cases = [case for test in tests for case in test.get("alert_rule_test", [])]
+    for rule in _rules("alert"):
+        name = rule["alert"]
+        assert rule.get("for") and rule["labels"]["severity"] in ("critical", "warning", "info")
+        notes = rule["annotations"]
+        assert notes["summary"] and notes["description"], name
+        assert notes["runbook_url"].endswith(f"docs/runbooks.md#{name.lower()}"), name
+        assert f"\n## {name}\n" in runbooks, name
+        mine = [case for case in cases if case["alertname"] == name]
+        assert any(case["exp_alerts"] for case in mine), f"{name}: no firing case"
+        assert any(not case["exp_alerts"] for case in mine), f"{name}: no silent case"
+
+
+def test_amtool_accepts_the_alertmanager_config() -> None:
+    _promtool()
+    amtool = shutil.which("amtool")
+    assert amtool, "amtool comes with Debian's prometheus-alertmanager package"
+    done = subprocess.run([amtool, "check-config", "alertmanager.yml"],
+                          cwd=ROOT / "deploy" / "alertmanager", capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
