@@ -562,9 +562,9 @@ class PulseWorker:
         consumer = self.app.consumer
         sources = {self.settings.topic_deals, self.settings.topic_customers,
                    self.settings.topic_account_wins}
-        owned = {(tp.topic, tp.partition) for tp in list(self.app.assignor.assigned_actives())}
-        self._stats.forget_except(owned)
-        for tp in list(self.app.assignor.assigned_actives()):
+        actives = list(self.app.assignor.assigned_actives())
+        self._stats.forget_except({(tp.topic, tp.partition) for tp in actives})
+        for tp in actives:
             if tp.topic not in sources:
                 continue
             try:

@@ -15,7 +15,8 @@ __all__ = ["DedupVerdict", "RedisStore"]
 
 import logging
 import time
-from typing import Literal
+from collections.abc import Awaitable, Callable
+from typing import Any, Literal, TypeVar
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -23,6 +24,7 @@ from redis.exceptions import RedisError
 log = logging.getLogger(__name__)
 
 DedupVerdict = Literal["new", "replay", "duplicate", "unavailable"]
+T = TypeVar("T")
 
 _CHECK = """
 local seen = redis.call('GET', KEYS[1])
@@ -98,64 +100,50 @@ class RedisStore:
             log.warning("Redis is back after %.1fs", time.monotonic() - self._down_since)
             self._down_since = None
 
-    async def check(self, event_id: str, position: str) -> DedupVerdict:
-        """Classify an event id read at ``position``."""
+    async def _guarded(self, call: Callable[[], Awaitable[T]]) -> T | None:
+        """Run ``call`` unless the breaker is open; None while Redis is unreachable."""
         if self._down_since is not None and time.monotonic() < self._next_try:
-            return "unavailable"
+            return None
         try:
-            verdict = await self._check(
-                keys=[f"{self._namespace}:seen:{event_id}"], args=[position, self._ttl]
-            )
+            result = await call()
         except (RedisError, OSError) as exc:
             self._failed(exc)
-            return "unavailable"
+            return None
         self._recovered()
-        return verdict  # type: ignore[no-any-return]
+        return result
 
     async def check_many(self, items: list[tuple[str, str]]) -> list[DedupVerdict]:
         """Classify many (event id, position) pairs in one round trip, in order."""
         if not items:
             return []
-        if self._down_since is not None and time.monotonic() < self._next_try:
-            return ["unavailable"] * len(items)
-        try:
+
+        async def run() -> list[Any]:
             async with self._client.pipeline(transaction=False) as pipe:
                 for event_id, position in items:
                     await self._check(keys=[f"{self._namespace}:seen:{event_id}"],
                                       args=[position, self._ttl], client=pipe)
-                verdicts = await pipe.execute()
-        except (RedisError, OSError) as exc:
-            self._failed(exc)
-            return ["unavailable"] * len(items)
-        self._recovered()
-        return list(verdicts)
+                return await pipe.execute()  # type: ignore[no-any-return]
+
+        verdicts = await self._guarded(run)
+        return ["unavailable"] * len(items) if verdicts is None else list(verdicts)
 
     async def admit_labels(self, label: str, values: list[str], cap: int) -> dict[str, bool] | None:
         """Admit label values first come, first served, at most ``cap`` per label, shared by
         every worker; returns whether each value has its own series (None: Redis is down)."""
         if not values:
             return {}
-        if self._down_since is not None and time.monotonic() < self._next_try:
+        answers = await self._guarded(lambda: self._admit(
+            keys=[f"{self._namespace}:labels:{label}"], args=[cap, *values]))
+        if answers is None:
             return None
-        try:
-            answers = await self._admit(keys=[f"{self._namespace}:labels:{label}"],
-                                        args=[cap, *values])
-        except (RedisError, OSError) as exc:
-            self._failed(exc)
-            return None
-        self._recovered()
         return {value: bool(ok) for value, ok in zip(values, answers, strict=True)}
 
     async def merge_clock(self, latest_event_ms: int) -> int | None:
         """Raise the shared latest event time to ``latest_event_ms``; returns the shared value."""
-        if self._down_since is not None and time.monotonic() < self._next_try:
+        value = await self._guarded(lambda: self._max(keys=[f"{self._namespace}:clock"],
+                                                      args=[latest_event_ms]))
+        if value is None:
             return None
-        try:
-            value = await self._max(keys=[f"{self._namespace}:clock"], args=[latest_event_ms])
-        except (RedisError, OSError) as exc:
-            self._failed(exc)
-            return None
-        self._recovered()
         shared = int(value)
         return shared if shared >= 0 else None
 

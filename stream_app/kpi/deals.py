@@ -155,22 +155,19 @@ def deal_contributions(state: DealState, pricing: Pricing) -> Contributions:
     team = str(info["team"])
     currency = str(info["currency"])
     out: dict[tuple[str, str, Any], list[int]] = {}
-
-    def add(key: tuple[str, str, Any], vector: tuple[int, ...]) -> None:
-        add_vector(out, key, vector)
-
-    add(("b", team, day_of(created_at)), (1, 0, 0, 0, 0))
+    add_vector(out, ("b", team, day_of(created_at)), (1, 0, 0, 0, 0))
     if state.closed is None:
         stage = state.current_stage()
         amount = state.current_amount()
         assert stage is not None and amount is not None
-        add(("o", team, stage), (1, pricing.to_cents(amount, currency)))
+        add_vector(out, ("o", team, stage), (1, pricing.to_cents(amount, currency)))
     else:
         closed_at, _, kind, won_amount = state.closed
         if kind == "won":
             assert won_amount is not None
             cents = pricing.to_cents(won_amount, currency)
-            add(("b", team, day_of(closed_at)), (0, 1, 0, cents, closed_at - created_at))
+            add_vector(out, ("b", team, day_of(closed_at)),
+                       (0, 1, 0, cents, closed_at - created_at))
         else:
-            add(("b", team, day_of(closed_at)), (0, 0, 1, 0, 0))
+            add_vector(out, ("b", team, day_of(closed_at)), (0, 0, 1, 0, 0))
     return {key: tuple(vector) for key, vector in out.items()}
