@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from fractions import Fraction
@@ -173,16 +174,27 @@ def backlog(samples: Samples, topic: str) -> float | None:
     return sum(lags) if owned and len(lags) >= owned else None
 
 
+def wait_for_scrape(worker: Worker, ready: Callable[[Samples], bool], what: str,
+                    timeout: float = 60.0) -> Samples:
+    """Scrape ``worker`` until ``ready(samples)``; fails if it dies or ``timeout`` passes."""
+    deadline = time.monotonic() + timeout
+    while True:
+        assert worker.alive(), f"worker died; see {worker.log}"
+        assert time.monotonic() < deadline, f"{what} not seen in {timeout}s; see {worker.log}"
+        samples = try_scrape(worker.url)
+        if samples is not None and ready(samples):
+            return samples
+        time.sleep(0.02)
+
+
 def wait_for_metrics(worker: Worker, timeout: float = 60.0) -> Samples:
     """The first successful scrape of a starting worker."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert worker.alive(), f"worker died; see {worker.log}"
-        samples = try_scrape(worker.url)
-        if samples is not None:
-            return samples
-        time.sleep(0.05)
-    raise AssertionError(f"no /metrics within {timeout}s; see {worker.log}")
+    return wait_for_scrape(worker, lambda _: True, "/metrics", timeout)
+
+
+def metric_total(samples: Samples, name: str) -> float:
+    """Sum of every sample of ``name`` (all label values)."""
+    return sum(v for (n, _), v in samples.items() if n == name)
 
 
 async def _read_topic(settings: Settings, topic: str, expected: int | None) -> list[Any]:
@@ -246,12 +258,11 @@ def delete_topics(settings: Settings, topics: list[str]) -> None:
 def wait_for_backlog(worker: Worker, topic: str, at_most: float, timeout: float = 120) -> float:
     """Poll until the worker has at most ``at_most`` messages of ``topic`` left; returns
     the backlog it reported then."""
-    deadline = time.monotonic() + timeout
-    while True:
-        assert worker.alive(), f"worker died; see {worker.log}"
-        assert time.monotonic() < deadline, f"no progress; see {worker.log}"
-        samples = try_scrape(worker.url)
-        left = None if samples is None else backlog(samples, topic)
-        if left is not None and left <= at_most:
-            return left
-        time.sleep(0.02)
+
+    def low(samples: Samples) -> bool:
+        left = backlog(samples, topic)
+        return left is not None and left <= at_most
+
+    left = backlog(wait_for_scrape(worker, low, f"a backlog <= {at_most}", timeout), topic)
+    assert left is not None
+    return left

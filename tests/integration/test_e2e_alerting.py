@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import re
-import shutil
 import threading
 import time
 import urllib.parse
@@ -24,22 +22,12 @@ from stream_app.config import Settings
 from stream_app.tools.generator import GeneratorSettings, generate_events
 from tests.integration.conftest import last_time
 from tests.integration.harness import Worker, produce, settled, worker_settings
+from tests.prometheus_tools import require_binary
 from tests.reference import expected_metrics
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
-
-
-def _binary(*names: str) -> str:
-    for name in names:
-        found = shutil.which(name)
-        if found:
-            return found
-    if os.environ.get("CI") or os.geteuid() == 0:
-        pytest.fail(f"{names[0]} is missing: `make test` installs Debian's prometheus and "
-                    "prometheus-alertmanager packages when run as root")
-    pytest.skip(f"{names[0]} is missing (apt-get install prometheus prometheus-alertmanager)")
 
 
 class _Receiver(BaseHTTPRequestHandler):
@@ -85,7 +73,7 @@ def _fast_rules(target: Path) -> list[str]:
 
 
 def _start_alertmanager(tmp: Path, webhook_url: str) -> tuple[Any, str]:
-    binary = _binary("prometheus-alertmanager", "alertmanager")
+    binary = require_binary("prometheus-alertmanager", "alertmanager")
     config = yaml.safe_load((DEPLOY / "alertmanager" / "alertmanager.yml").read_text())
     config["route"].update(group_wait="0s", group_interval="1s", repeat_interval="1m")
     for receiver in config["receivers"]:
@@ -101,7 +89,7 @@ def _start_alertmanager(tmp: Path, webhook_url: str) -> tuple[Any, str]:
 
 
 def _start_prometheus(tmp: Path, targets: list[str], alertmanager: str) -> tuple[Any, str]:
-    binary = _binary("prometheus")
+    binary = require_binary("prometheus")
     config = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
     config["global"] = {"scrape_interval": "1s", "evaluation_interval": "1s"}
     config["rule_files"] = _fast_rules(tmp / "rules")

@@ -27,6 +27,7 @@ from tests.integration.harness import (
     assert_matches,
     delete_topics,
     merge_additive,
+    metric_total,
     produce,
     produce_mixed,
     read_topic,
@@ -34,6 +35,7 @@ from tests.integration.harness import (
     try_scrape,
     wait_for_backlog,
     wait_for_metrics,
+    wait_for_scrape,
     worker_settings,
 )
 from tests.reference import ADDITIVE, expected_metrics
@@ -88,10 +90,6 @@ def _redeliver(stream: list[dict], pool: list[dict], rng: random.Random, picks: 
     return inserted
 
 
-def _counter(samples: dict, name: str) -> float:
-    return sum(v for (n, _), v in samples.items() if n == name)
-
-
 def test_redeliveries_across_a_restart_and_a_redis_outage_count_once(
     servers: EmbeddedServers, base_settings: Settings, tmp_path: Path
 ) -> None:
@@ -107,7 +105,7 @@ def test_redeliveries_across_a_restart_and_a_redis_outage_count_once(
     try:
         produce(base_settings, first)
         [samples] = settled([worker], base_settings.partitions, last_time(parts[0]))
-        assert _counter(samples, "pulse_events_duplicate_total") == dup_first
+        assert metric_total(samples, "pulse_events_duplicate_total") == dup_first
         assert_matches(expected_metrics(first, last_time(parts[0])), samples)
 
         worker.kill()
@@ -121,7 +119,7 @@ def test_redeliveries_across_a_restart_and_a_redis_outage_count_once(
         delivered = [*first, *second]
         [samples] = settled([worker], base_settings.partitions, last_time(delivered))
         assert samples[("pulse_dedup_store_up", ())] == 0
-        assert _counter(samples, "pulse_dedup_unavailable_total") > 0
+        assert metric_total(samples, "pulse_dedup_unavailable_total") > 0
         assert_matches(expected_metrics(delivered, last_time(delivered)), samples)
         assert "Redis unavailable" in (tmp_path / "w1.log").read_text()
 
@@ -208,7 +206,7 @@ def test_disorder_within_grace_changes_nothing_and_late_events_are_counted(
         produce(base_settings, shuffled)
         [samples] = settled([worker], base_settings.partitions, last_time(shuffled))
         assert_matches(expected_metrics(shuffled, last_time(shuffled)), samples)
-        assert _counter(samples, "pulse_events_late_total") == 0
+        assert metric_total(samples, "pulse_events_late_total") == 0
 
         produce(base_settings, held)
         [samples] = settled([worker], base_settings.partitions, end)
@@ -270,14 +268,9 @@ def test_a_recovery_that_cannot_progress_fails_loudly(
     worker = Worker(settings, tmp_path / "after.log",
                     env={"PULSE_RECOVERY_STALL_SECONDS": "4"}).start()
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert time.monotonic() < deadline, f"no recovery seen; see {worker.log}"
-            samples = try_scrape(worker.url)
-            if samples and samples.get(("pulse_recovery_in_progress", ())) == 1 and \
-                    samples.get(("pulse_recovery_remaining_records", ()), 0) > 0:
-                break
-            time.sleep(0.02)
+        wait_for_scrape(worker, lambda s: s.get(("pulse_recovery_in_progress", ())) == 1
+                        and s.get(("pulse_recovery_remaining_records", ()), 0) > 0,
+                        "a recovery in progress")
         os.kill(servers.broker.pid, signal.SIGSTOP)
         try:
             code = _exit_code(worker, 60)
@@ -439,7 +432,7 @@ def test_label_flood_and_abusive_messages_stay_within_the_series_budget(
                                     if e["data"]["team"] in admitted_teams else "other"}}
                      for e in events]
         assert_matches(expected_metrics(relabeled, as_of), samples)
-        rejected = _counter(samples, "pulse_events_rejected_total")
+        rejected = metric_total(samples, "pulse_events_rejected_total")
         assert rejected == len(abuse)
         rss = _rss_mib(worker.proc.pid)
         assert rss < 1024, f"worker RSS {rss:.0f} MiB after 100,000 teams"

@@ -2,34 +2,23 @@
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
 import yaml
+
+from tests.prometheus_tools import require_binary
 
 ROOT = Path(__file__).resolve().parents[2]
 PROMETHEUS = ROOT / "deploy" / "prometheus"
 RULES = sorted((PROMETHEUS / "rules").glob("*.yml"))
 
 
-def _promtool() -> str:
-    found = shutil.which("promtool")
-    if found:
-        return found
-    if os.environ.get("CI") or os.geteuid() == 0:
-        pytest.fail("promtool is missing: `make test` installs Debian's prometheus package "
-                    "when run as root (apt-get install prometheus prometheus-alertmanager)")
-    pytest.skip("promtool is missing and this is not CI or root: "
-                "apt-get install prometheus prometheus-alertmanager")
-
-
 def _run(*args: str) -> str:
-    done = subprocess.run([_promtool(), *args], cwd=PROMETHEUS, capture_output=True,
-                          text=True, timeout=120)
+    done = subprocess.run([require_binary("promtool"), *args], cwd=PROMETHEUS,
+                          capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
     return done.stdout
 
@@ -73,7 +62,7 @@ def test_every_alert_is_documented_and_tested_firing_and_not_firing() -> None:
 
 
 def test_amtool_accepts_the_alertmanager_config() -> None:
-    _promtool()
+    require_binary("promtool")
     amtool = shutil.which("amtool")
     assert amtool, "amtool comes with Debian's prometheus-alertmanager package"
     done = subprocess.run([amtool, "check-config", "alertmanager.yml"],
