@@ -17,6 +17,7 @@ import logging
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -34,6 +35,7 @@ examples:
   stream-app demo                                  # everything embedded, live table
   stream-app generate --months 12 --out crm.jsonl  # a seeded realistic stream
   stream-app import maven-crm ../shared/datasets/maven-crm --out maven.jsonl
+  stream-app import x-education ../shared/datasets/x-education-leads --out leads.jsonl
   stream-app replay maven.jsonl                    # into the CRM topics
   PULSE_CLOCK=event stream-app worker              # a worker for replays
 """
@@ -103,7 +105,54 @@ def _parser() -> argparse.ArgumentParser:
     maven.add_argument("folder", type=Path, help="folder with sales_pipeline.csv, products.csv, "
                        "sales_teams.csv")
     maven.add_argument("--out", type=Path, default=None, help="file (default: standard output)")
+    xed = imp_sub.add_parser(
+        "x-education", help="X Education leads (Leads.csv): lead events with synthetic times",
+        description="lead.created per row (source = Lead Source), one site_visit per "
+        "TotalVisits, Last Activity as an engagement when it maps to one, lead.converted "
+        "7 days after creation when Converted is 1. Times are synthetic: row k is created "
+        "at 2025-01-01 + 55k minutes.")
+    xed.add_argument("path", type=Path, help="leads.csv or the folder holding it")
+    xed.add_argument("--out", type=Path, default=None, help="file (default: standard output)")
+    olist = imp_sub.add_parser(
+        "olist", help="Olist marketing funnel: leads, closed deals and their dates",
+        description="lead.created per marketing-qualified lead at first contact; per "
+        "closed deal: deal.created at first contact, lead.converted and deal.won at "
+        "won_date, amount = declared monthly revenue. Add the currency to PULSE_FX_RATES.")
+    olist.add_argument("folder", type=Path, help="folder with marketing_qualified_leads.csv "
+                       "and closed_deals.csv")
+    olist.add_argument("--currency", default="BRL", help="currency of the amounts (BRL)")
+    olist.add_argument("--out", type=Path, default=None, help="file (default: standard output)")
+    telco = imp_sub.add_parser(
+        "telco", help="IBM Telco churn: customers, tenure and churn as of a snapshot",
+        description="Per customer a won deal tenure x 30 days before the snapshot; "
+        "Churn = Yes churns 12 hours after the snapshot.")
+    telco.add_argument("path", type=Path, help="telco_customer_churn.csv or its folder")
+    telco.add_argument("--as-of", type=dt.datetime.fromisoformat,
+                       default=dt.datetime(2026, 1, 15, tzinfo=dt.UTC),
+                       help="snapshot time, ISO 8601 with offset (2026-01-15T00:00:00+00:00)")
+    telco.add_argument("--out", type=Path, default=None, help="file (default: standard output)")
     return parser
+
+
+def _import(args: argparse.Namespace) -> tuple[list[dict], Any]:
+    stage = Settings().stage_names[0]
+    if args.format == "maven-crm":
+        from stream_app.importers.maven_crm import import_maven_crm
+
+        return import_maven_crm(args.folder)
+    if args.format == "x-education":
+        from stream_app.importers.x_education import import_x_education
+
+        return import_x_education(args.path)
+    if args.format == "olist":
+        from stream_app.importers.olist import import_olist
+
+        return import_olist(args.folder, first_stage=stage, currency=args.currency)
+    from stream_app.importers.telco import import_telco
+
+    if args.as_of.tzinfo is None:
+        raise SystemExit("--as-of needs a UTC offset, e.g. 2026-01-15T00:00:00+00:00")
+    return import_telco(args.path, as_of=args.as_of, first_stage=stage)
 
 
 def _write_jsonl(events: list[dict], out: Path | None) -> None:
@@ -235,9 +284,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"line {line_no} not sent: {why}", file=sys.stderr)
         return 0 if not result.unroutable else 2
     if args.command == "import":
-        from stream_app.importers.maven_crm import import_maven_crm
-
-        events, report = import_maven_crm(args.folder)
+        events, report = _import(args)
         _write_jsonl(events, args.out)
         print("\n".join(report.lines()), file=sys.stderr)
         return 0

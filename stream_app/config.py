@@ -57,10 +57,21 @@ class Settings(BaseSettings):
     )
     topic_deals: str = "crm.deals"
     topic_customers: str = "crm.customers"
+    topic_quotas: str = Field("crm.quotas", description="quota.set events, keyed by owner_id "
+                              "(created compacted).")
+    topic_leads: str = Field("crm.leads", description="lead.* events, keyed by lead_id.")
+    topic_lead_scores: str = Field(
+        "crm.lead-scores", description="Published lead.hot events (a lead crossed the hot "
+        "score), keyed by lead_id, for the CRM to act on."
+    )
     topic_dead_letters: str = "crm.dead-letters"
     topic_account_wins: str = Field(
         "pipeline-pulse.account-wins",
         description="Internal re-key topic: won deals keyed by account_id.",
+    )
+    topic_owner_wins: str = Field(
+        "pipeline-pulse.owner-wins",
+        description="Internal re-key topic: won deals keyed by owner_id.",
     )
     partitions: int = Field(4, ge=1, le=256, description="Partitions of every topic.")
     web_host: str = Field("127.0.0.1", description="Bind address of /metrics.")
@@ -83,6 +94,35 @@ class Settings(BaseSettings):
         50, ge=1, le=10_000,
         description="Teams with their own series, first come first served across workers; "
         "later teams are summed into team=\"other\".",
+    )
+    max_owners: int = Field(
+        200, ge=1, le=100_000, description="Owners (reps) with their own attainment series "
+        "(as max_teams)."
+    )
+    max_sources: int = Field(
+        30, ge=1, le=10_000, description="Lead sources with their own series (as max_teams)."
+    )
+    max_products: int = Field(
+        30, ge=1, le=10_000, description="Products with their own series (as max_teams)."
+    )
+    lead_scoring_file: str | None = Field(
+        None, description="YAML scoring rules; unset uses the documented default "
+        "(stream_app/kpi/lead_scoring_default.yml)."
+    )
+    hot_lead_wait_hours: float = Field(
+        24.0, gt=0, description="A hot lead still open this long after it turned hot counts "
+        "in pulse_hot_leads_waiting."
+    )
+    max_competitors: int = Field(
+        30, ge=1, le=10_000, description="Competitors with their own series (as max_teams)."
+    )
+    stuck_days: int = Field(
+        30, ge=1, description="An open deal whose current stage began more than this many "
+        "UTC days before T's day is stuck."
+    )
+    clv_max_years: float = Field(
+        10.0, gt=0, description="Cap of the customer lifespan in CLV (used as is when no "
+        "customer churned in the trailing 365 days)."
     )
     dedup_ttl_seconds: int = Field(7 * 86400, ge=60)
     late_grace_days: float = Field(
@@ -122,6 +162,12 @@ class Settings(BaseSettings):
         if len(set(names)) != len(names) or not names:
             raise ValueError("stages must be a non-empty list of distinct names")
         return self
+
+    def label_cap(self, label: str) -> int:
+        """The cap on distinct values of a capped label (team, source, product, competitor)."""
+        caps = {"team": self.max_teams, "owner": self.max_owners, "source": self.max_sources,
+                "product": self.max_products, "competitor": self.max_competitors}
+        return caps[label]
 
     @property
     def stage_names(self) -> tuple[str, ...]:

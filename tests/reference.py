@@ -8,11 +8,16 @@ Expected values in the tests come from here.
 from __future__ import annotations
 
 import datetime as dt
+import itertools
+import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_EVEN, Decimal
 from fractions import Fraction
+from pathlib import Path
 from typing import Any
+
+import yaml
 
 Key = tuple[str, tuple[tuple[str, str], ...]]
 
@@ -35,6 +40,19 @@ class ReferenceConfig:
         "Engaging": Decimal("0.40"), "Proposal": Decimal("0.60"), "Negotiation": Decimal("0.80")})
     fx: dict[str, Decimal] = field(default_factory=lambda: {
         "USD": Decimal("1"), "EUR": Decimal("1.08"), "GBP": Decimal("1.27")})
+    stuck_days: int = 30
+    clv_max_years: Fraction = Fraction(10)
+    stint_buckets_days: tuple[int, ...] = (1, 3, 7, 14, 30, 60, 90, 180, 365)
+    scoring_file: Path = Path(__file__).resolve().parents[1] / "stream_app" / "kpi" / \
+        "lead_scoring_default.yml"
+    hot_wait_hours: float = 24.0
+
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+def _epoch_ms(moment: dt.datetime) -> int:
+    return (moment - _EPOCH) // dt.timedelta(milliseconds=1)
 
 
 def _key(name: str, **labels: str) -> Key:
@@ -63,7 +81,7 @@ def expected_metrics(events: list[dict[str, Any]], as_of: dt.datetime,
     for event in events:
         if event["type"].startswith("deal."):
             by_deal[event["data"]["deal_id"]].append(event)
-        else:
+        elif event["type"] == "customer.churned":
             churn_events[event["data"]["account_id"]].append(event)
 
     def cents(amount: str, currency: str) -> int:
@@ -175,6 +193,492 @@ def expected_metrics(events: list[dict[str, Any]], as_of: dt.datetime,
         out[_key("pulse_customers_active_at_period_start", period=period)] = Fraction(active)
         if active:
             out[_key("pulse_customer_churn_rate_ratio", period=period)] = Fraction(churned, active)
+    out.update(expected_catalogue(events, as_of, cfg))
+    return out
+
+
+@dataclass
+class _Path:
+    """One created deal walked in time order."""
+
+    team: str
+    owner: str
+    source: str
+    product: str
+    account: str | None
+    created: dt.datetime
+    created_cents: int
+    stints: list[tuple[str, dt.datetime, dt.datetime, str]] = field(default_factory=list)
+    moves: list[tuple[str, int]] = field(default_factory=list)  # movement, cents
+    open_stage: tuple[str, dt.datetime, int] | None = None  # stage, since, cents
+    closed: tuple[str, dt.datetime, int, Fraction | None, str | None] | None = None
+    # kind, time, cents (won amount or amount at loss), price gap, competitor
+
+
+def _walk_deals(events: list[dict[str, Any]], cfg: ReferenceConfig) -> list[_Path]:
+    order = list(cfg.stages)
+    by_deal: dict[str, list[dict]] = defaultdict(list)
+    for event in events:
+        if event["type"].startswith("deal."):
+            by_deal[event["data"]["deal_id"]].append(event)
+    paths = []
+    for deal_events in by_deal.values():
+        deal_events.sort(key=_order)
+        created = [e for e in deal_events if e["type"] == "deal.created"]
+        if not created:
+            continue
+        c = created[0]
+        data, currency = c["data"], c["data"]["currency"]
+
+        def cents(amount: str, currency: str = currency) -> int:
+            value = Decimal(amount) * cfg.fx[currency]
+            return int(value.quantize(Decimal("0.01"), ROUND_HALF_EVEN) * 100)
+
+        path = _Path(data["team"], data["owner_id"], data.get("source") or "(none)",
+                     data.get("product") or "(none)", data.get("account_id"), _t(c),
+                     cents(data["amount"]))
+        path.moves.append(("created", path.created_cents))
+        ends = [e for e in deal_events if e["type"] in ("deal.won", "deal.lost")]
+        end = ends[0] if ends else None
+        stage, since, amount = data["stage"], _t(c), data["amount"]
+        for e in deal_events:
+            if e["type"] != "deal.stage_changed" or _order(e) < _order(c):
+                continue
+            if end is not None and _order(e) >= _order(end):
+                break
+            new_amount = e["data"].get("amount")
+            if new_amount is not None:
+                change = cents(new_amount) - cents(amount)
+                if change:
+                    path.moves.append(("increased" if change > 0 else "decreased", abs(change)))
+                amount = new_amount
+            to = e["data"]["to_stage"]
+            if to != stage:
+                forward = order.index(to) > order.index(stage)
+                path.stints.append((stage, since, _t(e), "forward" if forward else "backward"))
+                path.moves.append(("advanced" if forward else "regressed", cents(amount)))
+                stage, since = to, _t(e)
+        if end is None:
+            path.open_stage = (stage, since, cents(amount))
+        else:
+            won = end["type"] == "deal.won"
+            ours = end["data"]["amount"] if won else amount
+            path.stints.append((stage, since, _t(end), "forward" if won else "lost"))
+            path.moves.append(("won" if won else "lost", cents(ours)))
+            price = end["data"].get("competitor_price")
+            gap = (Fraction(Decimal(ours)) / Fraction(Decimal(price)) - 1
+                   if price is not None and Decimal(price) != 0 else None)
+            path.closed = ("won" if won else "lost", _t(end), cents(ours), gap,
+                           end["data"].get("competitor"))
+        paths.append(path)
+    return paths
+
+
+def _customers(events: list[dict[str, Any]], paths: list[_Path]):
+    """Win dates per account and valid churns as account -> (time, competitor)."""
+    wins: dict[str, list[dt.datetime]] = defaultdict(list)
+    for p in paths:
+        if p.account and p.closed is not None and p.closed[0] == "won":
+            wins[p.account].append(p.closed[1])
+    churns: dict[str, tuple[dt.datetime, str | None]] = {}
+    churn_events = sorted((e for e in events if e["type"] == "customer.churned"), key=_order)
+    for e in churn_events:
+        account = e["data"]["account_id"]
+        if account in churns:
+            continue
+        churns[account] = (_t(e), e["data"].get("competitor"))
+    valid = {a: c for a, c in churns.items() if a in wins and c[0] > min(wins[a])}
+    return wins, valid
+
+
+def expected_catalogue(events: list[dict[str, Any]], as_of: dt.datetime,
+                       cfg: ReferenceConfig) -> dict[Key, Fraction]:
+    """Stages, stuck deals, waterfall, sources, products, competitors, growth and CLV."""
+    paths = _walk_deals(events, cfg)
+    wins, churns = _customers(events, paths)
+    today = as_of.astimezone(dt.UTC).date()
+    out: dict[Key, Fraction] = {}
+    teams = sorted({p.team for p in paths})
+    windows: list[tuple[str, dt.date | None]] = [
+        (f"{n}d", today - dt.timedelta(days=n - 1)) for n in cfg.windows_days]
+    windows.append(("all", None))
+
+    def inside(moment: dt.datetime, first: dt.date | None) -> bool:
+        return moment.date() <= today and (first is None or moment.date() >= first)
+
+    for group in (*teams, "all"):
+        mine = [p for p in paths if group in ("all", p.team)]
+        for stage in cfg.stages:
+            stuck = [p.open_stage for p in mine if p.open_stage and p.open_stage[0] == stage
+                     and (today - p.open_stage[1].date()).days > cfg.stuck_days]
+            out[_key("pulse_stuck_deals", team=group, stage=stage)] = Fraction(len(stuck))
+            out[_key("pulse_stuck_pipeline_amount", team=group, stage=stage)] = Fraction(
+                sum(s[2] for s in stuck), 100)
+        for movement in ("created", "advanced", "regressed", "won", "lost", "increased",
+                         "decreased"):
+            moves = [cents for p in mine for m, cents in p.moves if m == movement]
+            lab = {"team": group, "movement": movement}
+            out[_key("pulse_pipeline_waterfall_deals_total", **lab)] = Fraction(len(moves))
+            out[_key("pulse_pipeline_waterfall_amount_total", **lab)] = Fraction(sum(moves), 100)
+        for window, first in windows:
+            means: list[tuple[Fraction, str]] = []
+            for stage in cfg.stages:
+                stints = [s for p in mine for s in p.stints if s[0] == stage
+                          and inside(s[2], first)]
+                ms = [_epoch_ms(s[2]) - _epoch_ms(s[1]) for s in stints]
+                lab = {"team": group, "stage": stage, "window": window}
+                out[_key("pulse_stage_stints", **lab)] = Fraction(len(stints))
+                out[_key("pulse_stage_stint_seconds", **lab)] = Fraction(sum(ms), 1000)
+                for direction in ("forward", "backward", "lost"):
+                    out[_key("pulse_stage_exits", direction=direction, **lab)] = Fraction(
+                        sum(1 for s in stints if s[3] == direction))
+                if stints:
+                    mean = Fraction(sum(ms), 1000 * len(stints))
+                    means.append((mean, stage))
+                    out[_key("pulse_stage_mean_stint_seconds", **lab)] = mean
+                    out[_key("pulse_stage_forward_ratio", **lab)] = Fraction(
+                        sum(1 for s in stints if s[3] == "forward"), len(stints))
+                if group == "all":
+                    hist = {"stage": stage, "window": window}
+                    for bound in (*cfg.stint_buckets_days, None):
+                        n = sum(1 for d in ms if bound is None or Fraction(d, 86_400_000) <= bound)
+                        le = "+Inf" if bound is None else str(bound)
+                        out[_key("pulse_stage_stint_days_bucket", le=le, **hist)] = Fraction(n)
+                    out[_key("pulse_stage_stint_days_gcount", **hist)] = Fraction(len(ms))
+                    out[_key("pulse_stage_stint_days_gsum", **hist)] = Fraction(sum(ms), 86_400_000)
+            if means:
+                best = max(m for m, _ in means)
+                stage = next(s for m, s in means if m == best)
+                out[_key("pulse_stage_bottleneck_mean_stint_seconds", team=group, window=window,
+                         stage=stage)] = best
+        # monthly growth
+        month = today.replace(day=1)
+        last = (month - dt.timedelta(days=1)).replace(day=1)
+        before = (last - dt.timedelta(days=1)).replace(day=1)
+        elapsed = (today - month).days
+        same_end = min(last + dt.timedelta(days=elapsed), month - dt.timedelta(days=1))
+        won = [(p.closed[1].date(), p.closed[2]) for p in mine
+               if p.closed is not None and p.closed[0] == "won"]
+
+        def won_between(start: dt.date, end: dt.date, won=won) -> int:
+            return sum(c for d, c in won if start <= d <= end)
+
+        periods = {"month_to_date": won_between(month, today),
+                   "last_month_same_days": won_between(last, same_end),
+                   "last_month": won_between(last, month - dt.timedelta(days=1)),
+                   "month_before_last": won_between(before, last - dt.timedelta(days=1))}
+        for period, total in periods.items():
+            out[_key("pulse_monthly_won_amount", team=group, period=period)] = Fraction(total, 100)
+        for period, now, then in (("last_month", "last_month", "month_before_last"),
+                                  ("month_to_date", "month_to_date", "last_month_same_days")):
+            if periods[then]:
+                out[_key("pulse_monthly_sales_growth_ratio", team=group, period=period)] = (
+                    Fraction(periods[now] - periods[then], periods[then]))
+
+    for dimension in ("source", "product"):
+        values = sorted({getattr(p, dimension) for p in paths})
+        for value in values:
+            mine = [p for p in paths if getattr(p, dimension) == value]
+            for window, first in windows:
+                created = sum(1 for p in mine if inside(p.created, first))
+                closed = [p.closed for p in mine if p.closed and inside(p.closed[1], first)]
+                won = [c for c in closed if c[0] == "won"]
+                lab = {dimension: value, "window": window}
+                out[_key(f"pulse_{dimension}_deals_created", **lab)] = Fraction(created)
+                out[_key(f"pulse_{dimension}_deals_won", **lab)] = Fraction(len(won))
+                out[_key(f"pulse_{dimension}_deals_lost", **lab)] = Fraction(len(closed) - len(won))
+                out[_key(f"pulse_{dimension}_won_amount", **lab)] = Fraction(
+                    sum(c[2] for c in won), 100)
+                if closed:
+                    out[_key(f"pulse_{dimension}_win_rate_ratio", **lab)] = Fraction(
+                        len(won), len(closed))
+                if won:
+                    out[_key(f"pulse_{dimension}_average_deal_size", **lab)] = Fraction(
+                        sum(c[2] for c in won), 100 * len(won))
+
+    names = sorted({p.closed[4] for p in paths if p.closed and p.closed[4]}
+                   | {c[1] for c in churns.values() if c[1]})
+    for name in names:
+        for window, first in windows:
+            closed = [p.closed for p in paths if p.closed and p.closed[4] == name
+                      and inside(p.closed[1], first)]
+            won = sum(1 for c in closed if c[0] == "won")
+            gaps = [c[3] for c in closed if c[3] is not None]
+            lab = {"competitor": name, "window": window}
+            out[_key("pulse_competitor_deals_won", **lab)] = Fraction(won)
+            out[_key("pulse_competitor_deals_lost", **lab)] = Fraction(len(closed) - won)
+            out[_key("pulse_competitor_priced_deals", **lab)] = Fraction(len(gaps))
+            out[_key("pulse_competitor_price_gap_sum", **lab)] = sum(gaps, Fraction(0))
+            out[_key("pulse_competitor_customers_churned", **lab)] = Fraction(sum(
+                1 for when, who in churns.values() if who == name and inside(when, first)))
+            if closed:
+                out[_key("pulse_competitor_win_rate_ratio", **lab)] = Fraction(won, len(closed))
+            if gaps:
+                out[_key("pulse_competitor_price_gap_ratio", **lab)] = (
+                    sum(gaps, Fraction(0)) / len(gaps))
+
+    first = today - dt.timedelta(days=364)
+    won = [p for p in paths if p.closed and p.closed[0] == "won" and inside(p.closed[1], first)]
+    apv_n, apv_cents = len(won), sum(p.closed[2] for p in won if p.closed)
+    with_account = sum(1 for p in won if p.account)
+    buyers = sum(1 for days in wins.values() if any(first <= d.date() <= today for d in days))
+    churned = sum(1 for when, _ in churns.values() if first <= when.date() <= today)
+    active = sum(1 for a, days in wins.items() if min(days).date() < first
+                 and not (a in churns and churns[a][0].date() < first))
+    parts = {"pulse_clv_won_amount": Fraction(apv_cents, 100),
+             "pulse_clv_won_deals": Fraction(apv_n),
+             "pulse_clv_won_deals_with_account": Fraction(with_account),
+             "pulse_clv_customers_buying": Fraction(buyers),
+             "pulse_clv_customers_churned": Fraction(churned),
+             "pulse_clv_customers_active_at_start": Fraction(active)}
+    for name, value in parts.items():
+        out[_key(name)] = value
+    apv = Fraction(apv_cents, 100 * apv_n) if apv_n else None
+    pf = Fraction(with_account, buyers) if buyers else None
+    if churned == 0:
+        lifespan: Fraction | None = cfg.clv_max_years
+    else:
+        lifespan = min(Fraction(active, churned), cfg.clv_max_years) if active else None
+    for name, value in (("pulse_clv_average_purchase_value", apv),
+                        ("pulse_clv_purchase_frequency_per_year", pf),
+                        ("pulse_clv_customer_lifespan_years", lifespan)):
+        if value is not None:
+            out[_key(name)] = value
+    if apv is not None and pf is not None and lifespan is not None:
+        out[_key("pulse_customer_lifetime_value")] = apv * pf * lifespan
+    out.update(_expected_quotas(events, paths, today, cfg))
+    out.update(expected_leads(events, as_of, cfg))
+    return out
+
+
+def _fit_points(rules: dict[str, Any], info: dict[str, Any]) -> float:
+    points = 0.0
+    fit = rules.get("fit", {})
+    industry = info.get("industry")
+    if industry:
+        for name, value in fit.get("industry", {}).items():
+            if name.lower() == industry.lower():
+                points += value
+    size = info.get("company_size")
+    if size is not None:
+        for band in fit.get("company_size", []):
+            if band["below"] is None or size < band["below"]:
+                points += band["points"]
+                break
+    title = info.get("job_title")
+    if title:
+        for tier in fit.get("job_title", []):
+            if any(re.search(r"\b" + re.escape(k.lower()) + r"\b", title.lower())
+                   for k in tier["keywords"]):
+                points += tier["points"]
+                break
+    return points
+
+
+def _score(rules: dict[str, Any], fit: float, engaged: list[tuple[int, str]], at: int) -> float:
+    half_life = rules["half_life_days"] * 86_400_000
+    total = fit
+    for when, action in sorted(engaged):
+        if when <= at:
+            total += rules["engagement"][action] * 0.5 ** ((at - when) / half_life)
+    return total
+
+
+def _crossings(rules: dict[str, Any], fit: float, created: dict[str, Any],
+               engaged: list[dict[str, Any]]) -> list[tuple[int, str]]:
+    """(time ms, event id) of the events that took a lead over the hot threshold."""
+    out = [(_epoch_ms(_t(created)), created["id"])] if fit >= rules["hot_threshold"] else []
+    seen: list[tuple[int, str]] = []
+    for e in engaged:
+        when = _epoch_ms(_t(e))
+        if _order(e) >= _order(created):
+            before = _score(rules, fit, seen, when)
+            after = _score(rules, fit, [*seen, (when, e["data"]["action"])], when)
+            if before < rules["hot_threshold"] <= after:
+                out.append((when, e["id"]))
+        seen.append((when, e["data"]["action"]))
+    return out
+
+
+def expected_hot_events(events: list[dict[str, Any]],
+                        cfg: ReferenceConfig | None = None) -> set[str]:
+    """Ids of the ``lead.hot`` events the workers should publish."""
+    cfg = cfg or ReferenceConfig()
+    rules = yaml.safe_load(cfg.scoring_file.read_text())
+    by_lead: dict[str, list[dict]] = defaultdict(list)
+    for event in unique_by_id(events):
+        if event["type"].startswith("lead."):
+            by_lead[event["data"]["lead_id"]].append(event)
+    ids = set()
+    for lead, lead_events in by_lead.items():
+        lead_events.sort(key=_order)
+        created = [e for e in lead_events if e["type"] == "lead.created"]
+        if not created:
+            continue
+        ends = [e for e in lead_events if e["type"] in ("lead.converted", "lead.disqualified")]
+        engaged = [e for e in lead_events if e["type"] == "lead.engaged"
+                   and (not ends or _order(e) < _order(ends[0]))]
+        fit = _fit_points(rules, created[0]["data"])
+        ids.update(f"{lead}:hot:{event_id}"
+                   for _, event_id in _crossings(rules, fit, created[0], engaged))
+    return ids
+
+
+def expected_leads(events: list[dict[str, Any]], as_of: dt.datetime,
+                   cfg: ReferenceConfig) -> dict[Key, Fraction]:
+    """Lead conversion by source and by score band, and the open leads' live scores."""
+    rules = yaml.safe_load(cfg.scoring_file.read_text())
+    edges = rules["band_edges"]
+    names = [f"0-{edges[0]}", *(f"{a}-{b}" for a, b in itertools.pairwise(edges)),
+             f"{edges[-1]}+"]
+    by_lead: dict[str, list[dict]] = defaultdict(list)
+    for event in unique_by_id(events):
+        if event["type"].startswith("lead."):
+            by_lead[event["data"]["lead_id"]].append(event)
+    today = as_of.astimezone(dt.UTC).date()
+    now = _epoch_ms(as_of)
+    windows: list[tuple[str, dt.date | None]] = [
+        (f"{n}d", today - dt.timedelta(days=n - 1)) for n in cfg.windows_days]
+    windows.append(("all", None))
+    rows = []  # source, created date, close date or None, converted, band at close
+    open_scores: list[tuple[float, int | None]] = []  # score at T, last turned hot
+    for lead_events in by_lead.values():
+        lead_events.sort(key=_order)
+        created = [e for e in lead_events if e["type"] == "lead.created"]
+        if not created:
+            continue
+        c = created[0]
+        ends = [e for e in lead_events if e["type"] in ("lead.converted", "lead.disqualified")]
+        end = ends[0] if ends else None
+        engaged = [e for e in lead_events if e["type"] == "lead.engaged"
+                   and (end is None or _order(e) < _order(end))]
+        fit = _fit_points(rules, c["data"])
+        pairs = [(_epoch_ms(_t(e)), e["data"]["action"]) for e in engaged]
+        crossings = _crossings(rules, fit, c, engaged)
+        if end is None:
+            hot_at = crossings[-1][0] if crossings else None
+            open_scores.append((_score(rules, fit, pairs, now), hot_at))
+            rows.append((c["data"]["source"], _t(c).date(), None, False, None))
+        else:
+            score = _score(rules, fit, pairs, _epoch_ms(_t(end)))
+            band = next((name for name, edge in zip(names, edges, strict=False)
+                         if score < edge), names[-1])
+            rows.append((c["data"]["source"], _t(c).date(), _t(end).date(),
+                         end["type"] == "lead.converted", band))
+    out: dict[Key, Fraction] = {}
+    if not rows:
+        return out
+
+    def inside(day: dt.date | None, first: dt.date | None) -> bool:
+        return day is not None and day <= today and (first is None or day >= first)
+
+    for window, first in windows:
+        for source in [*sorted({r[0] for r in rows}), "all"]:
+            mine = [r for r in rows if source in ("all", r[0])]
+            created_n = sum(1 for r in mine if inside(r[1], first))
+            converted = sum(1 for r in mine if r[3] and inside(r[2], first))
+            lost = sum(1 for r in mine if r[2] is not None and not r[3] and inside(r[2], first))
+            lab = {"source": source, "window": window}
+            out[_key("pulse_leads_created", **lab)] = Fraction(created_n)
+            out[_key("pulse_leads_converted", **lab)] = Fraction(converted)
+            out[_key("pulse_leads_disqualified", **lab)] = Fraction(lost)
+            if created_n:
+                out[_key("pulse_lead_conversion_ratio", **lab)] = Fraction(converted, created_n)
+        for band in names:
+            closed = [r for r in rows if r[4] == band and inside(r[2], first)]
+            won = sum(1 for r in closed if r[3])
+            lab = {"band": band, "window": window}
+            out[_key("pulse_lead_band_closed", **lab)] = Fraction(len(closed))
+            out[_key("pulse_lead_band_converted", **lab)] = Fraction(won)
+            if closed:
+                out[_key("pulse_lead_band_conversion_ratio", **lab)] = Fraction(won, len(closed))
+    for bound in [*rules["histogram_buckets"], None]:
+        le = "+Inf" if bound is None else str(bound)
+        out[_key("pulse_lead_score_bucket", le=le)] = Fraction(
+            sum(1 for score, _ in open_scores if bound is None or score <= bound))
+    out[_key("pulse_lead_score_gcount")] = Fraction(len(open_scores))
+    out[_key("pulse_lead_score_gsum")] = Fraction(sum(score for score, _ in open_scores))
+    out[_key("pulse_open_leads")] = Fraction(len(open_scores))
+    hot = [since for score, since in open_scores if score >= rules["hot_threshold"]]
+    out[_key("pulse_hot_leads")] = Fraction(len(hot))
+    wait = round(cfg.hot_wait_hours * 3_600_000)
+    out[_key("pulse_hot_leads_waiting")] = Fraction(
+        sum(1 for since in hot if since is not None and now - since >= wait))
+    return out
+
+
+def _period_dates(today: dt.date) -> dict[str, tuple[str, dt.date, dt.date]]:
+    """Period type -> (name, first day, first day after) for the month and quarter of
+    ``today`` and the ones before them."""
+    def month(d: dt.date) -> tuple[str, dt.date, dt.date]:
+        start = d.replace(day=1)
+        end = (start + dt.timedelta(days=32)).replace(day=1)
+        return f"{start:%Y-%m}", start, end
+
+    def quarter(d: dt.date) -> tuple[str, dt.date, dt.date]:
+        q = (d.month - 1) // 3
+        start = dt.date(d.year, 3 * q + 1, 1)
+        end = dt.date(d.year + 1, 1, 1) if q == 3 else dt.date(d.year, 3 * q + 4, 1)
+        return f"{d.year}-Q{q + 1}", start, end
+
+    this_month, this_quarter = month(today), quarter(today)
+    return {"month": this_month, "quarter": this_quarter,
+            "last_month": month(this_month[1] - dt.timedelta(days=1)),
+            "last_quarter": quarter(this_quarter[1] - dt.timedelta(days=1))}
+
+
+def _expected_quotas(events: list[dict[str, Any]], paths: list[_Path], today: dt.date,
+                     cfg: ReferenceConfig) -> dict[Key, Fraction]:
+    latest: dict[tuple[str, str], dict[str, Any]] = {}
+    for event in sorted((e for e in events if e["type"] == "quota.set"), key=_order):
+        latest[(event["data"]["owner_id"], event["data"]["period"])] = event
+    out: dict[Key, Fraction] = {}
+    open_cents: dict[str, int] = defaultdict(int)
+    for p in paths:
+        if p.open_stage is not None:
+            open_cents[p.team] += p.open_stage[2]
+            open_cents["all"] += p.open_stage[2]
+    for period, (name, start, end) in _period_dates(today).items():
+        rows = []  # team, owner, quota cents, won cents
+        for (owner, quota_period), event in sorted(latest.items()):
+            if quota_period != name:
+                continue
+            data = event["data"]
+            quota = int((Decimal(data["amount"]) * cfg.fx[data["currency"]]).quantize(
+                Decimal("0.01"), ROUND_HALF_EVEN) * 100)
+            won = sum(p.closed[2] for p in paths if p.owner == owner and p.closed
+                      and p.closed[0] == "won" and start <= p.closed[1].date() < end)
+            rows.append((data["team"], owner, quota, won))
+            lab = {"owner": owner, "period": period}
+            out[_key("pulse_owner_quota_amount", **lab)] = Fraction(quota, 100)
+            out[_key("pulse_owner_won_amount", **lab)] = Fraction(won, 100)
+            if quota:
+                out[_key("pulse_quota_attainment_ratio", **lab)] = Fraction(won, quota)
+        for group in sorted({r[0] for r in rows}) + (["all"] if rows else []):
+            mine = [r for r in rows if group in ("all", r[0])]
+            quota, won = sum(r[2] for r in mine), sum(r[3] for r in mine)
+            at_quota = sum(1 for r in mine if r[3] >= r[2])
+            lab = {"team": group, "period": period}
+            out[_key("pulse_quota_amount", **lab)] = Fraction(quota, 100)
+            out[_key("pulse_quota_won_amount", **lab)] = Fraction(won, 100)
+            out[_key("pulse_quota_owners", **lab)] = Fraction(len(mine))
+            out[_key("pulse_quota_owners_at_quota", **lab)] = Fraction(at_quota)
+            out[_key("pulse_quota_owners_at_quota_ratio", **lab)] = Fraction(at_quota, len(mine))
+            out[_key("pulse_remaining_quota_amount", **lab)] = Fraction(quota - won, 100)
+            if period in ("month", "quarter"):
+                if quota:
+                    out[_key("pulse_pipeline_coverage_ratio", **lab)] = Fraction(
+                        open_cents[group], quota)
+                if quota > won:
+                    out[_key("pulse_remaining_pipeline_coverage_ratio", **lab)] = Fraction(
+                        open_cents[group], quota - won)
+    first = today - dt.timedelta(days=89)
+    for group in [*sorted({p.team for p in paths}), "all"]:
+        closed = [p.closed for p in paths if group in ("all", p.team) and p.closed
+                  and first <= p.closed[1].date() <= today]
+        won = sum(1 for c in closed if c[0] == "won")
+        if won:
+            out[_key("pulse_required_coverage_ratio", team=group)] = Fraction(len(closed), won)
     return out
 
 
@@ -184,4 +688,27 @@ ADDITIVE = frozenset({
     "pulse_won_amount", "pulse_won_deals_cycle_seconds", "pulse_window_open_deals",
     "pulse_open_deals", "pulse_open_pipeline_amount", "pulse_open_pipeline_weighted_amount",
     "pulse_customers_churned", "pulse_customers_active_at_period_start",
+    "pulse_stuck_deals", "pulse_stuck_pipeline_amount",
+    "pulse_pipeline_waterfall_deals_total", "pulse_pipeline_waterfall_amount_total",
+    "pulse_stage_stints", "pulse_stage_stint_seconds", "pulse_stage_exits",
+    "pulse_stage_stint_days_bucket", "pulse_stage_stint_days_gcount",
+    "pulse_stage_stint_days_gsum", "pulse_monthly_won_amount",
+    *(f"pulse_{d}_{m}" for d in ("source", "product")
+      for m in ("deals_created", "deals_won", "deals_lost", "won_amount")),
+    "pulse_competitor_deals_won", "pulse_competitor_deals_lost",
+    "pulse_competitor_priced_deals", "pulse_competitor_price_gap_sum",
+    "pulse_competitor_customers_churned",
+    "pulse_clv_won_amount", "pulse_clv_won_deals", "pulse_clv_won_deals_with_account",
+    "pulse_clv_customers_buying", "pulse_clv_customers_churned",
+    "pulse_clv_customers_active_at_start",
+    "pulse_quota_amount", "pulse_quota_won_amount", "pulse_quota_owners",
+    "pulse_quota_owners_at_quota", "pulse_remaining_quota_amount",
+    "pulse_owner_quota_amount", "pulse_owner_won_amount",
+    "pulse_leads_created", "pulse_leads_converted", "pulse_leads_disqualified",
+    "pulse_lead_band_closed", "pulse_lead_band_converted", "pulse_lead_score_bucket",
+    "pulse_lead_score_gcount", "pulse_lead_score_gsum", "pulse_open_leads",
+    "pulse_hot_leads", "pulse_hot_leads_waiting",
 })
+#: Additive metrics that are not sums of cents or milliseconds: compared to 1e-9 relative.
+INEXACT = frozenset({"pulse_open_pipeline_weighted_amount", "pulse_competitor_price_gap_sum",
+                     "pulse_stage_stint_days_gsum", "pulse_lead_score_gsum"})

@@ -1,11 +1,13 @@
 """The Faust application: topics, tables and agents. Agents decode, fold and store.
 
-Two tables, each holding entity records and the aggregates derived from them
+Three tables, each holding entity records and the aggregates derived from them
 (see :mod:`stream_app.kpi.fold` for why they share one changelog):
 
 - ``deals``: keyed by deal on the deal topic's partitions;
 - ``accounts``: keyed by account on the customer topic's partitions, fed by
-  ``customer.churned`` and by won deals re-keyed by account (an internal topic).
+  ``customer.churned`` and by won deals re-keyed by account (an internal topic);
+- ``owners``: keyed by owner on the quota topic's partitions, fed by ``quota.set``
+  and by won deals re-keyed by owner (an internal topic).
 """
 
 from __future__ import annotations
@@ -13,12 +15,15 @@ from __future__ import annotations
 __all__ = ["PulseWorker", "StateLostError"]
 
 import asyncio
+import datetime as dt
 import json
 import logging
 import os
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -27,20 +32,29 @@ from faust.types import TP, EventT
 from prometheus_client import CollectorRegistry
 
 from stream_app.adapters.kafka import committed_offsets, install_high_watermark_fix
-from stream_app.adapters.metrics import PulseCollector, render
+from stream_app.adapters.metrics import FOLDED_LABELS, PulseCollector, render
 from stream_app.adapters.redis_store import RedisStore
 from stream_app.config import Settings
 from stream_app.events.codec import ContractRules, Rejection, TopicRole, decode_event
-from stream_app.events.models import CustomerChurned, DealCreated
+from stream_app.events.models import (
+    CustomerChurned,
+    DealCreated,
+    DealEvent,
+    DealLost,
+    DealWon,
+    LeadCreated,
+    QuotaSet,
+)
 from stream_app.kpi.accounts import (
     AccountState,
     account_contributions,
     apply_account_churn,
     apply_account_win,
 )
-from stream_app.kpi.deals import DealState
+from stream_app.kpi.deals import NO_VALUE, DealState
 from stream_app.kpi.fold import (
     BatchWriter,
+    FoldResult,
     clock_key,
     entity_key,
     fold_deal_event,
@@ -48,8 +62,31 @@ from stream_app.kpi.fold import (
     parse_aggregate_key,
     position_key,
 )
+from stream_app.kpi.leads import (
+    LeadState,
+    ScoreInputs,
+    apply_lead_event,
+    hot_crossings,
+    lead_contributions,
+    score_inputs,
+)
 from stream_app.kpi.money import Pricing
-from stream_app.kpi.report import Report, build_report, snapshot_from_aggregates
+from stream_app.kpi.owners import (
+    OwnerState,
+    OwnerWin,
+    apply_owner_win,
+    apply_quota,
+    owner_contributions,
+    win_contributions,
+)
+from stream_app.kpi.report import (
+    KIND_LABEL,
+    Report,
+    ReportConfig,
+    build_report,
+    snapshot_from_aggregates,
+)
+from stream_app.kpi.scoring import load_rules
 from stream_app.kpi.windows import ms_from_datetime, window_specs
 from stream_app.ops import OperationalStats
 
@@ -67,6 +104,26 @@ def _exit_now(message: str) -> None:
     os._exit(2)
 
 
+_LEAD_PREFIX = entity_key("lead", "")
+
+
+def _iso(ms: int) -> str:
+    return (dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(milliseconds=ms)).isoformat()
+
+
+def _deal_labels(events: Iterable[DealEvent]) -> dict[str, set[str]]:
+    """Values of the capped labels that deal events name."""
+    found: dict[str, set[str]] = defaultdict(set)
+    for event in events:
+        if isinstance(event, DealCreated):
+            found["team"].add(event.data.team)
+            found["source"].add(event.data.source or NO_VALUE)
+            found["product"].add(event.data.product or NO_VALUE)
+        elif isinstance(event, DealWon | DealLost) and event.data.competitor:
+            found["competitor"].add(event.data.competitor)
+    return found
+
+
 class StateLostError(RuntimeError):
     """Local state cannot be trusted: the worker stops rather than export wrong KPIs."""
 
@@ -81,18 +138,32 @@ class _AggregateIndex:
     def rebuild(self) -> None:
         self.keys = {key for key in list(self.table.keys()) if parse_aggregate_key(key)}
 
-    def groups(self) -> set[str]:
-        """Groups (teams) named by bucket and open-pipeline aggregates."""
-        found = set()
+    def groups(self) -> dict[str, set[str]]:
+        """Values of each capped label named by the aggregates."""
+        found: dict[str, set[str]] = defaultdict(set)
         for key in self.keys:
             parsed = parse_aggregate_key(key)
-            if parsed is not None and parsed[0] in ("b", "o"):
-                found.add(parsed[2])
+            if parsed is not None and parsed[0] in KIND_LABEL:
+                found[KIND_LABEL[parsed[0]]].add(parsed[2])
+            if parsed is not None and parsed[0] == "a":
+                found["team"].add(parsed[3].partition("|")[2])
         return found
 
     def items(self) -> Iterable[tuple[str, Any]]:
         table = self.table
         return [(key, table.get(key)) for key in self.keys]
+
+
+@dataclass(frozen=True)
+class _EntityFold:
+    """How one table folds its entities: key prefix, state type and its aggregates."""
+
+    prefix: str
+    empty: Callable[[str], Any]
+    load: Callable[[Any], Any]
+    contributions: Callable[[Any], Any]
+    dump: Callable[[Any], Any]
+    index: _AggregateIndex
 
 
 class PulseWorker:
@@ -112,7 +183,18 @@ class PulseWorker:
             max_event_bytes=settings.max_event_bytes,
         )
         self._pricing = Pricing(dict(settings.fx_rates), settings.stage_probabilities)
-        self._specs = window_specs(settings.windows_days)
+        self._scoring = load_rules(settings.lead_scoring_file)
+        self._lead_book: dict[int, dict[str, ScoreInputs]] = defaultdict(dict)
+        self._lead_key_partitions: dict[str, int] = {}
+        self._report_config = ReportConfig(
+            specs=window_specs(settings.windows_days),
+            stages=settings.stage_names,
+            probability=settings.stage_probabilities,
+            stuck_days=settings.stuck_days,
+            clv_max_years=settings.clv_max_years,
+            scoring=self._scoring,
+            hot_wait_ms=round(settings.hot_lead_wait_hours * 3_600_000),
+        )
         self._grace_ms = round(settings.late_grace_days * 86_400_000)
         self._shared_clock_ms: int | None = None
         self._recovery_progress: tuple[int, float] | None = None
@@ -121,8 +203,8 @@ class PulseWorker:
         self._recovery_watch: asyncio.Future[None] | None = None
         self._ready: frozenset[tuple[str, int]] = frozenset()
         self._recovered: set[str] = set()
-        self._team_verdicts: dict[str, bool] = {}
-        self._undecided_teams: set[str] = set()
+        self._label_verdicts: dict[str, dict[str, bool]] = {label: {} for label in FOLDED_LABELS}
+        self._undecided: dict[str, set[str]] = {label: set() for label in FOLDED_LABELS}
         self.redis = RedisStore(
             settings.redis_url.get_secret_value(),
             namespace=settings.app_id,
@@ -177,13 +259,35 @@ class PulseWorker:
             s.topic_customers, s.topic_account_wins, partitions=s.partitions, **raw
         )
         self.account_wins_topic = app.topic(s.topic_account_wins, partitions=s.partitions, **raw)
+        self.quotas_topic = app.topic(
+            s.topic_quotas, s.topic_owner_wins, partitions=s.partitions, **raw
+        )
+        self.owner_wins_topic = app.topic(s.topic_owner_wins, partitions=s.partitions, **raw)
+        self.leads_topic = app.topic(s.topic_leads, partitions=s.partitions, **raw)
+        self.lead_scores = app.topic(s.topic_lead_scores, partitions=s.partitions, **raw)
         self.dead_letters = app.topic(s.topic_dead_letters, **raw)
         table_args = {"default": None, "partitions": s.partitions}
         self.deals = app.Table("pulse-deals", **table_args)
         self.accounts = app.Table("pulse-accounts", **table_args)
+        self.owners = app.Table("pulse-owners", **table_args)
+        self.leads = app.Table("pulse-leads", **table_args)
         self._deal_index = _AggregateIndex(self.deals)
         self._account_index = _AggregateIndex(self.accounts)
-        for table in (self.deals, self.accounts):
+        self._owner_index = _AggregateIndex(self.owners)
+        self._lead_index = _AggregateIndex(self.leads)
+        self._account_fold = _EntityFold("a", AccountState, AccountState.from_json,
+                                         account_contributions, AccountState.to_json,
+                                         self._account_index)
+        self._lead_fold = _EntityFold("lead", LeadState, LeadState.from_json,
+                                      partial(lead_contributions, rules=self._scoring),
+                                      LeadState.to_json, self._lead_index)
+        self._owner_fold = _EntityFold("owner", OwnerState, OwnerState.from_json,
+                                       partial(owner_contributions, pricing=self._pricing),
+                                       OwnerState.to_json, self._owner_index)
+        self._owner_win_fold = _EntityFold("ownerwin", OwnerWin, OwnerWin.from_json,
+                                           win_contributions, OwnerWin.to_json,
+                                           self._owner_index)
+        for table in (self.deals, self.accounts, self.owners, self.leads):
             self._count_changelog_records(table)
 
         @self.deals.on_recover
@@ -191,16 +295,34 @@ class PulseWorker:
             self._stats.recoveries += 1
             self._deal_index.rebuild()
             await self._verify_positions(self.deals, {s.topic_deals})
-            await self._admit_teams(self._deal_index.groups())
+            await self._admit_labels(self._deal_index.groups())
             self._recovered.add("deals")
             self._maybe_ready()
 
         @self.accounts.on_recover
         async def _accounts_recovered() -> None:
             self._account_index.rebuild()
+            await self._admit_labels(self._account_index.groups())
             await self._verify_positions(self.accounts,
                                          {s.topic_customers, s.topic_account_wins})
             self._recovered.add("accounts")
+            self._maybe_ready()
+
+        @self.owners.on_recover
+        async def _owners_recovered() -> None:
+            self._owner_index.rebuild()
+            await self._admit_labels(self._owner_index.groups())
+            await self._verify_positions(self.owners, {s.topic_quotas, s.topic_owner_wins})
+            self._recovered.add("owners")
+            self._maybe_ready()
+
+        @self.leads.on_recover
+        async def _leads_recovered() -> None:
+            self._lead_index.rebuild()
+            self._rebuild_lead_book()
+            await self._admit_labels(self._lead_index.groups())
+            await self._verify_positions(self.leads, {s.topic_leads})
+            self._recovered.add("leads")
             self._maybe_ready()
 
         @app.on_partitions_revoked.connect
@@ -220,6 +342,16 @@ class PulseWorker:
             async for events in stream.take_events(**batch):
                 await self._on_account_batch(events)
 
+        @app.agent(self.quotas_topic, name="pulse-owner-agent")
+        async def owner_agent(stream: faust.StreamT) -> None:
+            async for events in stream.take_events(**batch):
+                await self._on_owner_batch(events)
+
+        @app.agent(self.leads_topic, name="pulse-lead-agent")
+        async def lead_agent(stream: faust.StreamT) -> None:
+            async for events in stream.take_events(**batch):
+                await self._on_lead_batch(events)
+
         @app.timer(1.0)
         async def _tick() -> None:
             await self._refresh()
@@ -237,13 +369,20 @@ class PulseWorker:
         async def healthz(web: Any, request: Any) -> Any:
             return web.json({"status": "ok", "owned_partitions": self.owned_partitions()})
 
-        self._agents = (deal_agent, account_agent)
+        self._agents = (deal_agent, account_agent, owner_agent, lead_agent)
 
     def _count_changelog_records(self, table: faust.Table) -> None:
         apply_batch, applied = table.apply_changelog_batch, self._stats.changelog_applied
 
+        lead_keys = self._lead_key_partitions if table is self.leads else None
+
         def counting(batch: Sequence[EventT]) -> None:
             applied[table.name] += len(batch)
+            if lead_keys is not None:
+                for event in batch:
+                    key = json.loads(event.message.key)
+                    if key.startswith(_LEAD_PREFIX):
+                        lead_keys[key] = event.message.partition
             apply_batch(batch)
 
         table.apply_changelog_batch = counting  # type: ignore[method-assign]
@@ -389,38 +528,44 @@ class PulseWorker:
                 await producer.send(topic, dumps(key).encode(), dumps(value).encode(),
                                     partition, None, None)
 
-    async def _admit_teams(self, teams: Iterable[str]) -> None:
-        """Decide, through the shared Redis registry, which new teams get their own series.
+    async def _admit_labels(self, values: Mapping[str, Iterable[str]]) -> None:
+        """Decide, through the shared Redis registry, which new label values (teams,
+        sources, products, competitors) get their own series.
 
-        While Redis is unreachable, undecided teams are kept provisionally as long as
+        While Redis is unreachable, undecided values are kept provisionally as long as
         this worker knows fewer than the cap, and decided when Redis answers again.
         """
-        new = sorted({t for t in teams if t not in self._team_verdicts} | self._undecided_teams)
-        for start in range(0, len(new), 1000):
-            chunk = new[start:start + 1000]
-            verdicts = await self.redis.admit_labels("team", chunk, self.settings.max_teams)
-            if verdicts is None:
-                self._keep_provisionally(new[start:])
-                return
-            self._team_verdicts.update(verdicts)
-            self._undecided_teams.difference_update(chunk)
+        for label in FOLDED_LABELS:
+            verdicts = self._label_verdicts[label]
+            undecided = self._undecided[label]
+            new = sorted({v for v in values.get(label, ()) if v not in verdicts} | undecided)
+            cap = self.settings.label_cap(label)
+            for start in range(0, len(new), 1000):
+                chunk = new[start:start + 1000]
+                answer = await self.redis.admit_labels(label, chunk, cap)
+                if answer is None:
+                    self._keep_provisionally(label, new[start:])
+                    break
+                verdicts.update(answer)
+                undecided.difference_update(chunk)
 
-    def _keep_provisionally(self, teams: list[str]) -> None:
-        self._undecided_teams.update(teams)
-        kept = sum(self._team_verdicts.values())
-        for team in sorted(self._undecided_teams):
-            if team in self._team_verdicts:
+    def _keep_provisionally(self, label: str, values: list[str]) -> None:
+        verdicts, undecided = self._label_verdicts[label], self._undecided[label]
+        undecided.update(values)
+        kept = sum(verdicts.values())
+        for value in sorted(undecided):
+            if value in verdicts:
                 continue
-            self._team_verdicts[team] = kept < self.settings.max_teams
-            kept += self._team_verdicts[team]
+            verdicts[value] = kept < self.settings.label_cap(label)
+            kept += verdicts[value]
 
-    def _keep_team(self, team: str) -> bool:
-        return self._team_verdicts.get(team, False)
+    def _keep_label(self, label: str, value: str) -> bool:
+        return self._label_verdicts[label].get(value, False)
 
     async def _on_deal_batch(self, events: Sequence[EventT]) -> None:
         writers = self._batch_writers(self.deals, events)
         admitted = await self._decode_and_admit(events, "deals")
-        await self._admit_teams({e.data.team for _, e in admitted if isinstance(e, DealCreated)})
+        await self._admit_labels(_deal_labels(e for _, e in admitted))
         for event, deal_event in admitted:
             msg = event.message
             store = writers[msg.partition]
@@ -431,17 +576,22 @@ class PulseWorker:
         await self._flush(self.deals, writers)
 
     def _forward_win(self, state: DealState) -> None:
-        """Re-key a won deal by account (sent again on every replay; min() downstream)."""
+        """Re-key a won deal by account and by owner (sent again on every replay; the
+        receivers keep each deal's earliest win, so repeats change nothing)."""
         if state.created is None or state.closed is None or state.closed[2] != "won":
             return
-        account_id = state.created[2].get("account_id")
-        if not account_id:
-            return
-        payload = {"account_id": account_id, "won_at_ms": state.closed[0],
-                   "deal_id": state.deal_id}
-        self.account_wins_topic.send_soon(
-            key=account_id.encode(), value=json.dumps(payload).encode()
-        )
+        info, won_at = state.created[2], state.closed[0]
+        account_id = info.get("account_id")
+        if account_id:
+            payload = {"account_id": account_id, "won_at_ms": won_at, "deal_id": state.deal_id}
+            self.account_wins_topic.send_soon(
+                key=account_id.encode(), value=json.dumps(payload).encode()
+            )
+        owner_id = str(info["owner_id"])
+        cents = self._pricing.to_cents(str(state.closed[3]), str(info["currency"]))
+        payload = {"owner_id": owner_id, "won_at_ms": won_at, "deal_id": state.deal_id,
+                   "cents": cents}
+        self.owner_wins_topic.send_soon(key=owner_id.encode(), value=json.dumps(payload).encode())
 
     async def _on_account_batch(self, events: Sequence[EventT]) -> None:
         wins_topic = self.settings.topic_account_wins
@@ -449,6 +599,8 @@ class PulseWorker:
         churns = await self._decode_and_admit(
             [e for e in events if e.message.topic != wins_topic], "customers"
         )
+        await self._admit_labels({"competitor": {c.data.competitor for _, c in churns
+                                                 if c.data.competitor}})
         admitted = {id(event): churn for event, churn in churns}
         for event in events:
             msg = event.message
@@ -456,35 +608,115 @@ class PulseWorker:
             if msg.topic == wins_topic:
                 win = json.loads(msg.value)
                 self._note_position(event, None)
-                self._fold_account(store, msg.partition, msg.offset, "w", win["account_id"],
-                                   win["won_at_ms"], partial(apply_account_win,
-                                                             won_at_ms=win["won_at_ms"],
-                                                             deal_id=win["deal_id"]))
+                self._fold_entity(self._account_fold, store, event, "w", win["account_id"],
+                                  win["won_at_ms"], partial(apply_account_win,
+                                                            won_at_ms=win["won_at_ms"],
+                                                            deal_id=win["deal_id"]))
             elif id(event) in admitted:
                 churn: CustomerChurned = admitted[id(event)]
                 time_ms = ms_from_datetime(churn.time)
-                self._fold_account(store, msg.partition, msg.offset, "c", churn.data.account_id,
-                                   time_ms, partial(apply_account_churn, churned_at_ms=time_ms,
-                                                    event_id=churn.id))
+                self._fold_entity(self._account_fold, store, event, "c", churn.data.account_id,
+                                  time_ms, partial(apply_account_churn, churned_at_ms=time_ms,
+                                                   event_id=churn.id,
+                                                   competitor=churn.data.competitor))
         await self._flush(self.accounts, writers)
 
-    def _fold_account(self, store: BatchWriter, partition: int, offset: int, source: str,
-                      account_id: str, time_ms: int,
-                      apply: Callable[[AccountState], AccountState]) -> None:
+    async def _on_owner_batch(self, events: Sequence[EventT]) -> None:
+        wins_topic = self.settings.topic_owner_wins
+        writers = self._batch_writers(self.owners, events)
+        quotas = await self._decode_and_admit(
+            [e for e in events if e.message.topic != wins_topic], "quotas"
+        )
+        await self._admit_labels({"owner": {q.data.owner_id for _, q in quotas},
+                                  "team": {q.data.team for _, q in quotas}})
+        admitted = {id(event): quota for event, quota in quotas}
+        for event in events:
+            msg = event.message
+            store = writers[msg.partition]
+            if msg.topic == wins_topic:
+                win = json.loads(msg.value)
+                self._note_position(event, None)
+                self._fold_entity(self._owner_win_fold, store, event, "w", win["deal_id"],
+                                  win["won_at_ms"], partial(apply_owner_win,
+                                                            won_at_ms=win["won_at_ms"],
+                                                            owner_id=win["owner_id"],
+                                                            cents=win["cents"]))
+            elif id(event) in admitted:
+                quota: QuotaSet = admitted[id(event)]
+                d, time_ms = quota.data, ms_from_datetime(quota.time)
+                self._fold_entity(self._owner_fold, store, event, "q", d.owner_id, time_ms,
+                                  partial(apply_quota, period=d.period, time_ms=time_ms,
+                                          event_id=quota.id, team=d.team, amount=str(d.amount),
+                                          currency=d.currency))
+        await self._flush(self.owners, writers)
+
+    async def _on_lead_batch(self, events: Sequence[EventT]) -> None:
+        writers = self._batch_writers(self.leads, events)
+        admitted = await self._decode_and_admit(events, "leads")
+        await self._admit_labels({"source": {e.data.source for _, e in admitted
+                                             if isinstance(e, LeadCreated)}})
+        for event, lead_event in admitted:
+            msg = event.message
+            result = self._fold_entity(
+                self._lead_fold, writers[msg.partition], event, "l", lead_event.data.lead_id,
+                ms_from_datetime(lead_event.time), partial(apply_lead_event, event=lead_event))
+            self._note_lead(msg.partition, result.state)
+            self._publish_hot(result.state, lead_event.id)
+        await self._flush(self.leads, writers)
+
+    def _note_lead(self, partition: int, state: LeadState) -> None:
+        self._lead_key_partitions[entity_key("lead", state.lead_id)] = partition
+        inputs = score_inputs(state, self._scoring)
+        if inputs is None:
+            self._lead_book[partition].pop(state.lead_id, None)
+        else:
+            self._lead_book[partition][state.lead_id] = inputs
+
+    def _rebuild_lead_book(self) -> None:
+        """Score inputs of the open leads, from the restored table."""
+        self._lead_book.clear()
+        data = self.leads.data
+        for key, partition in self._lead_key_partitions.items():
+            record = data.get(key)
+            if record is not None:
+                raw = json.loads(record) if isinstance(record, str) else record
+                self._note_lead(partition, LeadState.from_json(raw["v"]))
+
+    def _publish_hot(self, state: LeadState, event_id: str) -> None:
+        """Publish ``lead.hot`` when this event took the lead over the hot threshold
+        (again on a replay: the id is deterministic, so consumers can drop repeats)."""
+        for at, crossing_id in hot_crossings(state, self._scoring):
+            if crossing_id != event_id or state.created is None:
+                continue
+            hot = {"specversion": "1.0", "id": f"{state.lead_id}:hot:{event_id}",
+                   "source": f"pipeline-pulse/{self.settings.app_id}", "type": "lead.hot",
+                   "time": _iso(at), "subject": state.lead_id,
+                   "datacontenttype": "application/json",
+                   "data": {"lead_id": state.lead_id,
+                            "source": state.created[2]["source"],
+                            "owner_id": state.created[2].get("owner_id"),
+                            "threshold": self._scoring.hot_threshold}}
+            self.lead_scores.send_soon(key=state.lead_id.encode(),
+                                       value=json.dumps(hot).encode())
+
+    def _fold_entity(self, kind: _EntityFold, store: BatchWriter, event: EventT, source: str,
+                     entity_id: str, time_ms: int, apply: Callable[[Any], Any]) -> FoldResult:
+        msg = event.message
         result = guarded_fold(
             store,
             source=source,
-            partition=partition,
-            offset=offset,
-            key=entity_key("a", account_id),
-            empty=lambda: AccountState(account_id),
-            load=AccountState.from_json,
+            partition=msg.partition,
+            offset=msg.offset,
+            key=entity_key(kind.prefix, entity_id),
+            empty=partial(kind.empty, entity_id),
+            load=kind.load,
             apply=apply,
-            contributions=account_contributions,
-            dump=AccountState.to_json,
+            contributions=kind.contributions,
+            dump=kind.dump,
             event_time_ms=time_ms,
         )
-        self._account_index.keys.update(result.written)
+        kind.index.keys.update(result.written)
+        return result
 
     # -- periodic work and the KpiSource protocol ---------------------------------------
 
@@ -498,7 +730,7 @@ class PulseWorker:
         return frozenset(p for t, p in self._ready if t == topic)
 
     def _maybe_ready(self) -> None:
-        if self._recovered != {"deals", "accounts"}:
+        if self._recovered != {"deals", "accounts", "owners", "leads"}:
             return
         try:
             actives = self.app.assignor.assigned_actives()
@@ -510,7 +742,7 @@ class PulseWorker:
         """Source partitions whose state the KPIs include now, by topic."""
         s = self.settings
         return {topic: self._active_partitions(topic)
-                for topic in (s.topic_deals, s.topic_customers)}
+                for topic in (s.topic_deals, s.topic_customers, s.topic_quotas, s.topic_leads)}
 
     def _note_recovery(self) -> None:
         recovery = self.app.tables.recovery
@@ -557,11 +789,12 @@ class PulseWorker:
             )
 
     async def _refresh(self) -> None:
-        if self._undecided_teams:
-            await self._admit_teams(())
+        if any(self._undecided.values()):
+            await self._admit_labels({})
         consumer = self.app.consumer
-        sources = {self.settings.topic_deals, self.settings.topic_customers,
-                   self.settings.topic_account_wins}
+        s = self.settings
+        sources = {s.topic_deals, s.topic_customers, s.topic_account_wins, s.topic_quotas,
+                   s.topic_owner_wins, s.topic_leads}
         actives = list(self.app.assignor.assigned_actives())
         self._stats.forget_except({(tp.topic, tp.partition) for tp in actives})
         for tp in actives:
@@ -593,19 +826,25 @@ class PulseWorker:
         """KPIs of the partitions owned now (the ``KpiSource`` protocol)."""
         deal_parts = self._active_partitions(self.settings.topic_deals)
         account_parts = self._active_partitions(self.settings.topic_customers)
-        snap = snapshot_from_aggregates(self._deal_index.items(), deal_parts, self._keep_team)
-        accounts = snapshot_from_aggregates(self._account_index.items(), account_parts)
-        snap.new_customers, snap.churned = accounts.new_customers, accounts.churned
+        owner_parts = self._active_partitions(self.settings.topic_quotas)
+        lead_parts = self._active_partitions(self.settings.topic_leads)
+        snap = snapshot_from_aggregates(self._deal_index.items(), deal_parts, self._keep_label)
+        others = [snapshot_from_aggregates(index.items(), parts, self._keep_label)
+                  for index, parts in ((self._account_index, account_parts),
+                                       (self._owner_index, owner_parts),
+                                       (self._lead_index, lead_parts))]
+        for other in others:
+            snap.merge(other)
+        snap.open_leads = [lead for p in lead_parts for lead in self._lead_book[p].values()]
         if self.clock == "wall":
             as_of = int(time.time() * 1000)
         else:
-            candidates = [v for v in (snap.latest_event_ms, accounts.latest_event_ms,
+            candidates = [v for v in (snap.latest_event_ms, *(o.latest_event_ms for o in others),
                                       self._shared_clock_ms) if v is not None]
             if not candidates:
                 return None
             as_of = max(candidates)
-        return build_report(snap, as_of, self._specs, self.settings.stage_names,
-                            self.settings.stage_probabilities)
+        return build_report(snap, as_of, self._report_config)
 
     def stats(self) -> OperationalStats:
         """Operational counters of this process."""

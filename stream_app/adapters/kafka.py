@@ -58,6 +58,8 @@ def topic_plan(settings: Settings) -> dict[str, int]:
         settings.topic_deals: settings.partitions,
         settings.topic_customers: settings.partitions,
         settings.topic_account_wins: settings.partitions,
+        settings.topic_quotas: settings.partitions,
+        settings.topic_owner_wins: settings.partitions,
         settings.topic_dead_letters: 1,
     }
 
@@ -69,7 +71,9 @@ async def ensure_topics(settings: Settings, plan: Mapping[str, int] | None = Non
     try:
         existing = set(await admin.list_topics())
         missing = [
-            NewTopic(name, num_partitions=count, replication_factor=1)
+            NewTopic(name, num_partitions=count, replication_factor=1,
+                     topic_configs={"cleanup.policy": "compact"}
+                     if name == settings.topic_quotas else None)
             for name, count in (topic_plan(settings) if plan is None else plan).items()
             if name not in existing
         ]

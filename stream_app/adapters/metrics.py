@@ -14,12 +14,19 @@ from collections.abc import Iterator, Mapping
 from typing import Protocol
 
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeHistogramMetricFamily,
+    GaugeMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
 from stream_app.config import Settings
+from stream_app.kpi.deals import MOVEMENTS, STINT_BUCKETS_DAYS
 from stream_app.kpi.money import cents_to_units
-from stream_app.kpi.report import Report
+from stream_app.kpi.report import ALL_GROUP, KIND_LABEL, ClvKpis, Report
+from stream_app.kpi.scoring import load_rules
 from stream_app.ops import OperationalStats
 
 
@@ -47,6 +54,12 @@ class KpiSource(Protocol):
 
 def _gauge(name: str, doc: str, labels: list[str]) -> GaugeMetricFamily:
     return GaugeMetricFamily(f"pulse_{name}", doc, labels=labels)
+
+
+def _bound(value: float | str) -> str:
+    if isinstance(value, str):
+        return value
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
 
 
 def _counter(name: str, doc: str, label: str, counts: Mapping[str, int]) -> Metric:
@@ -145,17 +158,42 @@ class PulseCollector(Collector):
                 if value is not None:
                     fams[name].add_metric(labels, value)
         yield from fams.values()
+        yield from self._stages(report)
+        yield from self._churn(report)
+        yield from self._dimensions(report)
+        yield from self._stints(report)
+        yield from self._waterfall(report)
+        yield from self._competitors(report)
+        yield from self._growth(report)
+        if report.clv is not None:
+            yield from self._clv(report.clv)
+        yield from self._quotas(report)
+        yield from self._leads(report)
+        folded = _gauge("label_values_folded",
+                        "Distinct label values over their cap, summed into the value other.",
+                        ["label"])
+        for label in FOLDED_LABELS:
+            folded.add_metric([label], report.folded.get(label, 0))
+        yield folded
+
+    def _stages(self, report: Report) -> Iterator[Metric]:
         sl = ["team", "stage"]
-        count = _gauge("open_deals", "Open deals at T by stage.", sl)
-        amount = _gauge("open_pipeline_amount", "Open amount at T by stage.", sl)
-        weighted = _gauge(
-            "open_pipeline_weighted_amount", "Open amount x stage win probability.", sl
-        )
+        fams = [
+            _gauge("open_deals", "Open deals at T by stage.", sl),
+            _gauge("open_pipeline_amount", "Open amount at T by stage.", sl),
+            _gauge("open_pipeline_weighted_amount", "Open amount x stage win probability.", sl),
+            _gauge("stuck_deals", "Open deals whose current stage began more than "
+                   "PULSE_STUCK_DAYS days before T.", sl),
+            _gauge("stuck_pipeline_amount", "Open amount of the stuck deals.", sl),
+        ]
         for s in report.stages:
-            count.add_metric([s.group, s.stage], s.count)
-            amount.add_metric([s.group, s.stage], cents_to_units(s.cents))
-            weighted.add_metric([s.group, s.stage], s.weighted_cents / 100)
-        yield from (count, amount, weighted)
+            values = (s.count, cents_to_units(s.cents), s.weighted_cents / 100, s.stuck_count,
+                      cents_to_units(s.stuck_cents))
+            for family, value in zip(fams, values, strict=True):
+                family.add_metric([s.group, s.stage], value)
+        yield from fams
+
+    def _churn(self, report: Report) -> Iterator[Metric]:
         pl = ["period"]
         churned = _gauge("customers_churned", "Customers churned in the month.", pl)
         active = _gauge(
@@ -170,11 +208,268 @@ class PulseCollector(Collector):
             if c.rate is not None:
                 rate.add_metric([c.period], c.rate)
         yield from (churned, active, rate, start)
-        folded = _gauge("label_values_folded",
-                        "Distinct label values over the cap, summed into the value other.",
-                        ["label"])
-        folded.add_metric(["team"], report.folded_groups)
-        yield folded
+
+    def _dimensions(self, report: Report) -> Iterator[Metric]:
+        for dim in ("source", "product"):
+            labels = [dim, "window"]
+            fams = {
+                "created": _gauge(f"{dim}_deals_created", f"Deals created in the window, by "
+                                  f"{dim}.", labels),
+                "won": _gauge(f"{dim}_deals_won", f"Deals won in the window, by {dim}.", labels),
+                "lost": _gauge(f"{dim}_deals_lost", f"Deals lost in the window, by {dim}.",
+                               labels),
+                "won_amount": _gauge(f"{dim}_won_amount", f"Won amount (revenue) in the window, "
+                                     f"by {dim}.", labels),
+                "win_rate": _gauge(f"{dim}_win_rate_ratio", "won / (won + lost).", labels),
+                "avg": _gauge(f"{dim}_average_deal_size", "won amount / won.", labels),
+            }
+            for d in report.dimensions:
+                if d.dimension != dim:
+                    continue
+                row = [d.value, d.window]
+                fams["created"].add_metric(row, d.created)
+                fams["won"].add_metric(row, d.won)
+                fams["lost"].add_metric(row, d.lost)
+                fams["won_amount"].add_metric(row, cents_to_units(d.won_cents))
+                if d.win_rate is not None:
+                    fams["win_rate"].add_metric(row, d.win_rate)
+                if d.average_deal_cents is not None:
+                    fams["avg"].add_metric(row, d.average_deal_cents / 100)
+            yield from fams.values()
+
+    def _stints(self, report: Report) -> Iterator[Metric]:
+        labels = ["team", "stage", "window"]
+        count = _gauge("stage_stints", "Stints in the stage that ended in the window.", labels)
+        total = _gauge("stage_stint_seconds", "Summed length of those stints.", labels)
+        mean = _gauge("stage_mean_stint_seconds", "Mean length of those stints.", labels)
+        exits = _gauge("stage_exits", "Those stints by exit: forward (a later stage or won), "
+                       "backward or lost.", [*labels, "direction"])
+        forward = _gauge("stage_forward_ratio", "Exits forward / all exits.", labels)
+        histogram = GaugeHistogramMetricFamily(
+            "pulse_stage_stint_days", "Length in days of stints that ended in the window "
+            "(team all).", labels=["stage", "window"])
+        for s in report.stints:
+            row = [s.group, s.stage, s.window]
+            count.add_metric(row, s.stints)
+            total.add_metric(row, s.stint_ms / 1000)
+            for direction, n in (("forward", s.forward), ("backward", s.backward),
+                                 ("lost", s.lost)):
+                exits.add_metric([*row, direction], n)
+            if s.mean_seconds is not None:
+                mean.add_metric(row, s.mean_seconds)
+            if s.forward_ratio is not None:
+                forward.add_metric(row, s.forward_ratio)
+            if s.group == ALL_GROUP:
+                cumulative, buckets = 0, []
+                for bound, n in zip((*STINT_BUCKETS_DAYS, "+Inf"), s.buckets, strict=True):
+                    cumulative += n
+                    buckets.append((_bound(bound), cumulative))
+                histogram.add_metric([s.stage, s.window], buckets, s.stint_ms / 86_400_000)
+        bottleneck = _gauge("stage_bottleneck_mean_stint_seconds",
+                            "Mean stint of the stage with the longest mean stint.",
+                            ["team", "window", "stage"])
+        for b in report.bottlenecks:
+            bottleneck.add_metric([b.group, b.window, b.stage], b.mean_seconds)
+        yield from (count, total, mean, exits, forward, histogram, bottleneck)
+
+    def _waterfall(self, report: Report) -> Iterator[Metric]:
+        labels = ["team", "movement"]
+        deals = CounterMetricFamily("pulse_pipeline_waterfall_deals",
+                                    "Deal movements since the first event: created, advanced, "
+                                    "regressed, won, lost, amount increased or decreased.",
+                                    labels=labels)
+        amount = CounterMetricFamily("pulse_pipeline_waterfall_amount",
+                                     "Amount moved by each movement (reporting currency).",
+                                     labels=labels)
+        for w in report.waterfall:
+            deals.add_metric([w.group, w.movement], w.count)
+            amount.add_metric([w.group, w.movement], cents_to_units(w.cents))
+        yield from (deals, amount)
+
+    def _competitors(self, report: Report) -> Iterator[Metric]:
+        labels = ["competitor", "window"]
+        won = _gauge("competitor_deals_won", "Deals won in the window naming the competitor.",
+                     labels)
+        lost = _gauge("competitor_deals_lost", "Deals lost in the window naming the "
+                      "competitor (losses to it).", labels)
+        rate = _gauge("competitor_win_rate_ratio", "won / (won + lost) against the competitor.",
+                      labels)
+        priced = _gauge("competitor_priced_deals", "Closed deals naming the competitor's price.",
+                        labels)
+        gap_sum = _gauge("competitor_price_gap_sum", "Sum of (our amount / competitor price "
+                         "- 1) over the priced deals.", labels)
+        gap = _gauge("competitor_price_gap_ratio", "Mean of (our amount / competitor price - 1).",
+                     labels)
+        churned = _gauge("competitor_customers_churned", "Customers churned in the window who "
+                         "left for the competitor.", labels)
+        for c in report.competitors:
+            row = [c.competitor, c.window]
+            won.add_metric(row, c.won)
+            lost.add_metric(row, c.lost)
+            priced.add_metric(row, c.priced)
+            gap_sum.add_metric(row, c.gap_femto / 10**15)
+            churned.add_metric(row, c.churned)
+            if c.win_rate is not None:
+                rate.add_metric(row, c.win_rate)
+            if c.mean_price_gap is not None:
+                gap.add_metric(row, c.mean_price_gap)
+        yield from (won, lost, rate, priced, gap_sum, gap, churned)
+
+    def _growth(self, report: Report) -> Iterator[Metric]:
+        amount = _gauge("monthly_won_amount", "Won amount by calendar month: month_to_date, "
+                        "last_month_same_days, last_month, month_before_last.",
+                        ["team", "period"])
+        growth = _gauge("monthly_sales_growth_ratio", "last_month: (last month - the month "
+                        "before) / the month before; month_to_date: against the same days of "
+                        "last month.", ["team", "period"])
+        for g in report.growth:
+            for period, cents in (("month_to_date", g.month_to_date_cents),
+                                  ("last_month_same_days", g.same_days_cents),
+                                  ("last_month", g.last_month_cents),
+                                  ("month_before_last", g.month_before_cents)):
+                amount.add_metric([g.group, period], cents_to_units(cents))
+            for period, ratio in (("last_month", g.last_month_growth),
+                                  ("month_to_date", g.month_to_date_growth)):
+                if ratio is not None:
+                    growth.add_metric([g.group, period], ratio)
+        yield from (amount, growth)
+
+    def _quotas(self, report: Report) -> Iterator[Metric]:
+        labels = ["team", "period"]
+        quota = _gauge("quota_amount", "Quota of the period (month, quarter, last_month, "
+                       "last_quarter), summed over owners.", labels)
+        won = _gauge("quota_won_amount", "Won in the period by the owners with a quota.",
+                     labels)
+        owners = _gauge("quota_owners", "Owners with a quota for the period.", labels)
+        at_quota = _gauge("quota_owners_at_quota", "Owners whose won amount reached their "
+                          "quota.", labels)
+        share = _gauge("quota_owners_at_quota_ratio", "Owners at quota / owners with a quota.",
+                       labels)
+        remaining = _gauge("remaining_quota_amount", "quota - won (negative when exceeded).",
+                           labels)
+        coverage = _gauge("pipeline_coverage_ratio", "Open pipeline at T / quota of the "
+                          "current month or quarter.", labels)
+        remaining_coverage = _gauge("remaining_pipeline_coverage_ratio",
+                                    "Open pipeline at T / remaining quota.", labels)
+        for q in report.quotas:
+            row = [q.group, q.period]
+            quota.add_metric(row, cents_to_units(q.quota_cents))
+            won.add_metric(row, cents_to_units(q.won_cents))
+            owners.add_metric(row, q.owners)
+            at_quota.add_metric(row, q.owners_at_quota)
+            remaining.add_metric(row, cents_to_units(q.remaining_cents))
+            if q.share_at_quota is not None:
+                share.add_metric(row, q.share_at_quota)
+            if q.period in ("month", "quarter"):
+                if q.coverage is not None:
+                    coverage.add_metric(row, q.coverage)
+                if q.remaining_coverage is not None:
+                    remaining_coverage.add_metric(row, q.remaining_coverage)
+        yield from (quota, won, owners, at_quota, share, remaining, coverage, remaining_coverage)
+        required = _gauge("required_coverage_ratio", "1 / win rate of the trailing 90 days: "
+                          "the coverage needed to make quota.", ["team"])
+        for r in report.required_coverage:
+            if r.required_coverage is not None:
+                required.add_metric([r.group], r.required_coverage)
+        yield required
+        labels = ["owner", "period"]
+        owner_quota = _gauge("owner_quota_amount", "The owner's quota for the period.", labels)
+        owner_won = _gauge("owner_won_amount", "The owner's won amount in the period.", labels)
+        attainment = _gauge("quota_attainment_ratio", "won / quota of the owner.", labels)
+        for a in report.attainment:
+            row = [a.owner, a.period]
+            owner_quota.add_metric(row, cents_to_units(a.quota_cents))
+            owner_won.add_metric(row, cents_to_units(a.won_cents))
+            if a.attainment is not None:
+                attainment.add_metric(row, a.attainment)
+        yield from (owner_quota, owner_won, attainment)
+
+    def _leads(self, report: Report) -> Iterator[Metric]:
+        labels = ["source", "window"]
+        created = _gauge("leads_created", "Leads created in the window, by source.", labels)
+        converted = _gauge("leads_converted", "Leads converted in the window, by source.",
+                           labels)
+        disqualified = _gauge("leads_disqualified", "Leads disqualified in the window.",
+                              labels)
+        conversion = _gauge("lead_conversion_ratio", "converted / created in the window.",
+                            labels)
+        for lead in report.leads:
+            row = [lead.source, lead.window]
+            created.add_metric(row, lead.created)
+            converted.add_metric(row, lead.converted)
+            disqualified.add_metric(row, lead.disqualified)
+            if lead.conversion is not None:
+                conversion.add_metric(row, lead.conversion)
+        yield from (created, converted, disqualified, conversion)
+        labels = ["band", "window"]
+        closed = _gauge("lead_band_closed", "Leads closed in the window whose score at the "
+                        "close was in the band.", labels)
+        band_converted = _gauge("lead_band_converted", "Of those, converted.", labels)
+        band_ratio = _gauge("lead_band_conversion_ratio", "converted / closed, by score band.",
+                            labels)
+        for band in report.lead_bands:
+            row = [band.band, band.window]
+            closed.add_metric(row, band.closed)
+            band_converted.add_metric(row, band.converted)
+            if band.conversion is not None:
+                band_ratio.add_metric(row, band.conversion)
+        yield from (closed, band_converted, band_ratio)
+        scores = report.lead_scores
+        if scores is None:
+            return
+        histogram = GaugeHistogramMetricFamily(
+            "pulse_lead_score", "Current scores of the open leads at T.", labels=[])
+        cumulative, buckets = 0, []
+        for bound, n in zip((*scores.bounds, "+Inf"), scores.counts, strict=True):
+            cumulative += n
+            buckets.append((_bound(bound), cumulative))
+        histogram.add_metric([], buckets, scores.score_sum)
+        yield histogram
+        for name, doc, value in (
+            ("open_leads", "Leads created and not converted or disqualified.",
+             scores.open_leads),
+            ("hot_leads", "Open leads whose score at T is at least the hot threshold.",
+             scores.hot),
+            ("hot_leads_waiting", "Hot leads still open PULSE_HOT_LEAD_WAIT_HOURS after "
+             "they turned hot.", scores.waiting),
+        ):
+            family = _gauge(name, doc, [])
+            family.add_metric([], value)
+            yield family
+
+    def _clv(self, clv: ClvKpis) -> Iterator[Metric]:
+        parts = (
+            ("clv_won_amount", "Won amount over the trailing 365 days.",
+             cents_to_units(clv.won_cents)),
+            ("clv_won_deals", "Deals won over the trailing 365 days.", clv.won),
+            ("clv_won_deals_with_account", "Of those, deals with an account.",
+             clv.won_with_account),
+            ("clv_customers_buying", "Distinct accounts with a won deal in the trailing "
+             "365 days.", clv.buyers),
+            ("clv_customers_churned", "Customers churned in the trailing 365 days.",
+             clv.churned),
+            ("clv_customers_active_at_start", "Customers active at the start of the trailing "
+             "365 days.", clv.active_at_start),
+        )
+        for name, doc, value in parts:
+            family = _gauge(name, doc, [])
+            family.add_metric([], value)
+            yield family
+        ratios = (
+            ("clv_average_purchase_value", "APV = won amount / won deals (365 days).",
+             None if clv.average_purchase_cents is None else clv.average_purchase_cents / 100),
+            ("clv_purchase_frequency_per_year", "PF = won deals with an account / distinct "
+             "accounts buying (365 days).", clv.purchase_frequency),
+            ("clv_customer_lifespan_years", "CL = 1 / annual churn rate, capped at "
+             "PULSE_CLV_MAX_YEARS.", clv.lifespan_years),
+            ("customer_lifetime_value", "CLV = APV x PF x CL (reporting currency).",
+             None if clv.lifetime_value_cents is None else clv.lifetime_value_cents / 100),
+        )
+        for name, doc, ratio in ratios:
+            if ratio is not None:
+                family = _gauge(name, doc, [])
+                family.add_metric([], ratio)
+                yield family
 
     def _operations(self, stats: OperationalStats) -> Iterator[Metric]:
         yield _counter("events_processed", "Valid events applied or replayed, by type.", "type",
@@ -230,17 +525,32 @@ class PulseCollector(Collector):
             yield took
 
 
+#: Labels whose values are capped, with their settings.
+FOLDED_LABELS = tuple(dict.fromkeys(KIND_LABEL.values()))
 WINDOW_FAMILIES = 13
-STAGE_FAMILIES = 3
+STAGE_FAMILIES = 5
+STINT_FAMILIES = 7
+DIMENSION_FAMILIES = 6
+COMPETITOR_FAMILIES = 7
 
 
 def series_budget(settings: Settings) -> int:
-    """Most series one worker can export: team-labelled KPI families for every admitted
-    team, ``other`` and ``all``, plus operational series (bounded by partitions)."""
+    """Most series one worker can export: KPI families for every admitted label value
+    and ``other`` (and ``all`` for teams), plus operational series (bounded by partitions)."""
     groups = settings.max_teams + 2
     windows = len(settings.windows_days) + 1
-    return (WINDOW_FAMILIES * groups * windows + STAGE_FAMILIES * groups * len(settings.stages)
-            + 64 + 8 * settings.partitions)
+    stages = len(settings.stages)
+    histogram = stages * windows * (len(STINT_BUCKETS_DAYS) + 3)
+    per_team = (WINDOW_FAMILIES * windows + STAGE_FAMILIES * stages
+                + STINT_FAMILIES * stages * windows + windows + 2 * len(MOVEMENTS) + 6)
+    dimensions = (DIMENSION_FAMILIES * windows * (settings.max_sources + settings.max_products + 2)
+                  + COMPETITOR_FAMILIES * windows * (settings.max_competitors + 1))
+    quotas = groups * (8 * 4 + 1) + 3 * 4 * (settings.max_owners + 1)
+    rules = load_rules(settings.lead_scoring_file)
+    leads = (4 * windows * (settings.max_sources + 2) + 3 * windows * (len(rules.band_edges) + 1)
+             + len(rules.histogram_buckets) + 6)
+    return (groups * per_team + histogram + dimensions + quotas + leads + 96
+            + 8 * settings.partitions)
 
 
 def render(registry: CollectorRegistry) -> bytes:

@@ -27,10 +27,15 @@ from stream_app.events.models import (
     CustomerChurned,
     DealCreated,
     DealStageChanged,
+    LeadConverted,
+    LeadCreated,
+    LeadDisqualified,
+    LeadEngaged,
+    QuotaSet,
     crm_event_adapter,
 )
 
-TopicRole = Literal["deals", "customers"]
+TopicRole = Literal["deals", "customers", "quotas", "leads"]
 
 REJECT_REASONS: tuple[str, ...] = (
     "too_large",
@@ -54,6 +59,11 @@ _TOPIC_OF_TYPE: dict[str, TopicRole] = {
     "deal.won": "deals",
     "deal.lost": "deals",
     "customer.churned": "customers",
+    "quota.set": "quotas",
+    "lead.created": "leads",
+    "lead.engaged": "leads",
+    "lead.converted": "leads",
+    "lead.disqualified": "leads",
 }
 
 
@@ -77,9 +87,14 @@ class ContractRules:
 
 
 def entity_id(event: CrmEvent) -> str:
-    """The id the Kafka key must carry: deal_id for deal events, account_id for customers."""
+    """The id the Kafka key must carry: deal_id for deal events, account_id for customers,
+    owner_id for quotas, lead_id for leads."""
     if isinstance(event, CustomerChurned):
         return event.data.account_id
+    if isinstance(event, QuotaSet):
+        return event.data.owner_id
+    if isinstance(event, LeadCreated | LeadEngaged | LeadConverted | LeadDisqualified):
+        return event.data.lead_id
     return event.data.deal_id
 
 
@@ -126,7 +141,7 @@ def _from_validation_error(error: ValidationError, raw: dict[str, Any]) -> Rejec
 
 
 def _check_rules(event: CrmEvent, rules: ContractRules) -> Rejection | None:
-    if isinstance(event, DealCreated):
+    if isinstance(event, DealCreated | QuotaSet):
         if event.data.currency not in rules.currencies:
             accepted = ", ".join(sorted(rules.currencies))
             return Rejection(
@@ -135,6 +150,8 @@ def _check_rules(event: CrmEvent, rules: ContractRules) -> Rejection | None:
                 event.id,
                 event.type,
             )
+        if isinstance(event, QuotaSet):
+            return None
         stages = {"data.stage": event.data.stage}
     elif isinstance(event, DealStageChanged):
         stages = {"data.from_stage": event.data.from_stage, "data.to_stage": event.data.to_stage}

@@ -7,7 +7,9 @@ One CloudEvents 1.0 event per Kafka message, structured JSON mode. The union
 from __future__ import annotations
 
 __all__ = [
+    "ENGAGEMENT_ACTIONS",
     "EVENT_TYPES",
+    "PERIOD_PATTERN",
     "CrmEvent",
     "CustomerChurned",
     "CustomerChurnedData",
@@ -21,6 +23,18 @@ __all__ = [
     "DealStageChangedData",
     "DealWon",
     "DealWonData",
+    "LeadConverted",
+    "LeadConvertedData",
+    "LeadCreated",
+    "LeadCreatedData",
+    "LeadDisqualified",
+    "LeadDisqualifiedData",
+    "LeadEngaged",
+    "LeadEngagedData",
+    "LeadEvent",
+    "QuotaEvent",
+    "QuotaSet",
+    "QuotaSetData",
     "crm_event_adapter",
 ]
 
@@ -92,6 +106,61 @@ class CustomerChurnedData(_Data):
     competitor: Label | None = None
 
 
+#: What a lead can do to engage, each worth points in the scoring rules.
+ENGAGEMENT_ACTIONS = ("email_open", "email_click", "site_visit", "form_submit",
+                      "content_download", "webinar", "demo_request")
+EngagementAction = Literal["email_open", "email_click", "site_visit", "form_submit",
+                           "content_download", "webinar", "demo_request"]
+
+
+class LeadCreatedData(_Data):
+    """Payload of ``lead.created``."""
+
+    lead_id: Id
+    source: Label
+    owner_id: Id | None = None
+    team: Label | None = None
+    industry: Label | None = None
+    company_size: Annotated[int, Field(ge=0)] | None = None
+    job_title: Annotated[str, Field(max_length=256)] | None = None
+
+
+class LeadEngagedData(_Data):
+    """Payload of ``lead.engaged``."""
+
+    lead_id: Id
+    action: EngagementAction
+
+
+class LeadConvertedData(_Data):
+    """Payload of ``lead.converted``."""
+
+    lead_id: Id
+    deal_id: Id | None = None
+
+
+class LeadDisqualifiedData(_Data):
+    """Payload of ``lead.disqualified``."""
+
+    lead_id: Id
+    reason: Annotated[str, Field(max_length=512)] | None = None
+
+
+#: A calendar month ("2026-11") or quarter ("2026-Q4").
+PERIOD_PATTERN = r"^[0-9]{4}-(0[1-9]|1[0-2]|Q[1-4])$"
+
+
+class QuotaSetData(_Data):
+    """Payload of ``quota.set``: the latest event for an owner and period wins."""
+
+    owner_id: Id
+    team: Label
+    period: Annotated[str, Field(pattern=PERIOD_PATTERN,
+                                 description='A month "2026-11" or a quarter "2026-Q4".')]
+    amount: Money
+    currency: Currency
+
+
 class _CloudEvent(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
 
@@ -138,10 +207,48 @@ class CustomerChurned(_CloudEvent):
     data: CustomerChurnedData
 
 
+class LeadCreated(_CloudEvent):
+    """A lead entered the funnel."""
+
+    type: Literal["lead.created"]
+    data: LeadCreatedData
+
+
+class LeadEngaged(_CloudEvent):
+    """A lead did something that shows interest."""
+
+    type: Literal["lead.engaged"]
+    data: LeadEngagedData
+
+
+class LeadConverted(_CloudEvent):
+    """A lead became an opportunity (a deal)."""
+
+    type: Literal["lead.converted"]
+    data: LeadConvertedData
+
+
+class LeadDisqualified(_CloudEvent):
+    """A lead was ruled out."""
+
+    type: Literal["lead.disqualified"]
+    data: LeadDisqualifiedData
+
+
+class QuotaSet(_CloudEvent):
+    """An owner's sales quota for a month or a quarter was set or changed."""
+
+    type: Literal["quota.set"]
+    data: QuotaSetData
+
+
 DealEvent = DealCreated | DealStageChanged | DealWon | DealLost
 CustomerEvent = CustomerChurned
+QuotaEvent = QuotaSet
+LeadEvent = LeadCreated | LeadEngaged | LeadConverted | LeadDisqualified
 CrmEvent = Annotated[
-    DealCreated | DealStageChanged | DealWon | DealLost | CustomerChurned,
+    DealCreated | DealStageChanged | DealWon | DealLost | CustomerChurned | QuotaSet
+    | LeadCreated | LeadEngaged | LeadConverted | LeadDisqualified,
     Field(discriminator="type"),
 ]
 EVENT_TYPES: dict[str, type[_CloudEvent]] = {
@@ -150,5 +257,10 @@ EVENT_TYPES: dict[str, type[_CloudEvent]] = {
     "deal.won": DealWon,
     "deal.lost": DealLost,
     "customer.churned": CustomerChurned,
+    "quota.set": QuotaSet,
+    "lead.created": LeadCreated,
+    "lead.engaged": LeadEngaged,
+    "lead.converted": LeadConverted,
+    "lead.disqualified": LeadDisqualified,
 }
 crm_event_adapter: TypeAdapter[CrmEvent] = TypeAdapter(CrmEvent)

@@ -38,6 +38,19 @@ VALID_EXAMPLES: dict[str, dict[str, Any]] = {
         "competitor_price": "9000"}),
     "customer.churned": {**_envelope("customer.churned", "evt-0005", {
         "account_id": "A-77", "reason": "budget", "competitor": None}), "subject": "A-77"},
+    "quota.set": {**_envelope("quota.set", "evt-0006", {
+        "owner_id": "rep-ana", "team": "EMEA", "period": "2026-Q4", "amount": "150000.00",
+        "currency": "EUR"}), "subject": "rep-ana"},
+    "lead.created": {**_envelope("lead.created", "evt-0007", {
+        "lead_id": "L-555", "source": "Webinar", "owner_id": "rep-ana", "team": "EMEA",
+        "industry": "Software", "company_size": 240, "job_title": "VP Sales"}),
+        "subject": "L-555"},
+    "lead.engaged": {**_envelope("lead.engaged", "evt-0008", {
+        "lead_id": "L-555", "action": "demo_request"}), "subject": "L-555"},
+    "lead.converted": {**_envelope("lead.converted", "evt-0009", {
+        "lead_id": "L-555", "deal_id": "D-1001"}), "subject": "L-555"},
+    "lead.disqualified": {**_envelope("lead.disqualified", "evt-0010", {
+        "lead_id": "L-556", "reason": "no budget"}), "subject": "L-556"},
 }
 
 

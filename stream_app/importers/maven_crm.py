@@ -19,31 +19,13 @@ __all__ = ["ImportReport", "import_maven_crm"]
 
 import csv
 import datetime as dt
-from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from stream_app.importers.common import ImportReport, cloud_event, finish
+
 PRODUCT_ALIASES = {"GTXPro": "GTX Pro"}
 SOURCE = "import/maven-crm"
-
-
-@dataclass
-class ImportReport:
-    """What an import produced and every quirk it met."""
-
-    rows: int = 0
-    events: Counter[str] = field(default_factory=Counter)
-    quirks: Counter[str] = field(default_factory=Counter)
-    skipped: list[tuple[int, str]] = field(default_factory=list)
-
-    def lines(self) -> list[str]:
-        """Human-readable summary."""
-        out = [f"rows read: {self.rows}"]
-        out += [f"events {kind}: {n}" for kind, n in sorted(self.events.items())]
-        out += [f"quirk: {what}: {n}" for what, n in sorted(self.quirks.items())]
-        out += [f"skipped row {row}: {why}" for row, why in self.skipped]
-        return out
 
 
 def _at(date: str) -> str:
@@ -51,8 +33,7 @@ def _at(date: str) -> str:
 
 
 def _event(kind: str, ident: str, time: str, data: dict[str, Any]) -> dict[str, Any]:
-    return {"specversion": "1.0", "id": ident, "source": SOURCE, "type": kind, "time": time,
-            "datacontenttype": "application/json", "data": data}
+    return cloud_event(SOURCE, kind, ident, time, data)
 
 
 def import_maven_crm(folder: Path) -> tuple[list[dict[str, Any]], ImportReport]:
@@ -117,7 +98,4 @@ def import_maven_crm(folder: Path) -> tuple[list[dict[str, Any]], ImportReport]:
             }))
         else:
             report.skipped.append((line_no, f"unknown deal_stage {stage!r}"))
-    events.sort(key=lambda event: (event["time"], event["id"]))
-    for event in events:
-        report.events[event["type"]] += 1
-    return events, report
+    return finish(events, report), report

@@ -1,50 +1,94 @@
 """Per-deal state that any order of a deal's events folds to the same value.
 
 Each field keeps the winner of a commutative choice: the earliest ``deal.created``,
-the latest stage change and amount change, the earliest terminal event (won or
-lost), each ordered by (event time, event id). Duplicates and shuffles within a
-deal therefore give the same state, and KPI contributions are a pure function of
-the state (:func:`deal_contributions`).
+the set of stage changes (by event id), the earliest terminal event (won or lost),
+each ordered by (event time, event id). Duplicates and shuffles within a deal
+therefore give the same state, and KPI contributions are a pure function of the
+state (:func:`deal_contributions`).
+
+A deal's timeline is read off the state: it starts at ``deal.created`` in its
+initial stage; each stage change after creation and before the close moves it
+(a change to the stage it is already in only updates the amount); the close ends
+it. Stage changes timed before the creation or after the close are ignored.
 """
 
 from __future__ import annotations
 
 __all__ = [
     "BUCKET_FIELDS",
+    "DIMENSION_FIELDS",
+    "KIND",
+    "MOVEMENTS",
+    "NO_VALUE",
     "OPEN_FIELDS",
+    "STINT_BUCKETS_DAYS",
+    "STINT_FIELDS",
     "Contributions",
     "DealState",
+    "Stint",
+    "Timeline",
     "add_vector",
     "apply_deal_event",
     "deal_contributions",
+    "deal_timeline",
+    "price_gap_femto",
+    "stint_bucket",
 ]
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from fractions import Fraction
+from itertools import pairwise
 from typing import Any
 
 from stream_app.events.models import DealCreated, DealEvent, DealLost, DealStageChanged, DealWon
 from stream_app.kpi.money import Pricing
-from stream_app.kpi.windows import day_of, ms_from_datetime
+from stream_app.kpi.windows import MS_PER_DAY, day_of, ms_from_datetime
 
+#: Aggregate kinds written by deals, by what they hold.
+KIND = {
+    "team_day": "b",
+    "open": "o",
+    "source_day": "r",
+    "product_day": "u",
+    "stint": "f",
+    "waterfall": "w",
+    "competitor_day": "k",
+}
 #: Fields of a (team, day) bucket vector.
-BUCKET_FIELDS = ("created", "won", "lost", "won_cents", "cycle_ms")
-#: Fields of a (team, stage) open-pipeline vector.
+BUCKET_FIELDS = ("created", "won", "lost", "won_cents", "cycle_ms", "won_with_account")
+#: Fields of a (team, "since_day:stage") open-pipeline vector.
 OPEN_FIELDS = ("count", "cents")
+#: Fields of a (source or product, day) vector.
+DIMENSION_FIELDS = ("created", "won", "lost", "won_cents")
+#: Upper bounds (days) of the stint-length histogram; a last bucket holds the rest.
+STINT_BUCKETS_DAYS = (1, 3, 7, 14, 30, 60, 90, 180, 365)
+#: Fields of a (team, "end_day:stage") stint vector, then one count per histogram bucket.
+STINT_FIELDS = ("stints", "stint_ms", "forward", "backward", "lost")
+#: Waterfall movements, each a (count, cents) vector per team.
+MOVEMENTS = ("created", "advanced", "regressed", "won", "lost", "increased", "decreased")
+#: Label value of a deal with no source or product.
+NO_VALUE = "(none)"
 
-#: Contribution vectors keyed by ("b", team, day) or ("o", team, stage).
+_FEMTO = 10**15
+
+#: Contribution vectors keyed by (kind, group, part).
 Contributions = dict[tuple[str, str, Any], tuple[int, ...]]
 
 
 @dataclass(frozen=True, slots=True)
 class DealState:
-    """What is known of one deal. Tuples start with (time_ms, event_id) for ordering."""
+    """What is known of one deal. Tuples start with (time_ms, event_id) for ordering.
+
+    ``changes`` holds every stage change as (time_ms, event_id, to_stage, amount or
+    None), sorted; ``closed`` is (time_ms, event_id, "won" or "lost", won amount or
+    None, competitor or None, competitor price or None).
+    """
 
     deal_id: str
     created: tuple[int, str, dict[str, Any]] | None = None
-    stage: tuple[int, str, str] | None = None
-    amount: tuple[int, str, str] | None = None
-    closed: tuple[int, str, str, str | None] | None = None
+    changes: tuple[tuple[int, str, str, str | None], ...] = ()
+    closed: tuple[int, str, str, str | None, str | None, str | None] | None = None
 
     @property
     def is_open(self) -> bool:
@@ -52,30 +96,21 @@ class DealState:
         return self.created is not None and self.closed is None
 
     def current_stage(self) -> str | None:
-        """Stage of the latest stage change, else the stage at creation."""
-        if self.created is None:
-            return None
-        created_at, created_id, info = self.created
-        if self.stage is not None and self.stage[:2] >= (created_at, created_id):
-            return self.stage[2]
-        return str(info["stage"])
+        """Stage at the end of the timeline (at the close, or now)."""
+        timeline = deal_timeline(self)
+        return None if timeline is None else timeline.stints[-1].stage
 
     def current_amount(self) -> str | None:
-        """Amount of the latest amount change, else the amount at creation (deal currency)."""
-        if self.created is None:
-            return None
-        created_at, created_id, info = self.created
-        if self.amount is not None and self.amount[:2] >= (created_at, created_id):
-            return self.amount[2]
-        return str(info["amount"])
+        """Amount at the end of the timeline, in the deal's currency."""
+        timeline = deal_timeline(self)
+        return None if timeline is None else timeline.amounts[-1]
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready form for the state table."""
         return {
             "id": self.deal_id,
             "c": list(self.created) if self.created else None,
-            "s": list(self.stage) if self.stage else None,
-            "a": list(self.amount) if self.amount else None,
+            "h": [list(change) for change in self.changes],
             "x": list(self.closed) if self.closed else None,
         }
 
@@ -85,10 +120,28 @@ class DealState:
         return cls(
             deal_id=raw["id"],
             created=tuple(raw["c"]) if raw["c"] else None,  # type: ignore[arg-type]
-            stage=tuple(raw["s"]) if raw["s"] else None,  # type: ignore[arg-type]
-            amount=tuple(raw["a"]) if raw["a"] else None,  # type: ignore[arg-type]
+            changes=tuple(tuple(change) for change in raw["h"]),  # type: ignore[misc]
             closed=tuple(raw["x"]) if raw["x"] else None,  # type: ignore[arg-type]
         )
+
+
+@dataclass(frozen=True, slots=True)
+class Stint:
+    """Time a deal spent in one stage; ``exit`` is None while it is still there."""
+
+    stage: str
+    start_ms: int
+    end_ms: int | None
+    exit: str | None  # "forward" (later stage or won), "backward" or "lost"
+
+
+@dataclass(frozen=True, slots=True)
+class Timeline:
+    """A created deal's path: its stints, stage moves and amounts, in time order."""
+
+    stints: tuple[Stint, ...]
+    moves: tuple[tuple[str, str], ...]  # ("advanced" | "regressed", amount after the move)
+    amounts: tuple[str, ...]  # the amount at creation, then after each change of it
 
 
 def add_vector(target: dict[Any, list[int]], key: Any, vector: Sequence[int]) -> None:
@@ -103,10 +156,6 @@ def add_vector(target: dict[Any, list[int]], key: Any, vector: Sequence[int]) ->
 
 def _earliest(current: tuple | None, candidate: tuple) -> tuple:
     return candidate if current is None or candidate[:2] < current[:2] else current
-
-
-def _latest(current: tuple | None, candidate: tuple) -> tuple:
-    return candidate if current is None or candidate[:2] > current[:2] else current
 
 
 def apply_deal_event(state: DealState, event: DealEvent) -> DealState:
@@ -126,48 +175,142 @@ def apply_deal_event(state: DealState, event: DealEvent) -> DealState:
         }
         return replace(state, created=_earliest(state.created, (at, event.id, info)))
     if isinstance(event, DealStageChanged):
-        state = replace(state, stage=_latest(state.stage, (at, event.id, event.data.to_stage)))
-        if event.data.amount is not None:
-            state = replace(
-                state, amount=_latest(state.amount, (at, event.id, str(event.data.amount)))
-            )
-        return state
-    if isinstance(event, DealWon):
-        return replace(
-            state, closed=_earliest(state.closed, (at, event.id, "won", str(event.data.amount)))
-        )
-    if isinstance(event, DealLost):
-        return replace(state, closed=_earliest(state.closed, (at, event.id, "lost", None)))
+        if any(change[1] == event.id for change in state.changes):
+            return state
+        amount = None if event.data.amount is None else str(event.data.amount)
+        change = (at, event.id, event.data.to_stage, amount)
+        return replace(state, changes=tuple(sorted((*state.changes, change),
+                                                   key=lambda c: (c[0], c[1]))))
+    if isinstance(event, DealWon | DealLost):
+        d = event.data
+        price = None if d.competitor_price is None else str(d.competitor_price)
+        won = str(d.amount) if isinstance(event, DealWon) else None
+        kind = "won" if isinstance(event, DealWon) else "lost"
+        return replace(state, closed=_earliest(
+            state.closed, (at, event.id, kind, won, d.competitor, price)))
     raise TypeError(f"not a deal event: {type(event).__name__}")
+
+
+def deal_timeline(state: DealState, rank: dict[str, int] | None = None) -> Timeline | None:
+    """The deal's stints, stage moves and amounts; None until ``deal.created`` is known.
+
+    ``rank`` orders stages (pipeline order) to tell advanced from regressed moves;
+    without it every move counts as advanced.
+    """
+    if state.created is None:
+        return None
+    created_at, created_id, info = state.created
+    start = (created_at, created_id)
+    end = None if state.closed is None else state.closed[:2]
+    stage, since = str(info["stage"]), created_at
+    amounts = [str(info["amount"])]
+    stints: list[Stint] = []
+    moves: list[tuple[str, str]] = []
+    for at, event_id, to_stage, amount in state.changes:
+        if (at, event_id) < start or (end is not None and (at, event_id) >= end):
+            continue
+        if amount is not None and amount != amounts[-1]:
+            amounts.append(amount)
+        if to_stage == stage:
+            continue
+        forward = rank is None or rank.get(to_stage, 0) > rank.get(stage, 0)
+        stints.append(Stint(stage, since, at, "forward" if forward else "backward"))
+        moves.append(("advanced" if forward else "regressed", amounts[-1]))
+        stage, since = to_stage, at
+    if state.closed is None:
+        stints.append(Stint(stage, since, None, None))
+    else:
+        exit_ = "forward" if state.closed[2] == "won" else "lost"
+        stints.append(Stint(stage, since, state.closed[0], exit_))
+    return Timeline(tuple(stints), tuple(moves), tuple(amounts))
+
+
+def stint_bucket(duration_ms: int) -> int:
+    """Index of the histogram bucket of a stint lasting ``duration_ms``."""
+    for index, days in enumerate(STINT_BUCKETS_DAYS):
+        if duration_ms <= days * MS_PER_DAY:
+            return index
+    return len(STINT_BUCKETS_DAYS)
+
+
+def price_gap_femto(our_amount: str, competitor_price: str) -> int | None:
+    """(our amount / competitor price - 1) in units of 1e-15, rounded half to even;
+    None when the price is zero."""
+    price = Fraction(competitor_price)
+    if not price:
+        return None
+    return round((Fraction(our_amount) / price - 1) * _FEMTO)
 
 
 def deal_contributions(state: DealState, pricing: Pricing) -> Contributions:
     """The deal's share of every aggregate; nothing until its ``deal.created`` is known.
 
-    - ``("b", team, created_day)``: created += 1
-    - ``("b", team, won_day)``: won += 1, won_cents += won amount, cycle_ms += won - created
-    - ``("b", team, lost_day)``: lost += 1
-    - ``("o", team, stage)`` while open: count += 1, cents += current amount
+    - ``("b", team, day)``: created on the creation day; won, won cents, cycle ms and
+      won-with-account on the won day; lost on the lost day;
+    - ``("r", source, day)`` / ``("u", product, day)``: created, won, lost, won cents;
+    - ``("o", team, "since_day:stage")`` while open: 1 and the current amount, where
+      since_day is the day the deal entered its current stage;
+    - ``("f", team, "end_day:stage")`` per ended stint: 1, its length, its exit
+      (forward, backward or lost) and its histogram bucket;
+    - ``("w", team, movement)``: the waterfall (count, cents) of each movement;
+    - ``("k", competitor, close_day)``: won, lost, priced, summed price gap (1e-15).
     """
-    if state.created is None:
+    timeline = deal_timeline(state, pricing.stage_rank)
+    if timeline is None or state.created is None:
         return {}
     created_at, _, info = state.created
     team = str(info["team"])
     currency = str(info["currency"])
+    dims = (("r", info.get("source") or NO_VALUE), ("u", info.get("product") or NO_VALUE))
+    created_day = day_of(created_at)
     out: dict[tuple[str, str, Any], list[int]] = {}
-    add_vector(out, ("b", team, day_of(created_at)), (1, 0, 0, 0, 0))
-    if state.closed is None:
-        stage = state.current_stage()
-        amount = state.current_amount()
-        assert stage is not None and amount is not None
-        add_vector(out, ("o", team, stage), (1, pricing.to_cents(amount, currency)))
-    else:
-        closed_at, _, kind, won_amount = state.closed
+
+    def cents(amount: str) -> int:
+        return pricing.to_cents(amount, currency)
+
+    add_vector(out, ("b", team, created_day), (1, 0, 0, 0, 0, 0))
+    for kind, value in dims:
+        add_vector(out, (kind, value, created_day), (1, 0, 0, 0))
+    add_vector(out, ("w", team, "created"), (1, cents(timeline.amounts[0])))
+    for movement, amount in timeline.moves:
+        add_vector(out, ("w", team, movement), (1, cents(amount)))
+    for before, after in pairwise(timeline.amounts):
+        delta = cents(after) - cents(before)
+        if delta:
+            add_vector(out, ("w", team, "increased" if delta > 0 else "decreased"),
+                       (1, abs(delta)))
+    for stint in timeline.stints:
+        if stint.end_ms is None:
+            since_day = day_of(stint.start_ms)
+            add_vector(out, ("o", team, f"{since_day}:{stint.stage}"),
+                       (1, cents(timeline.amounts[-1])))
+            continue
+        length = stint.end_ms - stint.start_ms
+        vector = [1, length, stint.exit == "forward", stint.exit == "backward",
+                  stint.exit == "lost"] + [0] * (len(STINT_BUCKETS_DAYS) + 1)
+        vector[len(STINT_FIELDS) + stint_bucket(length)] = 1
+        add_vector(out, ("f", team, f"{day_of(stint.end_ms)}:{stint.stage}"),
+                   [int(v) for v in vector])
+    if state.closed is not None:
+        closed_at, _, kind, won_amount, competitor, price = state.closed
+        closed_day = day_of(closed_at)
+        our_amount = won_amount if kind == "won" and won_amount is not None \
+            else timeline.amounts[-1]
         if kind == "won":
-            assert won_amount is not None
-            cents = pricing.to_cents(won_amount, currency)
-            add_vector(out, ("b", team, day_of(closed_at)),
-                       (0, 1, 0, cents, closed_at - created_at))
+            won_cents = cents(our_amount)
+            has_account = int(bool(info.get("account_id")))
+            add_vector(out, ("b", team, closed_day),
+                       (0, 1, 0, won_cents, closed_at - created_at, has_account))
+            for dim, value in dims:
+                add_vector(out, (dim, value, closed_day), (0, 1, 0, won_cents))
+            add_vector(out, ("w", team, "won"), (1, won_cents))
         else:
-            add_vector(out, ("b", team, day_of(closed_at)), (0, 0, 1, 0, 0))
+            add_vector(out, ("b", team, closed_day), (0, 0, 1, 0, 0, 0))
+            for dim, value in dims:
+                add_vector(out, (dim, value, closed_day), (0, 0, 1, 0))
+            add_vector(out, ("w", team, "lost"), (1, cents(our_amount)))
+        if competitor is not None:
+            gap = None if price is None else price_gap_femto(our_amount, price)
+            add_vector(out, ("k", competitor, closed_day),
+                       (int(kind == "won"), int(kind == "lost"), int(gap is not None), gap or 0))
     return {key: tuple(vector) for key, vector in out.items()}

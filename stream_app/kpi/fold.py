@@ -40,15 +40,20 @@ from json import loads as _loads
 from typing import Any, Protocol, TypeVar
 
 from stream_app.events.models import DealEvent
+from stream_app.kpi.deals import KIND as DEAL_KINDS
 from stream_app.kpi.deals import Contributions, DealState, apply_deal_event, deal_contributions
 from stream_app.kpi.money import Pricing
 from stream_app.kpi.windows import ms_from_datetime
 
 SEP = "\x1f"
-#: Aggregate kinds: b = (team, day) bucket, o = (team, stage) open pipeline,
-#: n / c = new / churned customers per day, t = the partition's latest event time,
-#: p = the last source offset whose batch is fully written (see :meth:`BatchWriter.mark`).
-AGGREGATE_KINDS = frozenset({"b", "o", "n", "c", "t", "p"})
+#: Aggregate kinds: those of :data:`stream_app.kpi.deals.KIND` and of
+#: :func:`stream_app.kpi.accounts.account_contributions` (n, c, m, l) and of
+#: :mod:`stream_app.kpi.owners` (a, y) and of
+#: :func:`stream_app.kpi.leads.lead_contributions` (e, h), t = the
+#: partition's latest event time, p = the last source offset whose batch is fully
+#: written (see :meth:`BatchWriter.mark`).
+AGGREGATE_KINDS = frozenset({*DEAL_KINDS.values(), "n", "c", "m", "l", "a", "y", "e", "h", "t",
+                             "p"})
 
 S = TypeVar("S")
 

@@ -12,10 +12,16 @@ _CENT = Decimal("0.01")
 
 @dataclass(frozen=True, slots=True)
 class Pricing:
-    """Exchange rates (reporting-currency units per unit) and stage win probabilities."""
+    """Exchange rates (reporting-currency units per unit) and stage win probabilities,
+    the stages listed in pipeline order."""
 
     fx_rates: dict[str, Decimal]
     stage_probability: dict[str, Decimal]
+
+    @property
+    def stage_rank(self) -> dict[str, int]:
+        """Position of each stage in the pipeline (0 first)."""
+        return {stage: rank for rank, stage in enumerate(self.stage_probability)}
 
     def to_cents(self, amount: str | Decimal, currency: str) -> int:
         """``amount`` in ``currency`` as reporting-currency cents, rounded half to even."""

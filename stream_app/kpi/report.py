@@ -1,4 +1,4 @@
-"""From summed aggregates to every KPI of a scrape: windows x groups, stages, churn.
+"""From summed aggregates to every KPI of a scrape.
 
 Definitions (the README repeats them with their formulas):
 
@@ -8,7 +8,20 @@ Definitions (the README repeats them with their formulas):
 - velocity (deals) = won / sales cycle; velocity (amount) = open deals at T x win rate
   x average deal size / sales cycle;
 - weighted pipeline = sum over stages of open amount x stage probability;
-- churn rate of a month = customers churned in it / customers active at its start.
+- stuck deals = open deals whose current stage began more than ``stuck_days`` UTC
+  days before T's day;
+- stage stints: per stage, stints that ended in the window, their mean length, the
+  share that left forward (a later stage or won); bottleneck = stage with the
+  longest mean stint;
+- churn rate of a month = customers churned in it / customers active at its start;
+- monthly growth = (won amount of a month - the month before) / the month before;
+- CLV = APV x PF x CL over the trailing 365 days (see :class:`ClvKpis`);
+- coverage = open pipeline / quota of the period; remaining coverage = open pipeline /
+  (quota - won); required coverage = 1 / win rate (90 days); attainment = won / quota
+  per owner, and the share of owners with a quota at or above 100%;
+- lead conversion = leads converted / leads created in the window, per source;
+  conversion by score band over leads closed in the window; the live score of
+  each open lead at T (see :mod:`stream_app.kpi.scoring`).
 
 A ratio whose denominator is zero is None (not exported), never 0.
 """
@@ -17,11 +30,28 @@ from __future__ import annotations
 
 __all__ = [
     "ALL_GROUP",
+    "KIND_LABEL",
     "OTHER_GROUP",
+    "REQUIRED_COVERAGE_DAYS",
+    "RESERVED_GROUPS",
+    "AttainmentKpis",
+    "BottleneckKpis",
     "ChurnKpis",
+    "ClvKpis",
+    "CompetitorKpis",
+    "DimensionKpis",
+    "GrowthKpis",
+    "LeadBandKpis",
+    "LeadKpis",
+    "LeadScoreKpis",
+    "QuotaKpis",
     "Report",
+    "ReportConfig",
+    "RequiredCoverageKpis",
     "Snapshot",
     "StageKpis",
+    "StintKpis",
+    "WaterfallKpis",
     "WindowKpis",
     "build_report",
     "snapshot_from_aggregates",
@@ -33,10 +63,14 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from stream_app.kpi.deals import add_vector
+from stream_app.kpi.accounts import ACTIVE_BUYER_DAYS
+from stream_app.kpi.deals import MOVEMENTS, STINT_BUCKETS_DAYS, STINT_FIELDS, add_vector
 from stream_app.kpi.fold import parse_aggregate_key
+from stream_app.kpi.leads import ScoreInputs
+from stream_app.kpi.scoring import ScoringRules
 from stream_app.kpi.windows import (
     WindowSpec,
+    current_periods,
     day_of,
     month_bounds,
     previous_month_bounds,
@@ -44,8 +78,18 @@ from stream_app.kpi.windows import (
 )
 
 ALL_GROUP = "all"
-#: Where teams beyond the label cap are summed.
-OTHER_GROUP = "other"
+#: Where label values beyond their cap are summed.
+OTHER_GROUP = "(other)"
+#: Label values the exporter uses itself; a data value equal to one gets a trailing "_".
+RESERVED_GROUPS = frozenset({ALL_GROUP, OTHER_GROUP})
+#: The label each aggregate kind's group is exported under.
+KIND_LABEL = {"b": "team", "o": "team", "f": "team", "w": "team", "a": "owner", "y": "owner",
+              "r": "source", "e": "source", "u": "product", "k": "competitor",
+              "m": "competitor"}
+#: Days of the win rate behind the required coverage.
+REQUIRED_COVERAGE_DAYS = 90
+_DIMENSION = {"r": "source", "u": "product"}
+_MS_PER_S = 1000
 
 
 @dataclass(slots=True)
@@ -53,27 +97,59 @@ class Snapshot:
     """Aggregates of the partitions a worker owns, summed over partitions."""
 
     buckets: dict[tuple[str, int], list[int]] = field(default_factory=dict)
-    open: dict[tuple[str, str], list[int]] = field(default_factory=dict)
+    open: dict[tuple[str, str, int], list[int]] = field(default_factory=dict)
+    dimensions: dict[tuple[str, str, int], list[int]] = field(default_factory=dict)
+    stints: dict[tuple[str, str, int], list[int]] = field(default_factory=dict)
+    waterfall: dict[tuple[str, str], list[int]] = field(default_factory=dict)
+    competitors: dict[tuple[str, int], list[int]] = field(default_factory=dict)
+    churned_to: dict[tuple[str, int], int] = field(default_factory=dict)
     new_customers: dict[int, int] = field(default_factory=dict)
     churned: dict[int, int] = field(default_factory=dict)
+    buyer_deltas: dict[int, int] = field(default_factory=dict)
+    quota_cents: dict[tuple[str, str], int] = field(default_factory=dict)
+    quota_team: dict[tuple[str, str], str] = field(default_factory=dict)
+    owner_won: dict[tuple[str, str], int] = field(default_factory=dict)
+    owner_kept: dict[str, bool] = field(default_factory=dict)
+    leads: dict[tuple[str, int], list[int]] = field(default_factory=dict)
+    bands: dict[tuple[str, int], list[int]] = field(default_factory=dict)
+    open_leads: list[ScoreInputs] = field(default_factory=list)
     latest_event_ms: int | None = None
     partitions: frozenset[int] = frozenset()
-    folded_groups: int = 0
+    folded: dict[str, int] = field(default_factory=dict)
+
+    def merge(self, other: Snapshot) -> None:
+        """Take the account and owner aggregates of another table's snapshot."""
+        for name in ("new_customers", "churned", "churned_to", "buyer_deltas", "quota_cents",
+                     "quota_team", "owner_won", "owner_kept", "leads", "bands"):
+            if getattr(other, name):
+                setattr(self, name, getattr(other, name))
+        for label, n in other.folded.items():
+            self.folded[label] = self.folded.get(label, 0) + n
+
+
+def _split(part: str) -> tuple[int, str]:
+    day, _, name = part.partition(":")
+    return int(day), name
+
+
+def _count(target: dict[Any, int], key: Any, n: int) -> None:
+    target[key] = target.get(key, 0) + n
 
 
 def snapshot_from_aggregates(
     items: Iterable[tuple[str, Any]],
     active_partitions: Iterable[int],
-    keep_group: Callable[[str], bool] | None = None,
+    keep: Callable[[str, str], bool] | None = None,
 ) -> Snapshot:
     """Sum aggregate records ``(key, {"g":..., "v":...})`` of the given partitions.
 
-    Groups (teams) for which ``keep_group`` is false are summed into
-    :data:`OTHER_GROUP`, and counted in :attr:`Snapshot.folded_groups`.
+    A group whose label value ``keep(label, value)`` refuses is summed into
+    :data:`OTHER_GROUP`; :attr:`Snapshot.folded` counts such values per label. A data
+    value equal to a reserved one (``all``, ``(other)``) is exported with a trailing "_".
     """
     owned = frozenset(active_partitions)
     snap = Snapshot(partitions=owned)
-    folded: set[str] = set()
+    folded: dict[str, set[str]] = defaultdict(set)
     for key, record in items:
         if record is None:
             continue
@@ -82,25 +158,87 @@ def snapshot_from_aggregates(
             continue
         kind, _, group, part = parsed
         value = record["v"]
-        if kind in ("b", "o") and keep_group is not None and not keep_group(group):
-            folded.add(group)
-            group = OTHER_GROUP
+        if kind in ("a", "y"):
+            _owner_aggregate(snap, kind, group, part, value, keep, folded)
+            continue
+        label = KIND_LABEL.get(kind)
+        if label is not None:
+            if keep is not None and not keep(label, group):
+                folded[label].add(group)
+                group = OTHER_GROUP
+            elif group in RESERVED_GROUPS:
+                group += "_"
         if kind == "b":
             add_vector(snap.buckets, (group, int(part)), value)
         elif kind == "o":
-            add_vector(snap.open, (group, part), value)
+            day, stage = _split(part)
+            add_vector(snap.open, (group, stage, day), value)
+        elif kind in _DIMENSION:
+            add_vector(snap.dimensions, (_DIMENSION[kind], group, int(part)), value)
+        elif kind == "f":
+            day, stage = _split(part)
+            add_vector(snap.stints, (group, stage, day), value)
+        elif kind == "w":
+            add_vector(snap.waterfall, (group, part), value)
+        elif kind == "k":
+            add_vector(snap.competitors, (group, int(part)), value)
+        elif kind == "m":
+            _count(snap.churned_to, (group, int(part)), value[0])
         elif kind == "n":
-            snap.new_customers[int(part)] = snap.new_customers.get(int(part), 0) + value[0]
+            _count(snap.new_customers, int(part), value[0])
         elif kind == "c":
-            snap.churned[int(part)] = snap.churned.get(int(part), 0) + value[0]
+            _count(snap.churned, int(part), value[0])
+        elif kind == "l":
+            _count(snap.buyer_deltas, int(part), value[0])
+        elif kind == "e":
+            add_vector(snap.leads, (group, int(part)), value)
+        elif kind == "h":
+            add_vector(snap.bands, (group, int(part)), value)
         elif kind == "t" and (snap.latest_event_ms is None or value > snap.latest_event_ms):
             snap.latest_event_ms = value
-    snap.folded_groups = len(folded)
+    snap.folded = {label: len(values) for label, values in folded.items()}
     return snap
+
+
+def _owner_aggregate(snap: Snapshot, kind: str, owner: str, part: str, value: list[int],
+                     keep: Callable[[str, str], bool] | None,
+                     folded: dict[str, set[str]]) -> None:
+    """Quotas and wins stay per owner (attainment is decided per owner); the owner and
+    team caps are applied when they are exported."""
+    if owner not in snap.owner_kept:
+        snap.owner_kept[owner] = keep is None or keep("owner", owner)
+        if not snap.owner_kept[owner]:
+            folded["owner"].add(owner)
+    if kind == "y":
+        _count(snap.owner_won, (owner, part), value[0])
+        return
+    if not value[1]:
+        return
+    period, _, team = part.partition("|")
+    if keep is not None and not keep("team", team):
+        folded["team"].add(team)
+        team = OTHER_GROUP
+    elif team in RESERVED_GROUPS:
+        team += "_"
+    _count(snap.quota_cents, (owner, period), value[0])
+    snap.quota_team[(owner, period)] = team
 
 
 def _ratio(numerator: float, denominator: float) -> float | None:
     return numerator / denominator if denominator else None
+
+
+@dataclass(frozen=True, slots=True)
+class ReportConfig:
+    """What a report needs besides the snapshot: windows, stages, thresholds."""
+
+    specs: tuple[WindowSpec, ...]
+    stages: tuple[str, ...]
+    probability: dict[str, Decimal]
+    stuck_days: int = 30
+    clv_max_years: float = 10.0
+    scoring: ScoringRules | None = None
+    hot_wait_ms: int = 86_400_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,7 +277,7 @@ class WindowKpis:
     @property
     def sales_cycle_seconds(self) -> float | None:
         """Mean seconds from created to won over deals won in the window."""
-        return _ratio(self.cycle_ms / 1000, self.won)
+        return _ratio(self.cycle_ms / _MS_PER_S, self.won)
 
     @property
     def velocity_deals_per_second(self) -> float | None:
@@ -157,14 +295,288 @@ class WindowKpis:
 
 
 @dataclass(frozen=True, slots=True)
+class DimensionKpis:
+    """Deals of one lead source or product (``dimension``) over one window."""
+
+    dimension: str
+    value: str
+    window: str
+    created: int
+    won: int
+    lost: int
+    won_cents: int
+
+    @property
+    def win_rate(self) -> float | None:
+        """won / (won + lost)."""
+        return _ratio(self.won, self.won + self.lost)
+
+    @property
+    def average_deal_cents(self) -> float | None:
+        """won amount / won, in cents."""
+        return _ratio(self.won_cents, self.won)
+
+
+@dataclass(frozen=True, slots=True)
 class StageKpis:
-    """Open pipeline of one group in one stage at T."""
+    """Open pipeline of one group in one stage at T, and the part of it that is stuck."""
 
     group: str
     stage: str
     count: int
     cents: int
     weighted_cents: float
+    stuck_count: int = 0
+    stuck_cents: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class StintKpis:
+    """Stints in one stage that ended in the window, for one group."""
+
+    group: str
+    stage: str
+    window: str
+    stints: int
+    stint_ms: int
+    forward: int
+    backward: int
+    lost: int
+    buckets: tuple[int, ...]
+
+    @property
+    def mean_seconds(self) -> float | None:
+        """Mean stint length in seconds."""
+        return _ratio(self.stint_ms / _MS_PER_S, self.stints)
+
+    @property
+    def forward_ratio(self) -> float | None:
+        """Exits to a later stage or won / all exits."""
+        return _ratio(self.forward, self.stints)
+
+
+@dataclass(frozen=True, slots=True)
+class BottleneckKpis:
+    """The stage with the longest mean stint (first in pipeline order on ties)."""
+
+    group: str
+    window: str
+    stage: str
+    mean_seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class WaterfallKpis:
+    """Cumulative count and amount (cents) of one pipeline movement of one group."""
+
+    group: str
+    movement: str
+    count: int
+    cents: int
+
+
+@dataclass(frozen=True, slots=True)
+class CompetitorKpis:
+    """Deals closed naming a competitor, and customers who left for it, in the window."""
+
+    competitor: str
+    window: str
+    won: int
+    lost: int
+    priced: int
+    gap_femto: int
+    churned: int
+
+    @property
+    def win_rate(self) -> float | None:
+        """won / (won + lost) over closed deals naming the competitor."""
+        return _ratio(self.won, self.won + self.lost)
+
+    @property
+    def mean_price_gap(self) -> float | None:
+        """Mean of (our amount / competitor price - 1) where both are known."""
+        return _ratio(self.gap_femto / 10**15, self.priced)
+
+
+@dataclass(frozen=True, slots=True)
+class GrowthKpis:
+    """Won amount (cents) by calendar month for one group, and month-over-month growth.
+
+    ``same_days_cents`` is last month's won amount over its first as many days as
+    have begun this month (the month-to-date comparison).
+    """
+
+    group: str
+    month_to_date_cents: int
+    same_days_cents: int
+    last_month_cents: int
+    month_before_cents: int
+
+    @property
+    def last_month_growth(self) -> float | None:
+        """(last month - the month before) / the month before."""
+        return _ratio(self.last_month_cents - self.month_before_cents, self.month_before_cents)
+
+    @property
+    def month_to_date_growth(self) -> float | None:
+        """(month to date - same days of last month) / same days of last month."""
+        return _ratio(self.month_to_date_cents - self.same_days_cents, self.same_days_cents)
+
+
+@dataclass(frozen=True, slots=True)
+class ClvKpis:
+    """Customer lifetime value over the trailing 365 days (T's day and 364 before).
+
+    APV = won amount / won deals; PF = won deals of accounts / distinct accounts
+    with a won deal; CL (years) = 1 / (churned / active at the window's start),
+    capped at ``max_years`` and equal to it when nobody churned.
+    """
+
+    won_cents: int
+    won: int
+    won_with_account: int
+    buyers: int
+    churned: int
+    active_at_start: int
+    max_years: float
+
+    @property
+    def average_purchase_cents(self) -> float | None:
+        """APV, in cents."""
+        return _ratio(self.won_cents, self.won)
+
+    @property
+    def purchase_frequency(self) -> float | None:
+        """PF, purchases per customer per year."""
+        return _ratio(self.won_with_account, self.buyers)
+
+    @property
+    def lifespan_years(self) -> float | None:
+        """CL: 1 / annual churn rate, capped."""
+        if self.churned == 0:
+            return self.max_years
+        if self.active_at_start == 0:
+            return None
+        return min(self.active_at_start / self.churned, self.max_years)
+
+    @property
+    def lifetime_value_cents(self) -> float | None:
+        """APV x PF x CL, in cents."""
+        apv, pf, cl = self.average_purchase_cents, self.purchase_frequency, self.lifespan_years
+        if apv is None or pf is None or cl is None:
+            return None
+        return apv * pf * cl
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaKpis:
+    """Quotas of one group (a team of the quota events, or ``all``) for one period.
+
+    ``period`` is month, quarter, last_month or last_quarter (``name`` is e.g.
+    "2026-11"); ``open_cents`` is the group's open pipeline at T.
+    """
+
+    group: str
+    period: str
+    name: str
+    quota_cents: int
+    owners: int
+    owners_at_quota: int
+    won_cents: int
+    open_cents: int
+
+    @property
+    def remaining_cents(self) -> int:
+        """quota - won by the owners with a quota in the period."""
+        return self.quota_cents - self.won_cents
+
+    @property
+    def coverage(self) -> float | None:
+        """open pipeline / quota."""
+        return _ratio(self.open_cents, self.quota_cents)
+
+    @property
+    def remaining_coverage(self) -> float | None:
+        """open pipeline / remaining quota, while some quota remains."""
+        return self.open_cents / self.remaining_cents if self.remaining_cents > 0 else None
+
+    @property
+    def share_at_quota(self) -> float | None:
+        """Owners at or above 100% of quota / owners with a quota."""
+        return _ratio(self.owners_at_quota, self.owners)
+
+
+@dataclass(frozen=True, slots=True)
+class AttainmentKpis:
+    """One owner's quota and won amount (cents) for one period."""
+
+    owner: str
+    period: str
+    quota_cents: int
+    won_cents: int
+
+    @property
+    def attainment(self) -> float | None:
+        """won / quota."""
+        return _ratio(self.won_cents, self.quota_cents)
+
+
+@dataclass(frozen=True, slots=True)
+class RequiredCoverageKpis:
+    """1 / win rate over the trailing 90 days, for one group."""
+
+    group: str
+    won: int
+    closed: int
+
+    @property
+    def required_coverage(self) -> float | None:
+        """(won + lost) / won."""
+        return _ratio(self.closed, self.won)
+
+
+@dataclass(frozen=True, slots=True)
+class LeadKpis:
+    """Leads of one source (or ``all``) in one window."""
+
+    source: str
+    window: str
+    created: int
+    converted: int
+    disqualified: int
+
+    @property
+    def conversion(self) -> float | None:
+        """converted / created (both in the window)."""
+        return _ratio(self.converted, self.created)
+
+
+@dataclass(frozen=True, slots=True)
+class LeadBandKpis:
+    """Leads closed in the window whose score at the close fell in one band."""
+
+    band: str
+    window: str
+    closed: int
+    converted: int
+
+    @property
+    def conversion(self) -> float | None:
+        """converted / closed."""
+        return _ratio(self.converted, self.closed)
+
+
+@dataclass(frozen=True, slots=True)
+class LeadScoreKpis:
+    """Open leads at T: histogram of current scores (non-cumulative counts per bucket,
+    the last one unbounded), their sum, hot leads and hot leads waiting."""
+
+    bounds: tuple[float, ...]
+    counts: tuple[int, ...]
+    score_sum: float
+    open_leads: int
+    hot: int
+    waiting: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,57 +602,289 @@ class Report:
     windows: tuple[WindowKpis, ...]
     stages: tuple[StageKpis, ...]
     churn: tuple[ChurnKpis, ...]
-    folded_groups: int = 0
+    folded: dict[str, int] = field(default_factory=dict)
+    dimensions: tuple[DimensionKpis, ...] = ()
+    stints: tuple[StintKpis, ...] = ()
+    bottlenecks: tuple[BottleneckKpis, ...] = ()
+    waterfall: tuple[WaterfallKpis, ...] = ()
+    competitors: tuple[CompetitorKpis, ...] = ()
+    growth: tuple[GrowthKpis, ...] = ()
+    clv: ClvKpis | None = None
+    quotas: tuple[QuotaKpis, ...] = ()
+    attainment: tuple[AttainmentKpis, ...] = ()
+    required_coverage: tuple[RequiredCoverageKpis, ...] = ()
+    leads: tuple[LeadKpis, ...] = ()
+    lead_bands: tuple[LeadBandKpis, ...] = ()
+    lead_scores: LeadScoreKpis | None = None
 
 
-def _window_kpis(
-    snap: Snapshot, specs: tuple[WindowSpec, ...], as_of_day: int, open_by_group: dict[str, int]
-) -> list[WindowKpis]:
-    teams = {team for team, _ in snap.buckets} | {team for team, _ in snap.open}
-    out: list[WindowKpis] = []
-    for spec in specs:
-        first = window_first_day(spec, as_of_day)
-        sums: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0, 0])
-        for (team, day), vector in snap.buckets.items():
-            if day > as_of_day or (first is not None and day < first):
-                continue
-            for target in (sums[team], sums[ALL_GROUP]):
-                for i, value in enumerate(vector):
-                    target[i] += value
-        for group in (*sorted(teams), ALL_GROUP):
-            created, won, lost, won_cents, cycle_ms = sums[group]
-            out.append(
-                WindowKpis(
-                    group, spec.name, created, won, lost, won_cents, cycle_ms,
-                    open_by_group.get(group, 0),
-                )
-            )
+def _teams(snap: Snapshot) -> list[str]:
+    return sorted({team for team, _ in snap.buckets} | {key[0] for key in snap.open}
+                  | {key[0] for key in snap.stints} | {team for team, _ in snap.waterfall}
+                  | set(snap.quota_team.values()))
+
+
+def _period_months(name: str) -> tuple[str, ...]:
+    """The months of a period: itself for a month, three for a quarter."""
+    year, _, rest = name.partition("-")
+    if not rest.startswith("Q"):
+        return (name,)
+    first = 3 * (int(rest[1:]) - 1) + 1
+    return tuple(f"{year}-{m:02d}" for m in range(first, first + 3))
+
+
+def _owner_rows(snap: Snapshot, name: str) -> list[tuple[str, str, int, int]]:
+    """(owner, team, quota cents, won cents) of the owners with a quota for period ``name``."""
+    months = _period_months(name)
+    return [(owner, snap.quota_team[(owner, period)], quota,
+             sum(snap.owner_won.get((owner, m), 0) for m in months))
+            for (owner, period), quota in sorted(snap.quota_cents.items()) if period == name]
+
+
+def _quota_kpis(snap: Snapshot, as_of_day: int, teams: list[str]) -> list[QuotaKpis]:
+    open_cents: dict[str, int] = defaultdict(int)
+    for (team, _, _), (_, cents) in snap.open.items():
+        open_cents[team] += cents
+        open_cents[ALL_GROUP] += cents
+    out: list[QuotaKpis] = []
+    for period, name in current_periods(as_of_day).items():
+        sums: dict[str, list[int]] = defaultdict(lambda: [0] * 4)
+        for _, team, quota, won in _owner_rows(snap, name):
+            vector = (quota, 1, int(won >= quota), won)
+            add_vector(sums, team, vector)
+            add_vector(sums, ALL_GROUP, vector)
+        for group in (*teams, ALL_GROUP):
+            if group in sums:
+                quota, owners, at_quota, won = sums[group]
+                out.append(QuotaKpis(group, period, name, quota, owners, at_quota, won,
+                                     open_cents[group]))
     return out
 
 
-def _stage_kpis(
-    snap: Snapshot, stages: tuple[str, ...], probability: dict[str, Decimal]
-) -> list[StageKpis]:
-    teams = sorted({team for team, _ in snap.open} | {team for team, _ in snap.buckets})
+def _lead_kpis(snap: Snapshot, cfg: ReportConfig, as_of_day: int) -> list[LeadKpis]:
+    sources = sorted({source for source, _ in snap.leads})
+    out: list[LeadKpis] = []
+    for spec in cfg.specs:
+        first = window_first_day(spec, as_of_day)
+        sums: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
+        for (source, day), vector in snap.leads.items():
+            if _in_window(day, first, as_of_day):
+                add_vector(sums, source, vector)
+                add_vector(sums, ALL_GROUP, vector)
+        for source in (*sources, ALL_GROUP):
+            out.append(LeadKpis(source, spec.name, *sums[source]))
+    return out
+
+
+def _lead_band_kpis(snap: Snapshot, cfg: ReportConfig, as_of_day: int) -> list[LeadBandKpis]:
+    if cfg.scoring is None:
+        return []
+    out: list[LeadBandKpis] = []
+    for spec in cfg.specs:
+        first = window_first_day(spec, as_of_day)
+        sums: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+        for (band, day), vector in snap.bands.items():
+            if _in_window(day, first, as_of_day):
+                add_vector(sums, band, vector)
+        out.extend(LeadBandKpis(band, spec.name, *sums[band]) for band in cfg.scoring.bands)
+    return out
+
+
+def _lead_score_kpis(snap: Snapshot, cfg: ReportConfig, as_of_ms: int) -> LeadScoreKpis | None:
+    rules = cfg.scoring
+    if rules is None:
+        return None
+    bounds = rules.histogram_buckets
+    counts = [0] * (len(bounds) + 1)
+    total, hot, waiting = 0.0, 0, 0
+    for lead in snap.open_leads:
+        score = rules.score(lead.fit, lead.engagements, as_of_ms)
+        total += score
+        counts[next((i for i, b in enumerate(bounds) if score <= b), len(bounds))] += 1
+        if score >= rules.hot_threshold:
+            hot += 1
+            since = lead.hot_since_ms
+            if since is not None and as_of_ms - since >= cfg.hot_wait_ms:
+                waiting += 1
+    return LeadScoreKpis(bounds, tuple(counts), total, len(snap.open_leads), hot, waiting)
+
+
+def _attainment_kpis(snap: Snapshot, as_of_day: int) -> list[AttainmentKpis]:
+    out: list[AttainmentKpis] = []
+    for period, name in current_periods(as_of_day).items():
+        sums: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+        for owner, _, quota, won in _owner_rows(snap, name):
+            if not snap.owner_kept.get(owner, True):
+                group = OTHER_GROUP
+            else:
+                group = owner + "_" if owner in RESERVED_GROUPS else owner
+            add_vector(sums, group, (quota, won))
+        out.extend(AttainmentKpis(owner, period, quota, won)
+                   for owner, (quota, won) in sorted(sums.items()))
+    return out
+
+
+def _required_coverage(snap: Snapshot, as_of_day: int,
+                       teams: list[str]) -> list[RequiredCoverageKpis]:
+    first = as_of_day - REQUIRED_COVERAGE_DAYS + 1
+    sums: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for (team, day), vector in snap.buckets.items():
+        if first <= day <= as_of_day:
+            for group in (team, ALL_GROUP):
+                sums[group][0] += vector[1]
+                sums[group][1] += vector[1] + vector[2]
+    return [RequiredCoverageKpis(group, *sums[group]) for group in (*teams, ALL_GROUP)]
+
+
+def _in_window(day: int, first: int | None, as_of_day: int) -> bool:
+    return day <= as_of_day and (first is None or day >= first)
+
+
+def _window_kpis(snap: Snapshot, cfg: ReportConfig, as_of_day: int, teams: list[str],
+                 open_by_group: dict[str, int]) -> list[WindowKpis]:
+    out: list[WindowKpis] = []
+    for spec in cfg.specs:
+        first = window_first_day(spec, as_of_day)
+        sums: dict[str, list[int]] = defaultdict(lambda: [0] * 6)
+        for (team, day), vector in snap.buckets.items():
+            if _in_window(day, first, as_of_day):
+                add_vector(sums, team, vector)
+                add_vector(sums, ALL_GROUP, vector)
+        for group in (*teams, ALL_GROUP):
+            created, won, lost, won_cents, cycle_ms, _ = sums[group]
+            out.append(WindowKpis(group, spec.name, created, won, lost, won_cents, cycle_ms,
+                                  open_by_group.get(group, 0)))
+    return out
+
+
+def _dimension_kpis(snap: Snapshot, cfg: ReportConfig, as_of_day: int) -> list[DimensionKpis]:
+    values = sorted({(dim, value) for dim, value, _ in snap.dimensions})
+    out: list[DimensionKpis] = []
+    for spec in cfg.specs:
+        first = window_first_day(spec, as_of_day)
+        sums: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0] * 4)
+        for (dim, value, day), vector in snap.dimensions.items():
+            if _in_window(day, first, as_of_day):
+                add_vector(sums, (dim, value), vector)
+        for dim, value in values:
+            out.append(DimensionKpis(dim, value, spec.name, *sums[(dim, value)]))
+    return out
+
+
+def _stage_kpis(snap: Snapshot, cfg: ReportConfig, as_of_day: int,
+                teams: list[str]) -> list[StageKpis]:
+    sums: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0] * 4)
+    for (team, stage, since_day), (count, cents) in snap.open.items():
+        stuck = as_of_day - since_day > cfg.stuck_days
+        vector = (count, cents, count if stuck else 0, cents if stuck else 0)
+        add_vector(sums, (team, stage), vector)
+        add_vector(sums, (ALL_GROUP, stage), vector)
     out: list[StageKpis] = []
     for group in (*teams, ALL_GROUP):
-        for stage in stages:
-            if group == ALL_GROUP:
-                count = sum(v[0] for (_, s), v in snap.open.items() if s == stage)
-                cents = sum(v[1] for (_, s), v in snap.open.items() if s == stage)
-            else:
-                count, cents = snap.open.get((group, stage), (0, 0))
-            weighted = float(Decimal(cents) * probability.get(stage, Decimal(0)))
-            out.append(StageKpis(group, stage, count, cents, weighted))
+        for stage in cfg.stages:
+            count, cents, stuck_count, stuck_cents = sums[(group, stage)]
+            weighted = float(Decimal(cents) * cfg.probability.get(stage, Decimal(0)))
+            out.append(StageKpis(group, stage, count, cents, weighted, stuck_count, stuck_cents))
     return out
+
+
+def _stint_kpis(snap: Snapshot, cfg: ReportConfig, as_of_day: int,
+                teams: list[str]) -> tuple[list[StintKpis], list[BottleneckKpis]]:
+    width = len(STINT_FIELDS) + len(STINT_BUCKETS_DAYS) + 1
+    stints: list[StintKpis] = []
+    bottlenecks: list[BottleneckKpis] = []
+    for spec in cfg.specs:
+        first = window_first_day(spec, as_of_day)
+        sums: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0] * width)
+        for (team, stage, day), vector in snap.stints.items():
+            if _in_window(day, first, as_of_day):
+                add_vector(sums, (team, stage), vector)
+                add_vector(sums, (ALL_GROUP, stage), vector)
+        for group in (*teams, ALL_GROUP):
+            rows = []
+            for stage in cfg.stages:
+                v = sums[(group, stage)]
+                rows.append(StintKpis(group, stage, spec.name, v[0], v[1], v[2], v[3], v[4],
+                                      tuple(v[len(STINT_FIELDS):])))
+            stints.extend(rows)
+            timed = [row for row in rows if row.mean_seconds is not None]
+            if timed:
+                worst = max(timed, key=lambda row: row.mean_seconds or 0.0)
+                bottlenecks.append(BottleneckKpis(group, spec.name, worst.stage,
+                                                  worst.mean_seconds or 0.0))
+    return stints, bottlenecks
+
+
+def _waterfall_kpis(snap: Snapshot, teams: list[str]) -> list[WaterfallKpis]:
+    out: list[WaterfallKpis] = []
+    for group in (*teams, ALL_GROUP):
+        for movement in MOVEMENTS:
+            if group == ALL_GROUP:
+                count = sum(v[0] for (_, m), v in snap.waterfall.items() if m == movement)
+                cents = sum(v[1] for (_, m), v in snap.waterfall.items() if m == movement)
+            else:
+                count, cents = snap.waterfall.get((group, movement), (0, 0))
+            out.append(WaterfallKpis(group, movement, count, cents))
+    return out
+
+
+def _competitor_kpis(snap: Snapshot, cfg: ReportConfig, as_of_day: int) -> list[CompetitorKpis]:
+    names = sorted({name for name, _ in snap.competitors} | {name for name, _ in snap.churned_to})
+    out: list[CompetitorKpis] = []
+    for spec in cfg.specs:
+        first = window_first_day(spec, as_of_day)
+        sums: dict[str, list[int]] = defaultdict(lambda: [0] * 4)
+        churned: dict[str, int] = defaultdict(int)
+        for (name, day), vector in snap.competitors.items():
+            if _in_window(day, first, as_of_day):
+                add_vector(sums, name, vector)
+        for (name, day), n in snap.churned_to.items():
+            if _in_window(day, first, as_of_day):
+                churned[name] += n
+        for name in names:
+            won, lost, priced, gap = sums[name]
+            out.append(CompetitorKpis(name, spec.name, won, lost, priced, gap, churned[name]))
+    return out
+
+
+def _growth_kpis(snap: Snapshot, as_of_day: int, teams: list[str]) -> list[GrowthKpis]:
+    this_start, _ = month_bounds(as_of_day)
+    last_start, last_end = previous_month_bounds(as_of_day)
+    before_start, before_end = month_bounds(last_start - 1)
+    same_end = min(last_start + (as_of_day - this_start), last_end - 1)
+    ranges = ((this_start, as_of_day), (last_start, same_end), (last_start, last_end - 1),
+              (before_start, before_end - 1))
+    sums: dict[str, list[int]] = defaultdict(lambda: [0] * 4)
+    for (team, day), vector in snap.buckets.items():
+        cents = vector[3]
+        for i, (start, end) in enumerate(ranges):
+            if start <= day <= end:
+                sums[team][i] += cents
+                sums[ALL_GROUP][i] += cents
+    return [GrowthKpis(group, *sums[group]) for group in (*teams, ALL_GROUP)]
+
+
+def _clv_kpis(snap: Snapshot, cfg: ReportConfig, as_of_day: int) -> ClvKpis:
+    first = as_of_day - ACTIVE_BUYER_DAYS + 1
+    won = [0, 0, 0]
+    for (_, day), vector in snap.buckets.items():
+        if first <= day <= as_of_day:
+            won[0] += vector[3]
+            won[1] += vector[1]
+            won[2] += vector[5]
+    buyers = sum(n for day, n in snap.buyer_deltas.items() if day <= as_of_day)
+    churned = sum(n for day, n in snap.churned.items() if first <= day <= as_of_day)
+    return ClvKpis(won[0], won[1], won[2], buyers, churned, _active_at(snap, first),
+                   cfg.clv_max_years)
+
+
+def _active_at(snap: Snapshot, start: int) -> int:
+    new = sum(n for day, n in snap.new_customers.items() if day < start)
+    gone = sum(n for day, n in snap.churned.items() if day < start)
+    return new - gone
 
 
 def _churn_kpis(snap: Snapshot, as_of_day: int) -> list[ChurnKpis]:
-    def active_at(start: int) -> int:
-        new = sum(n for day, n in snap.new_customers.items() if day < start)
-        gone = sum(n for day, n in snap.churned.items() if day < start)
-        return new - gone
-
     def churned_between(start: int, end: int) -> int:
         return sum(n for day, n in snap.churned.items() if start <= day < end and day <= as_of_day)
 
@@ -248,30 +892,38 @@ def _churn_kpis(snap: Snapshot, as_of_day: int) -> list[ChurnKpis]:
     last_start, last_end = previous_month_bounds(as_of_day)
     return [
         ChurnKpis("month_to_date", this_start, churned_between(this_start, this_end),
-                  active_at(this_start)),
+                  _active_at(snap, this_start)),
         ChurnKpis("last_month", last_start, churned_between(last_start, last_end),
-                  active_at(last_start)),
+                  _active_at(snap, last_start)),
     ]
 
 
-def build_report(
-    snap: Snapshot,
-    as_of_ms: int,
-    specs: tuple[WindowSpec, ...],
-    stages: tuple[str, ...],
-    probability: dict[str, Decimal],
-) -> Report:
+def build_report(snap: Snapshot, as_of_ms: int, cfg: ReportConfig) -> Report:
     """Compute every KPI at as-of time ``as_of_ms`` from a snapshot."""
     as_of_day = day_of(as_of_ms)
+    teams = _teams(snap)
     open_by_group: dict[str, int] = defaultdict(int)
-    for (team, _), (count, _) in snap.open.items():
+    for (team, _, _), (count, _) in snap.open.items():
         open_by_group[team] += count
         open_by_group[ALL_GROUP] += count
+    stints, bottlenecks = _stint_kpis(snap, cfg, as_of_day, teams)
     return Report(
-        as_of_ms,
-        tuple(_window_kpis(snap, specs, as_of_day, open_by_group)),
-        tuple(_stage_kpis(snap, stages, probability)),
-        tuple(_churn_kpis(snap, as_of_day)),
-        snap.folded_groups,
+        as_of_ms=as_of_ms,
+        windows=tuple(_window_kpis(snap, cfg, as_of_day, teams, open_by_group)),
+        stages=tuple(_stage_kpis(snap, cfg, as_of_day, teams)),
+        churn=tuple(_churn_kpis(snap, as_of_day)),
+        folded=dict(snap.folded),
+        dimensions=tuple(_dimension_kpis(snap, cfg, as_of_day)),
+        stints=tuple(stints),
+        bottlenecks=tuple(bottlenecks),
+        waterfall=tuple(_waterfall_kpis(snap, teams)),
+        competitors=tuple(_competitor_kpis(snap, cfg, as_of_day)),
+        growth=tuple(_growth_kpis(snap, as_of_day, teams)),
+        clv=_clv_kpis(snap, cfg, as_of_day),
+        quotas=tuple(_quota_kpis(snap, as_of_day, teams)),
+        attainment=tuple(_attainment_kpis(snap, as_of_day)),
+        required_coverage=tuple(_required_coverage(snap, as_of_day, teams)),
+        leads=tuple(_lead_kpis(snap, cfg, as_of_day)),
+        lead_bands=tuple(_lead_band_kpis(snap, cfg, as_of_day)),
+        lead_scores=_lead_score_kpis(snap, cfg, as_of_ms),
     )
-

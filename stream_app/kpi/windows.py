@@ -11,9 +11,11 @@ from __future__ import annotations
 __all__ = [
     "MS_PER_DAY",
     "WindowSpec",
+    "current_periods",
     "day_of",
     "month_bounds",
     "ms_from_datetime",
+    "period_bounds",
     "previous_month_bounds",
     "window_first_day",
     "window_specs",
@@ -76,3 +78,32 @@ def previous_month_bounds(as_of_day: int) -> tuple[int, int]:
     """First day of the last complete month before ``as_of_day``'s month, and of the next."""
     start, _ = month_bounds(as_of_day)
     return month_bounds(start - 1)
+
+
+def period_bounds(period: str) -> tuple[int, int]:
+    """First day of a calendar month ("2026-11") or quarter ("2026-Q4") and of the next."""
+    year, _, rest = period.partition("-")
+    if rest.startswith("Q"):
+        first_month = 3 * (int(rest[1:]) - 1) + 1
+        start = dt.date(int(year), first_month, 1)
+        end_month = first_month + 3
+        end = (dt.date(int(year) + 1, 1, 1) if end_month > 12
+               else dt.date(int(year), end_month, 1))
+        return _day_number(start), _day_number(end)
+    start = dt.date(int(year), int(rest), 1)
+    return month_bounds(_day_number(start))
+
+
+def current_periods(as_of_day: int) -> dict[str, str]:
+    """Names of the month and quarter holding ``as_of_day`` and of the ones before them,
+    keyed month, quarter, last_month and last_quarter."""
+    date = dt.date(1970, 1, 1) + dt.timedelta(days=as_of_day)
+    last = date.replace(day=1) - dt.timedelta(days=1)
+    quarter = (date.month - 1) // 3 + 1
+    last_quarter = (date.year, quarter - 1) if quarter > 1 else (date.year - 1, 4)
+    return {
+        "month": f"{date.year}-{date.month:02d}",
+        "quarter": f"{date.year}-Q{quarter}",
+        "last_month": f"{last.year}-{last.month:02d}",
+        "last_quarter": f"{last_quarter[0]}-Q{last_quarter[1]}",
+    }

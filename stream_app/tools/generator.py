@@ -1,9 +1,12 @@
 """A seeded, realistic CRM event stream: teams, reps, stage progressions, wins, losses, churn.
 
 Deals arrive on working days, move through the configured stages with
-plausible dwell times, and close as won (more often for larger teams' seasoned
-reps) or lost; amounts are log-normal per product; some accounts churn months
-after their first win. The same seed always gives the same events.
+plausible dwell times (sometimes one stage back), and close as won (more often
+for seasoned reps) or lost; amounts are log-normal per product; some accounts
+churn months after their first win; every rep gets a monthly and a quarterly
+quota (sometimes changed mid-period); most deals start as a lead with engagements,
+and about as many leads again are disqualified or stay open. The same seed always
+gives the same events.
 """
 
 from __future__ import annotations
@@ -22,6 +25,12 @@ PRODUCTS: dict[str, float] = {"Starter": 1_500.0, "Growth": 6_000.0, "Enterprise
 SOURCES = ("Inbound", "Outbound", "Partner", "Event", "Referral")
 COMPETITORS = ("Acme CRM", "Globex", "Initech")
 LOSS_REASONS = ("price", "timing", "competitor", "no decision")
+INDUSTRIES = ("Software", "Financial Services", "Healthcare", "Manufacturing", "Education",
+              "Retail", None)
+TITLES = ("CEO", "VP Sales", "Director of IT", "Head of Operations", "IT Manager",
+          "Team Lead", "Analyst", "Engineer", "Office Assistant", None)
+ACTIONS = (("email_open", 30), ("email_click", 12), ("site_visit", 25), ("form_submit", 6),
+           ("content_download", 10), ("webinar", 5), ("demo_request", 3))
 
 
 @dataclass(frozen=True)
@@ -39,6 +48,8 @@ class GeneratorSettings:
                                "Negotiation")
     win_probability: float = 0.45
     churn_probability: float = 0.25
+    quota_level: float = 1.0
+    leads_per_deal: float = 1.5
     source: str = "crm/generator"
 
 
@@ -98,10 +109,17 @@ def generate_events(cfg: GeneratorSettings) -> Iterator[dict[str, Any]]:
             created_at = day + dt.timedelta(seconds=rng.randint(8 * 3600, 18 * 3600))
             account = rng.choice(accounts) if rng.random() < 0.9 else None
             deal_id = f"deal-{cfg.seed}-{deal_no:07d}"
+            lead_source = rng.choice(SOURCES)
+            lead_id = None
+            if cfg.leads_per_deal > 0 and rng.random() < 0.7:
+                lead_id = f"lead-{cfg.seed}-d{deal_no:07d}"
+                _emit_lead(rng, emit, lead_id, lead_source, team, owner,
+                           created_at - dt.timedelta(days=rng.uniform(3, 40)), created_at,
+                           ("converted", deal_id))
             emit("deal.created", created_at, {
                 "deal_id": deal_id, "account_id": account, "owner_id": owner, "team": team,
                 "amount": _money(amount), "currency": currency, "stage": cfg.stages[0],
-                "source": rng.choice(SOURCES), "product": product, "lead_id": None,
+                "source": lead_source, "product": product, "lead_id": lead_id,
                 "expected_close": (created_at + dt.timedelta(days=60)).date().isoformat(),
             })
             at, stage_index = created_at, 0
@@ -109,16 +127,19 @@ def generate_events(cfg: GeneratorSettings) -> Iterator[dict[str, Any]]:
             won = rng.random() < p_win
             final_stage = (len(cfg.stages) - 1 if won
                            else rng.randint(0, len(cfg.stages) - 1))
+            went_back = False
             while stage_index < final_stage:
                 at += dt.timedelta(hours=rng.expovariate(1 / (24 * 9)))
                 new_amount = _money(amount * rng.uniform(0.85, 1.2)) if rng.random() < 0.2 else None
+                step = -1 if stage_index > 0 and not went_back and rng.random() < 0.08 else 1
+                went_back = went_back or step < 0
                 emit("deal.stage_changed", at, {
                     "deal_id": deal_id, "from_stage": cfg.stages[stage_index],
-                    "to_stage": cfg.stages[stage_index + 1], "amount": new_amount,
+                    "to_stage": cfg.stages[stage_index + step], "amount": new_amount,
                 })
                 if new_amount is not None:
                     amount = float(new_amount)
-                stage_index += 1
+                stage_index += step
             at += dt.timedelta(hours=rng.expovariate(1 / (24 * 10)))
             competitor = rng.choice(COMPETITORS) if rng.random() < 0.4 else None
             price = _money(amount * rng.uniform(0.8, 1.25)) if competitor else None
@@ -138,10 +159,88 @@ def generate_events(cfg: GeneratorSettings) -> Iterator[dict[str, Any]]:
                 "account_id": account, "reason": rng.choice(("budget", "switched", "closed")),
                 "competitor": rng.choice(COMPETITORS) if rng.random() < 0.5 else None,
             })
+    if cfg.quota_level > 0:
+        _emit_quotas(rng, cfg, reps, emit)
+    if cfg.leads_per_deal > 0:
+        _emit_unconverted_leads(rng, cfg, reps, emit, deal_no)
     events.sort(key=lambda item: (item[0], item[1]))
     for at, _, event in events:
         if at < cfg.end:
             yield event
+
+
+def _emit_lead(rng: random.Random, emit: Any, lead_id: str, source: str, team: str | None,
+               owner: str | None, created_at: dt.datetime, closes_at: dt.datetime | None,
+               outcome: tuple[str, str | None]) -> None:
+    """A lead with firmographics, engagements until it closes (or for weeks), and its
+    outcome ("converted", deal id), ("disqualified", reason) or ("open", None)."""
+    size = int(math.exp(rng.uniform(1, 9))) if rng.random() < 0.8 else None
+    emit("lead.created", created_at, {
+        "lead_id": lead_id, "source": source, "owner_id": owner, "team": team,
+        "industry": rng.choice(INDUSTRIES), "company_size": size,
+        "job_title": rng.choice(TITLES)})
+    until = closes_at or created_at + dt.timedelta(days=rng.uniform(5, 60))
+    at = created_at
+    actions, weights = zip(*ACTIONS, strict=True)
+    mean_gap_hours = 72 if outcome[0] == "converted" else 200
+    while True:
+        at += dt.timedelta(hours=rng.expovariate(1 / mean_gap_hours))
+        if at >= until:
+            break
+        emit("lead.engaged", at, {"lead_id": lead_id,
+                                  "action": rng.choices(actions, weights)[0]})
+    kind, detail = outcome
+    if kind == "converted" and closes_at is not None:
+        emit("lead.converted", closes_at, {"lead_id": lead_id, "deal_id": detail})
+    elif kind == "disqualified" and closes_at is not None:
+        emit("lead.disqualified", closes_at, {"lead_id": lead_id, "reason": detail})
+
+
+def _emit_unconverted_leads(rng: random.Random, cfg: GeneratorSettings,
+                            reps: dict[str, list[str]], emit: Any, deals: int) -> None:
+    """Leads that never became deals: most disqualified weeks later, some still open."""
+    span = (cfg.end - cfg.start).total_seconds()
+    for n in range(int(deals * max(cfg.leads_per_deal - 0.7, 0))):
+        created_at = cfg.start + dt.timedelta(seconds=rng.uniform(0, span))
+        team = rng.choice(cfg.teams)
+        owner = rng.choice(reps[team]) if rng.random() < 0.6 else None
+        disqualified = rng.random() < 0.75
+        closes_at = created_at + dt.timedelta(days=rng.uniform(2, 50)) if disqualified else None
+        _emit_lead(rng, emit, f"lead-{cfg.seed}-u{n:07d}", rng.choice(SOURCES),
+                   team if owner else None, owner, created_at, closes_at,
+                   ("disqualified", rng.choice(("no budget", "no fit", "unresponsive")))
+                   if disqualified else ("open", None))
+
+
+def _months(start: dt.datetime, end: dt.datetime) -> Iterator[dt.datetime]:
+    month = start.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    while month < end:
+        yield month
+        month = (month + dt.timedelta(days=32)).replace(day=1)
+
+
+def _emit_quotas(rng: random.Random, cfg: GeneratorSettings, reps: dict[str, list[str]],
+                 emit: Any) -> None:
+    """Monthly and quarterly quotas per rep around the rep's expected won amount,
+    scaled by ``quota_level``; one in ten is raised or cut mid-period."""
+    mean_amount = sum(w * a for w, a in zip((6, 3, 1), PRODUCTS.values(), strict=True)) / 10
+    n_reps = sum(len(r) for r in reps.values())
+    monthly = cfg.deals_per_day * 22 / n_reps * cfg.win_probability * mean_amount * 1.06
+    for month in _months(cfg.start, cfg.end):
+        quarter = month.month in (1, 4, 7, 10)
+        for team, team_reps in reps.items():
+            for rep in team_reps:
+                periods = [(f"{month.year}-{month.month:02d}", 1)]
+                if quarter:
+                    periods.append((f"{month.year}-Q{(month.month - 1) // 3 + 1}", 3))
+                for period, months in periods:
+                    amount = monthly * months * cfg.quota_level * rng.uniform(0.6, 1.6)
+                    data = {"owner_id": rep, "team": team, "period": period,
+                            "amount": _money(amount), "currency": "USD"}
+                    emit("quota.set", month + dt.timedelta(hours=1), data)
+                    if rng.random() < 0.1:
+                        changed = {**data, "amount": _money(amount * rng.uniform(0.7, 1.3))}
+                        emit("quota.set", month + dt.timedelta(days=14, hours=9), changed)
 
 
 def _poisson(rng: random.Random, mean: float) -> int:

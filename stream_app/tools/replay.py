@@ -39,7 +39,8 @@ def iter_jsonl(path: Path) -> Iterator[bytes]:
 
 
 def route(settings: Settings, raw: dict[str, Any]) -> tuple[str, bytes | None]:
-    """Topic and key of an event: deal.* by deal_id, customer.* by account_id."""
+    """Topic and key of an event: deal.* by deal_id, customer.* by account_id, quota.* by
+    owner_id, lead.* by lead_id."""
     kind = str(raw.get("type", ""))
     data = raw.get("data") if isinstance(raw.get("data"), dict) else {}
     if kind.startswith("customer."):
@@ -48,8 +49,15 @@ def route(settings: Settings, raw: dict[str, Any]) -> tuple[str, bytes | None]:
     elif kind.startswith("deal."):
         key = data.get("deal_id")
         topic = settings.topic_deals
+    elif kind.startswith("quota."):
+        key = data.get("owner_id")
+        topic = settings.topic_quotas
+    elif kind.startswith("lead."):
+        key = data.get("lead_id")
+        topic = settings.topic_leads
     else:
-        raise ValueError(f"type {kind!r}: no topic for it (expected deal.* or customer.*)")
+        raise ValueError(f"type {kind!r}: no topic for it (expected deal.*, customer.*, "
+                         f"quota.* or lead.*)")
     return topic, str(key).encode() if key is not None else None
 
 

@@ -27,11 +27,14 @@ from stream_app.config import Settings, worker_env
 from stream_app.kpi.windows import ms_from_datetime
 from stream_app.tools.replay import produce_events, route
 from stream_app.tools.scrape import Samples, scrape
-from tests.reference import ADDITIVE, Key
+from tests.reference import ADDITIVE, INEXACT, Key
 
 KPI_PREFIXES = ("pulse_deals_", "pulse_won_", "pulse_window_", "pulse_open_", "pulse_customers_",
                 "pulse_customer_", "pulse_win_", "pulse_pipeline_", "pulse_average_",
-                "pulse_sales_", "pulse_asof_")
+                "pulse_sales_", "pulse_asof_", "pulse_stuck_", "pulse_stage_", "pulse_source_",
+                "pulse_product_", "pulse_competitor_", "pulse_monthly_", "pulse_clv_",
+                "pulse_quota_", "pulse_owner_", "pulse_remaining_", "pulse_required_",
+                "pulse_lead", "pulse_open_leads", "pulse_hot_leads")
 
 
 @dataclass
@@ -152,7 +155,7 @@ def assert_matches(expected: dict[Key, Fraction], actual: dict[Key, float],
             if want != 0 or key[0] not in ADDITIVE:
                 problems.append(f"missing {key}: expected {float(want)}")
             continue
-        exact = key[0] in ADDITIVE and key[0] != "pulse_open_pipeline_weighted_amount"
+        exact = key[0] in ADDITIVE and key[0] not in INEXACT
         if exact:
             if got != float(want):
                 problems.append(f"{key}: got {got!r}, expected {float(want)!r}")

@@ -113,26 +113,35 @@ def _query(prometheus: str, expr: str) -> list[dict[str, Any]]:
     return body["data"]["result"]
 
 
-def _stream(churn_probability: float) -> list[dict[str, Any]]:
+def _stream(churn_probability: float, quota_level: float) -> list[dict[str, Any]]:
     end = dt.datetime(2026, 10, 20, 12, tzinfo=dt.UTC)
-    cfg = GeneratorSettings(seed=5, start=end - dt.timedelta(days=150), end=end,
-                            deals_per_day=6, accounts=120, churn_probability=churn_probability)
+    cfg = GeneratorSettings(seed=5, start=end - dt.timedelta(days=420), end=end,
+                            deals_per_day=4, accounts=120, churn_probability=churn_probability,
+                            quota_level=quota_level)
     return list(generate_events(cfg))
 
 
-@pytest.mark.parametrize("churn_probability", [0.9, 0.1])
-def test_churn_alert_reaches_the_receiver_only_when_churn_is_high(
+def _received(received: list[dict[str, Any]]) -> set[str]:
+    return {a["labels"]["alertname"] for post in received for a in post["alerts"]
+            if a["status"] == "firing"}
+
+
+@pytest.mark.parametrize(("churn_probability", "quota_level"), [(0.9, 3.0), (0.1, 0.2)])
+def test_churn_and_attainment_alerts_reach_the_receiver_only_when_due(
     base_settings: Settings, tmp_path: Path, webhook: tuple[str, list[dict[str, Any]]],
-    churn_probability: float,
+    churn_probability: float, quota_level: float,
 ) -> None:
     url, received = webhook
-    events = _stream(churn_probability)
+    events = _stream(churn_probability, quota_level)
     as_of = last_time(events)
     expected = expected_metrics(events, as_of)
     churn = float(expected.get(("pulse_customer_churn_rate_ratio",
                                 (("period", "last_month"),)), 0))
-    should_fire = churn > 0.05
-    assert should_fire == (churn_probability > 0.5), churn
+    at_quota = float(expected[("pulse_quota_owners_at_quota_ratio",
+                               (("period", "last_month"), ("team", "all")))])
+    due = {"PulseMonthlyChurnHigh": churn > 0.05, "PulseRepsAtQuotaLow": at_quota < 0.6}
+    high = churn_probability > 0.5
+    assert due == {"PulseMonthlyChurnHigh": high, "PulseRepsAtQuotaLow": high}, (churn, at_quota)
     workers = [Worker(worker_settings(base_settings), tmp_path / f"w{i}.log").start()
                for i in range(2)]
     started: list[Any] = []
@@ -144,14 +153,25 @@ def test_churn_alert_reaches_the_receiver_only_when_churn_is_high(
         started.append(prom_proc)
         produce(base_settings, events)
         settled(workers, base_settings.partitions, as_of)
-        win_rate = expected[("pulse_win_rate_ratio", (("team", "all"), ("window", "all")))]
+        checks = {
+            'team_window:pulse_win_rate:ratio{team="all",window="all"}':
+                expected[("pulse_win_rate_ratio", (("team", "all"), ("window", "all")))],
+            'team_period:pulse_quota_owners_at_quota:ratio{team="all",period="last_month"}':
+                at_quota,
+            "job:pulse_customer_lifetime_value:ratio":
+                expected[("pulse_customer_lifetime_value", ())],
+            'team_period:pulse_pipeline_coverage:ratio{team="all",period="quarter"}':
+                expected[("pulse_pipeline_coverage_ratio", (("period", "quarter"),
+                                                            ("team", "all")))],
+        }
         deadline = time.monotonic() + 60
-        while True:
-            got = _query(prometheus, 'team_window:pulse_win_rate:ratio{team="all",window="all"}')
-            if got and abs(float(got[0]["value"][1]) - float(win_rate)) <= 1e-9:
-                break
-            assert time.monotonic() < deadline, f"PromQL win rate {got} != {float(win_rate)}"
-            time.sleep(1)
+        for expr, want in checks.items():
+            while True:
+                got = _query(prometheus, expr)
+                if got and abs(float(got[0]["value"][1]) - float(want)) <= 1e-9 * float(want):
+                    break
+                assert time.monotonic() < deadline, f"PromQL {expr} = {got}, want {float(want)}"
+                time.sleep(1)
         rules = yaml.safe_load((DEPLOY / "prometheus" / "rules" / "recording.yml").read_text())
         kpi_records = [r["record"] for g in rules["groups"] for r in g["rules"]
                        if g["name"] == "pipeline_pulse_kpis"]
@@ -159,22 +179,23 @@ def test_churn_alert_reaches_the_receiver_only_when_churn_is_high(
         assert not empty, f"recording rules without data: {empty}"
         rate = _query(prometheus, 'period:pulse_customer_churn_rate:ratio{period="last_month"}')
         assert abs(float(rate[0]["value"][1]) - churn) <= 1e-9
-        deadline = time.monotonic() + (60 if should_fire else 15)
+        wanted = {name for name, fire in due.items() if fire}
+        deadline = time.monotonic() + (60 if wanted else 15)
         names: set[str] = set()
-        while time.monotonic() < deadline and not (should_fire and "PulseMonthlyChurnHigh"
-                                                    in names):
-            names = {a["labels"]["alertname"] for post in received for a in post["alerts"]}
+        while time.monotonic() < deadline and not wanted <= names:
+            names = _received(received)
             time.sleep(0.5)
-        if should_fire:
-            assert "PulseMonthlyChurnHigh" in names, (names, (tmp_path / "prometheus.log"))
-            alert = next(a for post in received for a in post["alerts"]
-                         if a["labels"]["alertname"] == "PulseMonthlyChurnHigh")
-            assert alert["labels"]["severity"] == "warning"
-            assert re.search(r"docs/runbooks.md#pulsemonthlychurnhigh$",
-                             alert["annotations"]["runbook_url"])
-        else:
-            firing = _query(prometheus, 'ALERTS{alertname="PulseMonthlyChurnHigh"}')
-            assert not firing and "PulseMonthlyChurnHigh" not in names, names
+        for name, fire in due.items():
+            if fire:
+                assert name in names, (name, names, tmp_path / "prometheus.log")
+                alert = next(a for post in received for a in post["alerts"]
+                             if a["labels"]["alertname"] == name)
+                assert alert["labels"]["severity"] == "warning"
+                assert re.search(rf"docs/runbooks.md#{name.lower()}$",
+                                 alert["annotations"]["runbook_url"])
+            else:
+                firing = _query(prometheus, f'ALERTS{{alertname="{name}"}}')
+                assert not firing and name not in names, (name, names)
     finally:
         for worker in workers:
             worker.stop()

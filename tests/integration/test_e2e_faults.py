@@ -420,7 +420,7 @@ def test_label_flood_and_abusive_messages_stay_within_the_series_budget(
         series = [line for line in body.splitlines() if line and not line.startswith("#")]
         cap = base_settings.max_teams
         teams = {dict(labels)["team"] for (_, labels) in samples if "team" in dict(labels)}
-        assert len(teams) == cap + 2  # the admitted teams, "other" and "all"
+        assert len(teams) == cap + 2  # the admitted teams, "(other)" and "all"
         assert samples[("pulse_label_values_folded", (("label", "team"),))] == 100_000 - cap
         budget = series_budget(base_settings)
         assert len(series) <= budget, (len(series), budget)
@@ -429,7 +429,7 @@ def test_label_flood_and_abusive_messages_stay_within_the_series_budget(
         admitted_teams = {t.decode() for t in admitted}
         assert len(admitted_teams) == cap and admitted_teams < teams
         relabeled = [{**e, "data": {**e["data"], "team": e["data"]["team"]
-                                    if e["data"]["team"] in admitted_teams else "other"}}
+                                    if e["data"]["team"] in admitted_teams else "(other)"}}
                      for e in events]
         assert_matches(expected_metrics(relabeled, as_of), samples)
         rejected = metric_total(samples, "pulse_events_rejected_total")

@@ -8,8 +8,10 @@ from pathlib import Path
 import jsonschema
 import pytest
 
+from stream_app.config import Settings
 from stream_app.events.codec import ContractRules, Rejection, decode_event, encode_event
 from stream_app.events.schema_export import INVALID_EXAMPLES, VALID_EXAMPLES, expected_files
+from stream_app.tools.replay import route
 
 SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
 RULES = ContractRules(frozenset({"USD", "EUR"}), frozenset({"Prospecting", "Qualification"}))
@@ -25,12 +27,13 @@ def test_schema_files_match_the_models() -> None:
 def test_valid_examples_pass_the_json_schema_and_the_decoder(kind: str) -> None:
     event = json.loads((SCHEMAS / "examples" / "valid" / f"{kind}.json").read_text())
     jsonschema.validate(event, json.loads((SCHEMAS / "cloudevent.schema.json").read_text()))
-    role = "customers" if kind.startswith("customer.") else "deals"
-    key = event["data"].get("deal_id") or event["data"]["account_id"]
-    decoded = decode_event(json.dumps(event).encode(), key.encode(), role, RULES)
+    role = {"customer": "customers", "deal": "deals", "quota": "quotas",
+            "lead": "leads"}[kind.split(".")[0]]
+    key = route(Settings(), event)[1] or b""
+    decoded = decode_event(json.dumps(event).encode(), key, role, RULES)
     assert not isinstance(decoded, Rejection), decoded
     assert decoded.type == kind
-    again = decode_event(encode_event(decoded), key.encode(), role, RULES)
+    again = decode_event(encode_event(decoded), key, role, RULES)
     assert again == decoded
 
 

@@ -8,7 +8,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stream_app.kpi.deals import DealState, apply_deal_event, deal_contributions
+from stream_app.kpi.deals import (
+    DealState,
+    apply_deal_event,
+    deal_contributions,
+    price_gap_femto,
+    stint_bucket,
+)
 from stream_app.kpi.money import Pricing
 from stream_app.kpi.windows import day_of, ms_from_datetime
 from tests.unit.events import ev
@@ -45,25 +51,88 @@ def test_state_depends_only_on_the_set_of_events(indices: list[int]) -> None:
 
 def test_first_terminal_event_wins_and_second_won_is_ignored() -> None:
     state = _fold(HISTORY)
-    assert state.closed is not None and state.closed[2:] == ("won", "1400")
+    assert state.closed is not None and state.closed[2:4] == ("won", "1400")
 
 
-def test_contributions_of_a_won_deal() -> None:
+def _day(text: str) -> int:
+    return day_of(ms_from_datetime(ev("deal.lost", text, deal_id="x").time))
+
+
+def _stint(days: int, exit_: str, bucket: int) -> tuple[int, ...]:
+    hist = [0] * 10
+    hist[bucket] = 1
+    directions = {"forward": (1, 0, 0), "backward": (0, 1, 0), "lost": (0, 0, 1)}[exit_]
+    return (1, days * 86_400_000, *directions, *hist)
+
+
+def test_contributions_of_a_won_deal_that_went_back_a_stage() -> None:
     state = _fold(HISTORY)
-    created = day_of(ms_from_datetime(HISTORY[0].time))
-    won = day_of(ms_from_datetime(HISTORY[3].time))
+    created, won = _day("2026-01-05T10:00:00Z"), _day("2026-02-01T10:00:00Z")
     cycle = ms_from_datetime(HISTORY[3].time) - ms_from_datetime(HISTORY[0].time)
     assert deal_contributions(state, PRICING) == {
-        ("b", "T", created): (1, 0, 0, 0, 0),
-        ("b", "T", won): (0, 1, 0, 151200, cycle),
+        ("b", "T", created): (1, 0, 0, 0, 0, 0),
+        ("b", "T", won): (0, 1, 0, 151200, cycle, 0),
+        ("r", "(none)", created): (1, 0, 0, 0),
+        ("r", "(none)", won): (0, 1, 0, 151200),
+        ("u", "(none)", created): (1, 0, 0, 0),
+        ("u", "(none)", won): (0, 1, 0, 151200),
+        ("w", "T", "created"): (1, 108000),
+        ("w", "T", "advanced"): (1, 108000),
+        ("w", "T", "increased"): (1, 54000),
+        ("w", "T", "regressed"): (1, 162000),
+        ("w", "T", "won"): (1, 151200),
+        ("f", "T", f"{_day('2026-01-09T10:00:00Z')}:Prospecting"): _stint(4, "forward", 2),
+        ("f", "T", f"{_day('2026-01-12T10:00:00Z')}:Engaging"): _stint(3, "backward", 1),
+        ("f", "T", f"{won}:Prospecting"): _stint(20, "forward", 4),
     }
 
 
-def test_open_deal_counts_in_its_latest_stage_with_its_latest_amount() -> None:
+def test_open_deal_counts_in_its_latest_stage_since_it_entered_it() -> None:
     state = _fold(HISTORY[:3])
     assert state.is_open
     contributions = deal_contributions(state, PRICING)
-    assert contributions[("o", "T", "Prospecting")] == (1, 162000)
+    since = _day("2026-01-12T10:00:00Z")
+    assert contributions[("o", "T", f"{since}:Prospecting")] == (1, 162000)
+    assert [key for key in contributions if key[0] == "o"] == [("o", "T", f"{since}:Prospecting")]
+
+
+def test_lost_deal_with_a_competitor_price_and_changes_outside_its_life() -> None:
+    events = [
+        ev("deal.created", "2026-03-01T00:00:00Z", deal_id="L", amount="200", source="Web",
+           product="Pro"),
+        ev("deal.stage_changed", "2026-02-01T00:00:00Z", deal_id="L", to_stage="Engaging"),
+        ev("deal.stage_changed", "2026-03-02T00:00:00Z", deal_id="L", to_stage="Prospecting",
+           amount="300"),
+        ev("deal.lost", "2026-03-11T00:00:00Z", deal_id="L", competitor="Acme",
+           competitor_price="240"),
+        ev("deal.stage_changed", "2026-03-20T00:00:00Z", deal_id="L", to_stage="Engaging"),
+    ]
+    c = deal_contributions(_fold(events), PRICING)
+    lost = _day("2026-03-11T00:00:00Z")
+    assert c[("k", "Acme", lost)] == (0, 1, 1, 250_000_000_000_000)
+    assert c[("w", "T", "lost")] == (1, 30000)
+    assert c[("w", "T", "increased")] == (1, 10000)
+    assert ("w", "T", "advanced") not in c and ("w", "T", "regressed") not in c
+    assert c[("f", "T", f"{lost}:Prospecting")] == _stint(10, "lost", 3)
+    assert c[("r", "Web", lost)] == (0, 0, 1, 0) and c[("u", "Pro", lost)] == (0, 0, 1, 0)
+
+
+@pytest.mark.parametrize(("days", "bucket"), [
+    (0, 0), (1, 0), (1.0001, 1), (3, 1), (7, 2), (14, 3), (30, 4), (60, 5), (90, 6),
+    (180, 7), (365, 8), (365.01, 9), (2000, 9),
+])
+def test_stint_histogram_bucket_bounds_are_inclusive(days: float, bucket: int) -> None:
+    assert stint_bucket(round(days * 86_400_000)) == bucket
+
+
+@pytest.mark.parametrize(("ours", "price", "femto"), [
+    ("110", "100", 100_000_000_000_000),
+    ("100", "100", 0),
+    ("1", "3", -666_666_666_666_667),
+    ("5", "0", None),
+])
+def test_price_gap(ours: str, price: str, femto: int | None) -> None:
+    assert price_gap_femto(ours, price) == femto
 
 
 def test_events_before_created_are_kept_until_it_arrives() -> None:

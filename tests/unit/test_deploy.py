@@ -41,7 +41,9 @@ def test_readme_documents_every_setting_and_metric() -> None:
     from prometheus_client import CollectorRegistry
 
     from stream_app.adapters.metrics import PulseCollector
-    from stream_app.kpi.report import Snapshot, build_report
+    from stream_app.kpi.leads import ScoreInputs
+    from stream_app.kpi.report import ReportConfig, Snapshot, build_report
+    from stream_app.kpi.scoring import load_rules
     from stream_app.kpi.windows import window_specs
     from stream_app.ops import OperationalStats
 
@@ -53,10 +55,20 @@ def test_readme_documents_every_setting_and_metric() -> None:
         reporting_currency, clock = "USD", "event"
 
         def report(self):  # type: ignore[no-untyped-def]
-            snap = Snapshot(buckets={("A", 10): [2, 1, 1, 100, 1000]}, open={("A", "P"): [1, 5]},
-                            new_customers={1: 2}, churned={9: 1})
-            return build_report(snap, 10 * 86_400_000, window_specs((30,)), ("P",),
-                                {"P": Decimal("0.5")})
+            snap = Snapshot(
+                buckets={("A", 10): [2, 1, 1, 100, 1000, 1]}, open={("A", "P", 9): [1, 5]},
+                new_customers={1: 2}, churned={9: 1}, buyer_deltas={1: 1},
+                dimensions={("source", "Web", 10): [1, 1, 0, 100],
+                            ("product", "Pro", 10): [1, 1, 1, 100]},
+                stints={("A", "P", 10): [1, 1000, 1, 0, 0, 1, *[0] * 9]},
+                waterfall={("A", "won"): [1, 100]},
+                competitors={("Acme", 10): [1, 0, 1, 10**14]}, churned_to={("Acme", 9): 1},
+                quota_cents={("o", "1970-01"): 10}, quota_team={("o", "1970-01"): "A"},
+                owner_won={("o", "1970-01"): 20},
+                leads={("Web", 10): [2, 1, 0]}, bands={("60+", 10): [1, 1]},
+                open_leads=[ScoreInputs("Web", 60.0, ((0, "webinar"),), 0)])
+            return build_report(snap, 10 * 86_400_000, ReportConfig(
+                window_specs((30,)), ("P",), {"P": Decimal("0.5")}, scoring=load_rules()))
 
         def stats(self) -> OperationalStats:
             ops = OperationalStats(last_event_ms=1)

@@ -7,7 +7,7 @@ from decimal import Decimal
 from prometheus_client import CollectorRegistry
 
 from stream_app.adapters.metrics import PulseCollector
-from stream_app.kpi.report import Report, Snapshot, build_report
+from stream_app.kpi.report import Report, ReportConfig, Snapshot, build_report
 from stream_app.kpi.windows import window_specs
 from stream_app.ops import OperationalStats
 
@@ -27,8 +27,8 @@ class Source:
         self.reads += 1
         if self.snapshot is None:
             return None
-        return build_report(self.snapshot, DAY * 86_400_000, window_specs((30,)),
-                            ("P", "N"), {"P": Decimal("0.2"), "N": Decimal("0.9")})
+        return build_report(self.snapshot, DAY * 86_400_000, ReportConfig(
+            window_specs((30,)), ("P", "N"), {"P": Decimal("0.2"), "N": Decimal("0.9")}))
 
     def stats(self) -> OperationalStats:
         return self.ops
@@ -44,8 +44,8 @@ class Source:
 
 
 def test_values_are_computed_at_each_scrape() -> None:
-    snap = Snapshot(buckets={("A", DAY): [3, 1, 1, 12_345, 7_200_000]},
-                    open={("A", "N"): [2, 10_000]})
+    snap = Snapshot(buckets={("A", DAY): [3, 1, 1, 12_345, 7_200_000, 1]},
+                    open={("A", "N", DAY - 40): [2, 10_000]})
     source = Source(snap)
     registry = CollectorRegistry()
     PulseCollector(source, registry)
@@ -72,7 +72,7 @@ def test_values_are_computed_at_each_scrape() -> None:
 
 def test_ratios_with_zero_denominators_are_absent() -> None:
     registry = CollectorRegistry()
-    PulseCollector(Source(Snapshot(buckets={("A", DAY): [1, 0, 0, 0, 0]})), registry)
+    PulseCollector(Source(Snapshot(buckets={("A", DAY): [1, 0, 0, 0, 0, 0]})), registry)
     labels = {"team": "A", "window": "30d"}
     assert registry.get_sample_value("pulse_deals_won", labels) == 0
     assert registry.get_sample_value("pulse_win_rate_ratio", labels) is None
@@ -138,3 +138,42 @@ def test_positions_of_partitions_given_away_are_no_longer_exported() -> None:
     assert get("pulse_consumer_lag_messages", kept) == 10
     assert get("pulse_consumer_next_offset", kept) == 10
     assert ops.partition_latest_ms == {("crm.deals", 1): 1}
+
+
+def test_catalogue_families_from_one_snapshot() -> None:
+    snap = Snapshot(
+        buckets={("A", DAY): [1, 1, 0, 5_000, 3_600_000, 1]},
+        open={("A", "N", DAY - 40): [2, 10_000], ("A", "P", DAY): [1, 1_000]},
+        stints={("A", "P", DAY): [2, 86_400_000 * 3, 2, 0, 0, 1, 0, 1, *[0] * 7]},
+        waterfall={("A", "created"): [3, 20_000]},
+        competitors={("Acme", DAY): [1, 1, 2, 3 * 10**14]},
+        quota_cents={("o1", "2026-02"): 2_000, ("o2", "2026-02"): 2_000},
+        quota_team={("o1", "2026-02"): "A", ("o2", "2026-02"): "A"},
+        owner_won={("o1", "2026-02"): 2_500},
+    )
+    registry = CollectorRegistry()
+    PulseCollector(Source(snap), registry)
+    get = registry.get_sample_value
+    assert get("pulse_stuck_deals", {"team": "A", "stage": "N"}) == 2
+    assert get("pulse_stuck_pipeline_amount", {"team": "all", "stage": "N"}) == 100
+    assert get("pulse_stuck_deals", {"team": "A", "stage": "P"}) == 0
+    stint = {"team": "A", "stage": "P", "window": "30d"}
+    assert get("pulse_stage_mean_stint_seconds", stint) == 1.5 * 86_400
+    assert get("pulse_stage_exits", {**stint, "direction": "forward"}) == 2
+    bucket = {"stage": "P", "window": "30d"}
+    assert get("pulse_stage_stint_days_bucket", {**bucket, "le": "1"}) == 1
+    assert get("pulse_stage_stint_days_bucket", {**bucket, "le": "3"}) == 1
+    assert get("pulse_stage_stint_days_bucket", {**bucket, "le": "7"}) == 2
+    assert get("pulse_stage_stint_days_bucket", {**bucket, "le": "+Inf"}) == 2
+    assert get("pulse_stage_stint_days_gsum", bucket) == 3
+    assert get("pulse_pipeline_waterfall_amount_total", {"team": "A", "movement": "created"}) \
+        == 200
+    assert get("pulse_competitor_price_gap_ratio", {"competitor": "Acme", "window": "30d"}) \
+        == 0.15
+    assert get("pulse_competitor_win_rate_ratio", {"competitor": "Acme", "window": "30d"}) == 0.5
+    assert get("pulse_quota_attainment_ratio", {"owner": "o1", "period": "month"}) == 1.25
+    assert get("pulse_quota_attainment_ratio", {"owner": "o2", "period": "month"}) == 0
+    assert get("pulse_pipeline_coverage_ratio", {"team": "A", "period": "month"}) == 2.75
+    assert get("pulse_quota_owners_at_quota_ratio", {"team": "all", "period": "month"}) == 0.5
+    assert get("pulse_required_coverage_ratio", {"team": "A"}) == 1
+    assert get("pulse_label_values_folded", {"label": "owner"}) == 0

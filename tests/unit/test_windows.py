@@ -9,9 +9,11 @@ import pytest
 from stream_app.kpi.windows import (
     MS_PER_DAY,
     WindowSpec,
+    current_periods,
     day_of,
     month_bounds,
     ms_from_datetime,
+    period_bounds,
     previous_month_bounds,
     window_first_day,
     window_specs,
@@ -71,3 +73,28 @@ def test_month_bounds(as_of: str, this_month: tuple[str, str], last_month: tuple
 
 def test_ms_per_day() -> None:
     assert MS_PER_DAY == 24 * 3600 * 1000
+
+
+@pytest.mark.parametrize(("period", "first", "after"), [
+    ("2026-11", "2026-11-01", "2026-12-01"),
+    ("2026-12", "2026-12-01", "2027-01-01"),
+    ("2024-02", "2024-02-01", "2024-03-01"),
+    ("2026-Q1", "2026-01-01", "2026-04-01"),
+    ("2026-Q3", "2026-07-01", "2026-10-01"),
+    ("2026-Q4", "2026-10-01", "2027-01-01"),
+])
+def test_period_bounds(period: str, first: str, after: str) -> None:
+    assert period_bounds(period) == (_day(first), _day(after))
+
+
+@pytest.mark.parametrize(("day", "month", "quarter", "last_month", "last_quarter"), [
+    ("2026-11-23", "2026-11", "2026-Q4", "2026-10", "2026-Q3"),
+    ("2026-01-01", "2026-01", "2026-Q1", "2025-12", "2025-Q4"),
+    ("2026-03-31", "2026-03", "2026-Q1", "2026-02", "2025-Q4"),
+    ("2026-04-01", "2026-04", "2026-Q2", "2026-03", "2026-Q1"),
+])
+def test_current_periods(day: str, month: str, quarter: str, last_month: str,
+                         last_quarter: str) -> None:
+    assert current_periods(_day(day)) == {"month": month, "quarter": quarter,
+                                          "last_month": last_month,
+                                          "last_quarter": last_quarter}

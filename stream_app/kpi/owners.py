@@ -1,0 +1,100 @@
+"""Per-owner (sales rep) quotas and per-deal wins re-keyed by owner: state and aggregates.
+
+Both live on the owner's partition (the quota topic and the owner-wins topic are keyed
+by owner_id), so one worker holds an owner's quotas and wins and can tell whether the
+owner reached the quota.
+
+- :class:`OwnerState`: the latest ``quota.set`` (event time, then id) per period;
+  contributes ``("a", owner, "period|team")`` = (quota cents, 1) (the 1 keeps a zero
+  quota visible).
+- :class:`OwnerWin`: one won deal, keyed by deal (its earliest known win), so a
+  repeated or replayed win changes nothing; contributes ``("y", owner, "YYYY-MM")``
+  = (won cents,) in the month of the win. A quarter's won amount is the sum of its
+  three months.
+"""
+
+from __future__ import annotations
+
+__all__ = ["OwnerState", "OwnerWin", "apply_owner_win", "apply_quota", "month_name",
+           "owner_contributions", "win_contributions"]
+
+import datetime as dt
+from dataclasses import dataclass, replace
+from typing import Any
+
+from stream_app.kpi.deals import Contributions
+from stream_app.kpi.money import Pricing
+from stream_app.kpi.windows import MS_PER_DAY
+
+
+def month_name(time_ms: int) -> str:
+    """The calendar month (UTC) of an epoch-millisecond time, as "YYYY-MM"."""
+    date = dt.date(1970, 1, 1) + dt.timedelta(days=time_ms // MS_PER_DAY)
+    return f"{date.year}-{date.month:02d}"
+
+
+@dataclass(frozen=True, slots=True)
+class OwnerState:
+    """Quotas as sorted (period, time_ms, event_id, team, amount, currency), one per period."""
+
+    owner_id: str
+    quotas: tuple[tuple[str, int, str, str, str, str], ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready form for the state table."""
+        return {"id": self.owner_id, "q": [list(q) for q in self.quotas]}
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> OwnerState:
+        """Inverse of :meth:`to_json`."""
+        return cls(owner_id=raw["id"],
+                   quotas=tuple(tuple(q) for q in raw["q"]))  # type: ignore[misc]
+
+
+@dataclass(frozen=True, slots=True)
+class OwnerWin:
+    """A won deal of an owner: (won_at_ms, owner_id, cents) of its earliest known win."""
+
+    deal_id: str
+    win: tuple[int, str, int] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready form for the state table."""
+        return {"id": self.deal_id, "w": list(self.win) if self.win else None}
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> OwnerWin:
+        """Inverse of :meth:`to_json`."""
+        return cls(deal_id=raw["id"], win=tuple(raw["w"]) if raw["w"] else None)  # type: ignore[arg-type]
+
+
+def apply_quota(state: OwnerState, period: str, time_ms: int, event_id: str, team: str,
+                amount: str, currency: str) -> OwnerState:
+    """Record a quota; the latest (time, id) of a period wins."""
+    current = next((q for q in state.quotas if q[0] == period), None)
+    if current is not None and current[1:3] >= (time_ms, event_id):
+        return state
+    others = [q for q in state.quotas if q[0] != period]
+    quota = (period, time_ms, event_id, team, amount, currency)
+    return replace(state, quotas=tuple(sorted((*others, quota))))
+
+
+def apply_owner_win(state: OwnerWin, won_at_ms: int, owner_id: str, cents: int) -> OwnerWin:
+    """Record the deal's win (keeps the earliest)."""
+    if state.win is not None and state.win[0] <= won_at_ms:
+        return state
+    return replace(state, win=(won_at_ms, owner_id, cents))
+
+
+def owner_contributions(state: OwnerState, pricing: Pricing) -> Contributions:
+    """``("a", owner, "period|team")`` = (quota cents, 1) per period with a quota."""
+    return {("a", state.owner_id, f"{period}|{team}"): (pricing.to_cents(amount, currency), 1)
+            for period, _, _, team, amount, currency in state.quotas}
+
+
+def win_contributions(state: OwnerWin) -> Contributions:
+    """``("y", owner, month)`` = (won cents,)."""
+    if state.win is None:
+        return {}
+    won_at, owner, cents = state.win
+    return {("y", owner, month_name(won_at)): (cents,)}

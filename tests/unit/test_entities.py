@@ -1,0 +1,101 @@
+"""Account and owner state: commutative folds and their contributions, as tables."""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from stream_app.kpi.accounts import (
+    AccountState,
+    account_contributions,
+    apply_account_churn,
+    apply_account_win,
+)
+from stream_app.kpi.money import Pricing
+from stream_app.kpi.owners import (
+    OwnerState,
+    OwnerWin,
+    apply_owner_win,
+    apply_quota,
+    owner_contributions,
+    win_contributions,
+)
+
+PRICING = Pricing({"USD": Decimal(1), "EUR": Decimal("1.08")}, {"P": Decimal("0.5")})
+
+
+def _day(text: str) -> int:
+    return (dt.date.fromisoformat(text) - dt.date(1970, 1, 1)).days
+
+
+def _ms(text: str) -> int:
+    return _day(text) * 86_400_000 + 3_600_000
+
+
+@pytest.mark.parametrize(("wins", "deltas"), [
+    (["2026-01-10"], {"2026-01-10": 1, "2027-01-10": -1}),
+    (["2026-01-10", "2026-06-01"], {"2026-01-10": 1, "2027-06-01": -1}),
+    (["2026-01-10", "2027-01-10"], {"2026-01-10": 1, "2028-01-10": -1}),
+    (["2026-01-10", "2027-01-11"], {"2026-01-10": 1, "2027-01-10": -1, "2027-01-11": 1,
+                                    "2028-01-11": -1}),
+    (["2026-01-10", "2026-01-10"], {"2026-01-10": 1, "2027-01-10": -1}),
+])
+def test_buyer_intervals_merge_wins_less_than_a_year_apart(wins: list[str],
+                                                           deltas: dict[str, int]) -> None:
+    state = AccountState("A")
+    for i, day in enumerate(wins):
+        state = apply_account_win(state, _ms(day), f"deal-{i}")
+    got = {k[2]: v[0] for k, v in account_contributions(state).items() if k[0] == "l"}
+    assert got == {_day(day): n for day, n in deltas.items()}
+
+
+@pytest.mark.parametrize(("churn", "competitor", "counted"), [
+    ("2026-03-01", "Acme", True),
+    ("2026-03-01", None, True),
+    ("2026-01-05", "Acme", False),
+])
+def test_churn_counts_after_the_first_win_and_names_the_competitor(
+    churn: str, competitor: str | None, counted: bool,
+) -> None:
+    state = apply_account_win(AccountState("A"), _ms("2026-01-10"), "d1")
+    state = apply_account_churn(state, _ms(churn), "e1", competitor)
+    c = account_contributions(state)
+    assert c[("n", "", _day("2026-01-10"))] == (1,)
+    assert (("c", "", _day(churn)) in c) == counted
+    assert (("m", "Acme", _day(churn)) in c) == (counted and competitor == "Acme")
+
+
+QUOTAS = [("2026-11", _ms("2026-11-01"), "q1", "East", "1000", "USD"),
+          ("2026-11", _ms("2026-11-15"), "q2", "East", "1200", "USD"),
+          ("2026-11", _ms("2026-10-30"), "q0", "East", "1", "USD"),
+          ("2026-Q4", _ms("2026-10-01"), "q3", "West", "1000", "EUR")]
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.permutations(range(len(QUOTAS))))
+def test_latest_quota_of_a_period_wins_in_any_order(order: list[int]) -> None:
+    state = OwnerState("o1")
+    for i in order:
+        state = apply_quota(state, *QUOTAS[i])
+    assert owner_contributions(state, PRICING) == {
+        ("a", "o1", "2026-11|East"): (120000, 1),
+        ("a", "o1", "2026-Q4|West"): (108000, 1),
+    }
+
+
+@pytest.mark.parametrize(("wins", "month", "cents"), [
+    ([(_ms("2026-11-30"), 500)], "2026-11", 500),
+    ([(_ms("2026-12-01"), 500), (_ms("2026-11-03"), 700)], "2026-11", 700),
+    ([(_ms("2026-11-03"), 700), (_ms("2026-11-03"), 700)], "2026-11", 700),
+])
+def test_a_deal_counts_once_in_the_month_of_its_earliest_win(
+    wins: list[tuple[int, int]], month: str, cents: int,
+) -> None:
+    state = OwnerWin("d1")
+    for at, amount in wins:
+        state = apply_owner_win(state, at, "o1", amount)
+    assert win_contributions(state) == {("y", "o1", month): (cents,)}

@@ -1,0 +1,120 @@
+"""Lead scoring rules and lead state: tables of fit points, decay, bands and crossings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from stream_app.kpi.leads import (
+    LeadState,
+    apply_lead_event,
+    hot_crossings,
+    lead_contributions,
+    score_inputs,
+)
+from stream_app.kpi.scoring import load_rules
+from stream_app.kpi.windows import MS_PER_DAY, day_of, ms_from_datetime
+from tests.unit.events import ev
+
+RULES = load_rules()
+
+
+@pytest.mark.parametrize(("industry", "size", "title", "points"), [
+    (None, None, None, 0),
+    ("Software", None, None, 15),
+    ("SOFTWARE", 9, None, 15),
+    ("Retail", 10, None, 5),
+    (None, 249, "Head of Sales", 10 + 15),
+    (None, 5000, "VP Sales", 20 + 20),
+    (None, None, "Vice President, Ops", 20),
+    (None, None, "Leader of the pack", 0),  # "lead" must be a whole word
+    ("Healthcare", 300, "IT Manager", 10 + 15 + 8),
+])
+def test_fit_points(industry: str | None, size: int | None, title: str | None,
+                    points: float) -> None:
+    assert RULES.fit_points(industry, size, title) == points
+
+
+@pytest.mark.parametrize(("age_days", "points"), [
+    (0, 25.0), (30, 12.5), (60, 6.25), (-1, 0.0),
+])
+def test_engagement_points_halve_every_half_life(age_days: float, points: float) -> None:
+    at = 100 * MS_PER_DAY
+    assert RULES.score(0, [(at - int(age_days * MS_PER_DAY), "demo_request")], at) == points
+
+
+@pytest.mark.parametrize(("score", "band"), [
+    (0, "0-20"), (19.999, "0-20"), (20, "20-40"), (59.9, "40-60"), (60, "60+"), (500, "60+"),
+])
+def test_bands(score: float, band: str) -> None:
+    assert RULES.band(score) == band
+
+
+def test_rules_file_errors_name_the_file_and_the_field(tmp_path: Path) -> None:
+    bad = tmp_path / "rules.yml"
+    bad.write_text("half_life_days: 0\nhot_threshold: 1\nband_edges: [1]\n"
+                   "histogram_buckets: [1]\nengagement: {email_open: 1}\n")
+    with pytest.raises(ValueError, match=r"rules\.yml.*half_life_days"):
+        load_rules(bad)
+
+
+HISTORY = [
+    ev("lead.created", "2026-03-01T00:00:00Z", lead_id="L", source="Web", industry="Software",
+       job_title="CTO"),
+    ev("lead.engaged", "2026-03-02T00:00:00Z", lead_id="L", action="email_open"),
+    ev("lead.engaged", "2026-03-05T00:00:00Z", lead_id="L", action="demo_request"),
+    ev("lead.converted", "2026-03-06T00:00:00Z", lead_id="L", deal_id="D"),
+    ev("lead.engaged", "2026-03-07T00:00:00Z", lead_id="L", action="webinar"),
+    ev("lead.disqualified", "2026-03-08T00:00:00Z", lead_id="L"),
+]
+
+
+def _fold(events: list) -> LeadState:
+    state = LeadState("L")
+    for event in events:
+        state = apply_lead_event(state, event)
+    return state
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.sampled_from(range(len(HISTORY))), min_size=1, max_size=10))
+def test_state_depends_only_on_the_set_of_events(indices: list[int]) -> None:
+    assert _fold([HISTORY[i] for i in indices]) == _fold(
+        [HISTORY[i] for i in sorted(set(indices))])
+
+
+def _day(i: int) -> int:
+    return day_of(ms_from_datetime(HISTORY[i].time))
+
+
+def test_converted_lead_counts_in_its_band_at_conversion_time() -> None:
+    state = _fold(HISTORY)
+    at = ms_from_datetime(HISTORY[3].time)
+    score = 35 + 1 * 0.5 ** (4 / 30) + 25 * 0.5 ** (1 / 30)
+    assert RULES.score(35, [(ms_from_datetime(HISTORY[1].time), "email_open"),
+                            (ms_from_datetime(HISTORY[2].time), "demo_request")], at) == score
+    assert lead_contributions(state, RULES) == {
+        ("e", "Web", _day(0)): (1, 0, 0),
+        ("e", "Web", _day(3)): (0, 1, 0),
+        ("h", "60+", _day(3)): (1, 1),
+    }
+    assert score_inputs(state, RULES) is None
+
+
+def test_open_lead_turns_hot_at_the_engagement_that_crosses() -> None:
+    state = _fold(HISTORY[:3])
+    assert hot_crossings(state, RULES) == [(ms_from_datetime(HISTORY[2].time), HISTORY[2].id)]
+    inputs = score_inputs(state, RULES)
+    assert inputs is not None and inputs.fit == 35
+    assert inputs.hot_since_ms == ms_from_datetime(HISTORY[2].time)
+    assert lead_contributions(state, RULES) == {("e", "Web", _day(0)): (1, 0, 0)}
+
+
+def test_fit_alone_over_the_threshold_is_hot_from_creation() -> None:
+    created = ev("lead.created", "2026-03-01T00:00:00Z", lead_id="M", source="Web",
+                 industry="Software", company_size=5000, job_title="CEO")
+    state = apply_lead_event(LeadState("M"), created)
+    assert hot_crossings(state, RULES) == [(ms_from_datetime(created.time), created.id)]
