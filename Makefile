@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test quick unit e2e lint schemas bench clean help prometheus-tools
+.PHONY: dashboards demo test quick unit e2e lint schemas bench clean help prometheus-tools
 
 help:
 	@echo "make demo    embedded Kafka + Redis + worker, a year of history, live KPIs (Ctrl-C stops)"
@@ -12,6 +12,7 @@ help:
 	@echo "make quick   make test without the slow fault-injection tests (marked slow)"
 	@echo "make unit    unit tests only;  make e2e  end-to-end tests only"
 	@echo "make schemas regenerate schemas/ from the pydantic models"
+	@echo "make dashboards regenerate deploy/grafana/dashboards/ from stream_app/tools/dashboards.py"
 	@echo "make bench   throughput, freshness, memory, recovery and scrape figures (~15 min;"
 	@echo "             BENCH_ARGS='--events 20000 --open-deals 50000' for a quick run)"
 
@@ -30,16 +31,18 @@ lint: $(STAMP)
 
 # promtool checks the alert and recording rules; as root, install Debian's packages.
 prometheus-tools:
-	@if ! command -v promtool >/dev/null || ! command -v prometheus-alertmanager >/dev/null; then \
+	@if ! command -v promtool >/dev/null || ! command -v prometheus-alertmanager >/dev/null \
+	    || ! command -v docker-compose >/dev/null; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    echo "installing Debian's prometheus and prometheus-alertmanager"; \
+	    echo "installing Debian's prometheus, prometheus-alertmanager and docker-compose"; \
 	    export DEBIAN_FRONTEND=noninteractive; \
-	    apt-get install -y -q prometheus prometheus-alertmanager >/dev/null 2>&1 || \
+	    apt-get install -y -q prometheus prometheus-alertmanager docker-compose >/dev/null 2>&1 || \
 	      { apt-get update -q >/dev/null && \
-	        apt-get install -y -q prometheus prometheus-alertmanager >/dev/null; }; \
+	        apt-get install -y -q prometheus prometheus-alertmanager docker-compose >/dev/null; }; \
 	  else \
-	    echo "promtool not found: apt-get install prometheus prometheus-alertmanager"; \
-	    echo "(the rule tests fail in CI and as root without it, and skip otherwise)"; \
+	    echo "promtool or docker-compose not found: apt-get install prometheus"; \
+	    echo "prometheus-alertmanager docker-compose (the rule and compose tests fail in CI"; \
+	    echo "and as root without them, and skip otherwise)"; \
 	  fi; \
 	fi
 
@@ -60,6 +63,9 @@ bench: $(STAMP)
 
 schemas: $(STAMP)
 	$(BIN)/stream-app schemas
+
+dashboards: $(STAMP)
+	$(BIN)/stream-app dashboards
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .hypothesis

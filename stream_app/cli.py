@@ -99,6 +99,14 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument("--rate", type=float, default=None, help="events per second (default: max)")
     rep.add_argument("--no-progress", action="store_true")
 
+    dash = sub.add_parser(
+        "dashboards", help="write the Grafana dashboards (JSON) generated from "
+        "stream_app/tools/dashboards.py", description="Grafana dashboards as code: writes "
+        "one JSON file per dashboard; with --check, exits 1 if the files differ instead.")
+    dash.add_argument("--dir", type=Path, default=Path("deploy/grafana/dashboards"),
+                      help="target folder (deploy/grafana/dashboards)")
+    dash.add_argument("--check", action="store_true", help="compare, do not write")
+
     imp = sub.add_parser("import", help="convert a CRM export to CloudEvents JSON lines")
     imp_sub = imp.add_subparsers(dest="format", required=True, metavar="FORMAT")
     maven = imp_sub.add_parser("maven-crm", help="Maven Analytics CRM Sales Opportunities folder")
@@ -283,6 +291,22 @@ def main(argv: list[str] | None = None) -> int:
         for line_no, why in result.unroutable:
             print(f"line {line_no} not sent: {why}", file=sys.stderr)
         return 0 if not result.unroutable else 2
+    if args.command == "dashboards":
+        from stream_app.tools.dashboards import dashboard_files
+
+        stale = []
+        for name, text in dashboard_files().items():
+            target = args.dir / name
+            if target.exists() and target.read_text() == text:
+                continue
+            stale.append(str(target))
+            if not args.check:
+                args.dir.mkdir(parents=True, exist_ok=True)
+                target.write_text(text)
+        verb = "differ" if args.check else "written"
+        print("\n".join(f"{verb}: {path}" for path in stale) or "dashboards up to date",
+              file=sys.stderr)
+        return 1 if args.check and stale else 0
     if args.command == "import":
         events, report = _import(args)
         _write_jsonl(events, args.out)

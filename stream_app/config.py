@@ -170,6 +170,11 @@ class Settings(BaseSettings):
         return caps[label]
 
     @property
+    def source_topics(self) -> tuple[str, ...]:
+        """The CRM topics the workers read (not the internal re-key topics)."""
+        return (self.topic_deals, self.topic_customers, self.topic_quotas, self.topic_leads)
+
+    @property
     def stage_names(self) -> tuple[str, ...]:
         """Stage names in pipeline order."""
         return tuple(stage.name for stage in self.stages)

@@ -1,4 +1,5 @@
-"""Debian's Prometheus binaries for the tests: required in CI and as root, skipped elsewhere."""
+"""Debian's prometheus and docker-compose binaries for the tests: required in CI and as
+root, skipped elsewhere."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ def require_binary(*names: str) -> str:
         if found:
             return found
     if os.environ.get("CI") or os.geteuid() == 0:
-        pytest.fail(f"{names[0]} is missing: `make test` installs Debian's prometheus and "
-                    "prometheus-alertmanager packages when run as root")
+        pytest.fail(f"{names[0]} is missing: `make test` installs Debian's prometheus, "
+                    "prometheus-alertmanager and docker-compose packages when run as root")
     pytest.skip(f"{names[0]} is missing and this is not CI or root: "
-                "apt-get install prometheus prometheus-alertmanager")
+                "apt-get install prometheus prometheus-alertmanager docker-compose")

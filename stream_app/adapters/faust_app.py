@@ -593,62 +593,67 @@ class PulseWorker:
                    "cents": cents}
         self.owner_wins_topic.send_soon(key=owner_id.encode(), value=json.dumps(payload).encode())
 
-    async def _on_account_batch(self, events: Sequence[EventT]) -> None:
-        wins_topic = self.settings.topic_account_wins
-        writers = self._batch_writers(self.accounts, events)
-        churns = await self._decode_and_admit(
-            [e for e in events if e.message.topic != wins_topic], "customers"
-        )
-        await self._admit_labels({"competitor": {c.data.competitor for _, c in churns
-                                                 if c.data.competitor}})
-        admitted = {id(event): churn for event, churn in churns}
+    async def _on_rekeyed_batch(
+        self, table: faust.Table, events: Sequence[EventT], wins_topic: str, role: TopicRole,
+        labels: Callable[[list[Any]], Mapping[str, Iterable[str]]],
+        fold_win: Callable[[BatchWriter, EventT, dict[str, Any]], None],
+        fold_event: Callable[[BatchWriter, EventT, Any], None],
+    ) -> None:
+        """A batch of a table fed by a CRM topic and by won deals re-keyed onto it."""
+        writers = self._batch_writers(table, events)
+        decoded = await self._decode_and_admit(
+            [e for e in events if e.message.topic != wins_topic], role)
+        await self._admit_labels(labels([d for _, d in decoded]))
+        admitted = {id(event): value for event, value in decoded}
         for event in events:
-            msg = event.message
-            store = writers[msg.partition]
-            if msg.topic == wins_topic:
-                win = json.loads(msg.value)
+            store = writers[event.message.partition]
+            if event.message.topic == wins_topic:
                 self._note_position(event, None)
-                self._fold_entity(self._account_fold, store, event, "w", win["account_id"],
-                                  win["won_at_ms"], partial(apply_account_win,
-                                                            won_at_ms=win["won_at_ms"],
-                                                            deal_id=win["deal_id"]))
+                fold_win(store, event, json.loads(event.message.value))
             elif id(event) in admitted:
-                churn: CustomerChurned = admitted[id(event)]
-                time_ms = ms_from_datetime(churn.time)
-                self._fold_entity(self._account_fold, store, event, "c", churn.data.account_id,
-                                  time_ms, partial(apply_account_churn, churned_at_ms=time_ms,
-                                                   event_id=churn.id,
-                                                   competitor=churn.data.competitor))
-        await self._flush(self.accounts, writers)
+                fold_event(store, event, admitted[id(event)])
+        await self._flush(table, writers)
+
+    async def _on_account_batch(self, events: Sequence[EventT]) -> None:
+        def fold_win(store: BatchWriter, event: EventT, win: dict[str, Any]) -> None:
+            self._fold_entity(self._account_fold, store, event, "w", win["account_id"],
+                              win["won_at_ms"], partial(apply_account_win,
+                                                        won_at_ms=win["won_at_ms"],
+                                                        deal_id=win["deal_id"]))
+
+        def fold_churn(store: BatchWriter, event: EventT, churn: CustomerChurned) -> None:
+            time_ms = ms_from_datetime(churn.time)
+            self._fold_entity(self._account_fold, store, event, "c", churn.data.account_id,
+                              time_ms, partial(apply_account_churn, churned_at_ms=time_ms,
+                                               event_id=churn.id,
+                                               competitor=churn.data.competitor))
+
+        await self._on_rekeyed_batch(
+            self.accounts, events, self.settings.topic_account_wins, "customers",
+            lambda churns: {"competitor": {c.data.competitor for c in churns
+                                           if c.data.competitor}},
+            fold_win, fold_churn)
 
     async def _on_owner_batch(self, events: Sequence[EventT]) -> None:
-        wins_topic = self.settings.topic_owner_wins
-        writers = self._batch_writers(self.owners, events)
-        quotas = await self._decode_and_admit(
-            [e for e in events if e.message.topic != wins_topic], "quotas"
-        )
-        await self._admit_labels({"owner": {q.data.owner_id for _, q in quotas},
-                                  "team": {q.data.team for _, q in quotas}})
-        admitted = {id(event): quota for event, quota in quotas}
-        for event in events:
-            msg = event.message
-            store = writers[msg.partition]
-            if msg.topic == wins_topic:
-                win = json.loads(msg.value)
-                self._note_position(event, None)
-                self._fold_entity(self._owner_win_fold, store, event, "w", win["deal_id"],
-                                  win["won_at_ms"], partial(apply_owner_win,
-                                                            won_at_ms=win["won_at_ms"],
-                                                            owner_id=win["owner_id"],
-                                                            cents=win["cents"]))
-            elif id(event) in admitted:
-                quota: QuotaSet = admitted[id(event)]
-                d, time_ms = quota.data, ms_from_datetime(quota.time)
-                self._fold_entity(self._owner_fold, store, event, "q", d.owner_id, time_ms,
-                                  partial(apply_quota, period=d.period, time_ms=time_ms,
-                                          event_id=quota.id, team=d.team, amount=str(d.amount),
-                                          currency=d.currency))
-        await self._flush(self.owners, writers)
+        def fold_win(store: BatchWriter, event: EventT, win: dict[str, Any]) -> None:
+            self._fold_entity(self._owner_win_fold, store, event, "w", win["deal_id"],
+                              win["won_at_ms"], partial(apply_owner_win,
+                                                        won_at_ms=win["won_at_ms"],
+                                                        owner_id=win["owner_id"],
+                                                        cents=win["cents"]))
+
+        def fold_quota(store: BatchWriter, event: EventT, quota: QuotaSet) -> None:
+            d, time_ms = quota.data, ms_from_datetime(quota.time)
+            self._fold_entity(self._owner_fold, store, event, "q", d.owner_id, time_ms,
+                              partial(apply_quota, period=d.period, time_ms=time_ms,
+                                      event_id=quota.id, team=d.team, amount=str(d.amount),
+                                      currency=d.currency))
+
+        await self._on_rekeyed_batch(
+            self.owners, events, self.settings.topic_owner_wins, "quotas",
+            lambda quotas: {"owner": {q.data.owner_id for q in quotas},
+                            "team": {q.data.team for q in quotas}},
+            fold_win, fold_quota)
 
     async def _on_lead_batch(self, events: Sequence[EventT]) -> None:
         writers = self._batch_writers(self.leads, events)
@@ -741,8 +746,7 @@ class PulseWorker:
     def exported_partitions(self) -> dict[str, frozenset[int]]:
         """Source partitions whose state the KPIs include now, by topic."""
         s = self.settings
-        return {topic: self._active_partitions(topic)
-                for topic in (s.topic_deals, s.topic_customers, s.topic_quotas, s.topic_leads)}
+        return {topic: self._active_partitions(topic) for topic in s.source_topics}
 
     def _note_recovery(self) -> None:
         recovery = self.app.tables.recovery

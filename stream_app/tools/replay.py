@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["ReplayResult", "iter_jsonl", "produce_events", "route"]
+__all__ = ["ROUTES", "ReplayResult", "iter_jsonl", "produce_events", "route"]
 
 import asyncio
 import json
@@ -38,27 +38,23 @@ def iter_jsonl(path: Path) -> Iterator[bytes]:
                 yield line
 
 
+#: Event type prefix -> (key field, topic setting).
+ROUTES = {"deal": ("deal_id", "topic_deals"), "customer": ("account_id", "topic_customers"),
+          "quota": ("owner_id", "topic_quotas"), "lead": ("lead_id", "topic_leads")}
+
+
 def route(settings: Settings, raw: dict[str, Any]) -> tuple[str, bytes | None]:
     """Topic and key of an event: deal.* by deal_id, customer.* by account_id, quota.* by
     owner_id, lead.* by lead_id."""
     kind = str(raw.get("type", ""))
     data = raw.get("data") if isinstance(raw.get("data"), dict) else {}
-    if kind.startswith("customer."):
-        key = data.get("account_id")
-        topic = settings.topic_customers
-    elif kind.startswith("deal."):
-        key = data.get("deal_id")
-        topic = settings.topic_deals
-    elif kind.startswith("quota."):
-        key = data.get("owner_id")
-        topic = settings.topic_quotas
-    elif kind.startswith("lead."):
-        key = data.get("lead_id")
-        topic = settings.topic_leads
-    else:
+    prefix, dot, _ = kind.partition(".")
+    if not dot or prefix not in ROUTES:
         raise ValueError(f"type {kind!r}: no topic for it (expected deal.*, customer.*, "
                          f"quota.* or lead.*)")
-    return topic, str(key).encode() if key is not None else None
+    field, topic = ROUTES[prefix]
+    key = data.get(field)
+    return getattr(settings, topic), str(key).encode() if key is not None else None
 
 
 def _encode(settings: Settings, item: dict[str, Any] | bytes) -> tuple[str, bytes | None, bytes]:

@@ -19,6 +19,7 @@ import yaml
 
 from stream_app.adapters.processes import free_port, spawn, stop_process, wait_for_port
 from stream_app.config import Settings
+from stream_app.tools.dashboards import panel_queries
 from stream_app.tools.generator import GeneratorSettings, generate_events
 from tests.integration.conftest import last_time
 from tests.integration.harness import Worker, produce, settled, worker_settings
@@ -177,6 +178,14 @@ def test_churn_and_attainment_alerts_reach_the_receiver_only_when_due(
                        if g["name"] == "pipeline_pulse_kpis"]
         empty = [name for name in kpi_records if not _query(prometheus, name)]
         assert not empty, f"recording rules without data: {empty}"
+        panels = [(board.name, title, expr)
+                  for board in sorted((DEPLOY / "grafana" / "dashboards").glob("*.json"))
+                  for title, expr in panel_queries(board.read_text())]
+        assert len(panels) > 30
+        deadline = time.monotonic() + 30
+        while blank := [p for p in panels if not _query(prometheus, p[2])]:
+            assert time.monotonic() < deadline, f"Grafana panels without data: {blank}"
+            time.sleep(1)
         rate = _query(prometheus, 'period:pulse_customer_churn_rate:ratio{period="last_month"}')
         assert abs(float(rate[0]["value"][1]) - churn) <= 1e-9
         wanted = {name for name, fire in due.items() if fire}

@@ -211,7 +211,7 @@ def test_disorder_within_grace_changes_nothing_and_late_events_are_counted(
         produce(base_settings, held)
         [samples] = settled([worker], base_settings.partitions, end)
         assert_matches(expected_metrics(events, end), samples)
-        records = [r for topic in (base_settings.topic_deals, base_settings.topic_customers)
+        records = [r for topic in base_settings.source_topics
                    for r in read_topic(base_settings, topic)]
         assert len(records) == len(events)
         want = _late_per_type(records, grace)
@@ -370,8 +370,7 @@ def test_three_workers_one_replaced_mid_stream_stay_exact_and_never_double_expor
         exported = [frozenset((dict(labels)["topic"], dict(labels)["partition"])
                               for (name, labels), v in s.items()
                               if name == "pulse_exported_partition") for s in per_worker]
-        everything = {(topic, str(p)) for topic in (base_settings.topic_deals,
-                                                     base_settings.topic_customers)
+        everything = {(topic, str(p)) for topic in base_settings.source_topics
                       for p in range(base_settings.partitions)}
         assert set().union(*exported) == everything
         assert sum(len(e) for e in exported) == len(everything)

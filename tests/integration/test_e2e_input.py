@@ -85,8 +85,7 @@ def test_bad_input_goes_to_dead_letters_and_valid_events_all_count(
         for letter in letters:
             assert letter["value"] in originals
             assert letter["headers"]["pulse-detail"]
-            assert letter["headers"]["pulse-topic"] in (base_settings.topic_deals,
-                                                       base_settings.topic_customers)
+            assert letter["headers"]["pulse-topic"] in base_settings.source_topics
             assert int(letter["headers"]["pulse-offset"]) >= 0
         detail = {letter["headers"]["pulse-reason"]: letter["headers"]["pulse-detail"]
                   for letter in letters}
@@ -166,7 +165,7 @@ def test_fuzzed_input_never_stops_the_worker_and_lands_in_dead_letters(
     that are interleaved with valid events and sent to one running worker."""
     events = small_stream(seed=71, months=3)
     rounds = [events[i * len(events) // 4:(i + 1) * len(events) // 4] for i in range(4)]
-    topics = (base_settings.topic_deals, base_settings.topic_customers)
+    topics = base_settings.source_topics
     sent_valid: list[dict] = []
     junk_sent: list[bytes] = []
     done: list[int] = []

@@ -91,3 +91,39 @@ def test_readme_documents_every_setting_and_metric() -> None:
     names = {sample.name for family in registry.collect() for sample in family.samples}
     documented = set(re.findall(r"`(pulse_[a-z_]+)[{`]", readme))
     assert names - documented == set()
+
+
+def test_docker_compose_validates_the_stack() -> None:
+    import subprocess
+
+    from tests.prometheus_tools import require_binary
+
+    done = subprocess.run([require_binary("docker-compose"), "config", "-q"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_grafana_is_provisioned_with_the_generated_dashboards() -> None:
+    import json
+
+    from stream_app.tools.dashboards import PROMETHEUS_UID, dashboard_files, panel_queries
+
+    folder = ROOT / "deploy" / "grafana" / "dashboards"
+    committed = {path.name: path.read_text() for path in folder.glob("*.json")}
+    assert committed == dashboard_files(), "run `make dashboards` to regenerate"
+    source = yaml.safe_load(
+        (ROOT / "deploy/grafana/provisioning/datasources/prometheus.yml").read_text())
+    [datasource] = source["datasources"]
+    assert datasource["uid"] == PROMETHEUS_UID and datasource["url"] == "http://prometheus:9090"
+    provider = yaml.safe_load(
+        (ROOT / "deploy/grafana/provisioning/dashboards/pipeline-pulse.yml").read_text())
+    grafana = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]["grafana"]
+    mounts = dict(v.rsplit(":", 1)[0].split(":", 1) for v in grafana["volumes"])
+    assert mounts["./deploy/grafana/dashboards"] == provider["providers"][0]["options"]["path"]
+    assert mounts["./deploy/grafana/provisioning"] == "/etc/grafana/provisioning"
+    for name, text in committed.items():
+        board = json.loads(text)
+        assert board["uid"].startswith("pulse-") and board["panels"], name
+        for panel in board["panels"]:
+            assert panel["datasource"]["uid"] == PROMETHEUS_UID, (name, panel["title"])
+        assert len(list(panel_queries(text))) >= len(board["panels"])
