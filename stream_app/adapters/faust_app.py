@@ -821,9 +821,12 @@ class PulseWorker:
                     self._shared_clock_ms = shared
 
     def _local_latest_ms(self) -> int | None:
-        """Latest event time of the owned deal partitions (their clock records only)."""
-        times = [record["v"] for p in self._active_partitions(self.settings.topic_deals)
-                 if (record := self.deals.data.get(clock_key(p))) is not None]
+        """Latest event time of the owned partitions (their clock records only)."""
+        s = self.settings
+        tables = ((self.deals, s.topic_deals), (self.accounts, s.topic_customers),
+                  (self.owners, s.topic_quotas), (self.leads, s.topic_leads))
+        times = [record["v"] for table, topic in tables for p in self._active_partitions(topic)
+                 if (record := table.data.get(clock_key(p))) is not None]
         return max(times, default=None)
 
     def report(self) -> Report | None:
