@@ -55,6 +55,29 @@ def _epoch_ms(moment: dt.datetime) -> int:
     return (moment - _EPOCH) // dt.timedelta(milliseconds=1)
 
 
+def _cents(cfg: ReferenceConfig, amount: str, currency: str) -> int:
+    """``amount`` converted to reporting-currency cents, rounded half to even."""
+    value = (Decimal(amount) * cfg.fx[currency]).quantize(Decimal("0.01"), ROUND_HALF_EVEN)
+    return int(value * 100)
+
+
+def _windows(today: dt.date, cfg: ReferenceConfig) -> list[tuple[str, dt.date | None]]:
+    """(name, first date) of each trailing window, then ("all", None)."""
+    return [*((f"{n}d", today - dt.timedelta(days=n - 1)) for n in cfg.windows_days),
+            ("all", None)]
+
+
+def _by_entity(events: list[dict[str, Any]], prefix: str, field: str) -> dict[str, list[dict]]:
+    """Events whose type starts with ``prefix``, grouped by ``data[field]``, time-ordered."""
+    grouped: dict[str, list[dict]] = defaultdict(list)
+    for event in events:
+        if event["type"].startswith(prefix):
+            grouped[event["data"][field]].append(event)
+    for items in grouped.values():
+        items.sort(key=_order)
+    return grouped
+
+
 def _key(name: str, **labels: str) -> Key:
     return (name, tuple(sorted(labels.items())))
 
@@ -85,8 +108,7 @@ def expected_metrics(events: list[dict[str, Any]], as_of: dt.datetime,
             churn_events[event["data"]["account_id"]].append(event)
 
     def cents(amount: str, currency: str) -> int:
-        value = (Decimal(amount) * cfg.fx[currency]).quantize(Decimal("0.01"), ROUND_HALF_EVEN)
-        return int(value * 100)
+        return _cents(cfg, amount, currency)
 
     created_rows: list[tuple[str, dt.date]] = []
     won_rows: list[tuple[str, dt.date, int, int]] = []  # team, date, cents, cycle_ms
@@ -128,9 +150,7 @@ def expected_metrics(events: list[dict[str, Any]], as_of: dt.datetime,
     groups = [*teams, "all"]
     out: dict[Key, Fraction] = {}
     open_count = {g: sum(1 for r in open_rows if g in ("all", r[0])) for g in groups}
-    windows: list[tuple[str, dt.date | None]] = [
-        (f"{n}d", as_of_date - dt.timedelta(days=n - 1)) for n in cfg.windows_days]
-    windows.append(("all", None))
+    windows = _windows(as_of_date, cfg)
 
     def inside(day: dt.date, first: dt.date | None) -> bool:
         return day <= as_of_date and (first is None or day >= first)
@@ -217,13 +237,8 @@ class _Path:
 
 def _walk_deals(events: list[dict[str, Any]], cfg: ReferenceConfig) -> list[_Path]:
     order = list(cfg.stages)
-    by_deal: dict[str, list[dict]] = defaultdict(list)
-    for event in events:
-        if event["type"].startswith("deal."):
-            by_deal[event["data"]["deal_id"]].append(event)
     paths = []
-    for deal_events in by_deal.values():
-        deal_events.sort(key=_order)
+    for deal_events in _by_entity(events, "deal.", "deal_id").values():
         created = [e for e in deal_events if e["type"] == "deal.created"]
         if not created:
             continue
@@ -231,8 +246,7 @@ def _walk_deals(events: list[dict[str, Any]], cfg: ReferenceConfig) -> list[_Pat
         data, currency = c["data"], c["data"]["currency"]
 
         def cents(amount: str, currency: str = currency) -> int:
-            value = Decimal(amount) * cfg.fx[currency]
-            return int(value.quantize(Decimal("0.01"), ROUND_HALF_EVEN) * 100)
+            return _cents(cfg, amount, currency)
 
         path = _Path(data["team"], data["owner_id"], data.get("source") or "(none)",
                      data.get("product") or "(none)", data.get("account_id"), _t(c),
@@ -299,9 +313,7 @@ def expected_catalogue(events: list[dict[str, Any]], as_of: dt.datetime,
     today = as_of.astimezone(dt.UTC).date()
     out: dict[Key, Fraction] = {}
     teams = sorted({p.team for p in paths})
-    windows: list[tuple[str, dt.date | None]] = [
-        (f"{n}d", today - dt.timedelta(days=n - 1)) for n in cfg.windows_days]
-    windows.append(("all", None))
+    windows = _windows(today, cfg)
 
     def inside(moment: dt.datetime, first: dt.date | None) -> bool:
         return moment.date() <= today and (first is None or moment.date() >= first)
@@ -505,13 +517,8 @@ def expected_hot_events(events: list[dict[str, Any]],
     """Ids of the ``lead.hot`` events the workers should publish."""
     cfg = cfg or ReferenceConfig()
     rules = yaml.safe_load(cfg.scoring_file.read_text())
-    by_lead: dict[str, list[dict]] = defaultdict(list)
-    for event in unique_by_id(events):
-        if event["type"].startswith("lead."):
-            by_lead[event["data"]["lead_id"]].append(event)
     ids = set()
-    for lead, lead_events in by_lead.items():
-        lead_events.sort(key=_order)
+    for lead, lead_events in _by_entity(unique_by_id(events), "lead.", "lead_id").items():
         created = [e for e in lead_events if e["type"] == "lead.created"]
         if not created:
             continue
@@ -531,19 +538,12 @@ def expected_leads(events: list[dict[str, Any]], as_of: dt.datetime,
     edges = rules["band_edges"]
     names = [f"0-{edges[0]}", *(f"{a}-{b}" for a, b in itertools.pairwise(edges)),
              f"{edges[-1]}+"]
-    by_lead: dict[str, list[dict]] = defaultdict(list)
-    for event in unique_by_id(events):
-        if event["type"].startswith("lead."):
-            by_lead[event["data"]["lead_id"]].append(event)
     today = as_of.astimezone(dt.UTC).date()
     now = _epoch_ms(as_of)
-    windows: list[tuple[str, dt.date | None]] = [
-        (f"{n}d", today - dt.timedelta(days=n - 1)) for n in cfg.windows_days]
-    windows.append(("all", None))
+    windows = _windows(today, cfg)
     rows = []  # source, created date, close date or None, converted, band at close
     open_scores: list[tuple[float, int | None]] = []  # score at T, last turned hot
-    for lead_events in by_lead.values():
-        lead_events.sort(key=_order)
+    for lead_events in _by_entity(unique_by_id(events), "lead.", "lead_id").values():
         created = [e for e in lead_events if e["type"] == "lead.created"]
         if not created:
             continue
@@ -644,8 +644,7 @@ def _expected_quotas(events: list[dict[str, Any]], paths: list[_Path], today: dt
             if quota_period != name:
                 continue
             data = event["data"]
-            quota = int((Decimal(data["amount"]) * cfg.fx[data["currency"]]).quantize(
-                Decimal("0.01"), ROUND_HALF_EVEN) * 100)
+            quota = _cents(cfg, data["amount"], data["currency"])
             won = sum(p.closed[2] for p in paths if p.owner == owner and p.closed
                       and p.closed[0] == "won" and start <= p.closed[1].date() < end)
             rows.append((data["team"], owner, quota, won))
