@@ -60,6 +60,8 @@ class Settings(BaseSettings):
     topic_quotas: str = Field("crm.quotas", description="quota.set events, keyed by owner_id "
                               "(created compacted).")
     topic_leads: str = Field("crm.leads", description="lead.* events, keyed by lead_id.")
+    topic_activities: str = Field("crm.activities", description="activity.logged events "
+                                  "(calls, emails, meetings), keyed by owner_id.")
     topic_lead_scores: str = Field(
         "crm.lead-scores", description="Published lead.hot events (a lead crossed the hot "
         "score), keyed by lead_id, for the CRM to act on."
@@ -172,7 +174,8 @@ class Settings(BaseSettings):
     @property
     def source_topics(self) -> tuple[str, ...]:
         """The CRM topics the workers read (not the internal re-key topics)."""
-        return (self.topic_deals, self.topic_customers, self.topic_quotas, self.topic_leads)
+        return (self.topic_deals, self.topic_customers, self.topic_quotas, self.topic_leads,
+                self.topic_activities)
 
     @property
     def stage_names(self) -> tuple[str, ...]:

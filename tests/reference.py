@@ -460,6 +460,7 @@ def expected_catalogue(events: list[dict[str, Any]], as_of: dt.datetime,
         out[_key("pulse_customer_lifetime_value")] = apv * pf * lifespan
     out.update(_expected_quotas(events, paths, today, cfg))
     out.update(expected_leads(events, as_of, cfg))
+    out.update(_expected_activities(events, paths, today, cfg))
     return out
 
 
@@ -607,6 +608,44 @@ def expected_leads(events: list[dict[str, Any]], as_of: dt.datetime,
     return out
 
 
+def _expected_activities(events: list[dict[str, Any]], paths: list[_Path], today: dt.date,
+                         cfg: ReferenceConfig) -> dict[Key, Fraction]:
+    """Calls, emails and meetings per team and per owner in each window; activities per
+    won deal. One activity per CRM ``activity_id`` (else per event id), its earliest event."""
+    earliest: dict[str, dict[str, Any]] = {}
+    for e in unique_by_id(events):
+        if e["type"] != "activity.logged":
+            continue
+        identity = e["data"].get("activity_id") or e["id"]
+        if identity not in earliest or _order(e) < _order(earliest[identity]):
+            earliest[identity] = e
+    logged = [(e["data"]["team"], e["data"]["owner_id"], e["data"]["kind"], _t(e).date())
+              for e in earliest.values()]
+    wins = [(p.team, p.closed[1].date()) for p in paths if p.closed and p.closed[0] == "won"]
+    out: dict[Key, Fraction] = {}
+    if not logged:
+        return out
+    for window, first in _windows(today, cfg):
+        def inside(day: dt.date, first: dt.date | None = first) -> bool:
+            return day <= today and (first is None or day >= first)
+
+        for team in [*sorted({t for t, _, _, _ in logged}), "all"]:
+            mine = [kind for t, _, kind, day in logged if team in ("all", t) and inside(day)]
+            for kind in ("call", "email", "meeting"):
+                out[_key("pulse_activities", team=team, kind=kind, window=window)] = Fraction(
+                    mine.count(kind))
+            won = sum(1 for t, day in wins if team in ("all", t) and inside(day))
+            if won:
+                out[_key("pulse_activities_per_won_deal", team=team, window=window)] = Fraction(
+                    len(mine), won)
+        for owner in sorted({o for _, o, _, _ in logged}):
+            mine = [kind for _, o, kind, day in logged if o == owner and inside(day)]
+            for kind in ("call", "email", "meeting"):
+                out[_key("pulse_owner_activities", owner=owner, kind=kind, window=window)] = (
+                    Fraction(mine.count(kind)))
+    return out
+
+
 def _period_dates(today: dt.date) -> dict[str, tuple[str, dt.date, dt.date]]:
     """Period type -> (name, first day, first day after) for the month and quarter of
     ``today`` and the ones before them."""
@@ -706,7 +745,7 @@ ADDITIVE = frozenset({
     "pulse_leads_created", "pulse_leads_converted", "pulse_leads_disqualified",
     "pulse_lead_band_closed", "pulse_lead_band_converted", "pulse_lead_score_bucket",
     "pulse_lead_score_gcount", "pulse_lead_score_gsum", "pulse_open_leads",
-    "pulse_hot_leads", "pulse_hot_leads_waiting",
+    "pulse_hot_leads", "pulse_hot_leads_waiting", "pulse_activities", "pulse_owner_activities",
 })
 #: Additive metrics that are not sums of cents or milliseconds: compared to 1e-9 relative.
 INEXACT = frozenset({"pulse_open_pipeline_weighted_amount", "pulse_competitor_price_gap_sum",

@@ -1,13 +1,16 @@
 """The Faust application: topics, tables and agents. Agents decode, fold and store.
 
-Three tables, each holding entity records and the aggregates derived from them
+Five tables, each holding entity records and the aggregates derived from them
 (see :mod:`stream_app.kpi.fold` for why they share one changelog):
 
 - ``deals``: keyed by deal on the deal topic's partitions;
 - ``accounts``: keyed by account on the customer topic's partitions, fed by
   ``customer.churned`` and by won deals re-keyed by account (an internal topic);
 - ``owners``: keyed by owner on the quota topic's partitions, fed by ``quota.set``
-  and by won deals re-keyed by owner (an internal topic).
+  and by won deals re-keyed by owner (an internal topic);
+- ``leads``: keyed by lead on the lead topic's partitions;
+- ``activities``: keyed by activity on the activity topic's partitions (which are
+  keyed by owner).
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from stream_app.adapters.redis_store import RedisStore
 from stream_app.config import Settings
 from stream_app.events.codec import ContractRules, Rejection, TopicRole, decode_event
 from stream_app.events.models import (
+    ActivityLogged,
     CustomerChurned,
     DealCreated,
     DealEvent,
@@ -50,6 +54,11 @@ from stream_app.kpi.accounts import (
     account_contributions,
     apply_account_churn,
     apply_account_win,
+)
+from stream_app.kpi.activities import (
+    ActivityState,
+    activity_contributions,
+    apply_activity_event,
 )
 from stream_app.kpi.deals import NO_VALUE, DealState
 from stream_app.kpi.fold import (
@@ -264,6 +273,7 @@ class PulseWorker:
         )
         self.owner_wins_topic = app.topic(s.topic_owner_wins, partitions=s.partitions, **raw)
         self.leads_topic = app.topic(s.topic_leads, partitions=s.partitions, **raw)
+        self.activities_topic = app.topic(s.topic_activities, partitions=s.partitions, **raw)
         self.lead_scores = app.topic(s.topic_lead_scores, partitions=s.partitions, **raw)
         self.dead_letters = app.topic(s.topic_dead_letters, **raw)
         table_args = {"default": None, "partitions": s.partitions}
@@ -271,10 +281,12 @@ class PulseWorker:
         self.accounts = app.Table("pulse-accounts", **table_args)
         self.owners = app.Table("pulse-owners", **table_args)
         self.leads = app.Table("pulse-leads", **table_args)
+        self.activities = app.Table("pulse-activities", **table_args)
         self._deal_index = _AggregateIndex(self.deals)
         self._account_index = _AggregateIndex(self.accounts)
         self._owner_index = _AggregateIndex(self.owners)
         self._lead_index = _AggregateIndex(self.leads)
+        self._activity_index = _AggregateIndex(self.activities)
         self._account_fold = _EntityFold("a", AccountState, AccountState.from_json,
                                          account_contributions, AccountState.to_json,
                                          self._account_index)
@@ -287,7 +299,10 @@ class PulseWorker:
         self._owner_win_fold = _EntityFold("ownerwin", OwnerWin, OwnerWin.from_json,
                                            win_contributions, OwnerWin.to_json,
                                            self._owner_index)
-        for table in (self.deals, self.accounts, self.owners, self.leads):
+        self._activity_fold = _EntityFold("act", ActivityState, ActivityState.from_json,
+                                          activity_contributions, ActivityState.to_json,
+                                          self._activity_index)
+        for table in (self.deals, self.accounts, self.owners, self.leads, self.activities):
             self._count_changelog_records(table)
 
         @self.deals.on_recover
@@ -325,6 +340,14 @@ class PulseWorker:
             self._recovered.add("leads")
             self._maybe_ready()
 
+        @self.activities.on_recover
+        async def _activities_recovered() -> None:
+            self._activity_index.rebuild()
+            await self._admit_labels(self._activity_index.groups())
+            await self._verify_positions(self.activities, {s.topic_activities})
+            self._recovered.add("activities")
+            self._maybe_ready()
+
         @app.on_partitions_revoked.connect
         async def _revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
             self._ready = frozenset()
@@ -352,6 +375,11 @@ class PulseWorker:
             async for events in stream.take_events(**batch):
                 await self._on_lead_batch(events)
 
+        @app.agent(self.activities_topic, name="pulse-activity-agent")
+        async def activity_agent(stream: faust.StreamT) -> None:
+            async for events in stream.take_events(**batch):
+                await self._on_activity_batch(events)
+
         @app.timer(1.0)
         async def _tick() -> None:
             await self._refresh()
@@ -369,7 +397,7 @@ class PulseWorker:
         async def healthz(web: Any, request: Any) -> Any:
             return web.json({"status": "ok", "owned_partitions": self.owned_partitions()})
 
-        self._agents = (deal_agent, account_agent, owner_agent, lead_agent)
+        self._agents = (deal_agent, account_agent, owner_agent, lead_agent, activity_agent)
 
     def _count_changelog_records(self, table: faust.Table) -> None:
         apply_batch, applied = table.apply_changelog_batch, self._stats.changelog_applied
@@ -669,6 +697,19 @@ class PulseWorker:
             self._publish_hot(result.state, lead_event.id)
         await self._flush(self.leads, writers)
 
+    async def _on_activity_batch(self, events: Sequence[EventT]) -> None:
+        writers = self._batch_writers(self.activities, events)
+        admitted: list[tuple[EventT, ActivityLogged]] = await self._decode_and_admit(
+            events, "activities")
+        await self._admit_labels({"owner": {a.data.owner_id for _, a in admitted},
+                                  "team": {a.data.team for _, a in admitted}})
+        for event, activity in admitted:
+            self._fold_entity(
+                self._activity_fold, writers[event.message.partition], event, "v",
+                activity.data.activity_id or activity.id, ms_from_datetime(activity.time),
+                partial(apply_activity_event, event=activity))
+        await self._flush(self.activities, writers)
+
     def _note_lead(self, partition: int, state: LeadState) -> None:
         self._lead_key_partitions[entity_key("lead", state.lead_id)] = partition
         inputs = score_inputs(state, self._scoring)
@@ -735,7 +776,7 @@ class PulseWorker:
         return frozenset(p for t, p in self._ready if t == topic)
 
     def _maybe_ready(self) -> None:
-        if self._recovered != {"deals", "accounts", "owners", "leads"}:
+        if self._recovered != {"deals", "accounts", "owners", "leads", "activities"}:
             return
         try:
             actives = self.app.assignor.assigned_actives()
@@ -798,7 +839,7 @@ class PulseWorker:
         consumer = self.app.consumer
         s = self.settings
         sources = {s.topic_deals, s.topic_customers, s.topic_account_wins, s.topic_quotas,
-                   s.topic_owner_wins, s.topic_leads}
+                   s.topic_owner_wins, s.topic_leads, s.topic_activities}
         actives = list(self.app.assignor.assigned_actives())
         self._stats.forget_except({(tp.topic, tp.partition) for tp in actives})
         for tp in actives:
@@ -824,7 +865,8 @@ class PulseWorker:
         """Latest event time of the owned partitions (their clock records only)."""
         s = self.settings
         tables = ((self.deals, s.topic_deals), (self.accounts, s.topic_customers),
-                  (self.owners, s.topic_quotas), (self.leads, s.topic_leads))
+                  (self.owners, s.topic_quotas), (self.leads, s.topic_leads),
+                  (self.activities, s.topic_activities))
         times = [record["v"] for table, topic in tables for p in self._active_partitions(topic)
                  if (record := table.data.get(clock_key(p))) is not None]
         return max(times, default=None)
@@ -835,11 +877,13 @@ class PulseWorker:
         account_parts = self._active_partitions(self.settings.topic_customers)
         owner_parts = self._active_partitions(self.settings.topic_quotas)
         lead_parts = self._active_partitions(self.settings.topic_leads)
+        activity_parts = self._active_partitions(self.settings.topic_activities)
         snap = snapshot_from_aggregates(self._deal_index.items(), deal_parts, self._keep_label)
         others = [snapshot_from_aggregates(index.items(), parts, self._keep_label)
                   for index, parts in ((self._account_index, account_parts),
                                        (self._owner_index, owner_parts),
-                                       (self._lead_index, lead_parts))]
+                                       (self._lead_index, lead_parts),
+                                       (self._activity_index, activity_parts))]
         for other in others:
             snap.merge(other)
         snap.open_leads = [lead for p in lead_parts for lead in self._lead_book[p].values()]

@@ -60,6 +60,9 @@ def topic_plan(settings: Settings) -> dict[str, int]:
         settings.topic_account_wins: settings.partitions,
         settings.topic_quotas: settings.partitions,
         settings.topic_owner_wins: settings.partitions,
+        settings.topic_leads: settings.partitions,
+        settings.topic_lead_scores: settings.partitions,
+        settings.topic_activities: settings.partitions,
         settings.topic_dead_letters: 1,
     }
 

@@ -23,6 +23,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from stream_app.config import Settings
+from stream_app.kpi.activities import ACTIVITY_KINDS
 from stream_app.kpi.deals import MOVEMENTS, STINT_BUCKETS_DAYS
 from stream_app.kpi.money import cents_to_units
 from stream_app.kpi.report import ALL_GROUP, KIND_LABEL, ClvKpis, Report
@@ -169,6 +170,7 @@ class PulseCollector(Collector):
             yield from self._clv(report.clv)
         yield from self._quotas(report)
         yield from self._leads(report)
+        yield from self._activities(report)
         folded = _gauge("label_values_folded",
                         "Distinct label values over their cap, summed into the value other.",
                         ["label"])
@@ -437,6 +439,23 @@ class PulseCollector(Collector):
             family.add_metric([], value)
             yield family
 
+    def _activities(self, report: Report) -> Iterator[Metric]:
+        team = _gauge("activities", "Activities (calls, emails, meetings) logged in the window.",
+                      ["team", "kind", "window"])
+        per_won = _gauge("activities_per_won_deal", "Activities logged in the window / deals "
+                         "won in the window (pulse_deals_won).", ["team", "window"])
+        owner = _gauge("owner_activities", "Activities logged in the window by an owner "
+                       "(owner label capped by PULSE_MAX_OWNERS).", ["owner", "kind", "window"])
+        for a in report.activities:
+            for kind, n in zip(ACTIVITY_KINDS, a.counts, strict=True):
+                team.add_metric([a.group, kind, a.window], n)
+            if a.per_won_deal is not None:
+                per_won.add_metric([a.group, a.window], a.per_won_deal)
+        for o in report.owner_activities:
+            for kind, n in zip(ACTIVITY_KINDS, o.counts, strict=True):
+                owner.add_metric([o.owner, kind, o.window], n)
+        yield from (team, per_won, owner)
+
     def _clv(self, clv: ClvKpis) -> Iterator[Metric]:
         parts = (
             ("clv_won_amount", "Won amount over the trailing 365 days.",
@@ -549,7 +568,9 @@ def series_budget(settings: Settings) -> int:
     rules = load_rules(settings.lead_scoring_file)
     leads = (4 * windows * (settings.max_sources + 2) + 3 * windows * (len(rules.band_edges) + 1)
              + len(rules.histogram_buckets) + 6)
-    return (groups * per_team + histogram + dimensions + quotas + leads + 96
+    kinds = len(ACTIVITY_KINDS)
+    activities = windows * (groups * (kinds + 1) + kinds * (settings.max_owners + 1))
+    return (groups * per_team + histogram + dimensions + quotas + leads + activities + 96
             + 8 * settings.partitions)
 
 

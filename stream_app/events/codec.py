@@ -23,6 +23,7 @@ from pydantic import ValidationError
 
 from stream_app.events.models import (
     EVENT_TYPES,
+    ActivityLogged,
     CrmEvent,
     CustomerChurned,
     DealCreated,
@@ -35,7 +36,7 @@ from stream_app.events.models import (
     crm_event_adapter,
 )
 
-TopicRole = Literal["deals", "customers", "quotas", "leads"]
+TopicRole = Literal["deals", "customers", "quotas", "leads", "activities"]
 
 REJECT_REASONS: tuple[str, ...] = (
     "too_large",
@@ -64,6 +65,7 @@ _TOPIC_OF_TYPE: dict[str, TopicRole] = {
     "lead.engaged": "leads",
     "lead.converted": "leads",
     "lead.disqualified": "leads",
+    "activity.logged": "activities",
 }
 
 
@@ -88,10 +90,10 @@ class ContractRules:
 
 def entity_id(event: CrmEvent) -> str:
     """The id the Kafka key must carry: deal_id for deal events, account_id for customers,
-    owner_id for quotas, lead_id for leads."""
+    owner_id for quotas and activities, lead_id for leads."""
     if isinstance(event, CustomerChurned):
         return event.data.account_id
-    if isinstance(event, QuotaSet):
+    if isinstance(event, QuotaSet | ActivityLogged):
         return event.data.owner_id
     if isinstance(event, LeadCreated | LeadEngaged | LeadConverted | LeadDisqualified):
         return event.data.lead_id

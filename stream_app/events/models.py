@@ -7,9 +7,12 @@ One CloudEvents 1.0 event per Kafka message, structured JSON mode. The union
 from __future__ import annotations
 
 __all__ = [
+    "ACTIVITY_KINDS",
     "ENGAGEMENT_ACTIONS",
     "EVENT_TYPES",
     "PERIOD_PATTERN",
+    "ActivityLogged",
+    "ActivityLoggedData",
     "CrmEvent",
     "CustomerChurned",
     "CustomerChurnedData",
@@ -146,6 +149,25 @@ class LeadDisqualifiedData(_Data):
     reason: Annotated[str, Field(max_length=512)] | None = None
 
 
+#: What a rep logs in the CRM.
+ACTIVITY_KINDS = ("call", "email", "meeting")
+
+
+class ActivityLoggedData(_Data):
+    """Payload of ``activity.logged``: one call, email or meeting by an owner.
+
+    ``activity_id`` is the CRM's own id of the activity, when it has one: a repeat
+    with another CloudEvent id then counts once. Without it the CloudEvent id is
+    the activity's identity.
+    """
+
+    owner_id: Id
+    team: Label
+    kind: Literal["call", "email", "meeting"]
+    deal_id: Id | None = None
+    activity_id: Id | None = None
+
+
 #: A calendar month ("2026-11") or quarter ("2026-Q4").
 PERIOD_PATTERN = r"^[0-9]{4}-(0[1-9]|1[0-2]|Q[1-4])$"
 
@@ -242,13 +264,20 @@ class QuotaSet(_CloudEvent):
     data: QuotaSetData
 
 
+class ActivityLogged(_CloudEvent):
+    """A rep logged a call, an email or a meeting."""
+
+    type: Literal["activity.logged"]
+    data: ActivityLoggedData
+
+
 DealEvent = DealCreated | DealStageChanged | DealWon | DealLost
 CustomerEvent = CustomerChurned
 QuotaEvent = QuotaSet
 LeadEvent = LeadCreated | LeadEngaged | LeadConverted | LeadDisqualified
 CrmEvent = Annotated[
     DealCreated | DealStageChanged | DealWon | DealLost | CustomerChurned | QuotaSet
-    | LeadCreated | LeadEngaged | LeadConverted | LeadDisqualified,
+    | LeadCreated | LeadEngaged | LeadConverted | LeadDisqualified | ActivityLogged,
     Field(discriminator="type"),
 ]
 EVENT_TYPES: dict[str, type[_CloudEvent]] = {
@@ -262,5 +291,6 @@ EVENT_TYPES: dict[str, type[_CloudEvent]] = {
     "lead.engaged": LeadEngaged,
     "lead.converted": LeadConverted,
     "lead.disqualified": LeadDisqualified,
+    "activity.logged": ActivityLogged,
 }
 crm_event_adapter: TypeAdapter[CrmEvent] = TypeAdapter(CrmEvent)

@@ -51,6 +51,9 @@ VALID_EXAMPLES: dict[str, dict[str, Any]] = {
         "lead_id": "L-555", "deal_id": "D-1001"}), "subject": "L-555"},
     "lead.disqualified": {**_envelope("lead.disqualified", "evt-0010", {
         "lead_id": "L-556", "reason": "no budget"}), "subject": "L-556"},
+    "activity.logged": {**_envelope("activity.logged", "evt-0011", {
+        "owner_id": "rep-ana", "team": "EMEA", "kind": "meeting", "deal_id": "D-1001",
+        "activity_id": "00T5e00000Xq1"}), "subject": "rep-ana"},
 }
 
 
@@ -80,6 +83,8 @@ INVALID_EXAMPLES: dict[str, tuple[str, dict[str, Any]]] = {
     "unknown-currency": ("unknown_currency", _mutate("deal.created", {"data.currency": "XYZ"})),
     "unknown-stage": ("unknown_stage", _mutate("deal.stage_changed", {"data.to_stage": "Maybe"})),
     "wrong-specversion": ("invalid_field", _mutate("deal.lost", {"specversion": "0.3"})),
+    "unknown-activity-kind": ("invalid_field",
+                              _mutate("activity.logged", {"data.kind": "lunch"})),
     "amount-not-a-number": ("invalid_field", _mutate("deal.won", {"data.amount": "lots"})),
 }
 

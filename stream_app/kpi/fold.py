@@ -49,11 +49,12 @@ SEP = "\x1f"
 #: Aggregate kinds: those of :data:`stream_app.kpi.deals.KIND` and of
 #: :func:`stream_app.kpi.accounts.account_contributions` (n, c, m, l) and of
 #: :mod:`stream_app.kpi.owners` (a, y) and of
-#: :func:`stream_app.kpi.leads.lead_contributions` (e, h), t = the
+#: :func:`stream_app.kpi.leads.lead_contributions` (e, h) and of
+#: :func:`stream_app.kpi.activities.activity_contributions` (v, z), t = the
 #: partition's latest event time, p = the last source offset whose batch is fully
 #: written (see :meth:`BatchWriter.mark`).
-AGGREGATE_KINDS = frozenset({*DEAL_KINDS.values(), "n", "c", "m", "l", "a", "y", "e", "h", "t",
-                             "p"})
+AGGREGATE_KINDS = frozenset({*DEAL_KINDS.values(), "n", "c", "m", "l", "a", "y", "e", "h", "v",
+                             "z", "t", "p"})
 
 S = TypeVar("S")
 

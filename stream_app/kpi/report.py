@@ -21,7 +21,10 @@ Definitions (the README repeats them with their formulas):
   per owner, and the share of owners with a quota at or above 100%;
 - lead conversion = leads converted / leads created in the window, per source;
   conversion by score band over leads closed in the window; the live score of
-  each open lead at T (see :mod:`stream_app.kpi.scoring`).
+  each open lead at T (see :mod:`stream_app.kpi.scoring`);
+- activities (calls, emails, meetings) logged in the window per team and per owner;
+  activities per won deal = activities of the team logged in the window / deals of
+  the team won in the window.
 
 A ratio whose denominator is zero is None (not exported), never 0.
 """
@@ -34,6 +37,7 @@ __all__ = [
     "OTHER_GROUP",
     "REQUIRED_COVERAGE_DAYS",
     "RESERVED_GROUPS",
+    "ActivityKpis",
     "AttainmentKpis",
     "BottleneckKpis",
     "ChurnKpis",
@@ -44,6 +48,7 @@ __all__ = [
     "LeadBandKpis",
     "LeadKpis",
     "LeadScoreKpis",
+    "OwnerActivityKpis",
     "QuotaKpis",
     "Report",
     "ReportConfig",
@@ -64,6 +69,7 @@ from decimal import Decimal
 from typing import Any
 
 from stream_app.kpi.accounts import ACTIVE_BUYER_DAYS
+from stream_app.kpi.activities import ACTIVITY_KINDS
 from stream_app.kpi.deals import MOVEMENTS, STINT_BUCKETS_DAYS, STINT_FIELDS, add_vector
 from stream_app.kpi.fold import parse_aggregate_key
 from stream_app.kpi.leads import ScoreInputs
@@ -85,7 +91,7 @@ RESERVED_GROUPS = frozenset({ALL_GROUP, OTHER_GROUP})
 #: The label each aggregate kind's group is exported under.
 KIND_LABEL = {"b": "team", "o": "team", "f": "team", "w": "team", "a": "owner", "y": "owner",
               "r": "source", "e": "source", "u": "product", "k": "competitor",
-              "m": "competitor"}
+              "m": "competitor", "v": "team", "z": "owner"}
 #: Days of the win rate behind the required coverage.
 REQUIRED_COVERAGE_DAYS = 90
 _DIMENSION = {"r": "source", "u": "product"}
@@ -112,19 +118,22 @@ class Snapshot:
     owner_kept: dict[str, bool] = field(default_factory=dict)
     leads: dict[tuple[str, int], list[int]] = field(default_factory=dict)
     bands: dict[tuple[str, int], list[int]] = field(default_factory=dict)
+    activities: dict[tuple[str, int], list[int]] = field(default_factory=dict)
+    owner_activities: dict[tuple[str, int], list[int]] = field(default_factory=dict)
     open_leads: list[ScoreInputs] = field(default_factory=list)
     latest_event_ms: int | None = None
     partitions: frozenset[int] = frozenset()
-    folded: dict[str, int] = field(default_factory=dict)
+    folded: dict[str, set[str]] = field(default_factory=dict)
 
     def merge(self, other: Snapshot) -> None:
         """Take the account and owner aggregates of another table's snapshot."""
         for name in ("new_customers", "churned", "churned_to", "buyer_deltas", "quota_cents",
-                     "quota_team", "owner_won", "owner_kept", "leads", "bands"):
+                     "quota_team", "owner_won", "owner_kept", "leads", "bands", "activities",
+                     "owner_activities"):
             if getattr(other, name):
                 setattr(self, name, getattr(other, name))
-        for label, n in other.folded.items():
-            self.folded[label] = self.folded.get(label, 0) + n
+        for label, values in other.folded.items():
+            self.folded[label] = self.folded.get(label, set()) | values
 
 
 def _split(part: str) -> tuple[int, str]:
@@ -144,8 +153,9 @@ def snapshot_from_aggregates(
     """Sum aggregate records ``(key, {"g":..., "v":...})`` of the given partitions.
 
     A group whose label value ``keep(label, value)`` refuses is summed into
-    :data:`OTHER_GROUP`; :attr:`Snapshot.folded` counts such values per label. A data
-    value equal to a reserved one (``all``, ``(other)``) is exported with a trailing "_".
+    :data:`OTHER_GROUP`; :attr:`Snapshot.folded` holds such values per label (a value
+    folded in several tables counts once). A data value equal to a reserved one
+    (``all``, ``(other)``) is exported with a trailing "_".
     """
     owned = frozenset(active_partitions)
     snap = Snapshot(partitions=owned)
@@ -194,9 +204,13 @@ def snapshot_from_aggregates(
             add_vector(snap.leads, (group, int(part)), value)
         elif kind == "h":
             add_vector(snap.bands, (group, int(part)), value)
+        elif kind == "v":
+            add_vector(snap.activities, (group, int(part)), value)
+        elif kind == "z":
+            add_vector(snap.owner_activities, (group, int(part)), value)
         elif kind == "t" and (snap.latest_event_ms is None or value > snap.latest_event_ms):
             snap.latest_event_ms = value
-    snap.folded = {label: len(values) for label, values in folded.items()}
+    snap.folded = dict(folded)
     return snap
 
 
@@ -580,6 +594,36 @@ class LeadScoreKpis:
 
 
 @dataclass(frozen=True, slots=True)
+class ActivityKpis:
+    """Activities of one team (or ``all``) logged in one window, by kind, and the deals
+    the team won in the window."""
+
+    group: str
+    window: str
+    counts: tuple[int, ...]
+    won: int
+
+    @property
+    def total(self) -> int:
+        """Activities of every kind."""
+        return sum(self.counts)
+
+    @property
+    def per_won_deal(self) -> float | None:
+        """activities / deals won (both in the window)."""
+        return _ratio(self.total, self.won)
+
+
+@dataclass(frozen=True, slots=True)
+class OwnerActivityKpis:
+    """Activities of one owner logged in one window, by kind (:data:`ACTIVITY_KINDS`)."""
+
+    owner: str
+    window: str
+    counts: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class ChurnKpis:
     """Customer churn of one calendar month: ``month_to_date`` or ``last_month``."""
 
@@ -616,6 +660,8 @@ class Report:
     leads: tuple[LeadKpis, ...] = ()
     lead_bands: tuple[LeadBandKpis, ...] = ()
     lead_scores: LeadScoreKpis | None = None
+    activities: tuple[ActivityKpis, ...] = ()
+    owner_activities: tuple[OwnerActivityKpis, ...] = ()
 
 
 def _teams(snap: Snapshot) -> list[str]:
@@ -663,31 +709,51 @@ def _quota_kpis(snap: Snapshot, as_of_day: int, teams: list[str]) -> list[QuotaK
 
 def _lead_kpis(snap: Snapshot, cfg: ReportConfig, as_of_day: int) -> list[LeadKpis]:
     sources = sorted({source for source, _ in snap.leads})
-    out: list[LeadKpis] = []
+    sums = _windowed_sums(snap.leads, cfg, as_of_day, 3, total=True)
+    return [LeadKpis(source, name, *sums[name][source])
+            for name in sums for source in (*sources, ALL_GROUP)]
+
+
+def _windowed_sums(cells: dict[tuple[str, int], list[int]], cfg: ReportConfig,
+                   as_of_day: int, width: int,
+                   total: bool) -> dict[str, dict[str, list[int]]]:
+    """Per window name: the vectors of ``(group, day)`` cells summed per group over the
+    window's days (and over every group under ``all`` when ``total``)."""
+    out: dict[str, dict[str, list[int]]] = {}
     for spec in cfg.specs:
         first = window_first_day(spec, as_of_day)
-        sums: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
-        for (source, day), vector in snap.leads.items():
+        sums: dict[str, list[int]] = defaultdict(lambda: [0] * width)
+        for (group, day), vector in cells.items():
             if _in_window(day, first, as_of_day):
-                add_vector(sums, source, vector)
-                add_vector(sums, ALL_GROUP, vector)
-        for source in (*sources, ALL_GROUP):
-            out.append(LeadKpis(source, spec.name, *sums[source]))
+                add_vector(sums, group, vector)
+                if total:
+                    add_vector(sums, ALL_GROUP, vector)
+        out[spec.name] = sums
     return out
+
+
+def _activity_kpis(snap: Snapshot, cfg: ReportConfig,
+                   as_of_day: int) -> tuple[list[ActivityKpis], list[OwnerActivityKpis]]:
+    width = len(ACTIVITY_KINDS)
+    teams = sorted({team for team, _ in snap.activities})
+    owners = sorted({owner for owner, _ in snap.owner_activities})
+    activities = _windowed_sums(snap.activities, cfg, as_of_day, width, total=True)
+    by_owner = _windowed_sums(snap.owner_activities, cfg, as_of_day, width, total=False)
+    won = _windowed_sums(snap.buckets, cfg, as_of_day, 6, total=True)
+    team_rows = [ActivityKpis(group, name, tuple(activities[name][group]),
+                              won[name][group][1])
+                 for name in activities for group in (*teams, ALL_GROUP)]
+    owner_rows = [OwnerActivityKpis(owner, name, tuple(by_owner[name][owner]))
+                  for name in by_owner for owner in owners]
+    return team_rows, owner_rows
 
 
 def _lead_band_kpis(snap: Snapshot, cfg: ReportConfig, as_of_day: int) -> list[LeadBandKpis]:
     if cfg.scoring is None:
         return []
-    out: list[LeadBandKpis] = []
-    for spec in cfg.specs:
-        first = window_first_day(spec, as_of_day)
-        sums: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-        for (band, day), vector in snap.bands.items():
-            if _in_window(day, first, as_of_day):
-                add_vector(sums, band, vector)
-        out.extend(LeadBandKpis(band, spec.name, *sums[band]) for band in cfg.scoring.bands)
-    return out
+    sums = _windowed_sums(snap.bands, cfg, as_of_day, 2, total=False)
+    return [LeadBandKpis(band, name, *sums[name][band])
+            for name in sums for band in cfg.scoring.bands]
 
 
 def _lead_score_kpis(snap: Snapshot, cfg: ReportConfig, as_of_ms: int) -> LeadScoreKpis | None:
@@ -742,19 +808,9 @@ def _in_window(day: int, first: int | None, as_of_day: int) -> bool:
 
 def _window_kpis(snap: Snapshot, cfg: ReportConfig, as_of_day: int, teams: list[str],
                  open_by_group: dict[str, int]) -> list[WindowKpis]:
-    out: list[WindowKpis] = []
-    for spec in cfg.specs:
-        first = window_first_day(spec, as_of_day)
-        sums: dict[str, list[int]] = defaultdict(lambda: [0] * 6)
-        for (team, day), vector in snap.buckets.items():
-            if _in_window(day, first, as_of_day):
-                add_vector(sums, team, vector)
-                add_vector(sums, ALL_GROUP, vector)
-        for group in (*teams, ALL_GROUP):
-            created, won, lost, won_cents, cycle_ms, _ = sums[group]
-            out.append(WindowKpis(group, spec.name, created, won, lost, won_cents, cycle_ms,
-                                  open_by_group.get(group, 0)))
-    return out
+    sums = _windowed_sums(snap.buckets, cfg, as_of_day, 6, total=True)
+    return [WindowKpis(group, name, *sums[name][group][:5], open_by_group.get(group, 0))
+            for name in sums for group in (*teams, ALL_GROUP)]
 
 
 def _dimension_kpis(snap: Snapshot, cfg: ReportConfig, as_of_day: int) -> list[DimensionKpis]:
@@ -907,12 +963,13 @@ def build_report(snap: Snapshot, as_of_ms: int, cfg: ReportConfig) -> Report:
         open_by_group[team] += count
         open_by_group[ALL_GROUP] += count
     stints, bottlenecks = _stint_kpis(snap, cfg, as_of_day, teams)
+    activities, owner_activities = _activity_kpis(snap, cfg, as_of_day)
     return Report(
         as_of_ms=as_of_ms,
         windows=tuple(_window_kpis(snap, cfg, as_of_day, teams, open_by_group)),
         stages=tuple(_stage_kpis(snap, cfg, as_of_day, teams)),
         churn=tuple(_churn_kpis(snap, as_of_day)),
-        folded=dict(snap.folded),
+        folded={label: len(values) for label, values in snap.folded.items()},
         dimensions=tuple(_dimension_kpis(snap, cfg, as_of_day)),
         stints=tuple(stints),
         bottlenecks=tuple(bottlenecks),
@@ -926,4 +983,6 @@ def build_report(snap: Snapshot, as_of_ms: int, cfg: ReportConfig) -> Report:
         leads=tuple(_lead_kpis(snap, cfg, as_of_day)),
         lead_bands=tuple(_lead_band_kpis(snap, cfg, as_of_day)),
         lead_scores=_lead_score_kpis(snap, cfg, as_of_ms),
+        activities=tuple(activities),
+        owner_activities=tuple(owner_activities),
     )

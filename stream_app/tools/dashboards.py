@@ -90,7 +90,7 @@ def executive() -> dashboard.Dashboard:
 
 
 def pipeline() -> dashboard.Dashboard:
-    """Funnel, time in stage, stuck deals, waterfall."""
+    """Funnel, time in stage, stuck deals, waterfall, activities."""
     return _board("pulse-pipeline", "Pipeline Pulse / Pipeline", [
         _bars("Open pipeline by stage", 'team_stage:pulse_open_pipeline_amount:sum{team="all"}',
               "{{stage}}", "currencyUSD", "Open amount at T by current stage."),
@@ -111,6 +111,15 @@ def pipeline() -> dashboard.Dashboard:
         _series("Bottleneck stage, 90 days",
                 [('max by (stage) (pulse_stage_bottleneck_mean_stint_seconds{team="all",'
                   'window="90d"})', "{{stage}}")], "s", "Stage with the longest mean stint."),
+        _bars("Activities by kind, 30 days",
+              'team_window_kind:pulse_activities:sum{team="all",window="30d"}', "{{kind}}",
+              "none", "Calls, emails and meetings logged in the last 30 days."),
+        _bars("Activities per won deal, 90 days",
+              'team_window:pulse_activities_per_won_deal:ratio{window="90d"}', "{{team}}",
+              "none", "Activities logged / deals won, both in the last 90 days."),
+        _bars("Most active owners, 30 days",
+              'topk(10, sum by (owner) (pulse_owner_activities{window="30d"}))', "{{owner}}",
+              "none", "Owners with the most activities logged in the last 30 days."),
     ])
 
 

@@ -5,8 +5,11 @@ plausible dwell times (sometimes one stage back), and close as won (more often
 for seasoned reps) or lost; amounts are log-normal per product; some accounts
 churn months after their first win; every rep gets a monthly and a quarterly
 quota (sometimes changed mid-period); most deals start as a lead with engagements,
-and about as many leads again are disqualified or stay open. The same seed always
-gives the same events.
+and about as many leads again are disqualified or stay open; reps log calls, emails
+and meetings on their deals (and some on no deal), a few sent twice by the CRM
+under a new CloudEvent id with the same ``activity_id``. The same seed always gives
+the same events (activities draw from their own random stream, so other events do
+not change with ``activities_per_deal``).
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ class GeneratorSettings:
     churn_probability: float = 0.25
     quota_level: float = 1.0
     leads_per_deal: float = 1.5
+    activities_per_deal: float = 1.0
     source: str = "crm/generator"
 
 
@@ -86,6 +90,7 @@ def generate_events(cfg: GeneratorSettings) -> Iterator[dict[str, Any]]:
     accounts = [f"acct-{i:05d}" for i in range(cfg.accounts)]
     events: list[tuple[dt.datetime, int, dict]] = []
     first_win: dict[str, dt.datetime] = {}
+    worked: list[tuple[str, str, str, dt.datetime, dt.datetime]] = []
     seq = 0
 
     def emit(kind: str, at: dt.datetime, data: dict[str, Any]) -> None:
@@ -151,6 +156,7 @@ def generate_events(cfg: GeneratorSettings) -> Iterator[dict[str, Any]]:
             elif rng.random() < 0.85:
                 emit("deal.lost", at, {"deal_id": deal_id, "reason": rng.choice(LOSS_REASONS),
                                        "competitor": competitor, "competitor_price": price})
+            worked.append((deal_id, team, owner, created_at, at))
         day += dt.timedelta(days=1)
     for account, won_at in sorted(first_win.items()):
         if rng.random() < cfg.churn_probability:
@@ -163,6 +169,8 @@ def generate_events(cfg: GeneratorSettings) -> Iterator[dict[str, Any]]:
         _emit_quotas(rng, cfg, reps, emit)
     if cfg.leads_per_deal > 0:
         _emit_unconverted_leads(rng, cfg, reps, emit, deal_no)
+    if cfg.activities_per_deal > 0:
+        _emit_activities(random.Random(cfg.seed * 7919 + 1), cfg, worked, emit)
     events.sort(key=lambda item: (item[0], item[1]))
     for at, _, event in events:
         if at < cfg.end:
@@ -210,6 +218,26 @@ def _emit_unconverted_leads(rng: random.Random, cfg: GeneratorSettings,
                    team if owner else None, owner, created_at, closes_at,
                    ("disqualified", rng.choice(("no budget", "no fit", "unresponsive")))
                    if disqualified else ("open", None))
+
+
+def _emit_activities(rng: random.Random, cfg: GeneratorSettings,
+                     worked: list[tuple[str, str, str, dt.datetime, dt.datetime]],
+                     emit: Any) -> None:
+    """Calls, emails and meetings on each deal between its creation and its close, one
+    in five on no deal; one in fifty sent again with the same ``activity_id``."""
+    n = 0
+    for deal_id, team, owner, created_at, closed_at in worked:
+        span = max((closed_at - created_at).total_seconds(), 60.0)
+        for _ in range(_poisson(rng, cfg.activities_per_deal)):
+            n += 1
+            at = created_at + dt.timedelta(seconds=rng.uniform(0, span))
+            data = {"owner_id": owner, "team": team,
+                    "kind": rng.choices(("call", "email", "meeting"), (4, 5, 2))[0],
+                    "deal_id": deal_id if rng.random() < 0.8 else None,
+                    "activity_id": f"act-{cfg.seed}-{n:08d}" if rng.random() < 0.7 else None}
+            emit("activity.logged", at, data)
+            if data["activity_id"] and rng.random() < 0.02:
+                emit("activity.logged", at + dt.timedelta(minutes=rng.uniform(1, 600)), data)
 
 
 def _months(start: dt.datetime, end: dt.datetime) -> Iterator[dt.datetime]:

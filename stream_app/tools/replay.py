@@ -40,18 +40,19 @@ def iter_jsonl(path: Path) -> Iterator[bytes]:
 
 #: Event type prefix -> (key field, topic setting).
 ROUTES = {"deal": ("deal_id", "topic_deals"), "customer": ("account_id", "topic_customers"),
-          "quota": ("owner_id", "topic_quotas"), "lead": ("lead_id", "topic_leads")}
+          "quota": ("owner_id", "topic_quotas"), "lead": ("lead_id", "topic_leads"),
+          "activity": ("owner_id", "topic_activities")}
 
 
 def route(settings: Settings, raw: dict[str, Any]) -> tuple[str, bytes | None]:
     """Topic and key of an event: deal.* by deal_id, customer.* by account_id, quota.* by
-    owner_id, lead.* by lead_id."""
+    owner_id, lead.* by lead_id, activity.* by owner_id."""
     kind = str(raw.get("type", ""))
     data = raw.get("data") if isinstance(raw.get("data"), dict) else {}
     prefix, dot, _ = kind.partition(".")
     if not dot or prefix not in ROUTES:
         raise ValueError(f"type {kind!r}: no topic for it (expected deal.*, customer.*, "
-                         f"quota.* or lead.*)")
+                         f"quota.*, lead.* or activity.*)")
     field, topic = ROUTES[prefix]
     key = data.get(field)
     return getattr(settings, topic), str(key).encode() if key is not None else None

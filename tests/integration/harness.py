@@ -34,7 +34,7 @@ KPI_PREFIXES = ("pulse_deals_", "pulse_won_", "pulse_window_", "pulse_open_", "p
                 "pulse_sales_", "pulse_asof_", "pulse_stuck_", "pulse_stage_", "pulse_source_",
                 "pulse_product_", "pulse_competitor_", "pulse_monthly_", "pulse_clv_",
                 "pulse_quota_", "pulse_owner_", "pulse_remaining_", "pulse_required_",
-                "pulse_lead", "pulse_open_leads", "pulse_hot_leads")
+                "pulse_lead", "pulse_open_leads", "pulse_hot_leads", "pulse_activities")
 
 
 @dataclass
