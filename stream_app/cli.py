@@ -36,8 +36,33 @@ examples:
   stream-app generate --months 12 --out crm.jsonl  # a seeded realistic stream
   stream-app import maven-crm ../shared/datasets/maven-crm --out maven.jsonl
   stream-app import x-education ../shared/datasets/x-education-leads --out leads.jsonl
+  stream-app import opportunities export.csv --mapping salesforce-opportunity --out sf.jsonl
   stream-app replay maven.jsonl                    # into the CRM topics
   PULSE_CLOCK=event stream-app worker              # a worker for replays
+"""
+
+
+OPPORTUNITIES_HELP = """\
+One row per opportunity in its current state becomes deal.created (first configured
+stage, at the created date), deal.stage_changed to the row's stage when it is open
+(at the stage date column, else at creation), deal.won / deal.lost at the close date
+when the row's stage is a won / lost stage. Event ids derive from the deal id, so
+re-importing the same export sends nothing new. Rows that cannot be used are
+skipped and listed with the row number, the column and the reason.
+
+presets (stream_app/importers/presets/, examples in docs/examples/):
+  salesforce-opportunity  Salesforce Opportunities report, CSV, en_US dates
+  hubspot-deals           HubSpot deals export, CSV
+
+a mapping file (YAML; copy a preset to start):
+  name, source (CloudEvent source), id_prefix
+  columns: deal_id, owner_id, amount, stage, created (required);
+           closed, account_id, team, currency, source, product, competitor,
+           lost_reason, stage_entered (optional)
+  default_team, default_currency (when the column is absent or empty)
+  date_formats (strptime formats, tried in order), timezone (IANA, for dates without
+  an offset), decimal_separator ("." or ","), won_stages, lost_stages,
+  stage_map (CRM stage -> configured stage; PULSE_STAGES)
 """
 
 
@@ -130,6 +155,14 @@ def _parser() -> argparse.ArgumentParser:
                        "and closed_deals.csv")
     olist.add_argument("--currency", default="BRL", help="currency of the amounts (BRL)")
     olist.add_argument("--out", type=Path, default=None, help="file (default: standard output)")
+    opp = imp_sub.add_parser(
+        "opportunities", help="any CRM's opportunity/deal export (CSV) through a column mapping",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=OPPORTUNITIES_HELP)
+    opp.add_argument("path", type=Path, help="the CSV export (header row first, UTF-8)")
+    opp.add_argument("--mapping", required=True, metavar="PRESET|FILE",
+                     help="salesforce-opportunity, hubspot-deals, or a YAML mapping file")
+    opp.add_argument("--out", type=Path, default=None, help="file (default: standard output)")
     telco = imp_sub.add_parser(
         "telco", help="IBM Telco churn: customers, tenure and churn as of a snapshot",
         description="Per customer a won deal tenure x 30 days before the snapshot; "
@@ -152,6 +185,18 @@ def _import(args: argparse.Namespace) -> tuple[list[dict], Any]:
         from stream_app.importers.x_education import import_x_education
 
         return import_x_education(args.path)
+    if args.format == "opportunities":
+        from stream_app.importers.opportunities import (
+            MappingError,
+            import_opportunities,
+            load_mapping,
+        )
+
+        try:
+            return import_opportunities(args.path, load_mapping(args.mapping),
+                                        Settings().stage_names)
+        except (MappingError, OSError) as exc:
+            raise SystemExit(f"stream-app import opportunities: {exc}") from None
     if args.format == "olist":
         from stream_app.importers.olist import import_olist
 
