@@ -159,8 +159,8 @@ class _AggregateIndex:
         return found
 
     def items(self) -> Iterable[tuple[str, Any]]:
-        table = self.table
-        return [(key, table.get(key)) for key in self.keys]
+        data = self.table.data
+        return [(key, data.get(key)) for key in self.keys]
 
 
 @dataclass(frozen=True)

@@ -709,27 +709,51 @@ def _quota_kpis(snap: Snapshot, as_of_day: int, teams: list[str]) -> list[QuotaK
 
 def _lead_kpis(snap: Snapshot, cfg: ReportConfig, as_of_day: int) -> list[LeadKpis]:
     sources = sorted({source for source, _ in snap.leads})
-    sums = _windowed_sums(snap.leads, cfg, as_of_day, 3, total=True)
+    sums = _windowed_sums(snap.leads, cfg, as_of_day, 3, _to_all)
     return [LeadKpis(source, name, *sums[name][source])
             for name in sums for source in (*sources, ALL_GROUP)]
 
 
-def _windowed_sums(cells: dict[tuple[str, int], list[int]], cfg: ReportConfig,
+def _windowed_sums(cells: dict[tuple[Any, ...], list[int]], cfg: ReportConfig,
                    as_of_day: int, width: int,
-                   total: bool) -> dict[str, dict[str, list[int]]]:
-    """Per window name: the vectors of ``(group, day)`` cells summed per group over the
-    window's days (and over every group under ``all`` when ``total``)."""
-    out: dict[str, dict[str, list[int]]] = {}
-    for spec in cfg.specs:
-        first = window_first_day(spec, as_of_day)
-        sums: dict[str, list[int]] = defaultdict(lambda: [0] * width)
-        for (group, day), vector in cells.items():
-            if _in_window(day, first, as_of_day):
-                add_vector(sums, group, vector)
-                if total:
-                    add_vector(sums, ALL_GROUP, vector)
-        out[spec.name] = sums
-    return out
+                   total: Callable[[Any], Any] | None = None) -> dict[str, dict[Any, list[int]]]:
+    """Per window name: the vectors of cells ``(*group, day)`` summed per group over the
+    window's days, and per ``total(group)`` as well when given.
+
+    Trailing windows all end at the as-of day, so they nest: each cell is added once,
+    to the narrowest window holding it, and each window is the running sum of those.
+    """
+    ordered = sorted(((spec.name, window_first_day(spec, as_of_day)) for spec in cfg.specs),
+                     key=lambda item: -item[1] if item[1] is not None else float("inf"))
+    bands: list[dict[Any, list[int]]] = [{} for _ in ordered]
+    for key, vector in cells.items():
+        day = key[-1]
+        if day > as_of_day:
+            continue
+        for band, (_, first) in zip(bands, ordered, strict=True):
+            if first is None or day >= first:
+                add_vector(band, key[0] if len(key) == 2 else key[:-1], vector)
+                break
+    out: dict[str, dict[Any, list[int]]] = {}
+    running: dict[Any, list[int]] = {}
+    for band, (name, _) in zip(bands, ordered, strict=True):
+        for group, vector in band.items():
+            add_vector(running, group, vector)
+        sums: dict[Any, list[int]] = defaultdict(lambda: [0] * width)
+        for group, vector in running.items():
+            sums[group] = list(vector)
+            if total is not None:
+                add_vector(sums, total(group), vector)
+        out[name] = sums
+    return {spec.name: out[spec.name] for spec in cfg.specs}
+
+
+def _to_all(group: Any) -> str:
+    return ALL_GROUP
+
+
+def _stage_to_all(group: tuple[str, str]) -> tuple[str, str]:
+    return (ALL_GROUP, group[1])
 
 
 def _activity_kpis(snap: Snapshot, cfg: ReportConfig,
@@ -737,9 +761,9 @@ def _activity_kpis(snap: Snapshot, cfg: ReportConfig,
     width = len(ACTIVITY_KINDS)
     teams = sorted({team for team, _ in snap.activities})
     owners = sorted({owner for owner, _ in snap.owner_activities})
-    activities = _windowed_sums(snap.activities, cfg, as_of_day, width, total=True)
-    by_owner = _windowed_sums(snap.owner_activities, cfg, as_of_day, width, total=False)
-    won = _windowed_sums(snap.buckets, cfg, as_of_day, 6, total=True)
+    activities = _windowed_sums(snap.activities, cfg, as_of_day, width, _to_all)
+    by_owner = _windowed_sums(snap.owner_activities, cfg, as_of_day, width)
+    won = _windowed_sums(snap.buckets, cfg, as_of_day, 6, _to_all)
     team_rows = [ActivityKpis(group, name, tuple(activities[name][group]),
                               won[name][group][1])
                  for name in activities for group in (*teams, ALL_GROUP)]
@@ -751,7 +775,7 @@ def _activity_kpis(snap: Snapshot, cfg: ReportConfig,
 def _lead_band_kpis(snap: Snapshot, cfg: ReportConfig, as_of_day: int) -> list[LeadBandKpis]:
     if cfg.scoring is None:
         return []
-    sums = _windowed_sums(snap.bands, cfg, as_of_day, 2, total=False)
+    sums = _windowed_sums(snap.bands, cfg, as_of_day, 2)
     return [LeadBandKpis(band, name, *sums[name][band])
             for name in sums for band in cfg.scoring.bands]
 
@@ -808,23 +832,16 @@ def _in_window(day: int, first: int | None, as_of_day: int) -> bool:
 
 def _window_kpis(snap: Snapshot, cfg: ReportConfig, as_of_day: int, teams: list[str],
                  open_by_group: dict[str, int]) -> list[WindowKpis]:
-    sums = _windowed_sums(snap.buckets, cfg, as_of_day, 6, total=True)
+    sums = _windowed_sums(snap.buckets, cfg, as_of_day, 6, _to_all)
     return [WindowKpis(group, name, *sums[name][group][:5], open_by_group.get(group, 0))
             for name in sums for group in (*teams, ALL_GROUP)]
 
 
 def _dimension_kpis(snap: Snapshot, cfg: ReportConfig, as_of_day: int) -> list[DimensionKpis]:
     values = sorted({(dim, value) for dim, value, _ in snap.dimensions})
-    out: list[DimensionKpis] = []
-    for spec in cfg.specs:
-        first = window_first_day(spec, as_of_day)
-        sums: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0] * 4)
-        for (dim, value, day), vector in snap.dimensions.items():
-            if _in_window(day, first, as_of_day):
-                add_vector(sums, (dim, value), vector)
-        for dim, value in values:
-            out.append(DimensionKpis(dim, value, spec.name, *sums[(dim, value)]))
-    return out
+    sums = _windowed_sums(snap.dimensions, cfg, as_of_day, 4)
+    return [DimensionKpis(dim, value, name, *sums[name][(dim, value)])
+            for name in sums for dim, value in values]
 
 
 def _stage_kpis(snap: Snapshot, cfg: ReportConfig, as_of_day: int,
@@ -849,24 +866,19 @@ def _stint_kpis(snap: Snapshot, cfg: ReportConfig, as_of_day: int,
     width = len(STINT_FIELDS) + len(STINT_BUCKETS_DAYS) + 1
     stints: list[StintKpis] = []
     bottlenecks: list[BottleneckKpis] = []
-    for spec in cfg.specs:
-        first = window_first_day(spec, as_of_day)
-        sums: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0] * width)
-        for (team, stage, day), vector in snap.stints.items():
-            if _in_window(day, first, as_of_day):
-                add_vector(sums, (team, stage), vector)
-                add_vector(sums, (ALL_GROUP, stage), vector)
+    windowed = _windowed_sums(snap.stints, cfg, as_of_day, width, _stage_to_all)
+    for name, sums in windowed.items():
         for group in (*teams, ALL_GROUP):
             rows = []
             for stage in cfg.stages:
                 v = sums[(group, stage)]
-                rows.append(StintKpis(group, stage, spec.name, v[0], v[1], v[2], v[3], v[4],
+                rows.append(StintKpis(group, stage, name, v[0], v[1], v[2], v[3], v[4],
                                       tuple(v[len(STINT_FIELDS):])))
             stints.extend(rows)
             timed = [row for row in rows if row.mean_seconds is not None]
             if timed:
                 worst = max(timed, key=lambda row: row.mean_seconds or 0.0)
-                bottlenecks.append(BottleneckKpis(group, spec.name, worst.stage,
+                bottlenecks.append(BottleneckKpis(group, name, worst.stage,
                                                   worst.mean_seconds or 0.0))
     return stints, bottlenecks
 
@@ -886,21 +898,10 @@ def _waterfall_kpis(snap: Snapshot, teams: list[str]) -> list[WaterfallKpis]:
 
 def _competitor_kpis(snap: Snapshot, cfg: ReportConfig, as_of_day: int) -> list[CompetitorKpis]:
     names = sorted({name for name, _ in snap.competitors} | {name for name, _ in snap.churned_to})
-    out: list[CompetitorKpis] = []
-    for spec in cfg.specs:
-        first = window_first_day(spec, as_of_day)
-        sums: dict[str, list[int]] = defaultdict(lambda: [0] * 4)
-        churned: dict[str, int] = defaultdict(int)
-        for (name, day), vector in snap.competitors.items():
-            if _in_window(day, first, as_of_day):
-                add_vector(sums, name, vector)
-        for (name, day), n in snap.churned_to.items():
-            if _in_window(day, first, as_of_day):
-                churned[name] += n
-        for name in names:
-            won, lost, priced, gap = sums[name]
-            out.append(CompetitorKpis(name, spec.name, won, lost, priced, gap, churned[name]))
-    return out
+    sums = _windowed_sums(snap.competitors, cfg, as_of_day, 4)
+    churned = _windowed_sums({key: [n] for key, n in snap.churned_to.items()}, cfg, as_of_day, 1)
+    return [CompetitorKpis(name, window, *sums[window][name], churned[window][name][0])
+            for window in sums for name in names]
 
 
 def _growth_kpis(snap: Snapshot, as_of_day: int, teams: list[str]) -> list[GrowthKpis]:

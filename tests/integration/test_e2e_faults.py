@@ -46,7 +46,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 def test_five_sigkills_mid_stream_leave_every_kpi_exact(
     base_settings: Settings, tmp_path: Path
 ) -> None:
-    events = small_stream(seed=31, months=6, per_day=34)
+    events = small_stream(seed=31, months=6, per_day=22, leads=0.75)
     assert len(events) >= 20_000
     rng = random.Random(31)
     chunks = [events[i * len(events) // 6:(i + 1) * len(events) // 6] for i in range(6)]
@@ -142,7 +142,7 @@ def test_redeliveries_across_a_restart_and_a_redis_outage_count_once(
 def test_worker_rides_through_a_30s_broker_freeze(
     servers: EmbeddedServers, base_settings: Settings, tmp_path: Path
 ) -> None:
-    events = small_stream(seed=51, months=6, per_day=30)
+    events = small_stream(seed=51, months=6, per_day=30, leads=0.75)
     half = len(events) // 2
     worker = Worker(worker_settings(base_settings), tmp_path / "worker.log").start()
     assert servers.broker is not None and worker.proc is not None
@@ -262,7 +262,7 @@ def test_a_recovery_that_cannot_progress_fails_loudly(
     servers: EmbeddedServers, base_settings: Settings, tmp_path: Path
 ) -> None:
     settings = worker_settings(base_settings)
-    _process_and_stop(settings, small_stream(seed=91, months=6, per_day=34),
+    _process_and_stop(settings, small_stream(seed=91, months=6, per_day=34, leads=0.75),
                       tmp_path / "before.log")
     assert servers.broker is not None
     worker = Worker(settings, tmp_path / "after.log",
@@ -346,7 +346,7 @@ class _ExportWatch:
 def test_three_workers_one_replaced_mid_stream_stay_exact_and_never_double_export(
     base_settings: Settings, tmp_path: Path
 ) -> None:
-    events = small_stream(seed=101, months=6, per_day=20)
+    events = small_stream(seed=101, months=6, per_day=20, leads=0.75)
     thirds = [events[i * len(events) // 3:(i + 1) * len(events) // 3] for i in range(3)]
     workers = [Worker(worker_settings(base_settings), tmp_path / f"w{i}.log").start()
                for i in range(3)]

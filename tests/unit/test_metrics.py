@@ -177,3 +177,33 @@ def test_catalogue_families_from_one_snapshot() -> None:
     assert get("pulse_quota_owners_at_quota_ratio", {"team": "all", "period": "month"}) == 0.5
     assert get("pulse_required_coverage_ratio", {"team": "A"}) == 1
     assert get("pulse_label_values_folded", {"label": "owner"}) == 0
+
+
+def test_render_writes_what_prometheus_client_writes() -> None:
+    from prometheus_client import generate_latest
+
+    from stream_app.adapters.metrics import render
+    from stream_app.kpi.leads import ScoreInputs
+    from stream_app.kpi.scoring import load_rules
+
+    snap = Snapshot(
+        buckets={('we "say"\\ \nhi', DAY): [3, 1, 1, 12_345, 7_200_000, 1],
+                 ("B", DAY - 3): [1] * 6},
+        open={("A", "N", DAY - 40): [2, 10_000]},
+        stints={("A", "P", DAY): [1, 86_400_000, 1, 0, 0, *([0] * 9), 1]},
+        leads={("Web", DAY): [2, 1, 0]},
+        open_leads=[ScoreInputs("Web", 40.0, ((DAY * 86_400_000, "demo_request"),), None)])
+
+    class Scored(Source):
+        def report(self) -> Report | None:
+            return build_report(self.snapshot, DAY * 86_400_000, ReportConfig(
+                window_specs((30,)), ("P", "N"), {"P": Decimal("0.2"), "N": Decimal("0.9")},
+                scoring=load_rules(None)))
+
+    source = Scored(snap)
+    source.ops.processed["deal.created"] = 7
+    registry = CollectorRegistry()
+    PulseCollector(source, registry)
+    text = render(registry)
+    assert text == generate_latest(registry)
+    assert b"pulse_lead_score_gsum " in text and b'\\"say\\"\\\\ \\nhi' in text
