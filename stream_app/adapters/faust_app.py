@@ -138,29 +138,36 @@ class StateLostError(RuntimeError):
 
 
 class _AggregateIndex:
-    """Keys of aggregate records in a table, so a scrape never walks the entities."""
+    """Keys of aggregate records in a table, parsed once, so a scrape never walks the
+    entities nor parses a key again."""
 
     def __init__(self, table: faust.Table):
         self.table = table
-        self.keys: set[str] = set()
+        self.keys: dict[str, tuple[str, int, str, str]] = {}
 
     def rebuild(self) -> None:
-        self.keys = {key for key in list(self.table.keys()) if parse_aggregate_key(key)}
+        self.keys = {}
+        self.add(list(self.table.keys()))
+
+    def add(self, keys: Iterable[str]) -> None:
+        known = self.keys
+        for key in keys:
+            if key not in known and (parsed := parse_aggregate_key(key)) is not None:
+                known[key] = parsed
 
     def groups(self) -> dict[str, set[str]]:
         """Values of each capped label named by the aggregates."""
         found: dict[str, set[str]] = defaultdict(set)
-        for key in self.keys:
-            parsed = parse_aggregate_key(key)
-            if parsed is not None and parsed[0] in KIND_LABEL:
+        for parsed in self.keys.values():
+            if parsed[0] in KIND_LABEL:
                 found[KIND_LABEL[parsed[0]]].add(parsed[2])
-            if parsed is not None and parsed[0] == "a":
+            if parsed[0] == "a":
                 found["team"].add(parsed[3].partition("|")[2])
         return found
 
-    def items(self) -> Iterable[tuple[str, Any]]:
+    def items(self) -> Iterable[tuple[tuple[str, int, str, str], Any]]:
         data = self.table.data
-        return [(key, data.get(key)) for key in self.keys]
+        return [(parsed, data.get(key)) for key, parsed in self.keys.items()]
 
 
 @dataclass(frozen=True)
@@ -395,7 +402,8 @@ class PulseWorker:
 
         @app.page("/healthz")
         async def healthz(web: Any, request: Any) -> Any:
-            return web.json({"status": "ok", "owned_partitions": self.owned_partitions()})
+            return web.json({"status": "ok", "owned_partitions": self.owned_partitions(),
+                             "events_processed": sum(self._stats.processed.values())})
 
         self._agents = (deal_agent, account_agent, owner_agent, lead_agent, activity_agent)
 
@@ -599,7 +607,7 @@ class PulseWorker:
             store = writers[msg.partition]
             result = fold_deal_event(store, msg.partition, msg.offset, deal_event,
                                      self._pricing)
-            self._deal_index.keys.update(result.written)
+            self._deal_index.add(result.written)
             self._forward_win(result.state)
         await self._flush(self.deals, writers)
 
@@ -761,7 +769,7 @@ class PulseWorker:
             dump=kind.dump,
             event_time_ms=time_ms,
         )
-        kind.index.keys.update(result.written)
+        kind.index.add(result.written)
         return result
 
     # -- periodic work and the KpiSource protocol ---------------------------------------

@@ -146,11 +146,12 @@ def _count(target: dict[Any, int], key: Any, n: int) -> None:
 
 
 def snapshot_from_aggregates(
-    items: Iterable[tuple[str, Any]],
+    items: Iterable[tuple[str | tuple[str, int, str, str], Any]],
     active_partitions: Iterable[int],
     keep: Callable[[str, str], bool] | None = None,
 ) -> Snapshot:
-    """Sum aggregate records ``(key, {"g":..., "v":...})`` of the given partitions.
+    """Sum aggregate records ``(key, {"g":..., "v":...})`` of the given partitions; a key
+    may come already parsed (see :func:`~stream_app.kpi.fold.parse_aggregate_key`).
 
     A group whose label value ``keep(label, value)`` refuses is summed into
     :data:`OTHER_GROUP`; :attr:`Snapshot.folded` holds such values per label (a value
@@ -163,7 +164,7 @@ def snapshot_from_aggregates(
     for key, record in items:
         if record is None:
             continue
-        parsed = parse_aggregate_key(key)
+        parsed = key if isinstance(key, tuple) else parse_aggregate_key(key)
         if parsed is None or parsed[1] not in owned:
             continue
         kind, _, group, part = parsed
@@ -679,15 +680,21 @@ def _period_months(name: str) -> tuple[str, ...]:
     return tuple(f"{year}-{m:02d}" for m in range(first, first + 3))
 
 
-def _owner_rows(snap: Snapshot, name: str) -> list[tuple[str, str, int, int]]:
-    """(owner, team, quota cents, won cents) of the owners with a quota for period ``name``."""
-    months = _period_months(name)
-    return [(owner, snap.quota_team[(owner, period)], quota,
-             sum(snap.owner_won.get((owner, m), 0) for m in months))
-            for (owner, period), quota in sorted(snap.quota_cents.items()) if period == name]
+def _owner_rows(snap: Snapshot,
+                names: Iterable[str]) -> dict[str, list[tuple[str, str, int, int]]]:
+    """Per period name: (owner, team, quota cents, won cents) of the owners with a quota
+    for it, by owner."""
+    rows: dict[str, list[tuple[str, str, int, int]]] = {name: [] for name in names}
+    months = {name: _period_months(name) for name in rows}
+    for (owner, period), quota in sorted(snap.quota_cents.items()):
+        if period in rows:
+            won = sum(snap.owner_won.get((owner, m), 0) for m in months[period])
+            rows[period].append((owner, snap.quota_team[(owner, period)], quota, won))
+    return rows
 
 
-def _quota_kpis(snap: Snapshot, as_of_day: int, teams: list[str]) -> list[QuotaKpis]:
+def _quota_kpis(snap: Snapshot, as_of_day: int, teams: list[str],
+                owner_rows: dict[str, list[tuple[str, str, int, int]]]) -> list[QuotaKpis]:
     open_cents: dict[str, int] = defaultdict(int)
     for (team, _, _), (_, cents) in snap.open.items():
         open_cents[team] += cents
@@ -695,7 +702,7 @@ def _quota_kpis(snap: Snapshot, as_of_day: int, teams: list[str]) -> list[QuotaK
     out: list[QuotaKpis] = []
     for period, name in current_periods(as_of_day).items():
         sums: dict[str, list[int]] = defaultdict(lambda: [0] * 4)
-        for _, team, quota, won in _owner_rows(snap, name):
+        for _, team, quota, won in owner_rows[name]:
             vector = (quota, 1, int(won >= quota), won)
             add_vector(sums, team, vector)
             add_vector(sums, ALL_GROUP, vector)
@@ -799,11 +806,13 @@ def _lead_score_kpis(snap: Snapshot, cfg: ReportConfig, as_of_ms: int) -> LeadSc
     return LeadScoreKpis(bounds, tuple(counts), total, len(snap.open_leads), hot, waiting)
 
 
-def _attainment_kpis(snap: Snapshot, as_of_day: int) -> list[AttainmentKpis]:
+def _attainment_kpis(snap: Snapshot, as_of_day: int,
+                     owner_rows: dict[str, list[tuple[str, str, int, int]]]
+                     ) -> list[AttainmentKpis]:
     out: list[AttainmentKpis] = []
     for period, name in current_periods(as_of_day).items():
         sums: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-        for owner, _, quota, won in _owner_rows(snap, name):
+        for owner, _, quota, won in owner_rows[name]:
             if not snap.owner_kept.get(owner, True):
                 group = OTHER_GROUP
             else:
@@ -965,6 +974,7 @@ def build_report(snap: Snapshot, as_of_ms: int, cfg: ReportConfig) -> Report:
         open_by_group[ALL_GROUP] += count
     stints, bottlenecks = _stint_kpis(snap, cfg, as_of_day, teams)
     activities, owner_activities = _activity_kpis(snap, cfg, as_of_day)
+    owner_rows = _owner_rows(snap, current_periods(as_of_day).values())
     return Report(
         as_of_ms=as_of_ms,
         windows=tuple(_window_kpis(snap, cfg, as_of_day, teams, open_by_group)),
@@ -978,8 +988,8 @@ def build_report(snap: Snapshot, as_of_ms: int, cfg: ReportConfig) -> Report:
         competitors=tuple(_competitor_kpis(snap, cfg, as_of_day)),
         growth=tuple(_growth_kpis(snap, as_of_day, teams)),
         clv=_clv_kpis(snap, cfg, as_of_day),
-        quotas=tuple(_quota_kpis(snap, as_of_day, teams)),
-        attainment=tuple(_attainment_kpis(snap, as_of_day)),
+        quotas=tuple(_quota_kpis(snap, as_of_day, teams, owner_rows)),
+        attainment=tuple(_attainment_kpis(snap, as_of_day, owner_rows)),
         required_coverage=tuple(_required_coverage(snap, as_of_day, teams)),
         leads=tuple(_lead_kpis(snap, cfg, as_of_day)),
         lead_bands=tuple(_lead_band_kpis(snap, cfg, as_of_day)),
