@@ -66,8 +66,8 @@ def test_fifteen_months_on_two_workers_then_on_the_survivor(
             worker.stop()
 
 
-def _event(n: int, kind: str, time: str, **data: Any) -> dict[str, Any]:
-    return {"specversion": "1.0", "id": f"edge-{n}", "source": "test/edges", "type": kind,
+def _event(n: int, event_type: str, time: str, **data: Any) -> dict[str, Any]:
+    return {"specversion": "1.0", "id": f"edge-{n}", "source": "test/edges", "type": event_type,
             "time": time, "data": data}
 
 
@@ -109,6 +109,16 @@ EDGES = [
     _quota(18, "2026-10-01T00:00:00Z", "o-1", "North", "2026-Q4", "1000.00", "EUR"),
     _quota(19, "2027-01-01T00:00:00Z", "o-2", "South", "2027-01", "100.00"),
     _quota(20, "2027-01-01T00:00:00Z", "o-3", "South", "2027-01", "0"),
+    _event(21, "activity.logged", "2027-01-16T23:59:59.999Z", owner_id="o-1", team="North",
+           kind="call"),
+    _event(22, "activity.logged", "2027-01-17T00:00:00Z", owner_id="o-1", team="North",
+           kind="email", activity_id="T-1"),
+    _event(23, "activity.logged", "2027-02-01T00:00:00Z", owner_id="o-1", team="North",
+           kind="meeting", activity_id="T-1"),
+    _event(24, "activity.logged", "2026-11-18T00:00:00Z", owner_id="o-2", team="South",
+           kind="meeting", deal_id="E"),
+    _event(25, "activity.logged", "2026-11-17T23:59:59Z", owner_id="o-2", team="South",
+           kind="call"),
 ]
 
 
@@ -136,5 +146,14 @@ def test_period_boundaries_empty_windows_stuck_thresholds_and_quota_changes(
                              period="last_month")] == 1
         assert _key("pulse_quota_attainment_ratio", owner="o-3",
                     period="last_month") not in expected
+        activities = {(labels, v) for (name, labels), v in expected.items()
+                      if name == "pulse_activities" and v and dict(labels)["window"] != "all"}
+        assert activities == {
+            ((("kind", "email"), ("team", t), ("window", w)), 1)
+            for t in ("North", "all") for w in ("30d", "90d")} | {
+            ((("kind", "call"), ("team", t), ("window", "90d")), 1) for t in ("North", "all")} | {
+            ((("kind", "meeting"), ("team", t), ("window", "90d")), 1) for t in ("South", "all")}
+        assert _key("pulse_activities_per_won_deal", team="North", window="30d") not in expected
+        assert expected[_key("pulse_activities_per_won_deal", team="North", window="90d")] == 2
     finally:
         worker.stop()
