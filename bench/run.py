@@ -84,8 +84,9 @@ def _wait(label: str, total: int, done: Callable[[], int], timeout: float) -> No
             time.sleep(0.5)
 
 
-def make_stream(events: int, seed: int) -> list[dict[str, Any]]:
-    """At least ``events`` generated events (20 teams, 1,000 reps), cut to exactly that many."""
+def make_stream(events: int, seed: int, catalogue: bool = True) -> list[dict[str, Any]]:
+    """At least ``events`` generated events (20 teams, 1,000 reps), cut to exactly that many;
+    without ``catalogue``, deal and churn events only (no leads, quotas, activities)."""
     deals_per_day = events / 365 / 3.4
     while True:
         cfg = GeneratorSettings(
@@ -93,6 +94,8 @@ def make_stream(events: int, seed: int) -> list[dict[str, Any]]:
             deals_per_day=deals_per_day, accounts=max(events // 20, 400),
             start=dt.datetime(2025, 11, 1, tzinfo=dt.UTC),
             end=dt.datetime(2026, 11, 1, tzinfo=dt.UTC),
+            **({} if catalogue else {"leads_per_deal": 0.0, "activities_per_deal": 0.0,
+                                     "quota_level": 0.0}),
         )
         stream = list(generate_events(cfg))
         if len(stream) >= events:
@@ -481,7 +484,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             console.print(f"(d) pipeline pulse: {_rate(pulse):,.0f} events/s")
             scrape = scrape_cost(worker)
             wanted = int(args.rate * args.freshness_seconds)
-            live = [e for e in make_stream(wanted * 5, seed=12)
+            live = [e for e in make_stream(wanted * 5, seed=12, catalogue=False)
                     if e["type"] == "deal.created"][:wanted]
             fresh = asyncio.run(freshness(settings, worker, live, args.rate,
                                          args.scrape_interval))
