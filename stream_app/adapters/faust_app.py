@@ -306,6 +306,12 @@ class PulseWorker:
         self._owner_win_fold = _EntityFold("ownerwin", OwnerWin, OwnerWin.from_json,
                                            win_contributions, OwnerWin.to_json,
                                            self._owner_index)
+        #: Each table's aggregate index and the CRM topic whose partitions it is keyed by.
+        self._indexed = ((self._deal_index, s.topic_deals),
+                         (self._account_index, s.topic_customers),
+                         (self._owner_index, s.topic_quotas),
+                         (self._lead_index, s.topic_leads),
+                         (self._activity_index, s.topic_activities))
         self._activity_fold = _EntityFold("act", ActivityState, ActivityState.from_json,
                                           activity_contributions, ActivityState.to_json,
                                           self._activity_index)
@@ -846,8 +852,7 @@ class PulseWorker:
             await self._admit_labels({})
         consumer = self.app.consumer
         s = self.settings
-        sources = {s.topic_deals, s.topic_customers, s.topic_account_wins, s.topic_quotas,
-                   s.topic_owner_wins, s.topic_leads, s.topic_activities}
+        sources = {*s.source_topics, s.topic_account_wins, s.topic_owner_wins}
         actives = list(self.app.assignor.assigned_actives())
         self._stats.forget_except({(tp.topic, tp.partition) for tp in actives})
         for tp in actives:
@@ -871,29 +876,19 @@ class PulseWorker:
 
     def _local_latest_ms(self) -> int | None:
         """Latest event time of the owned partitions (their clock records only)."""
-        s = self.settings
-        tables = ((self.deals, s.topic_deals), (self.accounts, s.topic_customers),
-                  (self.owners, s.topic_quotas), (self.leads, s.topic_leads),
-                  (self.activities, s.topic_activities))
-        times = [record["v"] for table, topic in tables for p in self._active_partitions(topic)
-                 if (record := table.data.get(clock_key(p))) is not None]
+        times = [record["v"] for index, topic in self._indexed
+                 for p in self._active_partitions(topic)
+                 if (record := index.table.data.get(clock_key(p))) is not None]
         return max(times, default=None)
 
     def report(self) -> Report | None:
         """KPIs of the partitions owned now (the ``KpiSource`` protocol)."""
-        deal_parts = self._active_partitions(self.settings.topic_deals)
-        account_parts = self._active_partitions(self.settings.topic_customers)
-        owner_parts = self._active_partitions(self.settings.topic_quotas)
-        lead_parts = self._active_partitions(self.settings.topic_leads)
-        activity_parts = self._active_partitions(self.settings.topic_activities)
-        snap = snapshot_from_aggregates(self._deal_index.items(), deal_parts, self._keep_label)
-        others = [snapshot_from_aggregates(index.items(), parts, self._keep_label)
-                  for index, parts in ((self._account_index, account_parts),
-                                       (self._owner_index, owner_parts),
-                                       (self._lead_index, lead_parts),
-                                       (self._activity_index, activity_parts))]
+        snap, *others = [snapshot_from_aggregates(index.items(), self._active_partitions(topic),
+                                                  self._keep_label)
+                         for index, topic in self._indexed]
         for other in others:
             snap.merge(other)
+        lead_parts = self._active_partitions(self.settings.topic_leads)
         snap.open_leads = [lead for p in lead_parts for lead in self._lead_book[p].values()]
         if self.clock == "wall":
             as_of = int(time.time() * 1000)

@@ -18,7 +18,7 @@ __all__ = [
 from dataclasses import dataclass, replace
 from typing import Any
 
-from stream_app.kpi.deals import Contributions
+from stream_app.kpi.deals import Contributions, earliest
 from stream_app.kpi.windows import day_of
 
 #: An account counts as a buyer on each of the days from a win's day to this many days on.
@@ -69,10 +69,7 @@ def apply_account_win(state: AccountState, won_at_ms: int, deal_id: str) -> Acco
 def apply_account_churn(state: AccountState, churned_at_ms: int, event_id: str,
                         competitor: str | None = None) -> AccountState:
     """Record a churn event of the account (keeps the earliest)."""
-    candidate = (churned_at_ms, event_id, competitor)
-    if state.churned is None or candidate[:2] < state.churned[:2]:
-        return replace(state, churned=candidate)
-    return state
+    return replace(state, churned=earliest(state.churned, (churned_at_ms, event_id, competitor)))
 
 
 def account_contributions(state: AccountState) -> Contributions:

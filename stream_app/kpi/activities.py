@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from stream_app.events.models import ACTIVITY_KINDS, ActivityLogged
-from stream_app.kpi.deals import Contributions
+from stream_app.kpi.deals import Contributions, earliest
 from stream_app.kpi.windows import day_of, ms_from_datetime
 
 
@@ -45,9 +45,7 @@ def apply_activity_event(state: ActivityState, event: ActivityLogged) -> Activit
     """Fold one ``activity.logged`` into the activity's state (keeps the earliest)."""
     d = event.data
     candidate = (ms_from_datetime(event.time), event.id, d.owner_id, d.team, d.kind)
-    if state.logged is not None and state.logged[:2] <= candidate[:2]:
-        return state
-    return replace(state, logged=candidate)
+    return replace(state, logged=earliest(state.logged, candidate))
 
 
 def activity_contributions(state: ActivityState) -> Contributions:

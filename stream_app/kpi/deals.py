@@ -31,6 +31,7 @@ __all__ = [
     "apply_deal_event",
     "deal_contributions",
     "deal_timeline",
+    "earliest",
     "price_gap_femto",
     "stint_bucket",
 ]
@@ -154,7 +155,9 @@ def add_vector(target: dict[Any, list[int]], key: Any, vector: Sequence[int]) ->
             current[i] += value
 
 
-def _earliest(current: tuple | None, candidate: tuple) -> tuple:
+def earliest(current: tuple | None, candidate: tuple) -> tuple:
+    """Of two versions ``(time_ms, event_id, ...)``, the earlier by (time, id): how every
+    entity keeps the first of repeated or reordered events."""
     return candidate if current is None or candidate[:2] < current[:2] else current
 
 
@@ -173,7 +176,7 @@ def apply_deal_event(state: DealState, event: DealEvent) -> DealState:
             "source": d.source,
             "product": d.product,
         }
-        return replace(state, created=_earliest(state.created, (at, event.id, info)))
+        return replace(state, created=earliest(state.created, (at, event.id, info)))
     if isinstance(event, DealStageChanged):
         if any(change[1] == event.id for change in state.changes):
             return state
@@ -186,7 +189,7 @@ def apply_deal_event(state: DealState, event: DealEvent) -> DealState:
         price = None if d.competitor_price is None else str(d.competitor_price)
         won = str(d.amount) if isinstance(event, DealWon) else None
         kind = "won" if isinstance(event, DealWon) else "lost"
-        return replace(state, closed=_earliest(
+        return replace(state, closed=earliest(
             state.closed, (at, event.id, kind, won, d.competitor, price)))
     raise TypeError(f"not a deal event: {type(event).__name__}")
 

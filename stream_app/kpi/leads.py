@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from stream_app.events.models import LeadConverted, LeadCreated, LeadEngaged, LeadEvent
-from stream_app.kpi.deals import Contributions
+from stream_app.kpi.deals import Contributions, earliest
 from stream_app.kpi.scoring import ScoringRules
 from stream_app.kpi.windows import day_of, ms_from_datetime
 
@@ -67,10 +67,6 @@ class ScoreInputs:
     hot_since_ms: int | None
 
 
-def _earliest(current: tuple | None, candidate: tuple) -> tuple:
-    return candidate if current is None or candidate[:2] < current[:2] else current
-
-
 def apply_lead_event(state: LeadState, event: LeadEvent) -> LeadState:
     """Fold one lead event into the state; commutative and idempotent per event."""
     at = ms_from_datetime(event.time)
@@ -79,14 +75,14 @@ def apply_lead_event(state: LeadState, event: LeadEvent) -> LeadState:
         info = {"source": d.source, "owner_id": d.owner_id, "team": d.team,
                 "industry": d.industry, "company_size": d.company_size,
                 "job_title": d.job_title}
-        return replace(state, created=_earliest(state.created, (at, event.id, info)))
+        return replace(state, created=earliest(state.created, (at, event.id, info)))
     if isinstance(event, LeadEngaged):
         if any(e[1] == event.id for e in state.engagements):
             return state
         return replace(state, engagements=tuple(sorted(
             (*state.engagements, (at, event.id, event.data.action)))))
     kind = "converted" if isinstance(event, LeadConverted) else "disqualified"
-    return replace(state, closed=_earliest(state.closed, (at, event.id, kind)))
+    return replace(state, closed=earliest(state.closed, (at, event.id, kind)))
 
 
 def _counted(state: LeadState) -> list[tuple[int, str, str]]:

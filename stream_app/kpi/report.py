@@ -763,16 +763,17 @@ def _stage_to_all(group: tuple[str, str]) -> tuple[str, str]:
     return (ALL_GROUP, group[1])
 
 
-def _activity_kpis(snap: Snapshot, cfg: ReportConfig,
-                   as_of_day: int) -> tuple[list[ActivityKpis], list[OwnerActivityKpis]]:
+def _activity_kpis(snap: Snapshot, cfg: ReportConfig, as_of_day: int,
+                   windows: list[WindowKpis]
+                   ) -> tuple[list[ActivityKpis], list[OwnerActivityKpis]]:
     width = len(ACTIVITY_KINDS)
     teams = sorted({team for team, _ in snap.activities})
     owners = sorted({owner for owner, _ in snap.owner_activities})
     activities = _windowed_sums(snap.activities, cfg, as_of_day, width, _to_all)
     by_owner = _windowed_sums(snap.owner_activities, cfg, as_of_day, width)
-    won = _windowed_sums(snap.buckets, cfg, as_of_day, 6, _to_all)
+    won = {(w.group, w.window): w.won for w in windows}
     team_rows = [ActivityKpis(group, name, tuple(activities[name][group]),
-                              won[name][group][1])
+                              won.get((group, name), 0))
                  for name in activities for group in (*teams, ALL_GROUP)]
     owner_rows = [OwnerActivityKpis(owner, name, tuple(by_owner[name][owner]))
                   for name in by_owner for owner in owners]
@@ -973,11 +974,12 @@ def build_report(snap: Snapshot, as_of_ms: int, cfg: ReportConfig) -> Report:
         open_by_group[team] += count
         open_by_group[ALL_GROUP] += count
     stints, bottlenecks = _stint_kpis(snap, cfg, as_of_day, teams)
-    activities, owner_activities = _activity_kpis(snap, cfg, as_of_day)
+    windows = _window_kpis(snap, cfg, as_of_day, teams, open_by_group)
+    activities, owner_activities = _activity_kpis(snap, cfg, as_of_day, windows)
     owner_rows = _owner_rows(snap, current_periods(as_of_day).values())
     return Report(
         as_of_ms=as_of_ms,
-        windows=tuple(_window_kpis(snap, cfg, as_of_day, teams, open_by_group)),
+        windows=tuple(windows),
         stages=tuple(_stage_kpis(snap, cfg, as_of_day, teams)),
         churn=tuple(_churn_kpis(snap, as_of_day)),
         folded={label: len(values) for label, values in snap.folded.items()},
