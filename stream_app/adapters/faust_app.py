@@ -15,7 +15,7 @@ Five tables, each holding entity records and the aggregates derived from them
 
 from __future__ import annotations
 
-__all__ = ["PulseWorker", "StateLostError"]
+__all__ = ["BATCH_FINISH_SECONDS", "PulseWorker", "StateLostError", "finish_batch"]
 
 import asyncio
 import datetime as dt
@@ -25,8 +25,8 @@ import os
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
 
@@ -90,10 +90,13 @@ from stream_app.kpi.owners import (
 )
 from stream_app.kpi.report import (
     KIND_LABEL,
+    Cell,
     Report,
     ReportConfig,
+    Snapshot,
     build_report,
-    snapshot_from_aggregates,
+    snapshot_from_cells,
+    update_cell,
 )
 from stream_app.kpi.scoring import load_rules
 from stream_app.kpi.windows import ms_from_datetime, window_specs
@@ -108,9 +111,35 @@ DEAD_LETTER_HEADERS = ("pulse-reason", "pulse-detail", "pulse-topic", "pulse-par
 FATAL_EXIT_GRACE_SECONDS = 10.0
 
 
+#: How long a batch being folded when the worker stops may take to finish.
+BATCH_FINISH_SECONDS = 15.0
+
+
 def _exit_now(message: str) -> None:
     print(f"stream-app worker: {message} (clean stop timed out)", file=sys.stderr, flush=True)
     os._exit(2)
+
+
+async def finish_batch(handler: Awaitable[None],
+                       grace_seconds: float = BATCH_FINISH_SECONDS) -> None:
+    """Run a batch handler to its end even if the agent is cancelled meanwhile.
+
+    Faust cancels agents when a worker stops, and ``take_events`` then acks the whole
+    batch, so the stop's final commit would cover events whose changelog records were
+    never sent. Finishing the batch first keeps "committed" meaning "written". A batch
+    that cannot finish within ``grace_seconds`` (broker gone) ends the process before
+    that commit: its events are read again by the partition's next owner.
+    """
+    task = asyncio.ensure_future(handler)
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        if not task.done():
+            done, _ = await asyncio.wait({task}, timeout=grace_seconds)
+            if not done:
+                _exit_now(f"a batch could not finish within {grace_seconds:g}s of the stop; "
+                          "exiting before committing its offsets")
+        raise
 
 
 _LEAD_PREFIX = entity_key("lead", "")
@@ -138,22 +167,36 @@ class StateLostError(RuntimeError):
 
 
 class _AggregateIndex:
-    """Keys of aggregate records in a table, parsed once, so a scrape never walks the
-    entities nor parses a key again."""
+    """Keys of aggregate records in a table, parsed once, and their sum over the
+    exported partitions kept up to date as records are written, so a scrape never
+    walks the entities, parses a key again, or re-adds an aggregate nobody wrote."""
 
     def __init__(self, table: faust.Table):
         self.table = table
         self.keys: dict[str, tuple[str, int, str, str]] = {}
+        self._cells: dict[Cell, Any] = {}
+        self._merged: dict[str, Any] = {}
+        self._dirty: set[str] = set()
+        self._partitions: frozenset[int] | None = None
+        self._snapshot: tuple[Any, Snapshot] | None = None
 
     def rebuild(self) -> None:
+        """After a recovery: index every key again and re-sum at the next read."""
         self.keys = {}
         self.add(list(self.table.keys()))
+        self._partitions = None
 
     def add(self, keys: Iterable[str]) -> None:
-        known = self.keys
+        """Note keys just written (by a fold or a changelog record); entity keys are
+        ignored."""
+        known, dirty = self.keys, self._dirty
         for key in keys:
-            if key not in known and (parsed := parse_aggregate_key(key)) is not None:
+            if key not in known:
+                parsed = parse_aggregate_key(key)
+                if parsed is None:
+                    continue
                 known[key] = parsed
+            dirty.add(key)
 
     def groups(self) -> dict[str, set[str]]:
         """Values of each capped label named by the aggregates."""
@@ -165,9 +208,44 @@ class _AggregateIndex:
                 found["team"].add(parsed[3].partition("|")[2])
         return found
 
-    def items(self) -> Iterable[tuple[tuple[str, int, str, str], Any]]:
-        data = self.table.data
-        return [(parsed, data.get(key)) for key, parsed in self.keys.items()]
+    def cells(self, partitions: frozenset[int]) -> dict[Cell, Any]:
+        """The aggregates of ``partitions`` summed per cell: updated from the keys
+        written since the last call, or summed again when the partitions changed."""
+        self._refresh(partitions)
+        return self._cells
+
+    def snapshot(self, partitions: frozenset[int], keep: Callable[[str, str], bool],
+                 labels_version: int) -> Snapshot:
+        """The table's snapshot; the last one again while no cell, partition or label
+        verdict (``labels_version``) changed. Callers must not modify it."""
+        changed = self._refresh(partitions)
+        if changed or self._snapshot is None or self._snapshot[0] != labels_version:
+            self._snapshot = (labels_version, snapshot_from_cells(self._cells, partitions, keep))
+        return self._snapshot[1]
+
+    def _refresh(self, partitions: frozenset[int]) -> bool:
+        data = getattr(self.table.data, "data", self.table.data)
+        changed = partitions != self._partitions
+        if changed:
+            self._cells, self._merged = {}, {}
+            self._dirty = set(self.keys)
+            self._partitions = partitions
+        cells, merged, keys = self._cells, self._merged, self.keys
+        for key in self._dirty:
+            parsed = keys.get(key)
+            if parsed is None or parsed[1] not in partitions or parsed[0] == "p":
+                continue
+            record = data.get(key)
+            if record is None:
+                continue
+            new = record["v"]
+            old = merged.get(key)
+            if new is not old:
+                update_cell(cells, parsed, old, new)
+                merged[key] = new
+                changed = True
+        self._dirty = set()
+        return changed
 
 
 @dataclass(frozen=True)
@@ -180,6 +258,20 @@ class _EntityFold:
     contributions: Callable[[Any], Any]
     dump: Callable[[Any], Any]
     index: _AggregateIndex
+
+
+#: A message to publish: topic, key, value, headers.
+_Message = tuple[str, bytes | None, bytes, list[tuple[str, bytes]] | None]
+
+
+@dataclass
+class _Batch:
+    """The writes of one batch of a table: one changelog writer per partition, and the
+    messages it publishes (re-keyed wins, ``lead.hot``, dead letters)."""
+
+    table: faust.Table
+    writers: dict[int, BatchWriter]
+    outbox: list[_Message]
 
 
 class PulseWorker:
@@ -220,6 +312,7 @@ class PulseWorker:
         self._ready: frozenset[tuple[str, int]] = frozenset()
         self._recovered: set[str] = set()
         self._label_verdicts: dict[str, dict[str, bool]] = {label: {} for label in FOLDED_LABELS}
+        self._verdicts_changed = 0
         self._undecided: dict[str, set[str]] = {label: set() for label in FOLDED_LABELS}
         self.redis = RedisStore(
             settings.redis_url.get_secret_value(),
@@ -315,8 +408,8 @@ class PulseWorker:
         self._activity_fold = _EntityFold("act", ActivityState, ActivityState.from_json,
                                           activity_contributions, ActivityState.to_json,
                                           self._activity_index)
-        for table in (self.deals, self.accounts, self.owners, self.leads, self.activities):
-            self._count_changelog_records(table)
+        for index, _ in self._indexed:
+            self._watch_changelog_records(index)
 
         @self.deals.on_recover
         async def _deals_recovered() -> None:
@@ -371,27 +464,27 @@ class PulseWorker:
         @app.agent(self.deals_topic, name="pulse-deal-agent")
         async def deal_agent(stream: faust.StreamT) -> None:
             async for events in stream.take_events(**batch):
-                await self._on_deal_batch(events)
+                await finish_batch(self._on_deal_batch(events))
 
         @app.agent(self.customers_topic, name="pulse-account-agent")
         async def account_agent(stream: faust.StreamT) -> None:
             async for events in stream.take_events(**batch):
-                await self._on_account_batch(events)
+                await finish_batch(self._on_account_batch(events))
 
         @app.agent(self.quotas_topic, name="pulse-owner-agent")
         async def owner_agent(stream: faust.StreamT) -> None:
             async for events in stream.take_events(**batch):
-                await self._on_owner_batch(events)
+                await finish_batch(self._on_owner_batch(events))
 
         @app.agent(self.leads_topic, name="pulse-lead-agent")
         async def lead_agent(stream: faust.StreamT) -> None:
             async for events in stream.take_events(**batch):
-                await self._on_lead_batch(events)
+                await finish_batch(self._on_lead_batch(events))
 
         @app.agent(self.activities_topic, name="pulse-activity-agent")
         async def activity_agent(stream: faust.StreamT) -> None:
             async for events in stream.take_events(**batch):
-                await self._on_activity_batch(events)
+                await finish_batch(self._on_activity_batch(events))
 
         @app.timer(1.0)
         async def _tick() -> None:
@@ -413,13 +506,17 @@ class PulseWorker:
 
         self._agents = (deal_agent, account_agent, owner_agent, lead_agent, activity_agent)
 
-    def _count_changelog_records(self, table: faust.Table) -> None:
+    def _watch_changelog_records(self, index: _AggregateIndex) -> None:
+        """Count changelog records applied to a table (recovery, standby), note where
+        lead records live, and mark their keys for the table's kept sums."""
+        table = index.table
         apply_batch, applied = table.apply_changelog_batch, self._stats.changelog_applied
 
         lead_keys = self._lead_key_partitions if table is self.leads else None
 
         def counting(batch: Sequence[EventT]) -> None:
             applied[table.name] += len(batch)
+            index.add([event.key for event in batch])
             if lead_keys is not None:
                 for event in batch:
                     key = json.loads(event.message.key)
@@ -445,9 +542,9 @@ class PulseWorker:
             asyncio.get_running_loop().call_later(FATAL_EXIT_GRACE_SECONDS, _exit_now, message)
         raise error
 
-    def _batch_writers(self, table: faust.Table,
-                       events: Sequence[EventT]) -> dict[int, BatchWriter]:
-        """One writer per partition of the batch, each marked with the batch's last offsets."""
+    def _start_batch(self, table: faust.Table, events: Sequence[EventT]) -> _Batch:
+        """One writer per partition of the batch, each marked with the batch's last
+        offsets, and an empty outbox."""
         writers: dict[int, BatchWriter] = {}
         for event in events:
             msg = event.message
@@ -455,7 +552,7 @@ class PulseWorker:
             if writer is None:
                 writer = writers[msg.partition] = BatchWriter(table.data)
             writer.mark(msg.topic, msg.partition, msg.offset)
-        return writers
+        return _Batch(table, writers, [])
 
     async def _verify_positions(self, table: faust.Table, topics: set[str]) -> None:
         """After a recovery: the restored state must reach the group's committed offsets.
@@ -491,7 +588,7 @@ class PulseWorker:
                 f"{self.settings.app_id} --all-topics --execute) and start again."
             )
 
-    def _dead_letter(self, event: EventT, rejection: Rejection) -> None:
+    def _dead_letter(self, batch: _Batch, event: EventT, rejection: Rejection) -> None:
         msg = event.message
         self._stats.rejected[rejection.reason] += 1
         headers = [
@@ -501,7 +598,8 @@ class PulseWorker:
             ("pulse-partition", str(msg.partition).encode()),
             ("pulse-offset", str(msg.offset).encode()),
         ]
-        self.dead_letters.send_soon(key=msg.key, value=msg.value or b"", headers=headers)
+        batch.outbox.append((self.settings.topic_dead_letters, msg.key, msg.value or b"",
+                             headers))
         log.info("rejected %s/%s@%s: %s (%s)", msg.topic, msg.partition, msg.offset,
                  rejection.reason, rejection.detail)
 
@@ -522,7 +620,7 @@ class PulseWorker:
         return latest - time_ms
 
     async def _decode_and_admit(
-        self, events: Sequence[EventT], role: TopicRole
+        self, batch: _Batch, events: Sequence[EventT], role: TopicRole
     ) -> list[tuple[EventT, Any]]:
         """Valid, non-duplicate events of a batch; rejects go to the dead-letter topic."""
         valid: list[tuple[EventT, Any]] = []
@@ -531,7 +629,7 @@ class PulseWorker:
             decoded = decode_event(msg.value, msg.key, role, self._rules)
             if isinstance(decoded, Rejection):
                 self._note_position(event, None)
-                self._dead_letter(event, decoded)
+                self._dead_letter(batch, event, decoded)
             else:
                 valid.append((event, decoded))
         verdicts = await self.redis.check_many([
@@ -554,20 +652,27 @@ class PulseWorker:
             admitted.append((event, decoded))
         return admitted
 
-    async def _flush(self, table: faust.Table, writers: dict[int, BatchWriter]) -> None:
-        """Send the batch's changelog records straight to the Kafka producer.
+    async def _flush(self, batch: _Batch) -> None:
+        """Hand the batch's messages and changelog records to the Kafka producer.
 
-        Faust's own path (``send_changelog``) queues each record in its producer
-        buffer and publishes them one event-loop hop at a time, which capped a
-        worker at ~1,000 events/s. Records are encoded as the table's JSON codec
-        would; the commit still flushes the producer before committing offsets.
+        Both go straight to the producer, awaited, before the batch ends (and is
+        acked): the commit flushes the producer before committing offsets, so a
+        committed event's messages and records are on the broker. Faust's own paths
+        are not used: ``send_soon`` queues in a buffer whose flush gives up after
+        0.1 s without progress, so a stop or crash could commit an event whose re-keyed
+        win was never sent; ``send_changelog`` publishes one event-loop hop per record,
+        which capped a worker at ~1,000 events/s. Records are encoded as the table's
+        JSON codec would.
         """
         producer = self.app.producer
-        topic = table.changelog_topic.get_topic_name()
+        for topic, key, value, headers in batch.outbox:
+            await producer.send(topic, key, value, None, None, headers)
+        batch.outbox.clear()
+        changelog = batch.table.changelog_topic.get_topic_name()
         dumps = json.dumps
-        for partition, writer in writers.items():
-            for key, value in writer.drain():
-                await producer.send(topic, dumps(key).encode(), dumps(value).encode(),
+        for partition, writer in batch.writers.items():
+            for key, record in writer.drain():
+                await producer.send(changelog, dumps(key).encode(), dumps(record).encode(),
                                     partition, None, None)
 
     async def _admit_labels(self, values: Mapping[str, Iterable[str]]) -> None:
@@ -588,7 +693,9 @@ class PulseWorker:
                 if answer is None:
                     self._keep_provisionally(label, new[start:])
                     break
-                verdicts.update(answer)
+                if any(verdicts.get(value) != kept for value, kept in answer.items()):
+                    verdicts.update(answer)
+                    self._verdicts_changed += 1
                 undecided.difference_update(chunk)
 
     def _keep_provisionally(self, label: str, values: list[str]) -> None:
@@ -600,24 +707,24 @@ class PulseWorker:
                 continue
             verdicts[value] = kept < self.settings.label_cap(label)
             kept += verdicts[value]
+            self._verdicts_changed += 1
 
     def _keep_label(self, label: str, value: str) -> bool:
         return self._label_verdicts[label].get(value, False)
 
     async def _on_deal_batch(self, events: Sequence[EventT]) -> None:
-        writers = self._batch_writers(self.deals, events)
-        admitted = await self._decode_and_admit(events, "deals")
+        batch = self._start_batch(self.deals, events)
+        admitted = await self._decode_and_admit(batch, events, "deals")
         await self._admit_labels(_deal_labels(e for _, e in admitted))
         for event, deal_event in admitted:
             msg = event.message
-            store = writers[msg.partition]
-            result = fold_deal_event(store, msg.partition, msg.offset, deal_event,
-                                     self._pricing)
+            result = fold_deal_event(batch.writers[msg.partition], msg.partition, msg.offset,
+                                     deal_event, self._pricing)
             self._deal_index.add(result.written)
-            self._forward_win(result.state)
-        await self._flush(self.deals, writers)
+            self._forward_win(batch, result.state)
+        await self._flush(batch)
 
-    def _forward_win(self, state: DealState) -> None:
+    def _forward_win(self, batch: _Batch, state: DealState) -> None:
         """Re-key a won deal by account and by owner (sent again on every replay; the
         receivers keep each deal's earliest win, so repeats change nothing)."""
         if state.created is None or state.closed is None or state.closed[2] != "won":
@@ -626,14 +733,14 @@ class PulseWorker:
         account_id = info.get("account_id")
         if account_id:
             payload = {"account_id": account_id, "won_at_ms": won_at, "deal_id": state.deal_id}
-            self.account_wins_topic.send_soon(
-                key=account_id.encode(), value=json.dumps(payload).encode()
-            )
+            batch.outbox.append((self.settings.topic_account_wins, account_id.encode(),
+                                 json.dumps(payload).encode(), None))
         owner_id = str(info["owner_id"])
         cents = self._pricing.to_cents(str(state.closed[3]), str(info["currency"]))
         payload = {"owner_id": owner_id, "won_at_ms": won_at, "deal_id": state.deal_id,
                    "cents": cents}
-        self.owner_wins_topic.send_soon(key=owner_id.encode(), value=json.dumps(payload).encode())
+        batch.outbox.append((self.settings.topic_owner_wins, owner_id.encode(),
+                             json.dumps(payload).encode(), None))
 
     async def _on_rekeyed_batch(
         self, table: faust.Table, events: Sequence[EventT], wins_topic: str, role: TopicRole,
@@ -642,19 +749,19 @@ class PulseWorker:
         fold_event: Callable[[BatchWriter, EventT, Any], None],
     ) -> None:
         """A batch of a table fed by a CRM topic and by won deals re-keyed onto it."""
-        writers = self._batch_writers(table, events)
+        batch = self._start_batch(table, events)
         decoded = await self._decode_and_admit(
-            [e for e in events if e.message.topic != wins_topic], role)
+            batch, [e for e in events if e.message.topic != wins_topic], role)
         await self._admit_labels(labels([d for _, d in decoded]))
         admitted = {id(event): value for event, value in decoded}
         for event in events:
-            store = writers[event.message.partition]
+            store = batch.writers[event.message.partition]
             if event.message.topic == wins_topic:
                 self._note_position(event, None)
                 fold_win(store, event, json.loads(event.message.value))
             elif id(event) in admitted:
                 fold_event(store, event, admitted[id(event)])
-        await self._flush(table, writers)
+        await self._flush(batch)
 
     async def _on_account_batch(self, events: Sequence[EventT]) -> None:
         def fold_win(store: BatchWriter, event: EventT, win: dict[str, Any]) -> None:
@@ -698,31 +805,32 @@ class PulseWorker:
             fold_win, fold_quota)
 
     async def _on_lead_batch(self, events: Sequence[EventT]) -> None:
-        writers = self._batch_writers(self.leads, events)
-        admitted = await self._decode_and_admit(events, "leads")
+        batch = self._start_batch(self.leads, events)
+        admitted = await self._decode_and_admit(batch, events, "leads")
         await self._admit_labels({"source": {e.data.source for _, e in admitted
                                              if isinstance(e, LeadCreated)}})
         for event, lead_event in admitted:
             msg = event.message
             result = self._fold_entity(
-                self._lead_fold, writers[msg.partition], event, "l", lead_event.data.lead_id,
+                self._lead_fold, batch.writers[msg.partition], event, "l",
+                lead_event.data.lead_id,
                 ms_from_datetime(lead_event.time), partial(apply_lead_event, event=lead_event))
             self._note_lead(msg.partition, result.state)
-            self._publish_hot(result.state, lead_event.id)
-        await self._flush(self.leads, writers)
+            self._publish_hot(batch, result.state, lead_event.id)
+        await self._flush(batch)
 
     async def _on_activity_batch(self, events: Sequence[EventT]) -> None:
-        writers = self._batch_writers(self.activities, events)
+        batch = self._start_batch(self.activities, events)
         admitted: list[tuple[EventT, ActivityLogged]] = await self._decode_and_admit(
-            events, "activities")
+            batch, events, "activities")
         await self._admit_labels({"owner": {a.data.owner_id for _, a in admitted},
                                   "team": {a.data.team for _, a in admitted}})
         for event, activity in admitted:
             self._fold_entity(
-                self._activity_fold, writers[event.message.partition], event, "v",
+                self._activity_fold, batch.writers[event.message.partition], event, "v",
                 activity.data.activity_id or activity.id, ms_from_datetime(activity.time),
                 partial(apply_activity_event, event=activity))
-        await self._flush(self.activities, writers)
+        await self._flush(batch)
 
     def _note_lead(self, partition: int, state: LeadState) -> None:
         self._lead_key_partitions[entity_key("lead", state.lead_id)] = partition
@@ -742,7 +850,7 @@ class PulseWorker:
                 raw = json.loads(record) if isinstance(record, str) else record
                 self._note_lead(partition, LeadState.from_json(raw["v"]))
 
-    def _publish_hot(self, state: LeadState, event_id: str) -> None:
+    def _publish_hot(self, batch: _Batch, state: LeadState, event_id: str) -> None:
         """Publish ``lead.hot`` when this event took the lead over the hot threshold
         (again on a replay: the id is deterministic, so consumers can drop repeats)."""
         for at, crossing_id in hot_crossings(state, self._scoring):
@@ -756,8 +864,8 @@ class PulseWorker:
                             "source": state.created[2]["source"],
                             "owner_id": state.created[2].get("owner_id"),
                             "threshold": self._scoring.hot_threshold}}
-            self.lead_scores.send_soon(key=state.lead_id.encode(),
-                                       value=json.dumps(hot).encode())
+            batch.outbox.append((self.settings.topic_lead_scores, state.lead_id.encode(),
+                                 json.dumps(hot).encode(), None))
 
     def _fold_entity(self, kind: _EntityFold, store: BatchWriter, event: EventT, source: str,
                      entity_id: str, time_ms: int, apply: Callable[[Any], Any]) -> FoldResult:
@@ -883,9 +991,10 @@ class PulseWorker:
 
     def report(self) -> Report | None:
         """KPIs of the partitions owned now (the ``KpiSource`` protocol)."""
-        snap, *others = [snapshot_from_aggregates(index.items(), self._active_partitions(topic),
-                                                  self._keep_label)
-                         for index, topic in self._indexed]
+        first, *others = [index.snapshot(self._active_partitions(topic), self._keep_label,
+                                         self._verdicts_changed)
+                          for index, topic in self._indexed]
+        snap = replace(first, folded=dict(first.folded))
         for other in others:
             snap.merge(other)
         lead_parts = self._active_partitions(self.settings.topic_leads)

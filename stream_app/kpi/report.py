@@ -40,6 +40,7 @@ __all__ = [
     "ActivityKpis",
     "AttainmentKpis",
     "BottleneckKpis",
+    "Cell",
     "ChurnKpis",
     "ClvKpis",
     "CompetitorKpis",
@@ -59,7 +60,10 @@ __all__ = [
     "WaterfallKpis",
     "WindowKpis",
     "build_report",
+    "merge_cells",
     "snapshot_from_aggregates",
+    "snapshot_from_cells",
+    "update_cell",
 ]
 
 from collections import defaultdict
@@ -145,30 +149,71 @@ def _count(target: dict[Any, int], key: Any, n: int) -> None:
     target[key] = target.get(key, 0) + n
 
 
+#: An aggregate summed over partitions: (kind, group, part).
+Cell = tuple[str, str, str]
+
+
+def update_cell(cells: dict[Cell, Any], parsed: tuple[str, int, str, str], old: Any,
+                new: Any) -> None:
+    """Move the sum over partitions of one aggregate from a partition's ``old`` value
+    (None: the record did not exist) to its ``new`` one. Clocks (``t``) take the max:
+    a partition's clock only moves forward."""
+    kind, _, group, part = parsed
+    cell = (kind, group, part)
+    current = cells.get(cell)
+    if kind == "t":
+        cells[cell] = new if current is None or new > current else current
+    elif current is None:
+        cells[cell] = list(new) if old is None else [n - o for n, o in zip(new, old, strict=True)]
+    elif old is None:
+        cells[cell] = [c + n for c, n in zip(current, new, strict=True)]
+    else:
+        cells[cell] = [c + n - o for c, n, o in zip(current, new, old, strict=True)]
+
+
+def merge_cells(items: Iterable[tuple[str | tuple[str, int, str, str], Any]],
+                active_partitions: Iterable[int]) -> dict[Cell, Any]:
+    """Sum aggregate records ``(key, {"g":..., "v":...})`` of the given partitions per
+    cell; a key may come already parsed (see :func:`~stream_app.kpi.fold.parse_aggregate_key`).
+    Position marks (``p``) are not KPIs and are left out."""
+    owned = frozenset(active_partitions)
+    cells: dict[Cell, Any] = {}
+    for key, record in items:
+        if record is None:
+            continue
+        parsed = key if isinstance(key, tuple) else parse_aggregate_key(key)
+        if parsed is None or parsed[1] not in owned or parsed[0] == "p":
+            continue
+        update_cell(cells, parsed, None, record["v"])
+    return cells
+
+
 def snapshot_from_aggregates(
     items: Iterable[tuple[str | tuple[str, int, str, str], Any]],
     active_partitions: Iterable[int],
     keep: Callable[[str, str], bool] | None = None,
 ) -> Snapshot:
-    """Sum aggregate records ``(key, {"g":..., "v":...})`` of the given partitions; a key
-    may come already parsed (see :func:`~stream_app.kpi.fold.parse_aggregate_key`).
+    """The snapshot of aggregate records of the given partitions (see
+    :func:`merge_cells` and :func:`snapshot_from_cells`)."""
+    owned = frozenset(active_partitions)
+    return snapshot_from_cells(merge_cells(items, owned), owned, keep)
+
+
+def snapshot_from_cells(
+    cells: Iterable[tuple[Cell, Any]] | dict[Cell, Any],
+    partitions: Iterable[int],
+    keep: Callable[[str, str], bool] | None = None,
+) -> Snapshot:
+    """The snapshot of cells already summed over ``partitions``.
 
     A group whose label value ``keep(label, value)`` refuses is summed into
     :data:`OTHER_GROUP`; :attr:`Snapshot.folded` holds such values per label (a value
     folded in several tables counts once). A data value equal to a reserved one
     (``all``, ``(other)``) is exported with a trailing "_".
     """
-    owned = frozenset(active_partitions)
-    snap = Snapshot(partitions=owned)
+    snap = Snapshot(partitions=frozenset(partitions))
     folded: dict[str, set[str]] = defaultdict(set)
-    for key, record in items:
-        if record is None:
-            continue
-        parsed = key if isinstance(key, tuple) else parse_aggregate_key(key)
-        if parsed is None or parsed[1] not in owned:
-            continue
-        kind, _, group, part = parsed
-        value = record["v"]
+    for (kind, group, part), value in (cells.items() if isinstance(cells, dict) else cells):
         if kind in ("a", "y"):
             _owner_aggregate(snap, kind, group, part, value, keep, folded)
             continue

@@ -109,8 +109,16 @@ def merge_additive(per_worker: list[Samples]) -> dict[Key, float]:
 
 def settled(workers: list[Worker], partitions: int, as_of: dt.datetime | None,
             timeout: float = 240.0) -> list[Samples]:
-    """Scrape until every source partition is owned, read to its end, and KPIs stop moving."""
-    sources = 3 * partitions
+    """Scrape until every source partition is owned, read to its end, and KPIs stop moving.
+
+    "Read to its end" needs a lag sample for every partition of every topic the workers
+    read (the CRM topics and the two re-keyed win topics), each 0: a partition whose
+    new owner has not fetched yet has no sample, and its KPIs can look stable.
+    """
+    cfg = workers[0].settings
+    consumed = {(topic, str(p))
+                for topic in (*cfg.source_topics, cfg.topic_account_wins, cfg.topic_owner_wins)
+                for p in range(partitions)}
     deadline = time.monotonic() + timeout
     previous: list[Samples] | None = None
     last_state = "no scrape yet"
@@ -120,19 +128,19 @@ def settled(workers: list[Worker], partitions: int, as_of: dt.datetime | None,
         scraped = [try_scrape(w.url) for w in workers]
         if all(s is not None for s in scraped):
             samples = [s for s in scraped if s is not None]
-            owned = sum(s.get(("pulse_owned_partitions", ()), 0) for s in samples)
-            lag = [v for s in samples for (name, _), v in s.items()
+            owned = sum(sample.get(("pulse_owned_partitions", ()), 0) for sample in samples)
+            lag = [((dict(labels)["topic"], dict(labels)["partition"]), v)
+                   for sample in samples for (name, labels), v in sample.items()
                    if name == "pulse_consumer_lag_messages"]
-            behind = {(dict(labels)["topic"], dict(labels)["partition"]): v
-                      for s in samples for (name, labels), v in s.items()
-                      if name == "pulse_consumer_lag_messages" and v}
+            behind = {tp: v for tp, v in lag if v}
+            unread = sorted(consumed - {tp for tp, _ in lag})
             asof_ok = as_of is None or all(
-                s.get(("pulse_asof_timestamp_seconds", ())) == ms_from_datetime(as_of) / 1000
-                for s in samples)
+                sample.get(("pulse_asof_timestamp_seconds", ())) == ms_from_datetime(as_of) / 1000
+                for sample in samples)
             current = [kpi_samples(s) for s in samples]
-            last_state = (f"owned={owned} lag_entries={len(lag)} lag={sum(lag)} "
-                          f"behind={behind} asof_ok={asof_ok}")
-            if (owned == partitions and len(lag) >= sources and sum(lag) == 0 and asof_ok
+            last_state = (f"owned={owned} behind={behind} no_lag_sample={unread} "
+                          f"asof_ok={asof_ok}")
+            if (owned == partitions and not unread and not behind and asof_ok
                     and current == previous):
                 return samples
             previous = current

@@ -1,0 +1,132 @@
+"""Worker parts that need no broker: a batch handler runs to its end when the agent
+is cancelled mid-batch (worker stop); the per-cell sums a scrape reads are kept up to
+date from the keys written and equal a fresh sum of the table at every read."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from typing import Any
+
+import pytest
+
+from stream_app.adapters import faust_app
+from stream_app.adapters.faust_app import finish_batch
+from stream_app.kpi.fold import aggregate_key, clock_key, entity_key, position_key
+from stream_app.kpi.report import merge_cells
+
+
+async def _cancel_midway(handler_steps: list[str], step_seconds: float,
+                         grace_seconds: float) -> asyncio.Task[None]:
+    async def handler() -> None:
+        for step in ("aggregates", "entities", "marks"):
+            await asyncio.sleep(step_seconds)
+            handler_steps.append(step)
+
+    agent = asyncio.ensure_future(finish_batch(handler(), grace_seconds=grace_seconds))
+    await asyncio.sleep(step_seconds * 1.5)
+    agent.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await agent
+    return agent
+
+
+async def test_a_cancelled_batch_still_writes_everything_before_the_cancel_goes_on() -> None:
+    steps: list[str] = []
+    agent = await _cancel_midway(steps, step_seconds=0.02, grace_seconds=5)
+    assert steps == ["aggregates", "entities", "marks"]
+    assert agent.cancelled()
+
+
+async def test_a_batch_that_cannot_finish_in_time_ends_the_process_before_the_commit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    exits: list[str] = []
+    monkeypatch.setattr(faust_app, "_exit_now", exits.append)
+    steps: list[str] = []
+    await _cancel_midway(steps, step_seconds=0.2, grace_seconds=0.05)
+    assert len(exits) == 1 and "could not finish" in exits[0]
+    assert steps == ["aggregates"]
+
+
+async def test_a_failing_batch_raises_its_own_error() -> None:
+    async def handler() -> None:
+        raise faust_app.StateLostError("changelog truncated")
+
+    with pytest.raises(faust_app.StateLostError, match="truncated"):
+        await finish_batch(handler())
+
+
+async def test_an_uncancelled_batch_just_runs() -> None:
+    done: list[int] = []
+
+    async def handler() -> None:
+        await asyncio.sleep(0)
+        done.append(1)
+
+    await finish_batch(handler())
+    assert done == [1]
+
+
+class _Table:
+    """The part of a Faust table the aggregate index reads."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, Any] = {}
+
+    def keys(self) -> list[str]:
+        return list(self.data)
+
+
+def _random_write(rng: random.Random, table: _Table, clocks: dict[int, int]) -> str:
+    partition = rng.randrange(4)
+    roll = rng.random()
+    if roll < 0.1:
+        clocks[partition] = clocks.get(partition, 0) + rng.randrange(0, 3)
+        key, value = clock_key(partition), clocks[partition]
+    elif roll < 0.15:
+        key, value = position_key(partition, "crm.deals"), rng.randrange(100)
+    elif roll < 0.2:
+        key, value = entity_key("d", f"deal-{rng.randrange(9)}"), {"id": 1}
+    else:
+        kind = rng.choice("bvzn")
+        key = aggregate_key(kind, partition, rng.choice(["A", "B", "C"]), str(rng.randrange(5)))
+        width = 2 if kind in "bvz" else 1
+        value = [rng.randrange(-3, 9) for _ in range(width)]
+    table.data[key] = {"g": {"d": rng.randrange(100)}, "v": value}
+    return key
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_kept_sums_equal_a_fresh_sum_after_any_writes_and_reassignments(seed: int) -> None:
+    rng = random.Random(seed)
+    table, clocks = _Table(), {}
+    index = faust_app._AggregateIndex(table)  # type: ignore[arg-type]
+    partitions = frozenset({0, 1})
+    compared = 0
+    for step in range(600):
+        roll = rng.random()
+        if roll < 0.03:
+            partitions = frozenset(p for p in range(4) if rng.random() < 0.6)
+        elif roll < 0.05:
+            index.rebuild()
+        else:
+            index.add([_random_write(rng, table, clocks)])
+        if step % 7 == 0:
+            assert index.cells(partitions) == merge_cells(table.data.items(), partitions)
+            compared += 1
+    assert compared > 80
+
+
+def test_a_write_is_summed_at_the_next_read_only_once_its_key_is_noted() -> None:
+    table = _Table()
+    index = faust_app._AggregateIndex(table)  # type: ignore[arg-type]
+    key = aggregate_key("b", 0, "A", "1")
+    table.data[key] = {"g": {}, "v": [1, 0]}
+    index.add([key])
+    assert index.cells(frozenset({0})) == {("b", "A", "1"): [1, 0]}
+    table.data[key] = {"g": {}, "v": [5, 0]}
+    assert index.cells(frozenset({0})) == {("b", "A", "1"): [1, 0]}
+    index.add([key, entity_key("d", "deal-1")])
+    assert index.cells(frozenset({0})) == {("b", "A", "1"): [5, 0]}
+    assert index.cells(frozenset({1})) == {}
