@@ -778,14 +778,24 @@ def _windowed_sums(cells: dict[tuple[Any, ...], list[int]], cfg: ReportConfig,
     ordered = sorted(((spec.name, window_first_day(spec, as_of_day)) for spec in cfg.specs),
                      key=lambda item: -item[1] if item[1] is not None else float("inf"))
     bands: list[dict[Any, list[int]]] = [{} for _ in ordered]
+    band_of_day: dict[int, dict[Any, list[int]] | None] = {}
     for key, vector in cells.items():
         day = key[-1]
-        if day > as_of_day:
+        if day in band_of_day:
+            band = band_of_day[day]
+        else:
+            band = band_of_day[day] = next(
+                (band for band, (_, first) in zip(bands, ordered, strict=True)
+                 if day <= as_of_day and (first is None or day >= first)), None)
+        if band is None:
             continue
-        for band, (_, first) in zip(bands, ordered, strict=True):
-            if first is None or day >= first:
-                add_vector(band, key[0] if len(key) == 2 else key[:-1], vector)
-                break
+        group = key[0] if len(key) == 2 else key[:-1]
+        current = band.get(group)
+        if current is None:
+            band[group] = list(vector)
+        else:
+            for i, value in enumerate(vector):
+                current[i] += value
     out: dict[str, dict[Any, list[int]]] = {}
     running: dict[Any, list[int]] = {}
     for band, (name, _) in zip(bands, ordered, strict=True):

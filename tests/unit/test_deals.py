@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from decimal import Decimal
 
 import pytest
@@ -9,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stream_app.kpi.deals import (
+    CREATED_FIELDS,
     DealState,
     apply_deal_event,
     deal_contributions,
@@ -156,3 +158,13 @@ def test_conversion_rounds_half_even_to_cents(amount: str, currency: str, cents:
 def test_json_round_trip() -> None:
     state = _fold(HISTORY[:3])
     assert DealState.from_json(state.to_json()) == state
+
+
+def test_record_lists_the_created_fields_and_reads_records_with_names() -> None:
+    state = _fold(HISTORY[:3])
+    raw = state.to_json()
+    assert state.created is not None
+    assert raw["c"][2] == [state.created[2][name] for name in CREATED_FIELDS]
+    named = {**raw, "c": [raw["c"][0], raw["c"][1], dict(state.created[2])]}
+    assert DealState.from_json(named) == state
+    assert len(json.dumps(raw)) < len(json.dumps(named))
