@@ -789,13 +789,7 @@ def _windowed_sums(cells: dict[tuple[Any, ...], list[int]], cfg: ReportConfig,
                  if day <= as_of_day and (first is None or day >= first)), None)
         if band is None:
             continue
-        group = key[0] if len(key) == 2 else key[:-1]
-        current = band.get(group)
-        if current is None:
-            band[group] = list(vector)
-        else:
-            for i, value in enumerate(vector):
-                current[i] += value
+        add_vector(band, key[0] if len(key) == 2 else key[:-1], vector)
     out: dict[str, dict[Any, list[int]]] = {}
     running: dict[Any, list[int]] = {}
     for band, (name, _) in zip(bands, ordered, strict=True):
