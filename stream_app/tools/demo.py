@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -141,7 +142,12 @@ async def _live(settings: Settings, events: list[dict[str, Any]], url: str,
 
 
 def run_demo(months: int, duration: float | None, rate: float, seed: int) -> int:
-    """Run the demo until Ctrl-C (or ``duration`` seconds of live trickle)."""
+    """Run the demo until Ctrl-C (or ``duration`` seconds of live trickle).
+
+    Ctrl-C (SIGINT) stops it even when it was started with SIGINT ignored, as a shell
+    starts background jobs (``make demo &``): the demo restores Python's handler.
+    """
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     logs = tempfile.mkdtemp(prefix="pipeline-pulse-demo-")
     servers = EmbeddedServers()
     worker = None
