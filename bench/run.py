@@ -336,22 +336,6 @@ def scrape_cost(worker: PulseProcess, repeats: int = 30) -> dict[str, float]:
             "series": len(samples)}
 
 
-def _wait_settled(worker: PulseProcess, at_least: int, timeout: float = 60.0) -> None:
-    """Until /healthz shows ``at_least`` events and no more for 0.3 s."""
-    deadline, last, still = time.monotonic() + timeout, -1, 0.0
-    while time.monotonic() < deadline:
-        done = worker.processed()
-        if done >= at_least and done == last:
-            still += 0.1
-            if still >= 0.3:
-                return
-        else:
-            still = 0.0
-        last = done
-        time.sleep(0.1)
-    raise TimeoutError(f"worker did not settle at {at_least} events within {timeout:.0f}s")
-
-
 def scrape_cost_live(settings: Settings, worker: PulseProcess, rounds: int = 10,
                      per_round: int = 300) -> dict[str, float]:
     """Median scrape right after ``per_round`` new whole-catalogue events were folded:
@@ -363,7 +347,7 @@ def scrape_cost_live(settings: Settings, worker: PulseProcess, rounds: int = 10,
         chunk = stream[i * per_round:(i + 1) * per_round]
         before = worker.processed()
         asyncio.run(produce_events(settings, chunk, show_progress=False))
-        _wait_settled(worker, before + int(len(chunk) * 0.9))
+        _wait(f"scrape after new events {i + 1}", before + len(chunk), worker.processed, 60)
         times.append(_timed_scrape(worker)[0])
     return {"ms": statistics.median(times), "events_between": per_round}
 

@@ -208,12 +208,6 @@ class _AggregateIndex:
                 found["team"].add(parsed[3].partition("|")[2])
         return found
 
-    def cells(self, partitions: frozenset[int]) -> dict[Cell, Any]:
-        """The aggregates of ``partitions`` summed per cell: updated from the keys
-        written since the last call, or summed again when the partitions changed."""
-        self._refresh(partitions)
-        return self._cells
-
     def snapshot(self, partitions: frozenset[int], keep: Callable[[str, str], bool],
                  labels_version: int) -> Snapshot:
         """The table's snapshot; the last one again while no cell, partition or label
@@ -224,6 +218,9 @@ class _AggregateIndex:
         return self._snapshot[1]
 
     def _refresh(self, partitions: frozenset[int]) -> bool:
+        """Bring the per-cell sums of ``partitions`` up to date: from the keys written
+        since the last call, or from scratch when the partitions changed; returns
+        whether any sum changed."""
         data = getattr(self.table.data, "data", self.table.data)
         changed = partitions != self._partitions
         if changed:
@@ -367,15 +364,11 @@ class PulseWorker:
         self.customers_topic = app.topic(
             s.topic_customers, s.topic_account_wins, partitions=s.partitions, **raw
         )
-        self.account_wins_topic = app.topic(s.topic_account_wins, partitions=s.partitions, **raw)
         self.quotas_topic = app.topic(
             s.topic_quotas, s.topic_owner_wins, partitions=s.partitions, **raw
         )
-        self.owner_wins_topic = app.topic(s.topic_owner_wins, partitions=s.partitions, **raw)
         self.leads_topic = app.topic(s.topic_leads, partitions=s.partitions, **raw)
         self.activities_topic = app.topic(s.topic_activities, partitions=s.partitions, **raw)
-        self.lead_scores = app.topic(s.topic_lead_scores, partitions=s.partitions, **raw)
-        self.dead_letters = app.topic(s.topic_dead_letters, **raw)
         table_args = {"default": None, "partitions": s.partitions}
         self.deals = app.Table("pulse-deals", **table_args)
         self.accounts = app.Table("pulse-accounts", **table_args)
@@ -516,10 +509,10 @@ class PulseWorker:
 
         def counting(batch: Sequence[EventT]) -> None:
             applied[table.name] += len(batch)
-            index.add([event.key for event in batch])
+            keys = [event.key for event in batch]
+            index.add(keys)
             if lead_keys is not None:
-                for event in batch:
-                    key = json.loads(event.message.key)
+                for key, event in zip(keys, batch, strict=True):
                     if key.startswith(_LEAD_PREFIX):
                         lead_keys[key] = event.message.partition
             apply_batch(batch)
@@ -591,13 +584,10 @@ class PulseWorker:
     def _dead_letter(self, batch: _Batch, event: EventT, rejection: Rejection) -> None:
         msg = event.message
         self._stats.rejected[rejection.reason] += 1
-        headers = [
-            ("pulse-reason", rejection.reason.encode()),
-            ("pulse-detail", rejection.detail.encode("utf-8", "replace")),
-            ("pulse-topic", msg.topic.encode()),
-            ("pulse-partition", str(msg.partition).encode()),
-            ("pulse-offset", str(msg.offset).encode()),
-        ]
+        values = (rejection.reason, rejection.detail, msg.topic, str(msg.partition),
+                  str(msg.offset))
+        headers = [(name, value.encode("utf-8", "replace"))
+                   for name, value in zip(DEAD_LETTER_HEADERS, values, strict=True)]
         batch.outbox.append((self.settings.topic_dead_letters, msg.key, msg.value or b"",
                              headers))
         log.info("rejected %s/%s@%s: %s (%s)", msg.topic, msg.partition, msg.offset,

@@ -67,7 +67,7 @@ __all__ = [
 ]
 
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -200,7 +200,7 @@ def snapshot_from_aggregates(
 
 
 def snapshot_from_cells(
-    cells: Iterable[tuple[Cell, Any]] | dict[Cell, Any],
+    cells: Mapping[Cell, Any],
     partitions: Iterable[int],
     keep: Callable[[str, str], bool] | None = None,
 ) -> Snapshot:
@@ -213,7 +213,7 @@ def snapshot_from_cells(
     """
     snap = Snapshot(partitions=frozenset(partitions))
     folded: dict[str, set[str]] = defaultdict(set)
-    for (kind, group, part), value in (cells.items() if isinstance(cells, dict) else cells):
+    for (kind, group, part), value in cells.items():
         if kind in ("a", "y"):
             _owner_aggregate(snap, kind, group, part, value, keep, folded)
             continue
@@ -785,7 +785,7 @@ def _windowed_sums(cells: dict[tuple[Any, ...], list[int]], cfg: ReportConfig,
             band = band_of_day[day]
         else:
             band = band_of_day[day] = next(
-                (band for band, (_, first) in zip(bands, ordered, strict=True)
+                (candidate for candidate, (_, first) in zip(bands, ordered, strict=True)
                  if day <= as_of_day and (first is None or day >= first)), None)
         if band is None:
             continue
