@@ -125,13 +125,19 @@ def test_kept_sums_equal_a_fresh_sum_after_any_writes_and_reassignments(seed: in
     assert compared > 80
 
 
-def test_a_write_is_summed_at_the_next_read_only_once_its_key_is_noted() -> None:
+def _one_bucket() -> tuple[_Table, Any, str]:
+    """A table with one (team A, day 1) bucket, noted and read once."""
     table = _Table()
     index = faust_app._AggregateIndex(table)  # type: ignore[arg-type]
     key = aggregate_key("b", 0, "A", "1")
     table.data[key] = {"g": {}, "v": [1, 0]}
     index.add([key])
     assert index.snapshot(frozenset({0}), _keep_all, 0).buckets == {("A", 1): [1, 0]}
+    return table, index, key
+
+
+def test_a_write_is_summed_at_the_next_read_only_once_its_key_is_noted() -> None:
+    table, index, key = _one_bucket()
     table.data[key] = {"g": {}, "v": [5, 0]}
     assert index.snapshot(frozenset({0}), _keep_all, 0).buckets == {("A", 1): [1, 0]}
     index.add([key, entity_key("d", "deal-1")])
@@ -140,12 +146,7 @@ def test_a_write_is_summed_at_the_next_read_only_once_its_key_is_noted() -> None
 
 
 def test_a_changed_label_verdict_rebuilds_an_unchanged_snapshot() -> None:
-    table = _Table()
-    index = faust_app._AggregateIndex(table)  # type: ignore[arg-type]
-    key = aggregate_key("b", 0, "A", "1")
-    table.data[key] = {"g": {}, "v": [1, 0]}
-    index.add([key])
-    assert index.snapshot(frozenset({0}), _keep_all, 0).buckets == {("A", 1): [1, 0]}
+    _, index, _ = _one_bucket()
 
     def fold_a(label: str, value: str) -> bool:
         return value != "A"
