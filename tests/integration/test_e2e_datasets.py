@@ -1,6 +1,6 @@
 """Replays of the shared public datasets through a real worker: the published figures
 and every KPI of the batch computation (skipped, with the reason, when the datasets
-folder is not beside the project)."""
+folder is not beside the project; failed instead under CI)."""
 
 from __future__ import annotations
 
@@ -14,18 +14,12 @@ from stream_app.config import Settings
 from stream_app.importers.olist import import_olist
 from stream_app.importers.telco import import_telco
 from stream_app.importers.x_education import import_x_education
+from tests.datasets import dataset_folder, requires_dataset
 from tests.integration.conftest import last_time
 from tests.integration.harness import Worker, assert_matches, produce, settled, worker_settings
 from tests.reference import ReferenceConfig, expected_metrics
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
-
-DATASETS = Path(__file__).resolve().parents[3] / "shared" / "datasets"
-
-
-def _present(name: str) -> pytest.MarkDecorator:
-    folder = DATASETS / name
-    return pytest.mark.skipif(not folder.exists(), reason=f"dataset folder {folder} not present")
 
 
 def _key(name: str, **labels: str) -> tuple[str, tuple[tuple[str, str], ...]]:
@@ -43,11 +37,11 @@ def _replay(settings: Settings, tmp_path: Path, events: list[dict],
         worker.stop()
 
 
-@_present("x-education-leads")
+@requires_dataset("x-education-leads")
 def test_x_education_reproduces_the_published_conversion(
     base_settings: Settings, tmp_path: Path
 ) -> None:
-    events, _ = import_x_education(DATASETS / "x-education-leads")
+    events, _ = import_x_education(dataset_folder("x-education-leads"))
     s = _replay(base_settings, tmp_path, events)
     everything = {"source": "all", "window": "all"}
     assert s[_key("pulse_leads_created", **everything)] == 9240
@@ -61,9 +55,9 @@ def test_x_education_reproduces_the_published_conversion(
     assert_matches(expected_metrics(events, last_time(events)), s)
 
 
-@_present("olist-funnel")
+@requires_dataset("olist-funnel")
 def test_olist_reproduces_leads_and_won_deals(base_settings: Settings, tmp_path: Path) -> None:
-    events, _ = import_olist(DATASETS / "olist-funnel")
+    events, _ = import_olist(dataset_folder("olist-funnel"))
     fx = {"USD": "1", "EUR": "1.08", "GBP": "1.27", "BRL": "0.18"}
     segments = {e["data"]["product"] for e in events if e["type"] == "deal.created"}
     assert len(segments) > base_settings.max_products  # so the test lifts the cap
@@ -76,9 +70,9 @@ def test_olist_reproduces_leads_and_won_deals(base_settings: Settings, tmp_path:
     assert_matches(expected_metrics(events, last_time(events), cfg), s)
 
 
-@_present("telco-churn")
+@requires_dataset("telco-churn")
 def test_telco_reproduces_customers_and_churn(base_settings: Settings, tmp_path: Path) -> None:
-    events, _ = import_telco(DATASETS / "telco-churn")
+    events, _ = import_telco(dataset_folder("telco-churn"))
     s = _replay(base_settings, tmp_path, events)
     assert s[_key("pulse_deals_won", team="all", window="all")] == 7043
     assert s[_key("pulse_customers_churned", period="month_to_date")] == 1869

@@ -15,6 +15,7 @@ from stream_app.events.codec import REJECT_REASONS
 from stream_app.events.schema_export import INVALID_EXAMPLES, VALID_EXAMPLES
 from stream_app.importers.maven_crm import import_maven_crm
 from stream_app.tools.replay import ROUTES
+from tests.datasets import dataset_folder, requires_dataset
 from tests.integration.conftest import last_time, small_stream
 from tests.integration.harness import (
     Worker,
@@ -29,8 +30,6 @@ from tests.integration.harness import (
 from tests.reference import expected_metrics
 
 pytestmark = pytest.mark.e2e
-
-MAVEN = Path(__file__).resolve().parents[3] / "shared" / "datasets" / "maven-crm"
 
 
 def _bad_messages(settings: Settings) -> list[tuple[str, bytes | None, bytes, str]]:
@@ -96,11 +95,11 @@ def test_bad_input_goes_to_dead_letters_and_valid_events_all_count(
         worker.stop()
 
 
-@pytest.mark.skipif(not MAVEN.exists(), reason=f"dataset folder {MAVEN} not present")
+@requires_dataset("maven-crm")
 def test_maven_crm_replay_reproduces_the_published_figures(
     base_settings: Settings, tmp_path: Path
 ) -> None:
-    events, report = import_maven_crm(MAVEN)
+    events, report = import_maven_crm(dataset_folder("maven-crm"))
     assert report.quirks["product 'GTXPro' read as 'GTX Pro'"] == 1480
     worker = Worker(worker_settings(base_settings), tmp_path / "worker.log").start()
     try:
