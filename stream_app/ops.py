@@ -18,13 +18,13 @@ class OperationalStats:
     late: Counter[str] = field(default_factory=Counter)
     replays: int = 0
     dedup_unavailable: int = 0
-    last_event_ms: int | None = None
     last_offset: dict[tuple[str, int], int] = field(default_factory=dict)
     partition_latest_ms: dict[tuple[str, int], int] = field(default_factory=dict)
     high_watermark: dict[tuple[str, int], int] = field(default_factory=dict)
     committed: dict[tuple[str, int], int] = field(default_factory=dict)
     recoveries: int = 0
     changelog_applied: Counter[str] = field(default_factory=Counter)
+    changelog_dropped: Counter[str] = field(default_factory=Counter)
     recovery_in_progress: bool = False
     recovery_remaining: int = 0
     last_recovery_seconds: float | None = None

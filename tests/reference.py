@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
-import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_EVEN, Decimal
@@ -100,12 +99,9 @@ def expected_metrics(events: list[dict[str, Any]], as_of: dt.datetime,
     events = unique_by_id(events)
     as_of_date = as_of.astimezone(dt.UTC).date()
     by_deal: dict[str, list[dict]] = defaultdict(list)
-    churn_events: dict[str, list[dict]] = defaultdict(list)
     for event in events:
         if event["type"].startswith("deal."):
             by_deal[event["data"]["deal_id"]].append(event)
-        elif event["type"] == "customer.churned":
-            churn_events[event["data"]["account_id"]].append(event)
 
     def cents(amount: str, currency: str) -> int:
         return _cents(cfg, amount, currency)
@@ -197,22 +193,28 @@ def expected_metrics(events: list[dict[str, Any]], as_of: dt.datetime,
             out[_key("pulse_open_pipeline_weighted_amount", **lab)] = (
                 Fraction(total, 100) * Fraction(probability))
 
-    churn_at: dict[str, dt.datetime] = {}
-    for account, items in churn_events.items():
-        first = min(items, key=_order)
-        if account in account_first_win and _t(first) > account_first_win[account]:
-            churn_at[account] = _t(first)
+    churn_at = {account: when for account, (when, _) in
+                _churns(events, account_first_win).items()}
     this_month = as_of_date.replace(day=1)
     last_month = (this_month - dt.timedelta(days=1)).replace(day=1)
     for period, start, end in (("month_to_date", this_month, as_of_date + dt.timedelta(days=1)),
                                ("last_month", last_month, this_month)):
-        active = sum(1 for a, w in account_first_win.items()
-                     if w.date() < start and not (a in churn_at and churn_at[a].date() < start))
-        churned = sum(1 for when in churn_at.values() if start <= when.date() < end)
-        out[_key("pulse_customers_churned", period=period)] = Fraction(churned)
-        out[_key("pulse_customers_active_at_period_start", period=period)] = Fraction(active)
+        active = [a for a, w in account_first_win.items()
+                  if w.date() < start and not (a in churn_at and churn_at[a].date() < start)]
+        gone = [a for a, when in churn_at.items() if start <= when.date() < end]
+        cohort = sum(1 for a in gone if a in active)
+        out[_key("pulse_customers_churned", period=period)] = Fraction(cohort)
+        out[_key("pulse_new_customers_churned", period=period)] = Fraction(len(gone) - cohort)
+        out[_key("pulse_customers_active_at_period_start", period=period)] = Fraction(len(active))
         if active:
-            out[_key("pulse_customer_churn_rate_ratio", period=period)] = Fraction(churned, active)
+            out[_key("pulse_customer_churn_rate_ratio", period=period)] = Fraction(
+                cohort, len(active))
+        out[_key("pulse_period_start_timestamp_seconds", period=period)] = Fraction(
+            _epoch_ms(dt.datetime.combine(start, dt.time(), dt.UTC)), 1000)
+    out[_key("pulse_asof_timestamp_seconds")] = Fraction(_epoch_ms(as_of), 1000)
+    if events:
+        out[_key("pulse_last_event_timestamp_seconds")] = Fraction(
+            _epoch_ms(max(_t(e) for e in events)), 1000)
     out.update(expected_catalogue(events, as_of, cfg))
     return out
 
@@ -288,21 +290,26 @@ def _walk_deals(events: list[dict[str, Any]], cfg: ReferenceConfig) -> list[_Pat
     return paths
 
 
+def _churns(events: list[dict[str, Any]], first_win: dict[str, dt.datetime]
+            ) -> dict[str, tuple[dt.datetime, str | None]]:
+    """Each customer's churn as account -> (time, competitor): the earliest (by time, id)
+    ``customer.churned`` strictly after the account's first win; earlier notices (a
+    relationship that ended before a win-back) are not the customer's churn."""
+    out: dict[str, tuple[dt.datetime, str | None]] = {}
+    for e in sorted((e for e in events if e["type"] == "customer.churned"), key=_order):
+        account = e["data"]["account_id"]
+        if account in first_win and account not in out and _t(e) > first_win[account]:
+            out[account] = (_t(e), e["data"].get("competitor"))
+    return out
+
+
 def _customers(events: list[dict[str, Any]], paths: list[_Path]):
-    """Win dates per account and valid churns as account -> (time, competitor)."""
+    """Win dates per account and each customer's churn as account -> (time, competitor)."""
     wins: dict[str, list[dt.datetime]] = defaultdict(list)
     for p in paths:
         if p.account and p.closed is not None and p.closed[0] == "won":
             wins[p.account].append(p.closed[1])
-    churns: dict[str, tuple[dt.datetime, str | None]] = {}
-    churn_events = sorted((e for e in events if e["type"] == "customer.churned"), key=_order)
-    for e in churn_events:
-        account = e["data"]["account_id"]
-        if account in churns:
-            continue
-        churns[account] = (_t(e), e["data"].get("competitor"))
-    valid = {a: c for a, c in churns.items() if a in wins and c[0] > min(wins[a])}
-    return wins, valid
+    return wins, _churns(events, {a: min(days) for a, days in wins.items()})
 
 
 def expected_catalogue(events: list[dict[str, Any]], as_of: dt.datetime,
@@ -464,52 +471,87 @@ def expected_catalogue(events: list[dict[str, Any]], as_of: dt.datetime,
     return out
 
 
-def _fit_points(rules: dict[str, Any], info: dict[str, Any]) -> float:
-    points = 0.0
+def _fit_points(rules: dict[str, Any], info: dict[str, Any]) -> Fraction:
+    """Fit points as an exact fraction: industry looked up in lower case, the size band
+    found by counting the band bounds at or below the size, the title's seniority by
+    searching each tier's keywords as whole words (no regular expressions)."""
     fit = rules.get("fit", {})
-    industry = info.get("industry")
-    if industry:
-        for name, value in fit.get("industry", {}).items():
-            if name.lower() == industry.lower():
-                points += value
+    points = Fraction(0)
+    industries = {name.lower(): value for name, value in fit.get("industry", {}).items()}
+    if info.get("industry"):
+        points += Fraction(industries.get(info["industry"].lower(), 0))
+    bands = fit.get("company_size", [])
     size = info.get("company_size")
-    if size is not None:
-        for band in fit.get("company_size", []):
-            if band["below"] is None or size < band["below"]:
-                points += band["points"]
-                break
-    title = info.get("job_title")
-    if title:
-        for tier in fit.get("job_title", []):
-            if any(re.search(r"\b" + re.escape(k.lower()) + r"\b", title.lower())
-                   for k in tier["keywords"]):
-                points += tier["points"]
-                break
+    if size is not None and bands:
+        passed = sum(1 for band in bands if band["below"] is not None and size >= band["below"])
+        if passed < len(bands):
+            points += Fraction(bands[passed]["points"])
+    title = (info.get("job_title") or "").lower()
+    for tier in fit.get("job_title", []):
+        if any(_has_word(title, keyword.lower()) for keyword in tier["keywords"]):
+            points += Fraction(tier["points"])
+            break
     return points
 
 
-def _score(rules: dict[str, Any], fit: float, engaged: list[tuple[int, str]], at: int) -> float:
-    half_life = rules["half_life_days"] * 86_400_000
-    total = fit
+def _has_word(text: str, word: str) -> bool:
+    """Whether ``word`` stands in ``text`` with no letter, digit or _ touching either end."""
+    def touches(i: int) -> bool:
+        return 0 <= i < len(text) and (text[i].isalnum() or text[i] == "_")
+
+    start = text.find(word)
+    while start >= 0:
+        if not touches(start - 1) and not touches(start + len(word)):
+            return True
+        start = text.find(word, start + 1)
+    return False
+
+
+class _Decayed:
+    """A lead's engagement score replayed in time order: the running sum halves every
+    half-life and each engagement adds its points (no list of past engagements)."""
+
+    def __init__(self, rules: dict[str, Any], fit: Fraction):
+        self.half_life_ms = rules["half_life_days"] * 86_400_000
+        self.points = rules["engagement"]
+        self.fit = float(fit)
+        self.value = 0.0
+        self.at = None
+
+    def decay_to(self, moment: int) -> float:
+        """The score at ``moment`` (not before the last engagement added)."""
+        if self.at is not None:
+            self.value *= 2.0 ** (-(moment - self.at) / self.half_life_ms)
+        self.at = moment
+        return self.fit + self.value
+
+    def add(self, moment: int, action: str) -> float:
+        self.decay_to(moment)
+        self.value += self.points[action]
+        return self.fit + self.value
+
+
+def _score(rules: dict[str, Any], fit: Fraction, engaged: list[tuple[int, str]],
+           at: int) -> float:
+    replay = _Decayed(rules, fit)
     for when, action in sorted(engaged):
         if when <= at:
-            total += rules["engagement"][action] * 0.5 ** ((at - when) / half_life)
-    return total
+            replay.add(when, action)
+    return replay.decay_to(at) if replay.at is not None else float(fit)
 
 
-def _crossings(rules: dict[str, Any], fit: float, created: dict[str, Any],
+def _crossings(rules: dict[str, Any], fit: Fraction, created: dict[str, Any],
                engaged: list[dict[str, Any]]) -> list[tuple[int, str]]:
     """(time ms, event id) of the events that took a lead over the hot threshold."""
-    out = [(_epoch_ms(_t(created)), created["id"])] if fit >= rules["hot_threshold"] else []
-    seen: list[tuple[int, str]] = []
+    threshold = rules["hot_threshold"]
+    out = [(_epoch_ms(_t(created)), created["id"])] if fit >= threshold else []
+    replay = _Decayed(rules, fit)
     for e in engaged:
         when = _epoch_ms(_t(e))
-        if _order(e) >= _order(created):
-            before = _score(rules, fit, seen, when)
-            after = _score(rules, fit, [*seen, (when, e["data"]["action"])], when)
-            if before < rules["hot_threshold"] <= after:
-                out.append((when, e["id"]))
-        seen.append((when, e["data"]["action"]))
+        before = replay.decay_to(when)
+        after = replay.add(when, e["data"]["action"])
+        if _order(e) >= _order(created) and before < threshold <= after:
+            out.append((when, e["id"]))
     return out
 
 
@@ -567,8 +609,6 @@ def expected_leads(events: list[dict[str, Any]], as_of: dt.datetime,
             rows.append((c["data"]["source"], _t(c).date(), _t(end).date(),
                          end["type"] == "lead.converted", band))
     out: dict[Key, Fraction] = {}
-    if not rows:
-        return out
 
     def inside(day: dt.date | None, first: dt.date | None) -> bool:
         return day is not None and day <= today and (first is None or day >= first)
@@ -725,7 +765,8 @@ ADDITIVE = frozenset({
     "pulse_deals_created", "pulse_deals_won", "pulse_deals_lost", "pulse_deals_closed",
     "pulse_won_amount", "pulse_won_deals_cycle_seconds", "pulse_window_open_deals",
     "pulse_open_deals", "pulse_open_pipeline_amount", "pulse_open_pipeline_weighted_amount",
-    "pulse_customers_churned", "pulse_customers_active_at_period_start",
+    "pulse_customers_churned", "pulse_new_customers_churned",
+    "pulse_customers_active_at_period_start",
     "pulse_stuck_deals", "pulse_stuck_pipeline_amount",
     "pulse_pipeline_waterfall_deals_total", "pulse_pipeline_waterfall_amount_total",
     "pulse_stage_stints", "pulse_stage_stint_seconds", "pulse_stage_exits",

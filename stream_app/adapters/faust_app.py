@@ -70,6 +70,7 @@ from stream_app.kpi.fold import (
     guarded_fold,
     parse_aggregate_key,
     position_key,
+    supersedes,
 )
 from stream_app.kpi.leads import (
     LeadState,
@@ -504,11 +505,19 @@ class PulseWorker:
         lead records live, and mark their keys for the table's kept sums."""
         table = index.table
         apply_batch, applied = table.apply_changelog_batch, self._stats.changelog_applied
-
+        dropped = self._stats.changelog_dropped
         lead_keys = self._lead_key_partitions if table is self.leads else None
 
-        def counting(batch: Sequence[EventT]) -> None:
-            applied[table.name] += len(batch)
+        def counting(changelog: Sequence[EventT]) -> None:
+            applied[table.name] += len(changelog)
+            batch, latest = [], {}
+            for event in changelog:
+                stored = latest[event.key] if event.key in latest else table.data.get(event.key)
+                if supersedes(event.value, stored):
+                    batch.append(event)
+                    latest[event.key] = event.value
+                else:
+                    dropped[table.name] += 1
             keys = [event.key for event in batch]
             index.add(keys)
             if lead_keys is not None:
@@ -601,8 +610,6 @@ class PulseWorker:
         stats.last_offset[tp] = msg.offset
         if time_ms is None:
             return 0
-        if stats.last_event_ms is None or time_ms > stats.last_event_ms:
-            stats.last_event_ms = time_ms
         latest = stats.partition_latest_ms.get(tp)
         if latest is None or time_ms > latest:
             stats.partition_latest_ms[tp] = time_ms
@@ -984,7 +991,9 @@ class PulseWorker:
         first, *others = [index.snapshot(self._active_partitions(topic), self._keep_label,
                                          self._verdicts_changed)
                           for index, topic in self._indexed]
-        snap = replace(first, folded=dict(first.folded))
+        local = [v for v in (first.latest_event_ms, *(o.latest_event_ms for o in others))
+                 if v is not None]
+        snap = replace(first, folded=dict(first.folded), latest_event_ms=max(local, default=None))
         for other in others:
             snap.merge(other)
         lead_parts = self._active_partitions(self.settings.topic_leads)
@@ -992,8 +1001,8 @@ class PulseWorker:
         if self.clock == "wall":
             as_of = int(time.time() * 1000)
         else:
-            candidates = [v for v in (snap.latest_event_ms, *(o.latest_event_ms for o in others),
-                                      self._shared_clock_ms) if v is not None]
+            candidates = [v for v in (snap.latest_event_ms, self._shared_clock_ms)
+                          if v is not None]
             if not candidates:
                 return None
             as_of = max(candidates)

@@ -114,6 +114,11 @@ class PulseCollector(Collector):
         asof = _gauge("asof_timestamp_seconds", "As-of time T of the windows (epoch s).", [])
         asof.add_metric([], report.as_of_ms / 1000)
         yield asof
+        if report.latest_event_ms is not None:
+            last = _gauge("last_event_timestamp_seconds",
+                          "Latest event time folded into the partitions this worker exports.", [])
+            last.add_metric([], report.latest_event_ms / 1000)
+            yield last
         wl = ["team", "window"]
         fams = {
             "created": _gauge("deals_created", "Deals created in the window.", wl),
@@ -198,7 +203,10 @@ class PulseCollector(Collector):
 
     def _churn(self, report: Report) -> Iterator[Metric]:
         pl = ["period"]
-        churned = _gauge("customers_churned", "Customers churned in the month.", pl)
+        churned = _gauge("customers_churned",
+                         "Customers active at the month's start who churned in it.", pl)
+        lost_new = _gauge("new_customers_churned",
+                          "Customers won and churned inside the month (not in the rate).", pl)
         active = _gauge(
             "customers_active_at_period_start", "Customers active at the month's start.", pl
         )
@@ -206,11 +214,12 @@ class PulseCollector(Collector):
         start = _gauge("period_start_timestamp_seconds", "Start of the month (epoch s).", pl)
         for c in report.churn:
             churned.add_metric([c.period], c.churned)
+            lost_new.add_metric([c.period], c.new_customers_churned)
             active.add_metric([c.period], c.active_at_start)
             start.add_metric([c.period], c.start_day * 86400)
             if c.rate is not None:
                 rate.add_metric([c.period], c.rate)
-        yield from (churned, active, rate, start)
+        yield from (churned, lost_new, active, rate, start)
 
     def _dimensions(self, report: Report) -> Iterator[Metric]:
         for dim in ("source", "product"):
@@ -506,10 +515,12 @@ class PulseCollector(Collector):
         )
         unavailable.add_metric([], stats.dedup_unavailable)
         yield unavailable
-        if stats.last_event_ms is not None:
-            last = _gauge("last_event_timestamp_seconds", "Event time of the latest event.", [])
-            last.add_metric([], stats.last_event_ms / 1000)
-            yield last
+        replayed = CounterMetricFamily(
+            "pulse_events_replayed",
+            "Messages read again at the position where they were first read (after a crash "
+            "or a rebalance before their offset was committed); folded idempotently.")
+        replayed.add_metric([], stats.replays)
+        yield replayed
         lag = _gauge("consumer_lag_messages", "Messages behind the high watermark.",
                      ["topic", "partition"])
         for (topic, partition), n in sorted(stats.lag().items()):
@@ -527,6 +538,12 @@ class PulseCollector(Collector):
             "changelog_records_applied",
             "Changelog records applied to local state (recovery and standby), by table.",
             "table", stats.changelog_applied,
+        )
+        yield _counter(
+            "changelog_records_dropped",
+            "Of those, records not restored: older than the record already restored for "
+            "their key (a late write of a worker that lost its partition), by table.",
+            "table", stats.changelog_dropped,
         )
         recoveries = CounterMetricFamily("pulse_recoveries", "Table recoveries completed.")
         recoveries.add_metric([], stats.recoveries)

@@ -1,15 +1,24 @@
-"""Per-account state for churn and lifetime value: won deals and the first churn event.
+"""Per-account state for churn and lifetime value: won deals and churn events.
 
 An account becomes a customer at its first won deal. It churns at the earliest
-``customer.churned`` strictly after that; a churn event before the account's
-first win is not a customer's churn and contributes nothing.
+``customer.churned`` strictly after that first win; a churn event at or before the
+first win (an earlier relationship that ended before a win-back) is kept, since a
+win that arrives late may come before it, but is not the customer's churn.
+
+A churn is a *starting-cohort* churn when the customer was won before the calendar
+month of the churn began (it was active at that month's start), and a *new-customer*
+churn when it was won in the same month it churned.
 """
 
 from __future__ import annotations
 
 __all__ = [
     "ACTIVE_BUYER_DAYS",
+    "CHURN_KIND",
+    "COHORT_CHURN",
+    "NEW_CUSTOMER_CHURN",
     "AccountState",
+    "ChurnEvent",
     "account_contributions",
     "apply_account_churn",
     "apply_account_win",
@@ -18,43 +27,77 @@ __all__ = [
 from dataclasses import dataclass, replace
 from typing import Any
 
-from stream_app.kpi.deals import Contributions, earliest
-from stream_app.kpi.windows import day_of
+from stream_app.kpi.deals import Contributions
+from stream_app.kpi.windows import day_of, month_bounds
 
 #: An account counts as a buyer on each of the days from a win's day to this many days on.
 ACTIVE_BUYER_DAYS = 365
+#: Aggregate kind of churned customers per day; its group tells the cohort.
+CHURN_KIND = "c"
+#: Group of churns of customers active at the start of the churn's month.
+COHORT_CHURN = ""
+#: Group of churns of customers won in the churn's own month.
+NEW_CUSTOMER_CHURN = "new"
+
+#: A ``customer.churned`` event: (time_ms, event_id, competitor or None).
+ChurnEvent = tuple[int, str, str | None]
 
 
 @dataclass(frozen=True, slots=True)
 class AccountState:
     """Won deals as sorted (time_ms, deal_id), one per deal (its earliest known win
-    time), and the earliest churn event as (time_ms, event_id, competitor or None)."""
+    time), and the churn events that can still decide the churn, sorted by (time, id):
+    every one at or before the first win, and the earliest after it."""
 
     account_id: str
     wins: tuple[tuple[int, str], ...] = ()
-    churned: tuple[int, str, str | None] | None = None
+    churns: tuple[ChurnEvent, ...] = ()
 
     @property
     def first_won(self) -> tuple[int, str] | None:
         """The earliest win, (time_ms, deal_id)."""
         return self.wins[0] if self.wins else None
 
+    @property
+    def churned(self) -> ChurnEvent | None:
+        """The customer's churn: the earliest churn event strictly after the first win."""
+        if not self.wins:
+            return None
+        first = self.wins[0][0]
+        return next((churn for churn in self.churns if churn[0] > first), None)
+
     def to_json(self) -> dict[str, Any]:
         """JSON-ready form for the state table."""
         return {
             "id": self.account_id,
             "w": [list(win) for win in self.wins],
-            "c": list(self.churned) if self.churned else None,
+            "cs": [list(churn) for churn in self.churns],
         }
 
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> AccountState:
-        """Inverse of :meth:`to_json`."""
-        return cls(
+        """Inverse of :meth:`to_json`; also reads records that kept one churn (``"c"``)."""
+        listed = raw["cs"] if "cs" in raw else ([raw["c"]] if raw.get("c") else [])
+        return _pruned(cls(
             account_id=raw["id"],
             wins=tuple((int(at), str(deal)) for at, deal in raw["w"]),
-            churned=tuple(raw["c"]) if raw["c"] else None,  # type: ignore[arg-type]
-        )
+            churns=tuple(sorted(((int(at), str(event), competitor)
+                                 for at, event, competitor in listed), key=lambda c: c[:2])),
+        ))
+
+
+def _pruned(state: AccountState) -> AccountState:
+    """Drop churn events after the earliest one past the first win: a first win only
+    moves earlier, so they can never become the churn."""
+    if not state.wins:
+        return state
+    first = state.wins[0][0]
+    kept: list[ChurnEvent] = []
+    for churn in state.churns:
+        kept.append(churn)
+        if churn[0] > first:
+            break
+    return state if len(kept) == len(state.churns) else replace(state, churns=tuple(kept))
 
 
 def apply_account_win(state: AccountState, won_at_ms: int, deal_id: str) -> AccountState:
@@ -63,28 +106,36 @@ def apply_account_win(state: AccountState, won_at_ms: int, deal_id: str) -> Acco
     mine = [win for win in state.wins if win[1] == deal_id]
     if mine and mine[0][0] <= won_at_ms:
         return state
-    return replace(state, wins=tuple(sorted((*others, (won_at_ms, deal_id)))))
+    return _pruned(replace(state, wins=tuple(sorted((*others, (won_at_ms, deal_id))))))
 
 
 def apply_account_churn(state: AccountState, churned_at_ms: int, event_id: str,
                         competitor: str | None = None) -> AccountState:
-    """Record a churn event of the account (keeps the earliest)."""
-    return replace(state, churned=earliest(state.churned, (churned_at_ms, event_id, competitor)))
+    """Record a churn event of the account (each event once, in any order)."""
+    event = (churned_at_ms, event_id, competitor)
+    if any(churn[:2] == event[:2] for churn in state.churns):
+        return state
+    return _pruned(replace(state, churns=tuple(sorted((*state.churns, event),
+                                                       key=lambda c: c[:2]))))
 
 
 def account_contributions(state: AccountState) -> Contributions:
-    """Per day: ``("n", "", d)`` new customer on the first-win day; ``("c", "", d)`` and
-    ``("m", competitor, d)`` churned on the churn day; ``("l", "", d)`` +1 / -1 where
-    the account starts / stops being a buyer of the trailing 365 days."""
+    """Per day: ``("n", "", d)`` new customer on the first-win day;
+    ``(CHURN_KIND, COHORT_CHURN or NEW_CUSTOMER_CHURN, d)`` and ``("m", competitor, d)``
+    churned on the churn day; ``("l", "", d)`` +1 / -1 where the account starts / stops
+    being a buyer of the trailing 365 days."""
     if not state.wins:
         return {}
     first_day = day_of(state.wins[0][0])
     out: dict[tuple[str, str, Any], tuple[int, ...]] = {("n", "", first_day): (1,)}
-    if state.churned is not None and state.churned[0] > state.wins[0][0]:
-        churn_day = day_of(state.churned[0])
-        out[("c", "", churn_day)] = (1,)
-        if state.churned[2]:
-            out[("m", state.churned[2], churn_day)] = (1,)
+    churn = state.churned
+    if churn is not None:
+        churn_day = day_of(churn[0])
+        month_start, _ = month_bounds(churn_day)
+        cohort = COHORT_CHURN if first_day < month_start else NEW_CUSTOMER_CHURN
+        out[(CHURN_KIND, cohort, churn_day)] = (1,)
+        if churn[2]:
+            out[("m", churn[2], churn_day)] = (1,)
     intervals: list[list[int]] = []
     for day in sorted({day_of(at) for at, _ in state.wins}):
         if intervals and day <= intervals[-1][1]:

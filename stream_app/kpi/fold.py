@@ -31,6 +31,7 @@ __all__ = [
     "guarded_fold",
     "parse_aggregate_key",
     "position_key",
+    "supersedes",
 ]
 
 from collections.abc import Callable
@@ -143,6 +144,30 @@ def parse_aggregate_key(key: str) -> tuple[str, int, str, str] | None:
     if len(parts) != 4 or parts[0] not in AGGREGATE_KINDS:
         return None
     return parts[0], int(parts[1]), parts[2], parts[3]
+
+
+def _record(value: Any) -> Any:
+    return _loads(value) if isinstance(value, str) else value
+
+
+def supersedes(incoming: Any, stored: Any) -> bool:
+    """Whether a changelog record read during recovery replaces the stored one.
+
+    Every record states what it holds: a guard ``{source: offset}`` (entities, aggregates,
+    clocks) or an offset (position marks). A record whose guard the stored one's
+    dominates (each of its sources at or past, one past) is a late write of an older
+    state, as a paused worker resuming after its partition moved can make; it is
+    dropped, and so is a mark below the stored mark. Anything else (a first record, a
+    deletion, a newer or incomparable guard) replaces the stored record, in Kafka's order.
+    """
+    if incoming is None or stored is None:
+        return True
+    new, old = _record(incoming), _record(stored)
+    if "g" not in new or "g" not in old:
+        return "g" in new or "g" in old or new["v"] >= old["v"]
+    new_guard, old_guard = new["g"], old["g"]
+    covered = all(old_guard.get(source, -1) >= offset for source, offset in new_guard.items())
+    return not (covered and old_guard != new_guard)
 
 
 def _guard_ok(record: Any, source: str, offset: int) -> bool:

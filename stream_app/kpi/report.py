@@ -72,7 +72,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from stream_app.kpi.accounts import ACTIVE_BUYER_DAYS
+from stream_app.kpi.accounts import ACTIVE_BUYER_DAYS, CHURN_KIND, NEW_CUSTOMER_CHURN
 from stream_app.kpi.activities import ACTIVITY_KINDS
 from stream_app.kpi.deals import MOVEMENTS, STINT_BUCKETS_DAYS, STINT_FIELDS, add_vector
 from stream_app.kpi.fold import parse_aggregate_key
@@ -115,6 +115,7 @@ class Snapshot:
     churned_to: dict[tuple[str, int], int] = field(default_factory=dict)
     new_customers: dict[int, int] = field(default_factory=dict)
     churned: dict[int, int] = field(default_factory=dict)
+    new_churned: dict[int, int] = field(default_factory=dict)
     buyer_deltas: dict[int, int] = field(default_factory=dict)
     quota_cents: dict[tuple[str, str], int] = field(default_factory=dict)
     quota_team: dict[tuple[str, str], str] = field(default_factory=dict)
@@ -131,9 +132,9 @@ class Snapshot:
 
     def merge(self, other: Snapshot) -> None:
         """Take the account and owner aggregates of another table's snapshot."""
-        for name in ("new_customers", "churned", "churned_to", "buyer_deltas", "quota_cents",
-                     "quota_team", "owner_won", "owner_kept", "leads", "bands", "activities",
-                     "owner_activities"):
+        for name in ("new_customers", "churned", "new_churned", "churned_to", "buyer_deltas",
+                     "quota_cents", "quota_team", "owner_won", "owner_kept", "leads", "bands",
+                     "activities", "owner_activities"):
             if getattr(other, name):
                 setattr(self, name, getattr(other, name))
         for label, values in other.folded.items():
@@ -242,8 +243,9 @@ def snapshot_from_cells(
             _count(snap.churned_to, (group, int(part)), value[0])
         elif kind == "n":
             _count(snap.new_customers, int(part), value[0])
-        elif kind == "c":
-            _count(snap.churned, int(part), value[0])
+        elif kind == CHURN_KIND:
+            _count(snap.new_churned if group == NEW_CUSTOMER_CHURN else snap.churned, int(part),
+                   value[0])
         elif kind == "l":
             _count(snap.buyer_deltas, int(part), value[0])
         elif kind == "e":
@@ -671,16 +673,21 @@ class OwnerActivityKpis:
 
 @dataclass(frozen=True, slots=True)
 class ChurnKpis:
-    """Customer churn of one calendar month: ``month_to_date`` or ``last_month``."""
+    """Customer churn of one calendar month: ``month_to_date`` or ``last_month``.
+
+    ``churned`` counts the customers active at the month's start who churned in it (the
+    rate's numerator); ``new_customers_churned`` those won and churned inside the month.
+    """
 
     period: str
     start_day: int
     churned: int
     active_at_start: int
+    new_customers_churned: int = 0
 
     @property
     def rate(self) -> float | None:
-        """churned / active at the start of the month."""
+        """churned / active at the start of the month (never above 1)."""
         return _ratio(self.churned, self.active_at_start)
 
 
@@ -708,6 +715,8 @@ class Report:
     lead_scores: LeadScoreKpis | None = None
     activities: tuple[ActivityKpis, ...] = ()
     owner_activities: tuple[OwnerActivityKpis, ...] = ()
+    #: Latest event time folded into the snapshot's partitions (None when none has one).
+    latest_event_ms: int | None = None
 
 
 def _teams(snap: Snapshot) -> list[str]:
@@ -989,29 +998,28 @@ def _clv_kpis(snap: Snapshot, cfg: ReportConfig, as_of_day: int) -> ClvKpis:
             won[1] += vector[1]
             won[2] += vector[5]
     buyers = sum(n for day, n in snap.buyer_deltas.items() if day <= as_of_day)
-    churned = sum(n for day, n in snap.churned.items() if first <= day <= as_of_day)
+    churned = sum(n for churns in (snap.churned, snap.new_churned)
+                  for day, n in churns.items() if first <= day <= as_of_day)
     return ClvKpis(won[0], won[1], won[2], buyers, churned, _active_at(snap, first),
                    cfg.clv_max_years)
 
 
 def _active_at(snap: Snapshot, start: int) -> int:
     new = sum(n for day, n in snap.new_customers.items() if day < start)
-    gone = sum(n for day, n in snap.churned.items() if day < start)
+    gone = sum(n for churns in (snap.churned, snap.new_churned)
+               for day, n in churns.items() if day < start)
     return new - gone
 
 
 def _churn_kpis(snap: Snapshot, as_of_day: int) -> list[ChurnKpis]:
-    def churned_between(start: int, end: int) -> int:
-        return sum(n for day, n in snap.churned.items() if start <= day < end and day <= as_of_day)
+    def between(churns: dict[int, int], start: int, end: int) -> int:
+        return sum(n for day, n in churns.items() if start <= day < end and day <= as_of_day)
 
-    this_start, this_end = month_bounds(as_of_day)
-    last_start, last_end = previous_month_bounds(as_of_day)
-    return [
-        ChurnKpis("month_to_date", this_start, churned_between(this_start, this_end),
-                  _active_at(snap, this_start)),
-        ChurnKpis("last_month", last_start, churned_between(last_start, last_end),
-                  _active_at(snap, last_start)),
-    ]
+    months = (("month_to_date", month_bounds(as_of_day)),
+              ("last_month", previous_month_bounds(as_of_day)))
+    return [ChurnKpis(period, start, between(snap.churned, start, end),
+                      _active_at(snap, start), between(snap.new_churned, start, end))
+            for period, (start, end) in months]
 
 
 def build_report(snap: Snapshot, as_of_ms: int, cfg: ReportConfig) -> Report:
@@ -1047,4 +1055,5 @@ def build_report(snap: Snapshot, as_of_ms: int, cfg: ReportConfig) -> Report:
         lead_scores=_lead_score_kpis(snap, cfg, as_of_ms),
         activities=tuple(activities),
         owner_activities=tuple(owner_activities),
+        latest_event_ms=snap.latest_event_ms,
     )

@@ -77,7 +77,9 @@ def executive() -> dashboard.Dashboard:
               "percentunit", "(last month - the month before) / the month before."),
         _stat("Customer churn, last month",
               'period:pulse_customer_churn_rate:ratio{period="last_month"}', "percentunit",
-              "Customers churned / active at the start of the month."),
+              "Customers active at the month's start who churned in it / customers active at "
+              "its start. Customers won and lost inside the month are not in the rate: "
+              "period:pulse_new_customers_churned:sum."),
         _stat("Customer lifetime value", "job:pulse_customer_lifetime_value:ratio",
               "currencyUSD", "APV x PF x CL over the last 365 days."),
         _series("Win rate by team, 90 days",

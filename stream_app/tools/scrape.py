@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["Samples", "parse_metrics", "scrape"]
+__all__ = ["DuplicateSeriesError", "Samples", "parse_metrics", "scrape"]
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
@@ -11,12 +11,22 @@ from prometheus_client.parser import text_string_to_metric_families
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
+class DuplicateSeriesError(ValueError):
+    """An exposition names the same series twice (Prometheus rejects such a scrape)."""
+
+
 def parse_metrics(text: str) -> Samples:
-    """Samples of a Prometheus text exposition."""
+    """Samples of a Prometheus text exposition; a series seen twice raises
+    :class:`DuplicateSeriesError` instead of one value silently replacing the other."""
     samples: Samples = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
-            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+            key = (sample.name, tuple(sorted(sample.labels.items())))
+            if key in samples:
+                raise DuplicateSeriesError(
+                    f"series {sample.name}{dict(key[1])} exposed twice "
+                    f"({samples[key]!r} and {sample.value!r})")
+            samples[key] = sample.value
     return samples
 
 

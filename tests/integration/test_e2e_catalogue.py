@@ -72,8 +72,8 @@ def _event(n: int, event_type: str, time: str, **data: Any) -> dict[str, Any]:
 
 
 def _created(n: int, deal: str, time: str, team: str, account: str | None = None,
-             amount: str = "1000.00") -> dict[str, Any]:
-    return _event(n, "deal.created", time, deal_id=deal, account_id=account, owner_id="o-1",
+             amount: str = "1000.00", owner: str = "o-1") -> dict[str, Any]:
+    return _event(n, "deal.created", time, deal_id=deal, account_id=account, owner_id=owner,
                   team=team, amount=amount, currency="USD", stage="Prospecting",
                   source="Web" if n % 2 else None, product="Pro")
 
@@ -119,6 +119,17 @@ EDGES = [
            kind="meeting", deal_id="E"),
     _event(25, "activity.logged", "2026-11-17T23:59:59Z", owner_id="o-2", team="South",
            kind="call"),
+    # acc-3 left before it was first won (a win-back), then churned in January: the later
+    # notice is its churn. acc-4 was won and lost inside February: a new customer lost.
+    _event(26, "customer.churned", "2026-06-01T00:00:00Z", account_id="acc-3"),
+    _created(27, "H", "2026-12-01T00:00:00Z", "West", "acc-3", owner="o-9"),
+    _event(28, "deal.won", "2026-12-10T00:00:00Z", deal_id="H", amount="1000.00"),
+    _event(29, "customer.churned", "2027-01-20T00:00:00Z", account_id="acc-3",
+           competitor="Initech"),
+    _created(30, "I", "2027-02-01T00:00:00Z", "West", "acc-4", owner="o-9"),
+    _event(31, "deal.won", "2027-02-03T00:00:00Z", deal_id="I", amount="400.00"),
+    _event(32, "customer.churned", "2027-02-10T00:00:00Z", account_id="acc-4"),
+    _event(33, "customer.churned", "2027-02-11T00:00:00Z", account_id="acc-4"),
 ]
 
 
@@ -138,7 +149,18 @@ def test_period_boundaries_empty_windows_stuck_thresholds_and_quota_changes(
                          (("stage", "Prospecting"), ("team", "all")): 2}
         assert expected[_key("pulse_deals_created", team="North", window="30d")] == 0
         assert _key("pulse_win_rate_ratio", team="North", window="30d") not in expected
-        assert expected[_key("pulse_clv_customers_buying")] == 1
+        assert expected[_key("pulse_clv_customers_buying")] == 3
+        churn = {(name, dict(labels)["period"]): v for (name, labels), v in expected.items()
+                 if name in ("pulse_customers_churned", "pulse_new_customers_churned",
+                             "pulse_customers_active_at_period_start")}
+        assert churn == {("pulse_customers_churned", "last_month"): 1,
+                         ("pulse_new_customers_churned", "last_month"): 0,
+                         ("pulse_customers_active_at_period_start", "last_month"): 1,
+                         ("pulse_customers_churned", "month_to_date"): 0,
+                         ("pulse_new_customers_churned", "month_to_date"): 1,
+                         ("pulse_customers_active_at_period_start", "month_to_date"): 0}
+        assert expected[_key("pulse_competitor_customers_churned", competitor="Initech",
+                             window="30d")] == 1
         assert expected[_key("pulse_owner_quota_amount", owner="o-1", period="month")] == 800
         assert expected[_key("pulse_quota_attainment_ratio", owner="o-1",
                              period="last_quarter")] == Fraction(300, 1080)

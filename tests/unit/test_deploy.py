@@ -71,7 +71,7 @@ def test_readme_documents_every_setting_and_metric() -> None:
                 window_specs((30,)), ("P",), {"P": Decimal("0.5")}, scoring=load_rules()))
 
         def stats(self) -> OperationalStats:
-            ops = OperationalStats(last_event_ms=1)
+            ops = OperationalStats()
             ops.processed["deal.won"] = ops.rejected["x"] = ops.duplicates["deal.won"] = 1
             ops.late["deal.won"] = 1
             ops.high_watermark[("t", 0)] = 1

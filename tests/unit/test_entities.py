@@ -10,6 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stream_app.kpi.accounts import (
+    CHURN_KIND,
+    COHORT_CHURN,
+    NEW_CUSTOMER_CHURN,
     AccountState,
     account_contributions,
     apply_account_churn,
@@ -65,8 +68,61 @@ def test_churn_counts_after_the_first_win_and_names_the_competitor(
     state = apply_account_churn(state, _ms(churn), "e1", competitor)
     c = account_contributions(state)
     assert c[("n", "", _day("2026-01-10"))] == (1,)
-    assert (("c", "", _day(churn)) in c) == counted
+    assert ((CHURN_KIND, COHORT_CHURN, _day(churn)) in c) == counted
     assert (("m", "Acme", _day(churn)) in c) == (counted and competitor == "Acme")
+
+
+#: A win-back: the account left (e0) before its first win, was won (d1), churned (e1),
+#: sent another notice (e2) and was won again (d2).
+WIN_BACK = [("win", "2026-03-10", "d1"), ("churn", "2026-01-05", "e0"),
+            ("churn", "2026-05-20", "e1"), ("churn", "2026-07-01", "e2"),
+            ("win", "2026-08-01", "d2")]
+
+
+def _apply(state: AccountState, step: tuple[str, str, str]) -> AccountState:
+    kind, day, ident = step
+    if kind == "win":
+        return apply_account_win(state, _ms(day), ident)
+    return apply_account_churn(state, _ms(day), ident, f"rival-{ident}")
+
+
+@settings(max_examples=120, deadline=None)
+@given(st.permutations(WIN_BACK + WIN_BACK[1:3]))
+def test_a_churn_notice_before_the_first_win_does_not_hide_the_later_churn(
+    steps: list[tuple[str, str, str]],
+) -> None:
+    state = AccountState("A")
+    for step in steps:
+        state = _apply(state, step)
+    assert state.churned == (_ms("2026-05-20"), "e1", "rival-e1")
+    assert account_contributions(state) == {
+        ("n", "", _day("2026-03-10")): (1,),
+        (CHURN_KIND, COHORT_CHURN, _day("2026-05-20")): (1,),
+        ("m", "rival-e1", _day("2026-05-20")): (1,),
+        ("l", "", _day("2026-03-10")): (1,), ("l", "", _day("2027-08-01")): (-1,),
+    }
+
+
+@pytest.mark.parametrize(("win", "churn", "group"), [
+    ("2026-03-01", "2026-03-31", NEW_CUSTOMER_CHURN),
+    ("2026-03-31", "2026-04-01", COHORT_CHURN),
+    ("2026-02-28", "2026-03-01", COHORT_CHURN),
+    ("2026-03-02", "2026-03-02", None),
+])
+def test_a_churn_counts_in_the_cohort_only_when_won_before_its_month(
+    win: str, churn: str, group: str | None,
+) -> None:
+    state = apply_account_churn(apply_account_win(AccountState("A"), _ms(win), "d1"),
+                                _ms(churn), "e1")
+    churned = {k[1] for k in account_contributions(state) if k[0] == CHURN_KIND}
+    assert churned == ({group} if group is not None else set())
+
+
+def test_an_account_record_with_one_churn_is_still_read() -> None:
+    raw = {"id": "A", "w": [[_ms("2026-01-10"), "d1"]], "c": [_ms("2026-02-01"), "e1", None]}
+    state = AccountState.from_json(raw)
+    assert state.churned == (_ms("2026-02-01"), "e1", None)
+    assert AccountState.from_json(state.to_json()) == state
 
 
 QUOTAS = [("2026-11", _ms("2026-11-01"), "q1", "East", "1000", "USD"),

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import random
 from decimal import Decimal
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -16,6 +18,7 @@ from stream_app.kpi.fold import (
     guarded_fold,
     parse_aggregate_key,
     position_key,
+    supersedes,
 )
 from stream_app.kpi.money import Pricing
 from tests.unit.events import ev
@@ -146,3 +149,28 @@ def test_coalesced_batches_survive_a_crash_at_any_record(
     for offset in range(position + 1, len(events)):
         _apply(replay, offset, events[offset])
     assert _aggregates(from_mark) == _aggregates(clean)
+
+
+def _entity(guard: dict[str, int], value: object = None) -> str:
+    return json.dumps({"g": guard, "v": value}, separators=(",", ":"))
+
+
+@pytest.mark.parametrize(("incoming", "stored", "applied"), [
+    (_entity({"d": 5}), None, True),
+    (None, _entity({"d": 5}), True),
+    (_entity({"d": 7}), _entity({"d": 5}), True),
+    (_entity({"d": 5}), _entity({"d": 5}), True),
+    (_entity({"d": 3}), _entity({"d": 5}), False),
+    (_entity({"c": 3}), _entity({"c": 5, "w": 1}), False),
+    (_entity({"c": 5, "w": 1}), _entity({"c": 5}), True),
+    (_entity({"c": 9, "w": 1}), _entity({"c": 5, "w": 4}), True),
+    ({"g": {"d": 2}, "v": [1, 2]}, {"g": {"d": 4}, "v": [3, 4]}, False),
+    ({"g": {"d": 6}, "v": [1, 2]}, {"g": {"d": 4}, "v": [3, 4]}, True),
+    ({"v": 10}, {"v": 12}, False),
+    ({"v": 12}, {"v": 10}, True),
+    ({"v": 12}, {"v": 12}, True),
+])
+def test_a_changelog_record_older_than_the_stored_one_is_not_restored(
+    incoming: object, stored: object, applied: bool,
+) -> None:
+    assert supersedes(incoming, stored) is applied

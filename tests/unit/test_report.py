@@ -85,6 +85,23 @@ def test_churn_of_the_month_to_date_and_the_last_complete_month() -> None:
     assert churn["month_to_date"].rate == 3 / 11
 
 
+def test_churn_rate_counts_only_the_starting_cohort_and_reports_new_customers_lost() -> None:
+    snap = Snapshot(
+        new_customers={_d("2026-01-05"): 2, _d("2026-02-10"): 2, _d("2026-03-02"): 4},
+        churned={_d("2026-03-05"): 2},
+        new_churned={_d("2026-02-20"): 1, _d("2026-03-08"): 3},
+    )
+    report = build_report(snap, _ms("2026-03-10"), CFG)
+    churn = {c.period: c for c in report.churn}
+    march = churn["month_to_date"]
+    assert (march.churned, march.new_customers_churned, march.active_at_start) == (2, 3, 3)
+    assert march.rate == 2 / 3
+    february = churn["last_month"]
+    assert (february.churned, february.new_customers_churned) == (0, 1)
+    assert february.active_at_start == 2
+    assert report.clv is not None and report.clv.churned == 6
+
+
 def test_snapshot_keeps_only_owned_partitions_and_sums_them() -> None:
     items = [
         ("b\x1f0\x1fA\x1f20000", {"g": {"d": 1}, "v": [1, 0, 0, 0, 0, 0]}),
