@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 
 from stream_app.config import Settings
 
@@ -235,7 +235,7 @@ def _run_worker(settings: Settings) -> int:
         if not settings.kafka_bootstrap:
             update["kafka_bootstrap"] = start_embedded_broker(servers)
         if settings.redis_url is None:
-            update["redis_url"] = start_embedded_redis(servers)
+            update["redis_url"] = SecretStr(start_embedded_redis(servers))
         if update:
             settings = settings.model_copy(update=update)
             print(f"embedded servers: kafka {settings.kafka_bootstrap}, redis "

@@ -231,7 +231,7 @@ class _Path:
     created: dt.datetime
     created_cents: int
     stints: list[tuple[str, dt.datetime, dt.datetime, str]] = field(default_factory=list)
-    moves: list[tuple[str, int]] = field(default_factory=list)  # movement, cents
+    moves: list[tuple[str, int, dt.datetime]] = field(default_factory=list)  # movement, cents, when
     open_stage: tuple[str, dt.datetime, int] | None = None  # stage, since, cents
     closed: tuple[str, dt.datetime, int, Fraction | None, str | None] | None = None
     # kind, time, cents (won amount or amount at loss), price gap, competitor
@@ -253,7 +253,7 @@ def _walk_deals(events: list[dict[str, Any]], cfg: ReferenceConfig) -> list[_Pat
         path = _Path(data["team"], data["owner_id"], data.get("source") or "(none)",
                      data.get("product") or "(none)", data.get("account_id"), _t(c),
                      cents(data["amount"]))
-        path.moves.append(("created", path.created_cents))
+        path.moves.append(("created", path.created_cents, _t(c)))
         ends = [e for e in deal_events if e["type"] in ("deal.won", "deal.lost")]
         end = ends[0] if ends else None
         stage, since, amount = data["stage"], _t(c), data["amount"]
@@ -266,13 +266,14 @@ def _walk_deals(events: list[dict[str, Any]], cfg: ReferenceConfig) -> list[_Pat
             if new_amount is not None:
                 change = cents(new_amount) - cents(amount)
                 if change:
-                    path.moves.append(("increased" if change > 0 else "decreased", abs(change)))
+                    path.moves.append(("increased" if change > 0 else "decreased", abs(change),
+                                       _t(e)))
                 amount = new_amount
             to = e["data"]["to_stage"]
             if to != stage:
                 forward = order.index(to) > order.index(stage)
                 path.stints.append((stage, since, _t(e), "forward" if forward else "backward"))
-                path.moves.append(("advanced" if forward else "regressed", cents(amount)))
+                path.moves.append(("advanced" if forward else "regressed", cents(amount), _t(e)))
                 stage, since = to, _t(e)
         if end is None:
             path.open_stage = (stage, since, cents(amount))
@@ -280,7 +281,7 @@ def _walk_deals(events: list[dict[str, Any]], cfg: ReferenceConfig) -> list[_Pat
             won = end["type"] == "deal.won"
             ours = end["data"]["amount"] if won else amount
             path.stints.append((stage, since, _t(end), "forward" if won else "lost"))
-            path.moves.append(("won" if won else "lost", cents(ours)))
+            path.moves.append(("won" if won else "lost", cents(ours), _t(end)))
             price = end["data"].get("competitor_price")
             gap = (Fraction(Decimal(ours)) / Fraction(Decimal(price)) - 1
                    if price is not None and Decimal(price) != 0 else None)
@@ -333,12 +334,14 @@ def expected_catalogue(events: list[dict[str, Any]], as_of: dt.datetime,
             out[_key("pulse_stuck_deals", team=group, stage=stage)] = Fraction(len(stuck))
             out[_key("pulse_stuck_pipeline_amount", team=group, stage=stage)] = Fraction(
                 sum(s[2] for s in stuck), 100)
-        for movement in ("created", "advanced", "regressed", "won", "lost", "increased",
-                         "decreased"):
-            moves = [cents for p in mine for m, cents in p.moves if m == movement]
-            lab = {"team": group, "movement": movement}
-            out[_key("pulse_pipeline_waterfall_deals_total", **lab)] = Fraction(len(moves))
-            out[_key("pulse_pipeline_waterfall_amount_total", **lab)] = Fraction(sum(moves), 100)
+        for movement, (window, first) in itertools.product(
+                ("created", "advanced", "regressed", "won", "lost", "increased", "decreased"),
+                windows):
+            moves = [cents for p in mine for m, cents, when in p.moves
+                     if m == movement and inside(when, first)]
+            lab = {"team": group, "movement": movement, "window": window}
+            out[_key("pulse_pipeline_waterfall_deals", **lab)] = Fraction(len(moves))
+            out[_key("pulse_pipeline_waterfall_amount", **lab)] = Fraction(sum(moves), 100)
         for window, first in windows:
             means: list[tuple[Fraction, str]] = []
             for stage in cfg.stages:
@@ -768,7 +771,7 @@ ADDITIVE = frozenset({
     "pulse_customers_churned", "pulse_new_customers_churned",
     "pulse_customers_active_at_period_start",
     "pulse_stuck_deals", "pulse_stuck_pipeline_amount",
-    "pulse_pipeline_waterfall_deals_total", "pulse_pipeline_waterfall_amount_total",
+    "pulse_pipeline_waterfall_deals", "pulse_pipeline_waterfall_amount",
     "pulse_stage_stints", "pulse_stage_stint_seconds", "pulse_stage_exits",
     "pulse_stage_stint_days_bucket", "pulse_stage_stint_days_gcount",
     "pulse_stage_stint_days_gsum", "pulse_monthly_won_amount",

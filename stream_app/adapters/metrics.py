@@ -285,17 +285,15 @@ class PulseCollector(Collector):
         yield from (count, total, mean, exits, forward, histogram, bottleneck)
 
     def _waterfall(self, report: Report) -> Iterator[Metric]:
-        labels = ["team", "movement"]
-        deals = CounterMetricFamily("pulse_pipeline_waterfall_deals",
-                                    "Deal movements since the first event: created, advanced, "
-                                    "regressed, won, lost, amount increased or decreased.",
-                                    labels=labels)
-        amount = CounterMetricFamily("pulse_pipeline_waterfall_amount",
-                                     "Amount moved by each movement (reporting currency).",
-                                     labels=labels)
+        labels = ["team", "movement", "window"]
+        deals = _gauge("pipeline_waterfall_deals",
+                       "Deal movements in the window (event time): created, advanced, "
+                       "regressed, won, lost, amount increased or decreased.", labels)
+        amount = _gauge("pipeline_waterfall_amount",
+                        "Amount moved by those movements (reporting currency).", labels)
         for w in report.waterfall:
-            deals.add_metric([w.group, w.movement], w.count)
-            amount.add_metric([w.group, w.movement], cents_to_units(w.cents))
+            deals.add_metric([w.group, w.movement, w.window], w.count)
+            amount.add_metric([w.group, w.movement, w.window], cents_to_units(w.cents))
         yield from (deals, amount)
 
     def _competitors(self, report: Report) -> Iterator[Metric]:
@@ -579,7 +577,7 @@ def series_budget(settings: Settings) -> int:
     stages = len(settings.stages)
     histogram = stages * windows * (len(STINT_BUCKETS_DAYS) + 3)
     per_team = (WINDOW_FAMILIES * windows + STAGE_FAMILIES * stages
-                + STINT_FAMILIES * stages * windows + windows + 2 * len(MOVEMENTS) + 6)
+                + STINT_FAMILIES * stages * windows + windows + 2 * len(MOVEMENTS) * windows + 6)
     dimensions = (DIMENSION_FAMILIES * windows * (settings.max_sources + settings.max_products + 2)
                   + COMPETITOR_FAMILIES * windows * (settings.max_competitors + 1))
     quotas = groups * (8 * 4 + 1) + 3 * 4 * (settings.max_owners + 1)

@@ -157,8 +157,12 @@ class Timeline:
     """A created deal's path: its stints, stage moves and amounts, in time order."""
 
     stints: tuple[Stint, ...]
-    moves: tuple[tuple[str, str], ...]  # ("advanced" | "regressed", amount after the move)
-    amounts: tuple[str, ...]  # the amount at creation, then after each change of it
+    #: ("advanced" | "regressed", amount after the move, time_ms of the move)
+    moves: tuple[tuple[str, str, int], ...]
+    #: the amount at creation, then after each change of it
+    amounts: tuple[str, ...]
+    #: when each of ``amounts`` took effect (the creation time first)
+    amounts_at: tuple[int, ...] = ()
 
 
 def add_vector(target: dict[Any, list[int]], key: Any, vector: Sequence[int]) -> None:
@@ -222,26 +226,27 @@ def deal_timeline(state: DealState, rank: dict[str, int] | None = None) -> Timel
     start = (created_at, created_id)
     end = None if state.closed is None else state.closed[:2]
     stage, since = str(info["stage"]), created_at
-    amounts = [str(info["amount"])]
+    amounts, amounts_at = [str(info["amount"])], [created_at]
     stints: list[Stint] = []
-    moves: list[tuple[str, str]] = []
+    moves: list[tuple[str, str, int]] = []
     for at, event_id, to_stage, amount in state.changes:
         if (at, event_id) < start or (end is not None and (at, event_id) >= end):
             continue
         if amount is not None and amount != amounts[-1]:
             amounts.append(amount)
+            amounts_at.append(at)
         if to_stage == stage:
             continue
         forward = rank is None or rank.get(to_stage, 0) > rank.get(stage, 0)
         stints.append(Stint(stage, since, at, "forward" if forward else "backward"))
-        moves.append(("advanced" if forward else "regressed", amounts[-1]))
+        moves.append(("advanced" if forward else "regressed", amounts[-1], at))
         stage, since = to_stage, at
     if state.closed is None:
         stints.append(Stint(stage, since, None, None))
     else:
         exit_ = "forward" if state.closed[2] == "won" else "lost"
         stints.append(Stint(stage, since, state.closed[0], exit_))
-    return Timeline(tuple(stints), tuple(moves), tuple(amounts))
+    return Timeline(tuple(stints), tuple(moves), tuple(amounts), tuple(amounts_at))
 
 
 def stint_bucket(duration_ms: int) -> int:
@@ -271,7 +276,8 @@ def deal_contributions(state: DealState, pricing: Pricing) -> Contributions:
       since_day is the day the deal entered its current stage;
     - ``("f", team, "end_day:stage")`` per ended stint: 1, its length, its exit
       (forward, backward or lost) and its histogram bucket;
-    - ``("w", team, movement)``: the waterfall (count, cents) of each movement;
+    - ``("w", team, "day:movement")``: the waterfall (count, cents) of each movement on
+      the day it happened;
     - ``("k", competitor, close_day)``: won, lost, priced, summed price gap (1e-15).
     """
     timeline = deal_timeline(state, pricing.stage_rank)
@@ -290,14 +296,17 @@ def deal_contributions(state: DealState, pricing: Pricing) -> Contributions:
     add_vector(out, ("b", team, created_day), (1, 0, 0, 0, 0, 0))
     for kind, value in dims:
         add_vector(out, (kind, value, created_day), (1, 0, 0, 0))
-    add_vector(out, ("w", team, "created"), (1, cents(timeline.amounts[0])))
-    for movement, amount in timeline.moves:
-        add_vector(out, ("w", team, movement), (1, cents(amount)))
-    for before, after in pairwise(timeline.amounts):
+    def movement(name: str, at_ms: int, amount_cents: int) -> None:
+        add_vector(out, ("w", team, f"{day_of(at_ms)}:{name}"), (1, amount_cents))
+
+    movement("created", created_at, cents(timeline.amounts[0]))
+    for name, amount, at_ms in timeline.moves:
+        movement(name, at_ms, cents(amount))
+    for (before, after), at_ms in zip(pairwise(timeline.amounts), timeline.amounts_at[1:],
+                                      strict=True):
         delta = cents(after) - cents(before)
         if delta:
-            add_vector(out, ("w", team, "increased" if delta > 0 else "decreased"),
-                       (1, abs(delta)))
+            movement("increased" if delta > 0 else "decreased", at_ms, abs(delta))
     for stint in timeline.stints:
         if stint.end_ms is None:
             since_day = day_of(stint.start_ms)
@@ -322,12 +331,12 @@ def deal_contributions(state: DealState, pricing: Pricing) -> Contributions:
                        (0, 1, 0, won_cents, closed_at - created_at, has_account))
             for dim, value in dims:
                 add_vector(out, (dim, value, closed_day), (0, 1, 0, won_cents))
-            add_vector(out, ("w", team, "won"), (1, won_cents))
+            movement("won", closed_at, won_cents)
         else:
             add_vector(out, ("b", team, closed_day), (0, 0, 1, 0, 0, 0))
             for dim, value in dims:
                 add_vector(out, (dim, value, closed_day), (0, 0, 1, 0))
-            add_vector(out, ("w", team, "lost"), (1, cents(our_amount)))
+            movement("lost", closed_at, cents(our_amount))
         if competitor is not None:
             gap = None if price is None else price_gap_femto(our_amount, price)
             add_vector(out, ("k", competitor, closed_day),

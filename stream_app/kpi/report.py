@@ -110,7 +110,7 @@ class Snapshot:
     open: dict[tuple[str, str, int], list[int]] = field(default_factory=dict)
     dimensions: dict[tuple[str, str, int], list[int]] = field(default_factory=dict)
     stints: dict[tuple[str, str, int], list[int]] = field(default_factory=dict)
-    waterfall: dict[tuple[str, str], list[int]] = field(default_factory=dict)
+    waterfall: dict[tuple[str, str, int], list[int]] = field(default_factory=dict)
     competitors: dict[tuple[str, int], list[int]] = field(default_factory=dict)
     churned_to: dict[tuple[str, int], int] = field(default_factory=dict)
     new_customers: dict[int, int] = field(default_factory=dict)
@@ -235,8 +235,9 @@ def snapshot_from_cells(
         elif kind == "f":
             day, stage = _split(part)
             add_vector(snap.stints, (group, stage, day), value)
-        elif kind == "w":
-            add_vector(snap.waterfall, (group, part), value)
+        elif kind == "w" and ":" in part:
+            day, movement = _split(part)
+            add_vector(snap.waterfall, (group, movement, day), value)
         elif kind == "k":
             add_vector(snap.competitors, (group, int(part)), value)
         elif kind == "m":
@@ -429,10 +430,11 @@ class BottleneckKpis:
 
 @dataclass(frozen=True, slots=True)
 class WaterfallKpis:
-    """Cumulative count and amount (cents) of one pipeline movement of one group."""
+    """Count and amount (cents) of one pipeline movement of one group in one window."""
 
     group: str
     movement: str
+    window: str
     count: int
     cents: int
 
@@ -721,7 +723,7 @@ class Report:
 
 def _teams(snap: Snapshot) -> list[str]:
     return sorted({team for team, _ in snap.buckets} | {key[0] for key in snap.open}
-                  | {key[0] for key in snap.stints} | {team for team, _ in snap.waterfall}
+                  | {key[0] for key in snap.stints} | {key[0] for key in snap.waterfall}
                   | set(snap.quota_team.values()))
 
 
@@ -951,17 +953,11 @@ def _stint_kpis(snap: Snapshot, cfg: ReportConfig, as_of_day: int,
     return stints, bottlenecks
 
 
-def _waterfall_kpis(snap: Snapshot, teams: list[str]) -> list[WaterfallKpis]:
-    out: list[WaterfallKpis] = []
-    for group in (*teams, ALL_GROUP):
-        for movement in MOVEMENTS:
-            if group == ALL_GROUP:
-                count = sum(v[0] for (_, m), v in snap.waterfall.items() if m == movement)
-                cents = sum(v[1] for (_, m), v in snap.waterfall.items() if m == movement)
-            else:
-                count, cents = snap.waterfall.get((group, movement), (0, 0))
-            out.append(WaterfallKpis(group, movement, count, cents))
-    return out
+def _waterfall_kpis(snap: Snapshot, cfg: ReportConfig, as_of_day: int,
+                    teams: list[str]) -> list[WaterfallKpis]:
+    sums = _windowed_sums(snap.waterfall, cfg, as_of_day, 2, _stage_to_all)
+    return [WaterfallKpis(group, movement, window, *sums[window][(group, movement)])
+            for window in sums for group in (*teams, ALL_GROUP) for movement in MOVEMENTS]
 
 
 def _competitor_kpis(snap: Snapshot, cfg: ReportConfig, as_of_day: int) -> list[CompetitorKpis]:
@@ -1043,7 +1039,7 @@ def build_report(snap: Snapshot, as_of_ms: int, cfg: ReportConfig) -> Report:
         dimensions=tuple(_dimension_kpis(snap, cfg, as_of_day)),
         stints=tuple(stints),
         bottlenecks=tuple(bottlenecks),
-        waterfall=tuple(_waterfall_kpis(snap, teams)),
+        waterfall=tuple(_waterfall_kpis(snap, cfg, as_of_day, teams)),
         competitors=tuple(_competitor_kpis(snap, cfg, as_of_day)),
         growth=tuple(_growth_kpis(snap, as_of_day, teams)),
         clv=_clv_kpis(snap, cfg, as_of_day),

@@ -106,10 +106,11 @@ def pipeline() -> dashboard.Dashboard:
               "{{stage}}", "none", "Open deals without a stage change for PULSE_STUCK_DAYS."),
         _stat("Stuck share of the pipeline", 'team:pulse_stuck_pipeline_share:ratio{team="all"}',
               "percentunit", "Stuck amount / open amount."),
-        _series("Pipeline waterfall, amount per hour",
-                [('sum by (movement) (increase(pulse_pipeline_waterfall_amount_total'
-                  '{team="all"}[1h]))', "{{movement}}")], "currencyUSD",
-                "Amount created, advanced, regressed, won, lost, increased, decreased."),
+        _bars("Pipeline waterfall, 30 days",
+              'team_movement_window:pulse_pipeline_waterfall_amount:sum{team="all",'
+              'window="30d"}', "{{movement}}", "currencyUSD",
+              "Amount created, advanced, regressed, won, lost, increased, decreased in the "
+              "last 30 days (event time)."),
         _series("Bottleneck stage, 90 days",
                 [('max by (stage) (pulse_stage_bottleneck_mean_stint_seconds{team="all",'
                   'window="90d"})', "{{stage}}")], "s", "Stage with the longest mean stint."),

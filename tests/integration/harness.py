@@ -62,8 +62,14 @@ class Worker:
         self.proc.wait(10)
 
     def stop(self) -> None:
+        """A clean stop (SIGTERM: finish the batch, commit, leave the group)."""
         if self.proc is not None:
             stop_process(self.proc, timeout=20)
+
+    def discard(self) -> None:
+        """Teardown where a clean stop is not under test: SIGKILL if still running."""
+        if self.alive():
+            self.kill()
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None

@@ -7,6 +7,7 @@ import json
 import re
 import threading
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
@@ -103,7 +104,15 @@ def _start_prometheus(tmp: Path, targets: list[str], alertmanager: str) -> tuple
                   f"--web.listen-address=127.0.0.1:{port}"],
                  log_path=str(tmp / "prometheus.log"))
     wait_for_port("127.0.0.1", port, timeout=30)
-    return proc, f"http://127.0.0.1:{port}"
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/-/ready", timeout=5):
+                return proc, url
+        except urllib.error.URLError:
+            assert time.monotonic() < deadline, (tmp / "prometheus.log").read_text()[-2000:]
+            time.sleep(0.2)
 
 
 def _query(prometheus: str, expr: str) -> list[dict[str, Any]]:
@@ -243,6 +252,6 @@ def test_churn_and_attainment_alerts_reach_the_receiver_only_when_due(
                 assert name not in names, (name, names)
     finally:
         for worker in workers:
-            worker.stop()
+            worker.discard()
         for proc in started:
             stop_process(proc)

@@ -63,7 +63,7 @@ def test_fifteen_months_on_two_workers_then_on_the_survivor(
         assert assert_matches(expected, alone) == len(expected) > 1000
     finally:
         for worker in workers:
-            worker.stop()
+            worker.discard()
 
 
 def _event(n: int, event_type: str, time: str, **data: Any) -> dict[str, Any]:
@@ -178,4 +178,4 @@ def test_period_boundaries_empty_windows_stuck_thresholds_and_quota_changes(
         assert _key("pulse_activities_per_won_deal", team="North", window="30d") not in expected
         assert expected[_key("pulse_activities_per_won_deal", team="North", window="90d")] == 2
     finally:
-        worker.stop()
+        worker.discard()

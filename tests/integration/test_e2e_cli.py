@@ -27,7 +27,14 @@ from stream_app.config import Settings
 from stream_app.tools.generator import GeneratorSettings, generate_events
 from stream_app.tools.scrape import scrape
 from tests.integration.conftest import last_time
-from tests.integration.harness import Worker, assert_matches, produce, settled, worker_settings
+from tests.integration.harness import (
+    Worker,
+    assert_matches,
+    produce,
+    settled,
+    wait_for_metrics,
+    worker_settings,
+)
 from tests.reference import expected_metrics
 
 pytestmark = pytest.mark.e2e
@@ -120,7 +127,7 @@ def test_servers_topics_generate_import_and_replay_from_the_command_line(tmp_pat
         assert assert_matches(expected_metrics(events, as_of), samples) > 250
     finally:
         if worker is not None:
-            worker.stop()
+            worker.discard()
         servers.send_signal(signal.SIGINT)
         try:
             code = servers.wait(20)
@@ -152,8 +159,9 @@ def test_a_worker_without_servers_starts_its_own_and_is_exact_on_the_wall_clock(
         settings = Settings(kafka_bootstrap=kafka, redis_url=SecretStr(redis_url),
                             partitions=4, clock="wall", web_port=port)
         events = _wall_stream()
-        produce(settings, events)
         worker = Worker(settings, log, proc=proc)
+        wait_for_metrics(worker)
+        produce(settings, events)
         [samples] = settled([worker], settings.partitions, None)
         as_of_ms = round(samples[("pulse_asof_timestamp_seconds", ())] * 1000)
         as_of = dt.datetime.fromtimestamp(as_of_ms / 1000, dt.UTC)

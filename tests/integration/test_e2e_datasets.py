@@ -34,7 +34,7 @@ def _replay(settings: Settings, tmp_path: Path, events: list[dict],
         [samples] = settled([worker], settings.partitions, last_time(events), timeout=500)
         return samples
     finally:
-        worker.stop()
+        worker.discard()
 
 
 @requires_dataset("x-education-leads")

@@ -92,7 +92,7 @@ def test_bad_input_goes_to_dead_letters_and_valid_events_all_count(
         assert detail["missing_field"] == "data.team: required field is missing"
         assert "data.amount" in detail["negative_amount"]
     finally:
-        worker.stop()
+        worker.discard()
 
 
 @requires_dataset("maven-crm")
@@ -117,7 +117,7 @@ def test_maven_crm_replay_reproduces_the_published_figures(
         assert s[("pulse_window_open_deals", everything)] == 2089
         assert_matches(expected_metrics(events, as_of), s)
     finally:
-        worker.stop()
+        worker.discard()
 
 
 _JSON = st.recursive(
@@ -212,4 +212,4 @@ def test_fuzzed_input_never_stops_the_worker_and_lands_in_dead_letters(
         print(f"\n{len(junk_sent)} junk messages among {len(events)} valid events, "
               f"{len(rounds)} rounds")
     finally:
-        worker.stop()
+        worker.discard()

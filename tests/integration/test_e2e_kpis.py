@@ -37,7 +37,7 @@ def test_one_worker_exports_every_kpi_exactly(base_settings: Settings, tmp_path:
         assert samples[("pulse_customers_churned", (("period", "last_month"),))] > 0
         assert metric_total(samples, "pulse_events_processed_total") == len(events)
     finally:
-        worker.stop()
+        worker.discard()
 
 
 def test_two_workers_on_four_partitions_sum_to_the_batch(
@@ -64,7 +64,7 @@ def test_two_workers_on_four_partitions_sum_to_the_batch(
             assert abs(won / closed - float(want)) <= 1e-9 * float(want)
     finally:
         for worker in workers:
-            worker.stop()
+            worker.discard()
 
 
 def test_restart_recovers_the_same_values_then_stays_exact(
@@ -89,7 +89,7 @@ def test_restart_recovers_the_same_values_then_stays_exact(
         [final] = settled([worker], base_settings.partitions, final_as_of)
         assert_matches(expected_metrics(events, final_as_of), final)
     finally:
-        worker.stop()
+        worker.discard()
 
 
 def test_duplicates_are_counted_once(base_settings: Settings, tmp_path: Path) -> None:
@@ -113,4 +113,4 @@ def test_duplicates_are_counted_once(base_settings: Settings, tmp_path: Path) ->
         assert_matches(expected_metrics(stream, as_of), samples)
         assert metric_total(samples, "pulse_events_duplicate_total") == len(duplicated)
     finally:
-        worker.stop()
+        worker.discard()

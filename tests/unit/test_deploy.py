@@ -61,7 +61,7 @@ def test_readme_documents_every_setting_and_metric() -> None:
                 dimensions={("source", "Web", 10): [1, 1, 0, 100],
                             ("product", "Pro", 10): [1, 1, 1, 100]},
                 stints={("A", "P", 10): [1, 1000, 1, 0, 0, 1, *[0] * 9]},
-                waterfall={("A", "won"): [1, 100]},
+                waterfall={("A", "won", 10): [1, 100]},
                 competitors={("Acme", 10): [1, 0, 1, 10**14]}, churned_to={("Acme", 9): 1},
                 quota_cents={("o", "1970-01"): 10}, quota_team={("o", "1970-01"): "A"},
                 owner_won={("o", "1970-01"): 20},

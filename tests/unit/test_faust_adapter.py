@@ -153,3 +153,53 @@ def test_a_changed_label_verdict_rebuilds_an_unchanged_snapshot() -> None:
 
     assert index.snapshot(frozenset({0}), fold_a, 0).buckets == {("A", 1): [1, 0]}
     assert index.snapshot(frozenset({0}), fold_a, 1).buckets == {("(other)", 1): [1, 0]}
+
+
+class _ChangelogTable:
+    """The parts of a Faust table the changelog hook touches; applies like Faust's store."""
+
+    name = "pulse-deals"
+
+    def __init__(self) -> None:
+        self.data: dict[str, Any] = {}
+
+    def apply_changelog_batch(self, batch: list[Any]) -> None:
+        for event in batch:
+            self.data[event.key] = event.value
+
+
+def _record(key: str, value: Any, partition: int = 0) -> Any:
+    from types import SimpleNamespace
+
+    return SimpleNamespace(key=key, value=value,
+                           message=SimpleNamespace(partition=partition))
+
+
+def test_a_late_changelog_write_of_an_older_state_is_not_restored() -> None:
+    from types import SimpleNamespace
+
+    from stream_app.ops import OperationalStats
+
+    table, noted = _ChangelogTable(), []
+    index = SimpleNamespace(table=table, add=noted.extend)
+    worker = SimpleNamespace(_stats=OperationalStats(), leads=None, _lead_key_partitions={})
+    faust_app.PulseWorker._watch_changelog_records(worker, index)  # type: ignore[arg-type]
+    deal, agg, mark = entity_key("d", "D1"), aggregate_key("b", 0, "T", 20_000), \
+        position_key(0, "crm.deals")
+    newer = '{"g":{"crm.deals":9},"v":{"n":2}}'
+    table.apply_changelog_batch([
+        _record(deal, '{"g":{"crm.deals":5},"v":{"n":1}}'),
+        _record(deal, newer),
+        _record(agg, {"g": {"crm.deals": 9}, "v": [2]}),
+        _record(mark, {"v": 9}),
+    ])
+    table.apply_changelog_batch([
+        _record(deal, '{"g":{"crm.deals":5},"v":{"n":1}}'),
+        _record(agg, {"g": {"crm.deals": 4}, "v": [1]}),
+        _record(mark, {"v": 4}),
+    ])
+    assert table.data == {deal: newer, agg: {"g": {"crm.deals": 9}, "v": [2]},
+                          mark: {"v": 9}}
+    assert worker._stats.changelog_dropped == {"pulse-deals": 3}
+    assert worker._stats.changelog_applied == {"pulse-deals": 7}
+    assert agg in noted and noted.count(agg) == 1

@@ -145,7 +145,7 @@ def test_catalogue_families_from_one_snapshot() -> None:
         buckets={("A", DAY): [1, 1, 0, 5_000, 3_600_000, 1]},
         open={("A", "N", DAY - 40): [2, 10_000], ("A", "P", DAY): [1, 1_000]},
         stints={("A", "P", DAY): [2, 86_400_000 * 3, 2, 0, 0, 1, 0, 1, *[0] * 7]},
-        waterfall={("A", "created"): [3, 20_000]},
+        waterfall={("A", "created", DAY): [3, 20_000], ("A", "created", DAY - 40): [1, 500]},
         competitors={("Acme", DAY): [1, 1, 2, 3 * 10**14]},
         quota_cents={("o1", "2026-02"): 2_000, ("o2", "2026-02"): 2_000},
         quota_team={("o1", "2026-02"): "A", ("o2", "2026-02"): "A"},
@@ -166,8 +166,12 @@ def test_catalogue_families_from_one_snapshot() -> None:
     assert get("pulse_stage_stint_days_bucket", {**bucket, "le": "7"}) == 2
     assert get("pulse_stage_stint_days_bucket", {**bucket, "le": "+Inf"}) == 2
     assert get("pulse_stage_stint_days_gsum", bucket) == 3
-    assert get("pulse_pipeline_waterfall_amount_total", {"team": "A", "movement": "created"}) \
-        == 200
+    created = {"team": "A", "movement": "created"}
+    assert get("pulse_pipeline_waterfall_amount", {**created, "window": "30d"}) == 200
+    assert get("pulse_pipeline_waterfall_deals", {**created, "window": "30d"}) == 3
+    assert get("pulse_pipeline_waterfall_deals", {**created, "window": "all"}) == 4
+    assert get("pulse_pipeline_waterfall_amount", {**created, "team": "all", "window": "all"}) \
+        == 205
     assert get("pulse_competitor_price_gap_ratio", {"competitor": "Acme", "window": "30d"}) \
         == 0.15
     assert get("pulse_competitor_win_rate_ratio", {"competitor": "Acme", "window": "30d"}) == 0.5
