@@ -666,8 +666,6 @@ def _expected_activities(events: list[dict[str, Any]], paths: list[_Path], today
               for e in earliest.values()]
     wins = [(p.team, p.closed[1].date()) for p in paths if p.closed and p.closed[0] == "won"]
     out: dict[Key, Fraction] = {}
-    if not logged:
-        return out
     for window, first in _windows(today, cfg):
         def inside(day: dt.date, first: dt.date | None = first) -> bool:
             return day <= today and (first is None or day >= first)

@@ -45,11 +45,15 @@ from tests.reference import ADDITIVE, expected_metrics
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
+#: Messages of the CRM topics each mid-chunk SIGKILL must leave unread, at least.
+KILL_BACKLOG = 1_000
+
+
 def test_five_sigkills_mid_stream_leave_every_kpi_exact(
     base_settings: Settings, tmp_path: Path
 ) -> None:
-    events = small_stream(seed=31, months=6, per_day=15, leads=0.75)
-    assert len(events) >= 20_000
+    events = small_stream(seed=31, months=4, per_day=15, leads=0.75)
+    assert len(events) >= 13_000
     rng = random.Random(31)
     chunks = [events[i * len(events) // 6:(i + 1) * len(events) // 6] for i in range(6)]
     settings = worker_settings(base_settings)
@@ -63,7 +67,7 @@ def test_five_sigkills_mid_stream_leave_every_kpi_exact(
                 wait_for_metrics(worker)
                 kills.append(("as soon as /metrics answered (recovery or join)", -1))
             else:
-                target = rng.uniform(0.15, 0.85) * len(chunk)
+                target = rng.uniform(0.15, 0.45) * len(chunk)
                 left = wait_for_backlog(worker, len(chunk) - target)
                 kills.append(("mid-chunk", left))
             if n > 1:
@@ -77,10 +81,10 @@ def test_five_sigkills_mid_stream_leave_every_kpi_exact(
         replayed.append(metric_total(samples, "pulse_events_replayed_total"))
         mid_chunk = [left for kind, left in kills if kind == "mid-chunk"]
         assert len(kills) == 5 and len(mid_chunk) == 4
-        assert all(left > 0 for left in mid_chunk), kills
-        # replayed[k] is what the worker started after kill k+1 read again; kills 1, 4
-        # and 5 came mid-chunk and their successors ran long enough to re-read.
-        assert all(replayed[k] > 0 for k in (0, 3, 4)), replayed
+        assert all(left > KILL_BACKLOG for left in mid_chunk), kills
+        # A kill right after a commit leaves nothing to re-read, so not every restart
+        # replays; over four mid-chunk kills some must have.
+        assert sum(replayed) > 0, replayed
         compared = assert_matches(expected_metrics(events, as_of), samples)
         assert compared > 250
         print(f"\n{len(events)} events, kills (CRM backlog at each kill): {kills}, "
@@ -429,9 +433,14 @@ FLOOD = 40_000
 OWNER_FLOOD = 1_500
 
 
+#: Distinct sources, products and competitors in the flood (each over its cap of 30).
+FLOOD_DIMENSIONS = {"source": 45, "product": 40, "competitor": 45}
+
+
 def _flood(count: int, owners: int) -> list[dict]:
-    """``count`` valid deals, each with its own owner and team, and for the first
-    ``owners`` of them a quota for August and a call: a label flood."""
+    """``count`` valid deals, each with its own owner and team, cycling through
+    :data:`FLOOD_DIMENSIONS` sources and products, one in twenty lost to one of as many
+    competitors; for the first ``owners`` of them a quota for August and a call."""
     start = dt.datetime(2026, 8, 1, tzinfo=dt.UTC)
     stages = ("Prospecting", "Qualification", "Engaging", "Proposal", "Negotiation")
 
@@ -441,12 +450,17 @@ def _flood(count: int, owners: int) -> list[dict]:
                 "data": {"owner_id": f"owner-{i}", "team": f"team-{i}", **data}}
 
     deals = [event(i, "deal", "deal.created", deal_id=f"FD-{i}", account_id=f"FA-{i % 997}",
-                   amount=f"{100 + i % 9000}.50", currency="USD", stage=stages[i % 5])
+                   amount=f"{100 + i % 9000}.50", currency="USD", stage=stages[i % 5],
+                   source=f"src-{i % FLOOD_DIMENSIONS['source']}",
+                   product=f"prod-{i % FLOOD_DIMENSIONS['product']}")
              for i in range(count)]
+    losses = [event(i, "lost", "deal.lost", deal_id=f"FD-{i}",
+                    competitor=f"rival-{i // 20 % FLOOD_DIMENSIONS['competitor']}")
+              for i in range(0, count, 20)]
     quotas = [event(i, "quota", "quota.set", period="2026-08", amount=f"{1000 + i}.00",
                     currency="USD") for i in range(owners)]
     calls = [event(i, "call", "activity.logged", kind="call") for i in range(owners)]
-    return [*deals, *quotas, *calls]
+    return [*deals, *losses, *quotas, *calls]
 
 
 def _fold_owners(expected: dict, admitted: set[str]) -> dict:
@@ -508,9 +522,18 @@ def test_label_flood_and_abusive_messages_stay_within_the_series_budget(
         assert owners == admitted_owners | {"(other)"}
         assert samples[("pulse_label_values_folded", (("label", "owner"),))] == \
             OWNER_FLOOD - base_settings.max_owners
-        relabeled = [{**e, "data": {**e["data"], "team": e["data"]["team"]
-                                    if e["data"]["team"] in admitted_teams else "(other)"}}
-                     for e in events]
+        admitted = {"team": admitted_teams}
+        caps = {"source": base_settings.max_sources, "product": base_settings.max_products,
+                "competitor": base_settings.max_competitors}
+        for label, distinct in FLOOD_DIMENSIONS.items():
+            admitted[label] = {v.decode() for v in registry.smembers(
+                f"{base_settings.app_id}:labels:{label}")}
+            assert len(admitted[label]) == caps[label] < distinct, (label, admitted[label])
+            assert samples[("pulse_label_values_folded", (("label", label),))] == \
+                distinct - caps[label]
+        relabeled = [{**e, "data": {**e["data"], **{
+            label: value if value in admitted[label] else "(other)"
+            for label, value in e["data"].items() if label in admitted}}} for e in events]
         assert_matches(_fold_owners(expected_metrics(relabeled, as_of), admitted_owners),
                        samples)
         rejected = metric_total(samples, "pulse_events_rejected_total")
