@@ -495,8 +495,7 @@ class PulseWorker:
 
         @app.page("/healthz")
         async def healthz(web: Any, request: Any) -> Any:
-            return web.json({"status": "ok", "owned_partitions": self.owned_partitions(),
-                             "events_processed": sum(self._stats.processed.values())})
+            return web.json(self.health())
 
         self._agents = (deal_agent, account_agent, owner_agent, lead_agent, activity_agent)
 
@@ -902,6 +901,22 @@ class PulseWorker:
         except Exception:
             actives = set()
         self._ready = frozenset((tp.topic, tp.partition) for tp in actives)
+
+    def health(self) -> dict[str, Any]:
+        """What ``/healthz`` answers: progress without computing a KPI (a poller's
+        cheap alternative to a ``/metrics`` scrape)."""
+        stats = self._stats
+        return {
+            "status": "ok",
+            "owned_partitions": self.owned_partitions(),
+            "events_processed": sum(stats.processed.values()),
+            "events_replayed": stats.replays,
+            "recovery_in_progress": stats.recovery_in_progress,
+            "lag": [{"topic": topic, "partition": partition, "messages": messages}
+                    for (topic, partition), messages in sorted(stats.lag().items())],
+            "exported_partitions": {topic: sorted(partitions) for topic, partitions
+                                    in sorted(self.exported_partitions().items())},
+        }
 
     def exported_partitions(self) -> dict[str, frozenset[int]]:
         """Source partitions whose state the KPIs include now, by topic."""

@@ -18,6 +18,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
+import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
@@ -48,6 +49,16 @@ class Worker:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.settings.web_port}/metrics"
+
+    def health(self) -> dict[str, Any] | None:
+        """``/healthz`` (no KPI computed, so polling it does not slow the worker down);
+        None while it does not answer."""
+        try:
+            response = httpx.get(self.url.replace("/metrics", "/healthz"), timeout=5)
+            response.raise_for_status()
+            return response.json()
+        except (httpx.HTTPError, ValueError):
+            return None
 
     def start(self) -> Worker:
         env = worker_env(self.settings, **{"PULSE_LOG_LEVEL": "INFO", **self.env})
@@ -130,6 +141,7 @@ def settled(workers: list[Worker], partitions: int, as_of: dt.datetime | None,
                 for topic in (*cfg.source_topics, cfg.topic_account_wins, cfg.topic_owner_wins)
                 for p in range(partitions)}
     deadline = time.monotonic() + timeout
+    _await_health(workers, partitions, consumed, deadline)
     previous: list[Samples] | None = None
     last_state = "no scrape yet"
     while time.monotonic() < deadline:
@@ -160,6 +172,23 @@ def settled(workers: list[Worker], partitions: int, as_of: dt.datetime | None,
     raise AssertionError(f"workers did not settle within {timeout}s: {last_state}\n{logs}")
 
 
+def _await_health(workers: list[Worker], partitions: int, consumed: set[tuple[str, str]],
+                  deadline: float) -> None:
+    """Poll ``/healthz`` (cheap) until it shows what :func:`settled` then checks on full
+    scrapes: every partition owned, a zero lag for each consumed partition."""
+    while time.monotonic() < deadline:
+        for worker in workers:
+            assert worker.alive(), f"worker died; see {worker.log}"
+        health = [w.health() for w in workers]
+        if all(h is not None for h in health):
+            owned = sum(h["owned_partitions"] for h in health if h is not None)
+            lag = {(item["topic"], str(item["partition"])): item["messages"]
+                   for h in health if h is not None for item in h["lag"]}
+            if owned == partitions and consumed <= set(lag) and not any(lag.values()):
+                return
+        time.sleep(0.5)
+
+
 def assert_matches(expected: dict[Key, Fraction], actual: dict[Key, float],
                    names: frozenset[str] | None = None) -> int:
     """Exact for counts and sums, 1e-9 relative for ratios; returns how many were compared.
@@ -187,15 +216,6 @@ def assert_matches(expected: dict[Key, Fraction], actual: dict[Key, float],
             problems.append(f"unexpected {key} = {actual[key]}")
     assert not problems, f"{len(problems)} mismatches:\n" + "\n".join(problems[:40])
     return compared
-
-
-def backlog(samples: Samples, topics: tuple[str, ...], partitions: int) -> float | None:
-    """Messages of ``topics`` not yet applied, summed; None until every one of their
-    ``partitions`` partitions reports its lag."""
-    lags = {(dict(labels)["topic"], dict(labels)["partition"]): v
-            for (name, labels), v in samples.items()
-            if name == "pulse_consumer_lag_messages" and dict(labels)["topic"] in topics}
-    return sum(lags.values()) if len(lags) == len(topics) * partitions else None
 
 
 def wait_for_scrape(worker: Worker, ready: Callable[[Samples], bool], what: str,
@@ -280,16 +300,19 @@ def delete_topics(settings: Settings, topics: list[str]) -> None:
 
 
 def wait_for_backlog(worker: Worker, at_most: float, timeout: float = 120) -> float:
-    """Poll until the worker has at most ``at_most`` messages of the CRM topics left (the
-    unit the events were produced in); returns the backlog it reported then."""
+    """Poll ``/healthz`` until the worker has at most ``at_most`` messages of the CRM
+    topics left (the unit the events were produced in); returns the backlog it reported."""
     cfg = worker.settings
-    topics = tuple(cfg.source_topics)
-
-    def low(samples: Samples) -> bool:
-        left = backlog(samples, topics, cfg.partitions)
-        return left is not None and left <= at_most
-
-    samples = wait_for_scrape(worker, low, f"a backlog <= {at_most}", timeout)
-    left = backlog(samples, topics, cfg.partitions)
-    assert left is not None
-    return left
+    topics = set(cfg.source_topics)
+    deadline = time.monotonic() + timeout
+    while True:
+        assert worker.alive(), f"worker died; see {worker.log}"
+        assert time.monotonic() < deadline, \
+            f"a backlog <= {at_most} not seen in {timeout}s; see {worker.log}"
+        health = worker.health()
+        if health is not None:
+            lags = {(item["topic"], item["partition"]): item["messages"]
+                    for item in health["lag"] if item["topic"] in topics}
+            if len(lags) == len(topics) * cfg.partitions and sum(lags.values()) <= at_most:
+                return float(sum(lags.values()))
+        time.sleep(0.02)
