@@ -24,6 +24,7 @@ __all__ = [
     "apply_account_win",
 ]
 
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -81,9 +82,13 @@ class AccountState:
         return _pruned(cls(
             account_id=raw["id"],
             wins=tuple((int(at), str(deal)) for at, deal in raw["w"]),
-            churns=tuple(sorted(((int(at), str(event), competitor)
-                                 for at, event, competitor in listed), key=lambda c: c[:2])),
+            churns=_in_order((int(at), str(event), competitor) for at, event, competitor in listed),
         ))
+
+
+def _in_order(churns: Iterable[ChurnEvent]) -> tuple[ChurnEvent, ...]:
+    """Churn events sorted by (time, event id)."""
+    return tuple(sorted(churns, key=lambda churn: churn[:2]))
 
 
 def _pruned(state: AccountState) -> AccountState:
@@ -115,8 +120,7 @@ def apply_account_churn(state: AccountState, churned_at_ms: int, event_id: str,
     event = (churned_at_ms, event_id, competitor)
     if any(churn[:2] == event[:2] for churn in state.churns):
         return state
-    return _pruned(replace(state, churns=tuple(sorted((*state.churns, event),
-                                                       key=lambda c: c[:2]))))
+    return _pruned(replace(state, churns=_in_order((*state.churns, event))))
 
 
 def account_contributions(state: AccountState) -> Contributions:

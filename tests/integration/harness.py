@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -29,6 +29,8 @@ from stream_app.kpi.windows import ms_from_datetime
 from stream_app.tools.replay import produce_events, route
 from stream_app.tools.scrape import Samples, scrape
 from tests.reference import ADDITIVE, INEXACT, Key
+
+T = TypeVar("T")
 
 #: The worker's operational series; every other ``pulse_`` series is a KPI the reference
 #: must predict (a new KPI family is compared without being listed anywhere).
@@ -182,8 +184,7 @@ def _await_health(workers: list[Worker], partitions: int, consumed: set[tuple[st
         health = [w.health() for w in workers]
         if all(h is not None for h in health):
             owned = sum(h["owned_partitions"] for h in health if h is not None)
-            lag = {(item["topic"], str(item["partition"])): item["messages"]
-                   for h in health if h is not None for item in h["lag"]}
+            lag = {tp: n for h in health if h is not None for tp, n in health_lags(h).items()}
             if owned == partitions and consumed <= set(lag) and not any(lag.values()):
                 return
         time.sleep(0.5)
@@ -218,17 +219,29 @@ def assert_matches(expected: dict[Key, Fraction], actual: dict[Key, float],
     return compared
 
 
-def wait_for_scrape(worker: Worker, ready: Callable[[Samples], bool], what: str,
-                    timeout: float = 60.0) -> Samples:
-    """Scrape ``worker`` until ``ready(samples)``; fails if it dies or ``timeout`` passes."""
+def _poll(worker: Worker, read: Callable[[], T | None], ready: Callable[[T], bool],
+          what: str, timeout: float) -> T:
+    """``read()`` every 20 ms until it answers and ``ready`` holds; fails if the worker
+    dies or ``timeout`` passes."""
     deadline = time.monotonic() + timeout
     while True:
         assert worker.alive(), f"worker died; see {worker.log}"
         assert time.monotonic() < deadline, f"{what} not seen in {timeout}s; see {worker.log}"
-        samples = try_scrape(worker.url)
-        if samples is not None and ready(samples):
-            return samples
+        answer = read()
+        if answer is not None and ready(answer):
+            return answer
         time.sleep(0.02)
+
+
+def wait_for_scrape(worker: Worker, ready: Callable[[Samples], bool], what: str,
+                    timeout: float = 60.0) -> Samples:
+    """Scrape ``worker`` until ``ready(samples)``; fails if it dies or ``timeout`` passes."""
+    return _poll(worker, lambda: try_scrape(worker.url), ready, what, timeout)
+
+
+def health_lags(health: dict[str, Any]) -> dict[tuple[str, str], int]:
+    """Messages behind, per (topic, partition), from a ``/healthz`` answer."""
+    return {(item["topic"], str(item["partition"])): item["messages"] for item in health["lag"]}
 
 
 def wait_for_metrics(worker: Worker, timeout: float = 60.0) -> Samples:
@@ -304,15 +317,13 @@ def wait_for_backlog(worker: Worker, at_most: float, timeout: float = 120) -> fl
     topics left (the unit the events were produced in); returns the backlog it reported."""
     cfg = worker.settings
     topics = set(cfg.source_topics)
-    deadline = time.monotonic() + timeout
-    while True:
-        assert worker.alive(), f"worker died; see {worker.log}"
-        assert time.monotonic() < deadline, \
-            f"a backlog <= {at_most} not seen in {timeout}s; see {worker.log}"
-        health = worker.health()
-        if health is not None:
-            lags = {(item["topic"], item["partition"]): item["messages"]
-                    for item in health["lag"] if item["topic"] in topics}
-            if len(lags) == len(topics) * cfg.partitions and sum(lags.values()) <= at_most:
-                return float(sum(lags.values()))
-        time.sleep(0.02)
+
+    def crm_lags(health: dict[str, Any]) -> list[int]:
+        return [n for (topic, _), n in health_lags(health).items() if topic in topics]
+
+    def low(health: dict[str, Any]) -> bool:
+        lags = crm_lags(health)
+        return len(lags) == len(topics) * cfg.partitions and sum(lags) <= at_most
+
+    health = _poll(worker, worker.health, low, f"a backlog <= {at_most}", timeout)
+    return float(sum(crm_lags(health)))
