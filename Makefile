@@ -3,12 +3,17 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+# Tests run in this many processes: an end-to-end test keeps about one core busy (its
+# worker), so two share 2 cores well. PYTEST_WORKERS=0 runs them in this process.
+PYTEST_WORKERS ?= 2
+PYTEST := $(BIN)/python -m pytest -q -p no:cacheprovider -n $(PYTEST_WORKERS) --dist worksteal
 
 .PHONY: dashboards demo test quick unit e2e lint schemas bench clean help prometheus-tools
 
 help:
 	@echo "make demo    embedded Kafka + Redis + worker, a year of history, live KPIs (Ctrl-C stops)"
 	@echo "make test    lint, schema drift, unit and end-to-end tests on real embedded servers"
+	@echo "             (in PYTEST_WORKERS=2 processes; 0 runs them in one)"
 	@echo "make quick   make test without the slow fault-injection tests (marked slow)"
 	@echo "make unit    unit tests only;  make e2e  end-to-end tests only"
 	@echo "make schemas regenerate schemas/ from the pydantic models"
@@ -47,16 +52,16 @@ prometheus-tools:
 	fi
 
 test: lint prometheus-tools
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+	$(PYTEST)
 
 quick: lint prometheus-tools
-	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not slow"
+	$(PYTEST) -m "not slow"
 
 unit: $(STAMP)
-	$(BIN)/python -m pytest -q tests/unit
+	$(PYTEST) tests/unit
 
 e2e: $(STAMP)
-	$(BIN)/python -m pytest -q tests/integration
+	$(PYTEST) tests/integration
 
 bench: $(STAMP)
 	$(BIN)/python -m bench $(BENCH_ARGS)

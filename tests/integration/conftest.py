@@ -16,6 +16,10 @@ from stream_app.adapters.embedded import (
 from stream_app.config import Settings
 from stream_app.tools.generator import GeneratorSettings, generate_events
 
+#: The workers' group session in the tests: Tansu holds a JoinGroup for half of it and
+#: keeps a SIGKILLed member for all of it, so every start and restart waits on it.
+SESSION_TIMEOUT_SECONDS = 3.0
+
 
 @pytest.fixture
 def servers(tmp_path: Any) -> Iterator[EmbeddedServers]:
@@ -32,7 +36,7 @@ def base_settings(servers: EmbeddedServers) -> Settings:
         redis_url=servers.redis_url,
         clock="event",
         partitions=4,
-        session_timeout_seconds=6,
+        session_timeout_seconds=SESSION_TIMEOUT_SECONDS,
         commit_interval_seconds=0.5,
     )
 

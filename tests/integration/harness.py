@@ -27,7 +27,7 @@ from stream_app.adapters.processes import free_port, spawn, stop_process
 from stream_app.config import Settings, worker_env
 from stream_app.kpi.windows import ms_from_datetime
 from stream_app.tools.replay import produce_events, route
-from stream_app.tools.scrape import Samples, scrape
+from stream_app.tools.scrape import Samples, get, scrape
 from tests.reference import ADDITIVE, INEXACT, Key
 
 T = TypeVar("T")
@@ -56,9 +56,7 @@ class Worker:
         """``/healthz`` (no KPI computed, so polling it does not slow the worker down);
         None while it does not answer."""
         try:
-            response = httpx.get(self.url.replace("/metrics", "/healthz"), timeout=5)
-            response.raise_for_status()
-            return response.json()
+            return get(self.url.replace("/metrics", "/healthz"), timeout=5).json()
         except (httpx.HTTPError, ValueError):
             return None
 
@@ -130,6 +128,10 @@ def merge_additive(per_worker: list[Samples]) -> dict[Key, float]:
     return {key: float(value) for key, value in merged.items()}
 
 
+#: Seconds between the two full scrapes that must agree once ``/healthz`` shows no lag.
+SETTLE_PAUSE_SECONDS = 0.75
+
+
 def settled(workers: list[Worker], partitions: int, as_of: dt.datetime | None,
             timeout: float = 240.0) -> list[Samples]:
     """Scrape until every source partition is owned, read to its end, and KPIs stop moving.
@@ -169,7 +171,7 @@ def settled(workers: list[Worker], partitions: int, as_of: dt.datetime | None,
                     and current == previous):
                 return samples
             previous = current
-        time.sleep(1.5)
+        time.sleep(SETTLE_PAUSE_SECONDS)
     logs = "\n".join(f"--- {w.log}\n" + w.log.read_text()[-3000:] for w in workers)
     raise AssertionError(f"workers did not settle within {timeout}s: {last_state}\n{logs}")
 
@@ -187,7 +189,7 @@ def _await_health(workers: list[Worker], partitions: int, consumed: set[tuple[st
             lag = {tp: n for h in health if h is not None for tp, n in health_lags(h).items()}
             if owned == partitions and consumed <= set(lag) and not any(lag.values()):
                 return
-        time.sleep(0.5)
+        time.sleep(0.2)
 
 
 def assert_matches(expected: dict[Key, Fraction], actual: dict[Key, float],

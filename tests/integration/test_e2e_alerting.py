@@ -7,8 +7,6 @@ import json
 import re
 import threading
 import time
-import urllib.error
-import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -24,13 +22,10 @@ from stream_app.tools.dashboards import panel_queries
 from stream_app.tools.generator import GeneratorSettings, generate_events
 from tests.integration.conftest import last_time
 from tests.integration.harness import Worker, produce, settled, worker_settings
-from tests.prometheus_tools import require_binary
+from tests.prometheus_tools import DEPLOY, query, require_binary, start_prometheus
 from tests.reference import expected_metrics
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
-
-DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
-
 
 class _Receiver(BaseHTTPRequestHandler):
     received: list[dict[str, Any]]
@@ -58,27 +53,6 @@ def webhook() -> Iterator[tuple[str, list[dict[str, Any]]]]:
         server.shutdown()
 
 
-#: Every alert's `for` in the test: a few rule evaluations, so the first scrapes (one
-#: worker scraped, the other not yet) cannot fire an alert the summed numbers do not.
-_FOR = "4s"
-
-
-def _fast_rules(target: Path) -> list[str]:
-    """The shipped rule files with every `for` and group interval cut to seconds."""
-    target.mkdir()
-    names = []
-    for path in sorted((DEPLOY / "prometheus" / "rules").glob("*.yml")):
-        rules = yaml.safe_load(path.read_text())
-        for group in rules["groups"]:
-            group["interval"] = "1s"
-            for rule in group["rules"]:
-                if "for" in rule:
-                    rule["for"] = _FOR
-        (target / path.name).write_text(yaml.safe_dump(rules))
-        names.append(str(target / path.name))
-    return names
-
-
 def _start_alertmanager(tmp: Path, webhook_url: str) -> tuple[Any, str]:
     binary = require_binary("prometheus-alertmanager", "alertmanager")
     config = yaml.safe_load((DEPLOY / "alertmanager" / "alertmanager.yml").read_text())
@@ -93,39 +67,6 @@ def _start_alertmanager(tmp: Path, webhook_url: str) -> tuple[Any, str]:
                  log_path=str(tmp / "alertmanager.log"))
     wait_for_port("127.0.0.1", port, timeout=30)
     return proc, f"127.0.0.1:{port}"
-
-
-def _start_prometheus(tmp: Path, targets: list[str], alertmanager: str) -> tuple[Any, str]:
-    binary = require_binary("prometheus")
-    config = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
-    config["global"] = {"scrape_interval": "1s", "evaluation_interval": "1s"}
-    config["rule_files"] = _fast_rules(tmp / "rules")
-    config["alerting"]["alertmanagers"][0]["static_configs"] = [{"targets": [alertmanager]}]
-    config["scrape_configs"][0]["static_configs"] = [{"targets": targets}]
-    (tmp / "prometheus.yml").write_text(yaml.safe_dump(config))
-    port = free_port()
-    proc = spawn([binary, f"--config.file={tmp / 'prometheus.yml'}",
-                  f"--storage.tsdb.path={tmp / 'prom-data'}",
-                  f"--web.listen-address=127.0.0.1:{port}"],
-                 log_path=str(tmp / "prometheus.log"))
-    wait_for_port("127.0.0.1", port, timeout=30)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/-/ready", timeout=5):
-                return proc, url
-        except urllib.error.URLError:
-            assert time.monotonic() < deadline, (tmp / "prometheus.log").read_text()[-2000:]
-            time.sleep(0.2)
-
-
-def _query(prometheus: str, expr: str) -> list[dict[str, Any]]:
-    url = f"{prometheus}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
-    with urllib.request.urlopen(url, timeout=10) as response:
-        body = json.load(response)
-    assert body["status"] == "success", body
-    return body["data"]["result"]
 
 
 #: Alertmanager's group_interval here is 1 s: an alert that fired is at the receiver
@@ -196,7 +137,7 @@ def test_churn_and_attainment_alerts_reach_the_receiver_only_when_due(
         # of the replay in progress would fire alerts the final numbers do not call for.
         am_proc, alertmanager = _start_alertmanager(tmp_path, url)
         started.append(am_proc)
-        prom_proc, prometheus = _start_prometheus(
+        prom_proc, prometheus = start_prometheus(
             tmp_path, [f"127.0.0.1:{w.settings.web_port}" for w in workers], alertmanager)
         started.append(prom_proc)
         checks = {
@@ -213,7 +154,7 @@ def test_churn_and_attainment_alerts_reach_the_receiver_only_when_due(
         deadline = time.monotonic() + 60
         for expr, want in checks.items():
             while True:
-                got = _query(prometheus, expr)
+                got = query(prometheus, expr)
                 if got and abs(float(got[0]["value"][1]) - float(want)) <= 1e-9 * float(want):
                     break
                 assert time.monotonic() < deadline, f"PromQL {expr} = {got}, want {float(want)}"
@@ -221,17 +162,17 @@ def test_churn_and_attainment_alerts_reach_the_receiver_only_when_due(
         rules = yaml.safe_load((DEPLOY / "prometheus" / "rules" / "recording.yml").read_text())
         kpi_records = [r["record"] for g in rules["groups"] for r in g["rules"]
                        if g["name"] == "pipeline_pulse_kpis"]
-        empty = [name for name in kpi_records if not _query(prometheus, name)]
+        empty = [name for name in kpi_records if not query(prometheus, name)]
         assert not empty, f"recording rules without data: {empty}"
         panels = [(board.name, title, expr)
                   for board in sorted((DEPLOY / "grafana" / "dashboards").glob("*.json"))
                   for title, expr in panel_queries(board.read_text())]
         assert len(panels) > 30
         deadline = time.monotonic() + 30
-        while blank := [p for p in panels if not _query(prometheus, p[2])]:
+        while blank := [p for p in panels if not query(prometheus, p[2])]:
             assert time.monotonic() < deadline, f"Grafana panels without data: {blank}"
             time.sleep(1)
-        rate = _query(prometheus, 'period:pulse_customer_churn_rate:ratio{period="last_month"}')
+        rate = query(prometheus, 'period:pulse_customer_churn_rate:ratio{period="last_month"}')
         assert abs(float(rate[0]["value"][1]) - churn) <= 1e-9
         _await_evaluations(prometheus, "pipeline_pulse_alerts", after=time.time(), count=8)
         wanted = {name for name, fire in due.items() if fire}
@@ -244,7 +185,7 @@ def test_churn_and_attainment_alerts_reach_the_receiver_only_when_due(
         time.sleep(_DELIVERY_SECONDS)
         names = _received(received)
         for name, fire in due.items():
-            firing = _query(prometheus, f'ALERTS{{alertname="{name}",alertstate="firing"}}')
+            firing = query(prometheus, f'ALERTS{{alertname="{name}",alertstate="firing"}}')
             if fire:
                 assert firing and name in names, (name, names, tmp_path / "prometheus.log")
                 alert = next(a for post in received for a in post["alerts"]
@@ -253,7 +194,7 @@ def test_churn_and_attainment_alerts_reach_the_receiver_only_when_due(
                 assert re.search(rf"docs/runbooks.md#{name.lower()}$",
                                  alert["annotations"]["runbook_url"])
             else:
-                assert not _query(prometheus, f'ALERTS{{alertname="{name}"}}'), name
+                assert not query(prometheus, f'ALERTS{{alertname="{name}"}}'), name
                 assert name not in names, (name, names)
     finally:
         for worker in workers:

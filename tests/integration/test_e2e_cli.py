@@ -26,7 +26,7 @@ from stream_app.adapters.processes import free_port, spawn, stop_process
 from stream_app.config import Settings
 from stream_app.tools.generator import GeneratorSettings, generate_events
 from stream_app.tools.scrape import scrape
-from tests.integration.conftest import last_time
+from tests.integration.conftest import SESSION_TIMEOUT_SECONDS, last_time
 from tests.integration.harness import (
     Worker,
     assert_matches,
@@ -103,8 +103,8 @@ def test_servers_topics_generate_import_and_replay_from_the_command_line(tmp_pat
         env |= {"PULSE_KAFKA_BOOTSTRAP": kafka, "PULSE_REDIS_URL": redis_url,
                 "PULSE_PARTITIONS": "4", "PULSE_CLOCK": "event"}
         settings = Settings(kafka_bootstrap=kafka, redis_url=SecretStr(redis_url),
-                            partitions=4, clock="event", session_timeout_seconds=6,
-                            commit_interval_seconds=0.5)
+                            partitions=4, clock="event", commit_interval_seconds=0.5,
+                            session_timeout_seconds=SESSION_TIMEOUT_SECONDS)
         _cli(["topics"], env)
         assert set(settings.source_topics) <= asyncio.run(_topics(settings))
 

@@ -14,6 +14,7 @@ import time
 import urllib.request
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from fractions import Fraction
 from pathlib import Path
 
 import pytest
@@ -22,12 +23,14 @@ import redis
 from stream_app.adapters.embedded import EmbeddedServers, start_embedded_redis
 from stream_app.adapters.kafka import ensure_topics
 from stream_app.adapters.metrics import series_budget
+from stream_app.adapters.processes import stop_process
 from stream_app.config import Settings
-from tests.integration.conftest import last_time, small_stream
+from tests.integration.conftest import SESSION_TIMEOUT_SECONDS, last_time, small_stream
 from tests.integration.harness import (
     Worker,
     assert_matches,
     delete_topics,
+    health_lags,
     merge_additive,
     metric_total,
     produce,
@@ -40,7 +43,8 @@ from tests.integration.harness import (
     wait_for_scrape,
     worker_settings,
 )
-from tests.reference import ADDITIVE, expected_metrics
+from tests.prometheus_tools import query, query_range, start_prometheus
+from tests.reference import ADDITIVE, Key, expected_metrics
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -380,13 +384,62 @@ class _ExportWatch:
         return totals
 
 
+#: The recording rules of the waterfall: a sum over workers of their windowed gauges.
+WATERFALL_RULES = {"pulse_pipeline_waterfall_deals":
+                   "team_movement_window:pulse_pipeline_waterfall_deals:sum",
+                   "pulse_pipeline_waterfall_amount":
+                   "team_movement_window:pulse_pipeline_waterfall_amount:sum"}
+
+
+def _waterfall_by_promql(prometheus: str, at: float) -> dict[Key, float]:
+    """The waterfall series as the dashboards read them: the recording rules, at ``at``."""
+    found = {}
+    for name, rule in WATERFALL_RULES.items():
+        for row in query(prometheus, rule, at=at):
+            labels = tuple(sorted((k, v) for k, v in row["metric"].items()
+                                  if k in ("team", "movement", "window")))
+            found[(name, labels)] = float(row["value"][1])
+    return found
+
+
+def _assert_waterfall_through_prometheus(prometheus: str, expected: dict[Key, Fraction],
+                                         leaving_target: str, stop_began: float) -> None:
+    """The waterfall read through PromQL, evaluated at each second of a range holding the
+    rebalance's aftermath, equals the batch count; the leaving worker's scrapes (and so
+    the handover) lie inside the range Prometheus holds."""
+    want = {k: v for k, v in expected.items() if k[0] in WATERFALL_RULES}
+    assert len(want) > 40, want
+
+    def mismatches(at: float) -> list[tuple[Key, float | None, float]]:
+        # PromQL sums the workers' floats: amounts within 1e-9, counts exact.
+        got = _waterfall_by_promql(prometheus, at)
+        wrong = [(k, got.get(k), float(v)) for k, v in sorted(want.items())
+                 if k not in got or abs(got[k] - float(v)) > 1e-9 * max(float(v), 1)]
+        return wrong + [(k, got[k], 0.0) for k in got.keys() - want.keys()]
+
+    deadline = time.monotonic() + 60
+    while wrong := mismatches(first := time.time()):
+        assert time.monotonic() < deadline, wrong[:20]
+        time.sleep(1)
+    time.sleep(4)
+    for at in range(int(first) + 1, int(time.time()) + 1):
+        assert not mismatches(at), (at, mismatches(at)[:20])
+    up = query_range(prometheus, f'up{{instance="{leaving_target}"}}', stop_began - 30,
+                     time.time(), 1)
+    values = [float(v) for row in up for _, v in row["values"]]
+    assert 1.0 in values and values[-1] == 0.0, \
+        f"the leaving worker was not scraped up then down inside the range: {values}"
+
+
 def test_three_workers_one_replaced_mid_stream_stay_exact_and_never_double_export(
     base_settings: Settings, tmp_path: Path
 ) -> None:
     events = small_stream(seed=101, months=6, per_day=20, leads=0.75)
     thirds = [events[i * len(events) // 3:(i + 1) * len(events) // 3] for i in range(3)]
-    workers = [Worker(worker_settings(base_settings), tmp_path / f"w{i}.log").start()
-               for i in range(3)]
+    settings = [worker_settings(base_settings) for _ in range(4)]
+    workers = [Worker(settings[i], tmp_path / f"w{i}.log").start() for i in range(3)]
+    targets = [f"127.0.0.1:{s.web_port}" for s in settings]
+    prometheus_proc, prometheus = start_prometheus(tmp_path, targets, scrape_interval="2s")
     watch = _ExportWatch(workers)
     try:
         with watch:
@@ -395,11 +448,12 @@ def test_three_workers_one_replaced_mid_stream_stay_exact_and_never_double_expor
             produce(base_settings, thirds[1])
             leaving = workers[1]
             stop_began = time.monotonic()
+            stop_began_epoch = time.time()
             leaving.stop()
             stop_ended = time.monotonic()
             assert leaving.proc is not None and leaving.proc.returncode == 0, \
                 f"leaving worker exited with {leaving.proc and leaving.proc.returncode}"
-            workers[1] = Worker(worker_settings(base_settings), tmp_path / "w3.log").start()
+            workers[1] = Worker(settings[3], tmp_path / "w3.log").start()
             watch.workers = list(workers)
             produce(base_settings, thirds[2])
             as_of = last_time(events)
@@ -412,8 +466,8 @@ def test_three_workers_one_replaced_mid_stream_stay_exact_and_never_double_expor
         assert len(totals) > 20, totals
         for column in zip(*totals, strict=True):
             assert list(column) == sorted(column), column
-        assert_matches(expected_metrics(events, as_of), merge_additive(per_worker),
-                       names=ADDITIVE)
+        expected = expected_metrics(events, as_of)
+        assert_matches(expected, merge_additive(per_worker), names=ADDITIVE)
         exported = [frozenset((dict(labels)["topic"], dict(labels)["partition"])
                               for (name, labels), v in s.items()
                               if name == "pulse_exported_partition") for s in per_worker]
@@ -421,9 +475,11 @@ def test_three_workers_one_replaced_mid_stream_stay_exact_and_never_double_expor
                       for p in range(base_settings.partitions)}
         assert set().union(*exported) == everything
         assert sum(len(e) for e in exported) == len(everything)
+        _assert_waterfall_through_prometheus(prometheus, expected, targets[1], stop_began_epoch)
     finally:
         for worker in workers:
             worker.discard()
+        stop_process(prometheus_proc)
 
 
 #: Distinct teams and owners in the label flood.
@@ -591,3 +647,115 @@ def test_messages_sent_while_a_restarted_worker_recovers_are_not_skipped(
         assert_matches(expected_metrics(events, as_of), samples)
     finally:
         worker.discard()
+
+
+#: The tables whose changelogs a resumed worker could write stale records to.
+TABLES = ("pulse-deals", "pulse-accounts", "pulse-owners", "pulse-leads", "pulse-activities")
+#: Seconds the paused worker stays stopped: well past its session timeout, so the group
+#: evicts it and the other worker takes and folds its partitions.
+PAUSE_SECONDS = 3 * SESSION_TIMEOUT_SECONDS
+
+
+def _stale_records(records: list) -> int:
+    """Changelog records (read back from Kafka, in each partition's order) that a record
+    written earlier for the same key dominates: a guard at or past theirs for every
+    source, and not equal (or, for a position mark, a higher mark). Each is a late write
+    of an older state; nothing in the worker computes this count."""
+    frontier: dict[tuple[str, int, bytes], list[dict]] = {}
+    marks: dict[tuple[str, int, bytes], int] = {}
+    stale = 0
+    for record in sorted(records, key=lambda r: (r.topic, r.partition, r.offset)):
+        if record.value is None:
+            continue
+        value = json.loads(record.value)
+        value = json.loads(value) if isinstance(value, str) else value
+        where = (record.topic, record.partition, record.key)
+        if "g" not in value:
+            stale += value["v"] < marks.get(where, -1)
+            marks[where] = max(marks.get(where, -1), value["v"])
+            continue
+        guard, seen = value["g"], frontier.setdefault(where, [])
+        if any(old != guard and all(old.get(s, -1) >= o for s, o in guard.items())
+               for old in seen):
+            stale += 1
+        else:
+            seen.append(guard)
+    return stale
+
+
+def _processed(worker: Worker) -> int:
+    return int((worker.health() or {}).get("events_processed", 0))
+
+
+def _crm_backlog(worker: Worker) -> tuple[int, int]:
+    """(messages of the CRM topics left, partitions reported) from ``/healthz``."""
+    health = worker.health() or {"lag": []}
+    crm = {t: n for t, n in health_lags(health).items()
+           if t[0] in worker.settings.source_topics}
+    return sum(crm.values()), len(crm)
+
+
+def test_a_worker_resumed_after_its_session_expired_cannot_overwrite_the_new_owner(
+    base_settings: Settings, tmp_path: Path
+) -> None:
+    """SIGSTOP one of two workers mid-batch past its session timeout, let the other take
+    and fold its partitions, SIGCONT it while the new owner folds more: whatever the
+    resumed worker writes late is dominated, and a third worker restoring from those
+    changelogs exports exactly the batch figures."""
+    events = small_stream(seed=131, months=4, per_day=15, leads=0.75)
+    cut = len(events) // 10
+    parts = [events[:cut], events[cut: 7 * cut], events[7 * cut:]]
+    paused, other = (Worker(worker_settings(base_settings), tmp_path / f"w{i}.log").start()
+                     for i in range(2))
+    workers = [paused, other]
+    fresh: Worker | None = None
+    assert paused.proc is not None
+    try:
+        produce(base_settings, parts[0])
+        settled(workers, base_settings.partitions, last_time(parts[0]))
+        folded_before = _processed(paused)
+        sending = threading.Thread(target=produce, args=(base_settings, parts[1]))
+        sending.start()
+        every = len(base_settings.source_topics) * base_settings.partitions
+        deadline = time.monotonic() + 120
+        while (backlog := _crm_backlog(paused))[1] < every // 2 \
+                or backlog[0] <= KILL_BACKLOG or _processed(paused) < folded_before + 300:
+            assert time.monotonic() < deadline, f"no backlog in progress; see {paused.log}"
+            time.sleep(0.02)
+        os.killpg(paused.proc.pid, signal.SIGSTOP)
+        paused_at = time.monotonic()
+        sending.join()
+        try:
+            deadline = paused_at + 60
+            while (other.health() or {}).get("owned_partitions") != base_settings.partitions:
+                assert time.monotonic() < deadline, f"no takeover; see {other.log}"
+                time.sleep(0.2)
+            produce(base_settings, parts[2])
+            time.sleep(max(0.0, paused_at + PAUSE_SECONDS - time.monotonic()))
+        finally:
+            os.killpg(paused.proc.pid, signal.SIGCONT)
+        as_of = last_time(events)
+        expected = expected_metrics(events, as_of)
+        per_worker = settled(workers, base_settings.partitions, as_of)
+        assert_matches(expected, merge_additive(per_worker), names=ADDITIVE)
+        changelogs = [r for table in TABLES
+                      for r in read_topic(base_settings,
+                                          f"{base_settings.app_id}-{table}-changelog")]
+        stale = _stale_records(changelogs)
+        assert stale > 0, "the resumed worker wrote nothing late: the test proved nothing"
+        for worker in workers:
+            worker.kill()
+        fresh = Worker(worker_settings(base_settings), tmp_path / "fresh.log").start()
+        [samples] = settled([fresh], base_settings.partitions, as_of)
+        assert_matches(expected, samples)
+        assert metric_total(samples, "pulse_changelog_records_dropped_total") > 0
+        print(f"\npaused with {backlog[0]} messages left; {stale} stale changelog records "
+              f"written after the handover, "
+              f"{metric_total(samples, 'pulse_changelog_records_dropped_total'):.0f} dropped "
+              "by the restoring worker")
+    finally:
+        for worker in [*workers, *([fresh] if fresh else [])]:
+            if worker.alive():
+                assert worker.proc is not None
+                os.killpg(worker.proc.pid, signal.SIGCONT)
+            worker.discard()
