@@ -32,6 +32,7 @@ demo: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check stream_app tests bench
+	$(BIN)/mypy
 	$(BIN)/stream-app schemas --check
 
 # promtool checks the alert and recording rules; as root, install Debian's packages.

@@ -34,8 +34,19 @@ import faust
 from faust.types import TP, EventT
 from prometheus_client import CollectorRegistry
 
-from stream_app.adapters.kafka import committed_offsets, install_high_watermark_fix
-from stream_app.adapters.metrics import FOLDED_LABELS, PulseCollector, render
+from stream_app.adapters.faust_compat import (
+    ChangelogApply,
+    assigned_actives,
+    committed_offset,
+    install_high_watermark_fix,
+    last_recovery_seconds,
+    recovery_positions,
+    recovery_progress,
+    store_dict,
+    wrap_changelog_apply,
+)
+from stream_app.adapters.kafka import client_kwargs, committed_offsets, fetched_high_watermarks
+from stream_app.adapters.metrics import PulseCollector, render
 from stream_app.adapters.redis_store import RedisStore
 from stream_app.config import Settings
 from stream_app.events.codec import ContractRules, Rejection, TopicRole, decode_event
@@ -89,18 +100,12 @@ from stream_app.kpi.owners import (
     owner_contributions,
     win_contributions,
 )
-from stream_app.kpi.report import (
-    KIND_LABEL,
-    Cell,
-    Report,
-    ReportConfig,
-    Snapshot,
-    build_report,
-    snapshot_from_cells,
-    update_cell,
-)
+from stream_app.kpi.report import ReportConfig, build_report
+from stream_app.kpi.rows import Report
 from stream_app.kpi.scoring import load_rules
+from stream_app.kpi.snapshot import KIND_LABEL, Cell, Snapshot, snapshot_from_cells, update_cell
 from stream_app.kpi.windows import ms_from_datetime, window_specs
+from stream_app.labels import FOLDED_LABELS
 from stream_app.ops import OperationalStats
 
 log = logging.getLogger(__name__)
@@ -222,7 +227,7 @@ class _AggregateIndex:
         """Bring the per-cell sums of ``partitions`` up to date: from the keys written
         since the last call, or from scratch when the partitions changed; returns
         whether any sum changed."""
-        data = getattr(self.table.data, "data", self.table.data)
+        data = store_dict(self.table)
         changed = partitions != self._partitions
         if changed:
             self._cells, self._merged = {}, {}
@@ -278,7 +283,7 @@ class PulseWorker:
     def __init__(self, settings: Settings):
         if not settings.kafka_bootstrap or settings.redis_url is None:
             raise ValueError("PulseWorker needs kafka_bootstrap and redis_url")
-        install_high_watermark_fix(settings)
+        install_high_watermark_fix(partial(fetched_high_watermarks, client_kwargs(settings)))
         self.settings = settings
         self.reporting_currency = settings.reporting_currency
         self.clock = settings.clock
@@ -503,29 +508,33 @@ class PulseWorker:
         """Count changelog records applied to a table (recovery, standby), note where
         lead records live, and mark their keys for the table's kept sums."""
         table = index.table
-        apply_batch, applied = table.apply_changelog_batch, self._stats.changelog_applied
+        applied = self._stats.changelog_applied
         dropped = self._stats.changelog_dropped
         lead_keys = self._lead_key_partitions if table is self.leads else None
 
-        def counting(changelog: Sequence[EventT]) -> None:
-            applied[table.name] += len(changelog)
-            batch, latest = [], {}
-            for event in changelog:
-                stored = latest[event.key] if event.key in latest else table.data.get(event.key)
-                if supersedes(event.value, stored):
-                    batch.append(event)
-                    latest[event.key] = event.value
-                else:
-                    dropped[table.name] += 1
-            keys = [event.key for event in batch]
-            index.add(keys)
-            if lead_keys is not None:
-                for key, event in zip(keys, batch, strict=True):
-                    if key.startswith(_LEAD_PREFIX):
-                        lead_keys[key] = event.message.partition
-            apply_batch(batch)
+        def counting(apply_batch: ChangelogApply) -> ChangelogApply:
+            def apply(changelog: Sequence[EventT]) -> None:
+                applied[table.name] += len(changelog)
+                batch, latest = [], {}
+                for event in changelog:
+                    key = event.key
+                    stored = latest[key] if key in latest else table.data.get(key)
+                    if supersedes(event.value, stored):
+                        batch.append(event)
+                        latest[event.key] = event.value
+                    else:
+                        dropped[table.name] += 1
+                keys = [event.key for event in batch]
+                index.add(keys)
+                if lead_keys is not None:
+                    for key, event in zip(keys, batch, strict=True):
+                        if key.startswith(_LEAD_PREFIX):
+                            lead_keys[key] = event.message.partition
+                apply_batch(batch)
 
-        table.apply_changelog_batch = counting  # type: ignore[method-assign]
+            return apply
+
+        wrap_changelog_apply(table, counting)
 
     # -- message handling ------------------------------------------------------------------
 
@@ -567,7 +576,7 @@ class PulseWorker:
         recovery, and Faust's seek to committed offsets leaves such a partition where
         the fetch left it, so those messages would be skipped.
         """
-        owned = sorted((tp.topic, tp.partition) for tp in self.app.assignor.assigned_actives()
+        owned = sorted((tp.topic, tp.partition) for tp in assigned_actives(self.app)
                        if tp.topic in topics)
         committed = await committed_offsets(self.settings, self.settings.app_id, owned)
         for topic, partition in owned:
@@ -896,11 +905,7 @@ class PulseWorker:
     def _maybe_ready(self) -> None:
         if self._recovered != {"deals", "accounts", "owners", "leads", "activities"}:
             return
-        try:
-            actives = self.app.assignor.assigned_actives()
-        except Exception:
-            actives = set()
-        self._ready = frozenset((tp.topic, tp.partition) for tp in actives)
+        self._ready = frozenset((tp.topic, tp.partition) for tp in assigned_actives(self.app))
 
     def health(self) -> dict[str, Any]:
         """What ``/healthz`` answers: progress without computing a KPI (a poller's
@@ -924,15 +929,12 @@ class PulseWorker:
         return {topic: self._active_partitions(topic) for topic in s.source_topics}
 
     def _note_recovery(self) -> None:
-        recovery = self.app.tables.recovery
         stats = self._stats
-        stats.recovery_in_progress = bool(recovery.in_recovery)
-        stats.recovery_remaining = recovery.active_remaining_total() if recovery.in_recovery else 0
+        stats.recovery_in_progress, stats.recovery_remaining = recovery_progress(self.app)
         self._watch_recovery(stats.recovery_in_progress, stats.recovery_remaining)
-        started = getattr(recovery, "_recovery_started_at", None)
-        ended = getattr(recovery, "_recovery_ended_at", None)
-        if started is not None and ended is not None and ended >= started:
-            stats.last_recovery_seconds = ended - started
+        seconds = last_recovery_seconds(self.app)
+        if seconds is not None:
+            stats.last_recovery_seconds = seconds
 
     async def _watch_recovery_forever(self) -> None:
         """Every second from the first assignment on (app timers only start after the
@@ -955,11 +957,9 @@ class PulseWorker:
             return
         stalled = now - self._recovery_progress[1]
         if stalled >= self.settings.recovery_stall_seconds:
-            recovery = self.app.tables.recovery
             where = ", ".join(
-                f"{tp.topic}[{tp.partition}] at {recovery.active_offsets.get(tp)} of "
-                f"{recovery.active_highwaters.get(tp)}"
-                for tp in sorted(recovery.active_highwaters)) or "no changelog offsets yet"
+                f"{tp.topic}[{tp.partition}] at {offset} of {high}"
+                for tp, offset, high in recovery_positions(self.app)) or "no changelog offsets yet"
             self._fail(
                 f"table recovery made no progress for {stalled:.0f}s with {remaining} "
                 f"records left ({where}); the broker is unreachable or a changelog "
@@ -973,7 +973,7 @@ class PulseWorker:
         consumer = self.app.consumer
         s = self.settings
         sources = {*s.source_topics, s.topic_account_wins, s.topic_owner_wins}
-        actives = list(self.app.assignor.assigned_actives())
+        actives = list(assigned_actives(self.app))
         self._stats.forget_except({(tp.topic, tp.partition) for tp in actives})
         for tp in actives:
             if tp.topic not in sources:
@@ -984,7 +984,7 @@ class PulseWorker:
                 continue
             if high is not None:
                 self._stats.high_watermark[(tp.topic, tp.partition)] = high
-            committed = consumer._committed_offset.get(tp)  # Faust keeps no public accessor
+            committed = committed_offset(self.app, tp)
             if committed is not None:
                 self._stats.committed[(tp.topic, tp.partition)] = committed
         if self.clock == "event":

@@ -2,9 +2,10 @@
 
 Tansu answers ListOffsets(latest) with the last batch's base offset + 1 instead
 of the high watermark, so Faust's changelog recovery would stop early and
-silently restore stale tables. :func:`install_high_watermark_fix` makes Faust
-take the larger of ListOffsets and the high watermark a Fetch reports; on a real
-Kafka both agree and the fix costs one short fetch per recovery.
+silently restore stale tables. :func:`fetched_high_watermarks` (installed into
+Faust by :mod:`stream_app.adapters.faust_compat`) makes Faust take the larger of
+ListOffsets and the high watermark a Fetch reports; on a real Kafka both agree and
+the fix costs one short fetch per recovery.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ __all__ = [
     "committed_offsets",
     "ensure_topics",
     "fetched_high_watermarks",
-    "install_high_watermark_fix",
     "topic_plan",
 ]
 
@@ -142,23 +142,3 @@ async def fetched_high_watermarks(
             log.info("high watermark of %s: ListOffsets said %s, Fetch says %s",
                      tp, listed[tp], offset)
     return result
-
-
-def install_high_watermark_fix(settings: Settings) -> None:
-    """Patch Faust's aiokafka driver so recovery reads changelogs to the real end."""
-    from faust.transport.drivers import aiokafka as faust_aiokafka
-
-    thread_cls = faust_aiokafka.AIOKafkaConsumerThread
-    if getattr(thread_cls, "_pulse_fixed", False):
-        return
-    original = thread_cls._highwaters
-    kwargs = client_kwargs(settings)
-
-    async def _highwaters(self: Any, partitions: Any) -> Mapping[Any, int]:
-        listed = await original(self, partitions)
-        if self.consumer.in_transaction:
-            return listed
-        return await fetched_high_watermarks(kwargs, listed)  # type: ignore[return-value]
-
-    thread_cls._highwaters = _highwaters
-    thread_cls._pulse_fixed = True

@@ -1,14 +1,14 @@
 """Prometheus exposition: a custom Collector that computes every KPI at scrape time.
 
 No gauge is set per event: :meth:`PulseCollector.collect` asks a :class:`KpiSource`
-for a fresh :class:`~stream_app.kpi.report.Report` and turns it into metric
+for a fresh :class:`~stream_app.kpi.rows.Report` and turns it into metric
 families. Every ratio comes with its numerator and denominator so that PromQL
 can sum them across workers before dividing.
 """
 
 from __future__ import annotations
 
-__all__ = ["KpiSource", "PulseCollector", "render", "series_budget"]
+__all__ = ["KpiSource", "PulseCollector", "render"]
 
 from collections.abc import Iterator, Mapping
 from typing import Protocol
@@ -23,12 +23,12 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
-from stream_app.config import Settings
 from stream_app.kpi.activities import ACTIVITY_KINDS
-from stream_app.kpi.deals import MOVEMENTS, STINT_BUCKETS_DAYS
+from stream_app.kpi.deals import STINT_BUCKETS_DAYS
 from stream_app.kpi.money import cents_to_units
-from stream_app.kpi.report import ALL_GROUP, KIND_LABEL, ClvKpis, Report
-from stream_app.kpi.scoring import load_rules
+from stream_app.kpi.rows import ClvKpis, Report
+from stream_app.kpi.snapshot import ALL_GROUP
+from stream_app.labels import FOLDED_LABELS
 from stream_app.ops import OperationalStats
 
 
@@ -558,36 +558,6 @@ class PulseCollector(Collector):
                           "Seconds the last completed recovery took.", [])
             took.add_metric([], stats.last_recovery_seconds)
             yield took
-
-
-#: Labels whose values are capped, with their settings.
-FOLDED_LABELS = tuple(dict.fromkeys(KIND_LABEL.values()))
-WINDOW_FAMILIES = 13
-STAGE_FAMILIES = 5
-STINT_FAMILIES = 7
-DIMENSION_FAMILIES = 6
-COMPETITOR_FAMILIES = 7
-
-
-def series_budget(settings: Settings) -> int:
-    """Most series one worker can export: KPI families for every admitted label value
-    and ``other`` (and ``all`` for teams), plus operational series (bounded by partitions)."""
-    groups = settings.max_teams + 2
-    windows = len(settings.windows_days) + 1
-    stages = len(settings.stages)
-    histogram = stages * windows * (len(STINT_BUCKETS_DAYS) + 3)
-    per_team = (WINDOW_FAMILIES * windows + STAGE_FAMILIES * stages
-                + STINT_FAMILIES * stages * windows + windows + 2 * len(MOVEMENTS) * windows + 6)
-    dimensions = (DIMENSION_FAMILIES * windows * (settings.max_sources + settings.max_products + 2)
-                  + COMPETITOR_FAMILIES * windows * (settings.max_competitors + 1))
-    quotas = groups * (8 * 4 + 1) + 3 * 4 * (settings.max_owners + 1)
-    rules = load_rules(settings.lead_scoring_file)
-    leads = (4 * windows * (settings.max_sources + 2) + 3 * windows * (len(rules.band_edges) + 1)
-             + len(rules.histogram_buckets) + 6)
-    kinds = len(ACTIVITY_KINDS)
-    activities = windows * (groups * (kinds + 1) + kinds * (settings.max_owners + 1))
-    return (groups * per_team + histogram + dimensions + quotas + leads + activities + 96
-            + 8 * settings.partitions)
 
 
 _ESCAPE = str.maketrans({"\\": r"\\", "\n": r"\n", '"': r'\"'})

@@ -38,7 +38,7 @@ class ActivityState:
     def from_json(cls, raw: dict[str, Any]) -> ActivityState:
         """Inverse of :meth:`to_json`."""
         return cls(activity_id=raw["id"],
-                   logged=tuple(raw["l"]) if raw["l"] else None)  # type: ignore[arg-type]
+                   logged=tuple(raw["l"]) if raw["l"] else None)
 
 
 def apply_activity_event(state: ActivityState, event: ActivityLogged) -> ActivityState:

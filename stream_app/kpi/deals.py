@@ -137,8 +137,8 @@ class DealState:
         return cls(
             deal_id=raw["id"],
             created=created or None,
-            changes=tuple(tuple(change) for change in raw["h"]),  # type: ignore[misc]
-            closed=tuple(raw["x"]) if raw["x"] else None,  # type: ignore[arg-type]
+            changes=tuple(tuple(change) for change in raw["h"]),
+            closed=tuple(raw["x"]) if raw["x"] else None,
         )
 
 
@@ -175,7 +175,8 @@ def add_vector(target: dict[Any, list[int]], key: Any, vector: Sequence[int]) ->
             current[i] += value
 
 
-def earliest(current: tuple | None, candidate: tuple) -> tuple:
+def earliest(current: tuple[Any, ...] | None,
+             candidate: tuple[Any, ...]) -> tuple[Any, ...]:
     """Of two versions ``(time_ms, event_id, ...)``, the earlier by (time, id): how every
     entity keeps the first of repeated or reordered events."""
     return candidate if current is None or candidate[:2] < current[:2] else current
@@ -205,12 +206,13 @@ def apply_deal_event(state: DealState, event: DealEvent) -> DealState:
         return replace(state, changes=tuple(sorted((*state.changes, change),
                                                    key=lambda c: (c[0], c[1]))))
     if isinstance(event, DealWon | DealLost):
-        d = event.data
-        price = None if d.competitor_price is None else str(d.competitor_price)
-        won = str(d.amount) if isinstance(event, DealWon) else None
+        closing = event.data
+        price = (None if closing.competitor_price is None
+                 else str(closing.competitor_price))
+        won = str(event.data.amount) if isinstance(event, DealWon) else None
         kind = "won" if isinstance(event, DealWon) else "lost"
         return replace(state, closed=earliest(
-            state.closed, (at, event.id, kind, won, d.competitor, price)))
+            state.closed, (at, event.id, kind, won, closing.competitor, price)))
     raise TypeError(f"not a deal event: {type(event).__name__}")
 
 

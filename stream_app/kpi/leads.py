@@ -51,9 +51,9 @@ class LeadState:
     def from_json(cls, raw: dict[str, Any]) -> LeadState:
         """Inverse of :meth:`to_json`."""
         return cls(lead_id=raw["id"],
-                   created=tuple(raw["c"]) if raw["c"] else None,  # type: ignore[arg-type]
-                   engagements=tuple(tuple(e) for e in raw["e"]),  # type: ignore[misc]
-                   closed=tuple(raw["x"]) if raw["x"] else None)  # type: ignore[arg-type]
+                   created=tuple(raw["c"]) if raw["c"] else None,
+                   engagements=tuple(tuple(e) for e in raw["e"]),
+                   closed=tuple(raw["x"]) if raw["x"] else None)
 
 
 @dataclass(frozen=True, slots=True)

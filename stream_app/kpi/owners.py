@@ -48,7 +48,7 @@ class OwnerState:
     def from_json(cls, raw: dict[str, Any]) -> OwnerState:
         """Inverse of :meth:`to_json`."""
         return cls(owner_id=raw["id"],
-                   quotas=tuple(tuple(q) for q in raw["q"]))  # type: ignore[misc]
+                   quotas=tuple(tuple(q) for q in raw["q"]))
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +65,7 @@ class OwnerWin:
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> OwnerWin:
         """Inverse of :meth:`to_json`."""
-        return cls(deal_id=raw["id"], win=tuple(raw["w"]) if raw["w"] else None)  # type: ignore[arg-type]
+        return cls(deal_id=raw["id"], win=tuple(raw["w"]) if raw["w"] else None)
 
 
 def apply_quota(state: OwnerState, period: str, time_ms: int, event_id: str, team: str,

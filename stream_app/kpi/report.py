@@ -32,52 +32,48 @@ A ratio whose denominator is zero is None (not exported), never 0.
 from __future__ import annotations
 
 __all__ = [
-    "ALL_GROUP",
-    "KIND_LABEL",
-    "OTHER_GROUP",
     "REQUIRED_COVERAGE_DAYS",
-    "RESERVED_GROUPS",
-    "ActivityKpis",
-    "AttainmentKpis",
-    "BottleneckKpis",
-    "Cell",
-    "ChurnKpis",
-    "ClvKpis",
-    "CompetitorKpis",
-    "DimensionKpis",
-    "GrowthKpis",
-    "LeadBandKpis",
-    "LeadKpis",
-    "LeadScoreKpis",
-    "OwnerActivityKpis",
-    "QuotaKpis",
-    "Report",
     "ReportConfig",
-    "RequiredCoverageKpis",
-    "Snapshot",
-    "StageKpis",
-    "StintKpis",
-    "WaterfallKpis",
-    "WindowKpis",
     "build_report",
-    "merge_cells",
-    "snapshot_from_aggregates",
-    "snapshot_from_cells",
-    "update_cell",
 ]
 
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from stream_app.kpi.accounts import ACTIVE_BUYER_DAYS, CHURN_KIND, NEW_CUSTOMER_CHURN
+from stream_app.kpi.accounts import ACTIVE_BUYER_DAYS
 from stream_app.kpi.activities import ACTIVITY_KINDS
 from stream_app.kpi.deals import MOVEMENTS, STINT_BUCKETS_DAYS, STINT_FIELDS, add_vector
-from stream_app.kpi.fold import parse_aggregate_key
-from stream_app.kpi.leads import ScoreInputs
+from stream_app.kpi.rows import (
+    ActivityKpis,
+    AttainmentKpis,
+    BottleneckKpis,
+    ChurnKpis,
+    ClvKpis,
+    CompetitorKpis,
+    DimensionKpis,
+    GrowthKpis,
+    LeadBandKpis,
+    LeadKpis,
+    LeadScoreKpis,
+    OwnerActivityKpis,
+    QuotaKpis,
+    Report,
+    RequiredCoverageKpis,
+    StageKpis,
+    StintKpis,
+    WaterfallKpis,
+    WindowKpis,
+)
 from stream_app.kpi.scoring import ScoringRules
+from stream_app.kpi.snapshot import (
+    ALL_GROUP,
+    OTHER_GROUP,
+    RESERVED_GROUPS,
+    Snapshot,
+)
 from stream_app.kpi.windows import (
     WindowSpec,
     current_periods,
@@ -87,208 +83,8 @@ from stream_app.kpi.windows import (
     window_first_day,
 )
 
-ALL_GROUP = "all"
-#: Where label values beyond their cap are summed.
-OTHER_GROUP = "(other)"
-#: Label values the exporter uses itself; a data value equal to one gets a trailing "_".
-RESERVED_GROUPS = frozenset({ALL_GROUP, OTHER_GROUP})
-#: The label each aggregate kind's group is exported under.
-KIND_LABEL = {"b": "team", "o": "team", "f": "team", "w": "team", "a": "owner", "y": "owner",
-              "r": "source", "e": "source", "u": "product", "k": "competitor",
-              "m": "competitor", "v": "team", "z": "owner"}
 #: Days of the win rate behind the required coverage.
 REQUIRED_COVERAGE_DAYS = 90
-_DIMENSION = {"r": "source", "u": "product"}
-_MS_PER_S = 1000
-
-
-@dataclass(slots=True)
-class Snapshot:
-    """Aggregates of the partitions a worker owns, summed over partitions."""
-
-    buckets: dict[tuple[str, int], list[int]] = field(default_factory=dict)
-    open: dict[tuple[str, str, int], list[int]] = field(default_factory=dict)
-    dimensions: dict[tuple[str, str, int], list[int]] = field(default_factory=dict)
-    stints: dict[tuple[str, str, int], list[int]] = field(default_factory=dict)
-    waterfall: dict[tuple[str, str, int], list[int]] = field(default_factory=dict)
-    competitors: dict[tuple[str, int], list[int]] = field(default_factory=dict)
-    churned_to: dict[tuple[str, int], int] = field(default_factory=dict)
-    new_customers: dict[int, int] = field(default_factory=dict)
-    churned: dict[int, int] = field(default_factory=dict)
-    new_churned: dict[int, int] = field(default_factory=dict)
-    buyer_deltas: dict[int, int] = field(default_factory=dict)
-    quota_cents: dict[tuple[str, str], int] = field(default_factory=dict)
-    quota_team: dict[tuple[str, str], str] = field(default_factory=dict)
-    owner_won: dict[tuple[str, str], int] = field(default_factory=dict)
-    owner_kept: dict[str, bool] = field(default_factory=dict)
-    leads: dict[tuple[str, int], list[int]] = field(default_factory=dict)
-    bands: dict[tuple[str, int], list[int]] = field(default_factory=dict)
-    activities: dict[tuple[str, int], list[int]] = field(default_factory=dict)
-    owner_activities: dict[tuple[str, int], list[int]] = field(default_factory=dict)
-    open_leads: list[ScoreInputs] = field(default_factory=list)
-    latest_event_ms: int | None = None
-    partitions: frozenset[int] = frozenset()
-    folded: dict[str, set[str]] = field(default_factory=dict)
-
-    def merge(self, other: Snapshot) -> None:
-        """Take the account and owner aggregates of another table's snapshot."""
-        for name in ("new_customers", "churned", "new_churned", "churned_to", "buyer_deltas",
-                     "quota_cents", "quota_team", "owner_won", "owner_kept", "leads", "bands",
-                     "activities", "owner_activities"):
-            if getattr(other, name):
-                setattr(self, name, getattr(other, name))
-        for label, values in other.folded.items():
-            self.folded[label] = self.folded.get(label, set()) | values
-
-
-def _split(part: str) -> tuple[int, str]:
-    day, _, name = part.partition(":")
-    return int(day), name
-
-
-def _count(target: dict[Any, int], key: Any, n: int) -> None:
-    target[key] = target.get(key, 0) + n
-
-
-#: An aggregate summed over partitions: (kind, group, part).
-Cell = tuple[str, str, str]
-
-
-def update_cell(cells: dict[Cell, Any], parsed: tuple[str, int, str, str], old: Any,
-                new: Any) -> None:
-    """Move the sum over partitions of one aggregate from a partition's ``old`` value
-    (None: the record did not exist) to its ``new`` one. Clocks (``t``) take the max:
-    a partition's clock only moves forward."""
-    kind, _, group, part = parsed
-    cell = (kind, group, part)
-    current = cells.get(cell)
-    if kind == "t":
-        cells[cell] = new if current is None or new > current else current
-    elif current is None:
-        cells[cell] = list(new) if old is None else [n - o for n, o in zip(new, old, strict=True)]
-    elif old is None:
-        cells[cell] = [c + n for c, n in zip(current, new, strict=True)]
-    else:
-        cells[cell] = [c + n - o for c, n, o in zip(current, new, old, strict=True)]
-
-
-def merge_cells(items: Iterable[tuple[str | tuple[str, int, str, str], Any]],
-                active_partitions: Iterable[int]) -> dict[Cell, Any]:
-    """Sum aggregate records ``(key, {"g":..., "v":...})`` of the given partitions per
-    cell; a key may come already parsed (see :func:`~stream_app.kpi.fold.parse_aggregate_key`).
-    Position marks (``p``) are not KPIs and are left out."""
-    owned = frozenset(active_partitions)
-    cells: dict[Cell, Any] = {}
-    for key, record in items:
-        if record is None:
-            continue
-        parsed = key if isinstance(key, tuple) else parse_aggregate_key(key)
-        if parsed is None or parsed[1] not in owned or parsed[0] == "p":
-            continue
-        update_cell(cells, parsed, None, record["v"])
-    return cells
-
-
-def snapshot_from_aggregates(
-    items: Iterable[tuple[str | tuple[str, int, str, str], Any]],
-    active_partitions: Iterable[int],
-    keep: Callable[[str, str], bool] | None = None,
-) -> Snapshot:
-    """The snapshot of aggregate records of the given partitions (see
-    :func:`merge_cells` and :func:`snapshot_from_cells`)."""
-    owned = frozenset(active_partitions)
-    return snapshot_from_cells(merge_cells(items, owned), owned, keep)
-
-
-def snapshot_from_cells(
-    cells: Mapping[Cell, Any],
-    partitions: Iterable[int],
-    keep: Callable[[str, str], bool] | None = None,
-) -> Snapshot:
-    """The snapshot of cells already summed over ``partitions``.
-
-    A group whose label value ``keep(label, value)`` refuses is summed into
-    :data:`OTHER_GROUP`; :attr:`Snapshot.folded` holds such values per label (a value
-    folded in several tables counts once). A data value equal to a reserved one
-    (``all``, ``(other)``) is exported with a trailing "_".
-    """
-    snap = Snapshot(partitions=frozenset(partitions))
-    folded: dict[str, set[str]] = defaultdict(set)
-    for (kind, group, part), value in cells.items():
-        if kind in ("a", "y"):
-            _owner_aggregate(snap, kind, group, part, value, keep, folded)
-            continue
-        label = KIND_LABEL.get(kind)
-        if label is not None:
-            if keep is not None and not keep(label, group):
-                folded[label].add(group)
-                group = OTHER_GROUP
-            elif group in RESERVED_GROUPS:
-                group += "_"
-        if kind == "b":
-            add_vector(snap.buckets, (group, int(part)), value)
-        elif kind == "o":
-            day, stage = _split(part)
-            add_vector(snap.open, (group, stage, day), value)
-        elif kind in _DIMENSION:
-            add_vector(snap.dimensions, (_DIMENSION[kind], group, int(part)), value)
-        elif kind == "f":
-            day, stage = _split(part)
-            add_vector(snap.stints, (group, stage, day), value)
-        elif kind == "w" and ":" in part:
-            day, movement = _split(part)
-            add_vector(snap.waterfall, (group, movement, day), value)
-        elif kind == "k":
-            add_vector(snap.competitors, (group, int(part)), value)
-        elif kind == "m":
-            _count(snap.churned_to, (group, int(part)), value[0])
-        elif kind == "n":
-            _count(snap.new_customers, int(part), value[0])
-        elif kind == CHURN_KIND:
-            _count(snap.new_churned if group == NEW_CUSTOMER_CHURN else snap.churned, int(part),
-                   value[0])
-        elif kind == "l":
-            _count(snap.buyer_deltas, int(part), value[0])
-        elif kind == "e":
-            add_vector(snap.leads, (group, int(part)), value)
-        elif kind == "h":
-            add_vector(snap.bands, (group, int(part)), value)
-        elif kind == "v":
-            add_vector(snap.activities, (group, int(part)), value)
-        elif kind == "z":
-            add_vector(snap.owner_activities, (group, int(part)), value)
-        elif kind == "t" and (snap.latest_event_ms is None or value > snap.latest_event_ms):
-            snap.latest_event_ms = value
-    snap.folded = dict(folded)
-    return snap
-
-
-def _owner_aggregate(snap: Snapshot, kind: str, owner: str, part: str, value: list[int],
-                     keep: Callable[[str, str], bool] | None,
-                     folded: dict[str, set[str]]) -> None:
-    """Quotas and wins stay per owner (attainment is decided per owner); the owner and
-    team caps are applied when they are exported."""
-    if owner not in snap.owner_kept:
-        snap.owner_kept[owner] = keep is None or keep("owner", owner)
-        if not snap.owner_kept[owner]:
-            folded["owner"].add(owner)
-    if kind == "y":
-        _count(snap.owner_won, (owner, part), value[0])
-        return
-    if not value[1]:
-        return
-    period, _, team = part.partition("|")
-    if keep is not None and not keep("team", team):
-        folded["team"].add(team)
-        team = OTHER_GROUP
-    elif team in RESERVED_GROUPS:
-        team += "_"
-    _count(snap.quota_cents, (owner, period), value[0])
-    snap.quota_team[(owner, period)] = team
-
-
-def _ratio(numerator: float, denominator: float) -> float | None:
-    return numerator / denominator if denominator else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -302,423 +98,6 @@ class ReportConfig:
     clv_max_years: float = 10.0
     scoring: ScoringRules | None = None
     hot_wait_ms: int = 86_400_000
-
-
-@dataclass(frozen=True, slots=True)
-class WindowKpis:
-    """Deal KPIs of one group (a team or ``all``) over one window."""
-
-    group: str
-    window: str
-    created: int
-    won: int
-    lost: int
-    won_cents: int
-    cycle_ms: int
-    open_deals: int
-
-    @property
-    def closed(self) -> int:
-        """won + lost: the win-rate denominator."""
-        return self.won + self.lost
-
-    @property
-    def win_rate(self) -> float | None:
-        """won / (won + lost)."""
-        return _ratio(self.won, self.closed)
-
-    @property
-    def conversion(self) -> float | None:
-        """won / created."""
-        return _ratio(self.won, self.created)
-
-    @property
-    def average_deal_cents(self) -> float | None:
-        """won amount / won, in cents."""
-        return _ratio(self.won_cents, self.won)
-
-    @property
-    def sales_cycle_seconds(self) -> float | None:
-        """Mean seconds from created to won over deals won in the window."""
-        return _ratio(self.cycle_ms / _MS_PER_S, self.won)
-
-    @property
-    def velocity_deals_per_second(self) -> float | None:
-        """won / sales cycle (deals per second; x 86400 for deals per day)."""
-        cycle = self.sales_cycle_seconds
-        return self.won / cycle if cycle else None
-
-    @property
-    def velocity_cents_per_second(self) -> float | None:
-        """open deals at T x win rate x average deal size / sales cycle."""
-        rate, size, cycle = self.win_rate, self.average_deal_cents, self.sales_cycle_seconds
-        if rate is None or size is None or not cycle:
-            return None
-        return self.open_deals * rate * size / cycle
-
-
-@dataclass(frozen=True, slots=True)
-class DimensionKpis:
-    """Deals of one lead source or product (``dimension``) over one window."""
-
-    dimension: str
-    value: str
-    window: str
-    created: int
-    won: int
-    lost: int
-    won_cents: int
-
-    @property
-    def win_rate(self) -> float | None:
-        """won / (won + lost)."""
-        return _ratio(self.won, self.won + self.lost)
-
-    @property
-    def average_deal_cents(self) -> float | None:
-        """won amount / won, in cents."""
-        return _ratio(self.won_cents, self.won)
-
-
-@dataclass(frozen=True, slots=True)
-class StageKpis:
-    """Open pipeline of one group in one stage at T, and the part of it that is stuck."""
-
-    group: str
-    stage: str
-    count: int
-    cents: int
-    weighted_cents: float
-    stuck_count: int = 0
-    stuck_cents: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class StintKpis:
-    """Stints in one stage that ended in the window, for one group."""
-
-    group: str
-    stage: str
-    window: str
-    stints: int
-    stint_ms: int
-    forward: int
-    backward: int
-    lost: int
-    buckets: tuple[int, ...]
-
-    @property
-    def mean_seconds(self) -> float | None:
-        """Mean stint length in seconds."""
-        return _ratio(self.stint_ms / _MS_PER_S, self.stints)
-
-    @property
-    def forward_ratio(self) -> float | None:
-        """Exits to a later stage or won / all exits."""
-        return _ratio(self.forward, self.stints)
-
-
-@dataclass(frozen=True, slots=True)
-class BottleneckKpis:
-    """The stage with the longest mean stint (first in pipeline order on ties)."""
-
-    group: str
-    window: str
-    stage: str
-    mean_seconds: float
-
-
-@dataclass(frozen=True, slots=True)
-class WaterfallKpis:
-    """Count and amount (cents) of one pipeline movement of one group in one window."""
-
-    group: str
-    movement: str
-    window: str
-    count: int
-    cents: int
-
-
-@dataclass(frozen=True, slots=True)
-class CompetitorKpis:
-    """Deals closed naming a competitor, and customers who left for it, in the window."""
-
-    competitor: str
-    window: str
-    won: int
-    lost: int
-    priced: int
-    gap_femto: int
-    churned: int
-
-    @property
-    def win_rate(self) -> float | None:
-        """won / (won + lost) over closed deals naming the competitor."""
-        return _ratio(self.won, self.won + self.lost)
-
-    @property
-    def mean_price_gap(self) -> float | None:
-        """Mean of (our amount / competitor price - 1) where both are known."""
-        return _ratio(self.gap_femto / 10**15, self.priced)
-
-
-@dataclass(frozen=True, slots=True)
-class GrowthKpis:
-    """Won amount (cents) by calendar month for one group, and month-over-month growth.
-
-    ``same_days_cents`` is last month's won amount over its first as many days as
-    have begun this month (the month-to-date comparison).
-    """
-
-    group: str
-    month_to_date_cents: int
-    same_days_cents: int
-    last_month_cents: int
-    month_before_cents: int
-
-    @property
-    def last_month_growth(self) -> float | None:
-        """(last month - the month before) / the month before."""
-        return _ratio(self.last_month_cents - self.month_before_cents, self.month_before_cents)
-
-    @property
-    def month_to_date_growth(self) -> float | None:
-        """(month to date - same days of last month) / same days of last month."""
-        return _ratio(self.month_to_date_cents - self.same_days_cents, self.same_days_cents)
-
-
-@dataclass(frozen=True, slots=True)
-class ClvKpis:
-    """Customer lifetime value over the trailing 365 days (T's day and 364 before).
-
-    APV = won amount / won deals; PF = won deals of accounts / distinct accounts
-    with a won deal; CL (years) = 1 / (churned / active at the window's start),
-    capped at ``max_years`` and equal to it when nobody churned.
-    """
-
-    won_cents: int
-    won: int
-    won_with_account: int
-    buyers: int
-    churned: int
-    active_at_start: int
-    max_years: float
-
-    @property
-    def average_purchase_cents(self) -> float | None:
-        """APV, in cents."""
-        return _ratio(self.won_cents, self.won)
-
-    @property
-    def purchase_frequency(self) -> float | None:
-        """PF, purchases per customer per year."""
-        return _ratio(self.won_with_account, self.buyers)
-
-    @property
-    def lifespan_years(self) -> float | None:
-        """CL: 1 / annual churn rate, capped."""
-        if self.churned == 0:
-            return self.max_years
-        if self.active_at_start == 0:
-            return None
-        return min(self.active_at_start / self.churned, self.max_years)
-
-    @property
-    def lifetime_value_cents(self) -> float | None:
-        """APV x PF x CL, in cents."""
-        apv, pf, cl = self.average_purchase_cents, self.purchase_frequency, self.lifespan_years
-        if apv is None or pf is None or cl is None:
-            return None
-        return apv * pf * cl
-
-
-@dataclass(frozen=True, slots=True)
-class QuotaKpis:
-    """Quotas of one group (a team of the quota events, or ``all``) for one period.
-
-    ``period`` is month, quarter, last_month or last_quarter (``name`` is e.g.
-    "2026-11"); ``open_cents`` is the group's open pipeline at T.
-    """
-
-    group: str
-    period: str
-    name: str
-    quota_cents: int
-    owners: int
-    owners_at_quota: int
-    won_cents: int
-    open_cents: int
-
-    @property
-    def remaining_cents(self) -> int:
-        """quota - won by the owners with a quota in the period."""
-        return self.quota_cents - self.won_cents
-
-    @property
-    def coverage(self) -> float | None:
-        """open pipeline / quota."""
-        return _ratio(self.open_cents, self.quota_cents)
-
-    @property
-    def remaining_coverage(self) -> float | None:
-        """open pipeline / remaining quota, while some quota remains."""
-        return self.open_cents / self.remaining_cents if self.remaining_cents > 0 else None
-
-    @property
-    def share_at_quota(self) -> float | None:
-        """Owners at or above 100% of quota / owners with a quota."""
-        return _ratio(self.owners_at_quota, self.owners)
-
-
-@dataclass(frozen=True, slots=True)
-class AttainmentKpis:
-    """One owner's quota and won amount (cents) for one period."""
-
-    owner: str
-    period: str
-    quota_cents: int
-    won_cents: int
-
-    @property
-    def attainment(self) -> float | None:
-        """won / quota."""
-        return _ratio(self.won_cents, self.quota_cents)
-
-
-@dataclass(frozen=True, slots=True)
-class RequiredCoverageKpis:
-    """1 / win rate over the trailing 90 days, for one group."""
-
-    group: str
-    won: int
-    closed: int
-
-    @property
-    def required_coverage(self) -> float | None:
-        """(won + lost) / won."""
-        return _ratio(self.closed, self.won)
-
-
-@dataclass(frozen=True, slots=True)
-class LeadKpis:
-    """Leads of one source (or ``all``) in one window."""
-
-    source: str
-    window: str
-    created: int
-    converted: int
-    disqualified: int
-
-    @property
-    def conversion(self) -> float | None:
-        """converted / created (both in the window)."""
-        return _ratio(self.converted, self.created)
-
-
-@dataclass(frozen=True, slots=True)
-class LeadBandKpis:
-    """Leads closed in the window whose score at the close fell in one band."""
-
-    band: str
-    window: str
-    closed: int
-    converted: int
-
-    @property
-    def conversion(self) -> float | None:
-        """converted / closed."""
-        return _ratio(self.converted, self.closed)
-
-
-@dataclass(frozen=True, slots=True)
-class LeadScoreKpis:
-    """Open leads at T: histogram of current scores (non-cumulative counts per bucket,
-    the last one unbounded), their sum, hot leads and hot leads waiting."""
-
-    bounds: tuple[float, ...]
-    counts: tuple[int, ...]
-    score_sum: float
-    open_leads: int
-    hot: int
-    waiting: int
-
-
-@dataclass(frozen=True, slots=True)
-class ActivityKpis:
-    """Activities of one team (or ``all``) logged in one window, by kind, and the deals
-    the team won in the window."""
-
-    group: str
-    window: str
-    counts: tuple[int, ...]
-    won: int
-
-    @property
-    def total(self) -> int:
-        """Activities of every kind."""
-        return sum(self.counts)
-
-    @property
-    def per_won_deal(self) -> float | None:
-        """activities / deals won (both in the window)."""
-        return _ratio(self.total, self.won)
-
-
-@dataclass(frozen=True, slots=True)
-class OwnerActivityKpis:
-    """Activities of one owner logged in one window, by kind (:data:`ACTIVITY_KINDS`)."""
-
-    owner: str
-    window: str
-    counts: tuple[int, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class ChurnKpis:
-    """Customer churn of one calendar month: ``month_to_date`` or ``last_month``.
-
-    ``churned`` counts the customers active at the month's start who churned in it (the
-    rate's numerator); ``new_customers_churned`` those won and churned inside the month.
-    """
-
-    period: str
-    start_day: int
-    churned: int
-    active_at_start: int
-    new_customers_churned: int = 0
-
-    @property
-    def rate(self) -> float | None:
-        """churned / active at the start of the month (never above 1)."""
-        return _ratio(self.churned, self.active_at_start)
-
-
-@dataclass(frozen=True, slots=True)
-class Report:
-    """Every KPI value of one scrape."""
-
-    as_of_ms: int
-    windows: tuple[WindowKpis, ...]
-    stages: tuple[StageKpis, ...]
-    churn: tuple[ChurnKpis, ...]
-    folded: dict[str, int] = field(default_factory=dict)
-    dimensions: tuple[DimensionKpis, ...] = ()
-    stints: tuple[StintKpis, ...] = ()
-    bottlenecks: tuple[BottleneckKpis, ...] = ()
-    waterfall: tuple[WaterfallKpis, ...] = ()
-    competitors: tuple[CompetitorKpis, ...] = ()
-    growth: tuple[GrowthKpis, ...] = ()
-    clv: ClvKpis | None = None
-    quotas: tuple[QuotaKpis, ...] = ()
-    attainment: tuple[AttainmentKpis, ...] = ()
-    required_coverage: tuple[RequiredCoverageKpis, ...] = ()
-    leads: tuple[LeadKpis, ...] = ()
-    lead_bands: tuple[LeadBandKpis, ...] = ()
-    lead_scores: LeadScoreKpis | None = None
-    activities: tuple[ActivityKpis, ...] = ()
-    owner_activities: tuple[OwnerActivityKpis, ...] = ()
-    #: Latest event time folded into the snapshot's partitions (None when none has one).
-    latest_event_ms: int | None = None
 
 
 def _teams(snap: Snapshot) -> list[str]:
@@ -896,15 +275,17 @@ def _required_coverage(snap: Snapshot, as_of_day: int,
     return [RequiredCoverageKpis(group, *sums[group]) for group in (*teams, ALL_GROUP)]
 
 
-def _in_window(day: int, first: int | None, as_of_day: int) -> bool:
-    return day <= as_of_day and (first is None or day >= first)
-
-
 def _window_kpis(snap: Snapshot, cfg: ReportConfig, as_of_day: int, teams: list[str],
                  open_by_group: dict[str, int]) -> list[WindowKpis]:
     sums = _windowed_sums(snap.buckets, cfg, as_of_day, 6, _to_all)
-    return [WindowKpis(group, name, *sums[name][group][:5], open_by_group.get(group, 0))
-            for name in sums for group in (*teams, ALL_GROUP)]
+    kpis = []
+    for name in sums:
+        for group in (*teams, ALL_GROUP):
+            created, won, lost, won_cents, cycle_ms = sums[name][group][:5]
+            kpis.append(WindowKpis(group, name, created=created, won=won, lost=lost,
+                                   won_cents=won_cents, cycle_ms=cycle_ms,
+                                   open_deals=open_by_group.get(group, 0)))
+    return kpis
 
 
 def _dimension_kpis(snap: Snapshot, cfg: ReportConfig, as_of_day: int) -> list[DimensionKpis]:
@@ -964,8 +345,13 @@ def _competitor_kpis(snap: Snapshot, cfg: ReportConfig, as_of_day: int) -> list[
     names = sorted({name for name, _ in snap.competitors} | {name for name, _ in snap.churned_to})
     sums = _windowed_sums(snap.competitors, cfg, as_of_day, 4)
     churned = _windowed_sums({key: [n] for key, n in snap.churned_to.items()}, cfg, as_of_day, 1)
-    return [CompetitorKpis(name, window, *sums[window][name], churned[window][name][0])
-            for window in sums for name in names]
+    kpis = []
+    for window in sums:
+        for name in names:
+            won, lost, priced, gap_femto = sums[window][name]
+            kpis.append(CompetitorKpis(name, window, won=won, lost=lost, priced=priced,
+                                       gap_femto=gap_femto, churned=churned[window][name][0]))
+    return kpis
 
 
 def _growth_kpis(snap: Snapshot, as_of_day: int, teams: list[str]) -> list[GrowthKpis]:

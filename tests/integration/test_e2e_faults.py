@@ -22,9 +22,9 @@ import redis
 
 from stream_app.adapters.embedded import EmbeddedServers, start_embedded_redis
 from stream_app.adapters.kafka import ensure_topics
-from stream_app.adapters.metrics import series_budget
 from stream_app.adapters.processes import stop_process
 from stream_app.config import Settings
+from stream_app.labels import series_budget
 from tests.integration.conftest import SESSION_TIMEOUT_SECONDS, last_time, small_stream
 from tests.integration.harness import (
     Worker,

@@ -180,8 +180,12 @@ def test_fuzzed_input_never_stops_the_worker_and_lands_in_dead_letters(
     @settings(max_examples=len(rounds), deadline=None, database=None, phases=[Phase.generate],
               suppress_health_check=list(HealthCheck))
     @given(st.lists(st.tuples(junk, st.sampled_from(topics), st.binary(max_size=12)),
-                    min_size=40, max_size=120), st.randoms(use_true_random=False))
-    def one_round(bad: list[tuple[bytes, str, bytes]], rng: random.Random) -> None:
+                    min_size=40, max_size=120), st.integers(0, 2**32 - 1))
+    def one_round(bad: list[tuple[bytes, str, bytes]], seed: int) -> None:
+        # A plain Random from a drawn seed: a Hypothesis random draws inside the round
+        # with bounds that depend on the round (its stream's length), which Hypothesis
+        # rejects as an inconsistent strategy when two rounds share a prefix.
+        rng = random.Random(seed)
         valid = rounds[len(done)]
         done.append(len(bad))
         stream: list[object] = list(valid)

@@ -13,7 +13,8 @@ from stream_app.adapters.metrics import PulseCollector
 from stream_app.events.models import ActivityLogged
 from stream_app.kpi.activities import ActivityState, activity_contributions, apply_activity_event
 from stream_app.kpi.fold import guarded_fold
-from stream_app.kpi.report import ReportConfig, Snapshot, build_report, snapshot_from_aggregates
+from stream_app.kpi.report import ReportConfig, build_report
+from stream_app.kpi.snapshot import Snapshot, snapshot_from_aggregates
 from stream_app.kpi.windows import window_specs
 from tests.unit.test_metrics import Source
 

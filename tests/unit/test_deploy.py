@@ -42,8 +42,9 @@ def test_readme_documents_every_setting_and_metric() -> None:
 
     from stream_app.adapters.metrics import PulseCollector
     from stream_app.kpi.leads import ScoreInputs
-    from stream_app.kpi.report import ReportConfig, Snapshot, build_report
+    from stream_app.kpi.report import ReportConfig, build_report
     from stream_app.kpi.scoring import load_rules
+    from stream_app.kpi.snapshot import Snapshot
     from stream_app.kpi.windows import window_specs
     from stream_app.ops import OperationalStats
 

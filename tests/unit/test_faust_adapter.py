@@ -13,7 +13,7 @@ import pytest
 from stream_app.adapters import faust_app
 from stream_app.adapters.faust_app import finish_batch
 from stream_app.kpi.fold import aggregate_key, clock_key, entity_key, position_key
-from stream_app.kpi.report import snapshot_from_aggregates
+from stream_app.kpi.snapshot import snapshot_from_aggregates
 
 
 async def _cancel_midway(handler_steps: list[str], step_seconds: float,

@@ -7,7 +7,9 @@ from decimal import Decimal
 from prometheus_client import CollectorRegistry
 
 from stream_app.adapters.metrics import PulseCollector
-from stream_app.kpi.report import Report, ReportConfig, Snapshot, build_report
+from stream_app.kpi.report import ReportConfig, build_report
+from stream_app.kpi.rows import Report
+from stream_app.kpi.snapshot import Snapshot
 from stream_app.kpi.windows import window_specs
 from stream_app.ops import OperationalStats
 

@@ -7,7 +7,8 @@ from decimal import Decimal
 
 import pytest
 
-from stream_app.kpi.report import ReportConfig, Snapshot, build_report, snapshot_from_aggregates
+from stream_app.kpi.report import ReportConfig, build_report
+from stream_app.kpi.snapshot import Snapshot, snapshot_from_aggregates
 from stream_app.kpi.windows import window_specs
 
 STAGES = ("Prospecting", "Engaging")

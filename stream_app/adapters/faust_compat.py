@@ -1,0 +1,114 @@
+"""Every Faust (faust-streaming) internal the worker relies on, in one place.
+
+Faust offers no public way to read a memory store's dict, the offsets a consumer
+committed, the partitions assigned to this worker, or the progress of a table
+recovery, nor to see the changelog records a recovery applies or to correct the high
+watermarks it reads. Each accessor and patch below names the private attribute it
+uses; ``tests/unit/test_faust_compat.py`` pins every one against the installed
+faust-streaming, so an upgrade that renames or reshapes one fails there, loudly,
+before a worker exports wrong numbers.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ChangelogApply",
+    "assigned_actives",
+    "committed_offset",
+    "install_high_watermark_fix",
+    "last_recovery_seconds",
+    "recovery_positions",
+    "recovery_progress",
+    "store_dict",
+    "wrap_changelog_apply",
+]
+
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
+from typing import Any
+
+import faust
+from faust.types import TP, EventT
+
+#: What a table does with a batch of changelog records read during recovery.
+ChangelogApply = Callable[[Sequence[EventT]], None]
+
+
+def store_dict(table: faust.Table) -> MutableMapping[Any, Any]:
+    """The dict behind a table's store (``Store.data`` of the memory store), read and
+    written without Faust's per-key changelog path."""
+    data: MutableMapping[Any, Any] = table.data
+    return getattr(data, "data", data)
+
+
+def wrap_changelog_apply(table: faust.Table,
+                         wrap: Callable[[ChangelogApply], ChangelogApply]) -> None:
+    """Route the changelog batches a recovery (or a standby) applies to ``table``
+    through ``wrap(original)``: the recovery calls ``table.apply_changelog_batch``."""
+    table.apply_changelog_batch = wrap(table.apply_changelog_batch)  # type: ignore[method-assign]
+
+
+def assigned_actives(app: faust.App) -> set[TP]:
+    """Topic partitions actively assigned to this worker (``assignor.assigned_actives``);
+    empty before the first assignment."""
+    try:
+        return set(app.assignor.assigned_actives())
+    except Exception:
+        return set()
+
+
+def committed_offset(app: faust.App, tp: TP) -> int | None:
+    """The offset this worker last committed for ``tp`` (``Consumer._committed_offset``;
+    Faust keeps no public accessor)."""
+    offset: int | None = app.consumer._committed_offset.get(tp)
+    return offset
+
+
+def recovery_progress(app: faust.App) -> tuple[bool, int]:
+    """(a table recovery is running, changelog records it still has to read)."""
+    recovery = app.tables.recovery
+    running = bool(recovery.in_recovery)
+    return running, recovery.active_remaining_total() if running else 0
+
+
+def last_recovery_seconds(app: faust.App) -> float | None:
+    """Duration of the last completed recovery (``Recovery._recovery_started_at`` and
+    ``_recovery_ended_at``, monotonic seconds); None before one completed."""
+    recovery = app.tables.recovery
+    started = getattr(recovery, "_recovery_started_at", None)
+    ended = getattr(recovery, "_recovery_ended_at", None)
+    if started is None or ended is None or ended < started:
+        return None
+    return float(ended - started)
+
+
+def recovery_positions(app: faust.App) -> list[tuple[TP, int | None, int | None]]:
+    """(changelog partition, offset read, high watermark) of every active changelog
+    partition being restored (``Recovery.active_offsets`` / ``active_highwaters``)."""
+    recovery = app.tables.recovery
+    return [(tp, recovery.active_offsets.get(tp), recovery.active_highwaters.get(tp))
+            for tp in sorted(recovery.active_highwaters)]
+
+
+def install_high_watermark_fix(
+    fetch_high_watermarks: Callable[[Mapping[Any, int | None]], Any],
+) -> None:
+    """Patch Faust's aiokafka driver (``AIOKafkaConsumerThread._highwaters``) so the
+    high watermarks a recovery reads to are corrected by ``fetch_high_watermarks``
+    (an async function of the listed ``{tp: offset}``); idempotent."""
+    from faust.transport.drivers import aiokafka as faust_aiokafka
+
+    thread_cls = faust_aiokafka.AIOKafkaConsumerThread
+    if getattr(thread_cls, "_pulse_fixed", False):
+        return
+    original = thread_cls._highwaters
+
+    async def _highwaters(self: Any, partitions: Any) -> Mapping[Any, int]:
+        listed = await original(self, partitions)
+        if self.consumer.in_transaction:
+            return listed
+        fixed: Mapping[Any, int] = await fetch_high_watermarks(listed)
+        return fixed
+
+    thread_cls._highwaters = _highwaters  # type: ignore[method-assign]
+    thread_cls._pulse_original_highwaters = original  # type: ignore[attr-defined]
+    thread_cls._pulse_fixed = True  # type: ignore[attr-defined]

@@ -1,0 +1,224 @@
+"""Aggregates summed over a worker's exported partitions: the snapshot a report is
+built from, the label constants, and the per-cell sums kept up to date as records are
+written."""
+
+from __future__ import annotations
+
+__all__ = [
+    "ALL_GROUP",
+    "KIND_LABEL",
+    "OTHER_GROUP",
+    "RESERVED_GROUPS",
+    "Cell",
+    "Snapshot",
+    "merge_cells",
+    "snapshot_from_aggregates",
+    "snapshot_from_cells",
+    "update_cell",
+]
+
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from stream_app.kpi.accounts import CHURN_KIND, NEW_CUSTOMER_CHURN
+from stream_app.kpi.deals import add_vector
+from stream_app.kpi.fold import parse_aggregate_key
+from stream_app.kpi.leads import ScoreInputs
+
+ALL_GROUP = "all"
+#: Where label values beyond their cap are summed.
+OTHER_GROUP = "(other)"
+#: Label values the exporter uses itself; a data value equal to one gets a trailing "_".
+RESERVED_GROUPS = frozenset({ALL_GROUP, OTHER_GROUP})
+#: The label each aggregate kind's group is exported under.
+KIND_LABEL = {"b": "team", "o": "team", "f": "team", "w": "team", "a": "owner", "y": "owner",
+              "r": "source", "e": "source", "u": "product", "k": "competitor",
+              "m": "competitor", "v": "team", "z": "owner"}
+_DIMENSION = {"r": "source", "u": "product"}
+
+
+@dataclass(slots=True)
+class Snapshot:
+    """Aggregates of the partitions a worker owns, summed over partitions."""
+
+    buckets: dict[tuple[str, int], list[int]] = field(default_factory=dict)
+    open: dict[tuple[str, str, int], list[int]] = field(default_factory=dict)
+    dimensions: dict[tuple[str, str, int], list[int]] = field(default_factory=dict)
+    stints: dict[tuple[str, str, int], list[int]] = field(default_factory=dict)
+    waterfall: dict[tuple[str, str, int], list[int]] = field(default_factory=dict)
+    competitors: dict[tuple[str, int], list[int]] = field(default_factory=dict)
+    churned_to: dict[tuple[str, int], int] = field(default_factory=dict)
+    new_customers: dict[int, int] = field(default_factory=dict)
+    churned: dict[int, int] = field(default_factory=dict)
+    new_churned: dict[int, int] = field(default_factory=dict)
+    buyer_deltas: dict[int, int] = field(default_factory=dict)
+    quota_cents: dict[tuple[str, str], int] = field(default_factory=dict)
+    quota_team: dict[tuple[str, str], str] = field(default_factory=dict)
+    owner_won: dict[tuple[str, str], int] = field(default_factory=dict)
+    owner_kept: dict[str, bool] = field(default_factory=dict)
+    leads: dict[tuple[str, int], list[int]] = field(default_factory=dict)
+    bands: dict[tuple[str, int], list[int]] = field(default_factory=dict)
+    activities: dict[tuple[str, int], list[int]] = field(default_factory=dict)
+    owner_activities: dict[tuple[str, int], list[int]] = field(default_factory=dict)
+    open_leads: list[ScoreInputs] = field(default_factory=list)
+    latest_event_ms: int | None = None
+    partitions: frozenset[int] = frozenset()
+    folded: dict[str, set[str]] = field(default_factory=dict)
+
+    def merge(self, other: Snapshot) -> None:
+        """Take the account and owner aggregates of another table's snapshot."""
+        for name in ("new_customers", "churned", "new_churned", "churned_to", "buyer_deltas",
+                     "quota_cents", "quota_team", "owner_won", "owner_kept", "leads", "bands",
+                     "activities", "owner_activities"):
+            if getattr(other, name):
+                setattr(self, name, getattr(other, name))
+        for label, values in other.folded.items():
+            self.folded[label] = self.folded.get(label, set()) | values
+
+
+def _split(part: str) -> tuple[int, str]:
+    day, _, name = part.partition(":")
+    return int(day), name
+
+
+def _count(target: dict[Any, int], key: Any, n: int) -> None:
+    target[key] = target.get(key, 0) + n
+
+
+#: An aggregate summed over partitions: (kind, group, part).
+Cell = tuple[str, str, str]
+
+
+def update_cell(cells: dict[Cell, Any], parsed: tuple[str, int, str, str], old: Any,
+                new: Any) -> None:
+    """Move the sum over partitions of one aggregate from a partition's ``old`` value
+    (None: the record did not exist) to its ``new`` one. Clocks (``t``) take the max:
+    a partition's clock only moves forward."""
+    kind, _, group, part = parsed
+    cell = (kind, group, part)
+    current = cells.get(cell)
+    if kind == "t":
+        cells[cell] = new if current is None or new > current else current
+    elif current is None:
+        cells[cell] = list(new) if old is None else [n - o for n, o in zip(new, old, strict=True)]
+    elif old is None:
+        cells[cell] = [c + n for c, n in zip(current, new, strict=True)]
+    else:
+        cells[cell] = [c + n - o for c, n, o in zip(current, new, old, strict=True)]
+
+
+def merge_cells(items: Iterable[tuple[str | tuple[str, int, str, str], Any]],
+                active_partitions: Iterable[int]) -> dict[Cell, Any]:
+    """Sum aggregate records ``(key, {"g":..., "v":...})`` of the given partitions per
+    cell; a key may come already parsed (see :func:`~stream_app.kpi.fold.parse_aggregate_key`).
+    Position marks (``p``) are not KPIs and are left out."""
+    owned = frozenset(active_partitions)
+    cells: dict[Cell, Any] = {}
+    for key, record in items:
+        if record is None:
+            continue
+        parsed = key if isinstance(key, tuple) else parse_aggregate_key(key)
+        if parsed is None or parsed[1] not in owned or parsed[0] == "p":
+            continue
+        update_cell(cells, parsed, None, record["v"])
+    return cells
+
+
+def snapshot_from_aggregates(
+    items: Iterable[tuple[str | tuple[str, int, str, str], Any]],
+    active_partitions: Iterable[int],
+    keep: Callable[[str, str], bool] | None = None,
+) -> Snapshot:
+    """The snapshot of aggregate records of the given partitions (see
+    :func:`merge_cells` and :func:`snapshot_from_cells`)."""
+    owned = frozenset(active_partitions)
+    return snapshot_from_cells(merge_cells(items, owned), owned, keep)
+
+
+def snapshot_from_cells(
+    cells: Mapping[Cell, Any],
+    partitions: Iterable[int],
+    keep: Callable[[str, str], bool] | None = None,
+) -> Snapshot:
+    """The snapshot of cells already summed over ``partitions``.
+
+    A group whose label value ``keep(label, value)`` refuses is summed into
+    :data:`OTHER_GROUP`; :attr:`Snapshot.folded` holds such values per label (a value
+    folded in several tables counts once). A data value equal to a reserved one
+    (``all``, ``(other)``) is exported with a trailing "_".
+    """
+    snap = Snapshot(partitions=frozenset(partitions))
+    folded: dict[str, set[str]] = defaultdict(set)
+    for (kind, group, part), value in cells.items():
+        if kind in ("a", "y"):
+            _owner_aggregate(snap, kind, group, part, value, keep, folded)
+            continue
+        label = KIND_LABEL.get(kind)
+        if label is not None:
+            if keep is not None and not keep(label, group):
+                folded[label].add(group)
+                group = OTHER_GROUP
+            elif group in RESERVED_GROUPS:
+                group += "_"
+        if kind == "b":
+            add_vector(snap.buckets, (group, int(part)), value)
+        elif kind == "o":
+            day, stage = _split(part)
+            add_vector(snap.open, (group, stage, day), value)
+        elif kind in _DIMENSION:
+            add_vector(snap.dimensions, (_DIMENSION[kind], group, int(part)), value)
+        elif kind == "f":
+            day, stage = _split(part)
+            add_vector(snap.stints, (group, stage, day), value)
+        elif kind == "w" and ":" in part:
+            day, movement = _split(part)
+            add_vector(snap.waterfall, (group, movement, day), value)
+        elif kind == "k":
+            add_vector(snap.competitors, (group, int(part)), value)
+        elif kind == "m":
+            _count(snap.churned_to, (group, int(part)), value[0])
+        elif kind == "n":
+            _count(snap.new_customers, int(part), value[0])
+        elif kind == CHURN_KIND:
+            _count(snap.new_churned if group == NEW_CUSTOMER_CHURN else snap.churned, int(part),
+                   value[0])
+        elif kind == "l":
+            _count(snap.buyer_deltas, int(part), value[0])
+        elif kind == "e":
+            add_vector(snap.leads, (group, int(part)), value)
+        elif kind == "h":
+            add_vector(snap.bands, (group, int(part)), value)
+        elif kind == "v":
+            add_vector(snap.activities, (group, int(part)), value)
+        elif kind == "z":
+            add_vector(snap.owner_activities, (group, int(part)), value)
+        elif kind == "t" and (snap.latest_event_ms is None or value > snap.latest_event_ms):
+            snap.latest_event_ms = value
+    snap.folded = dict(folded)
+    return snap
+
+
+def _owner_aggregate(snap: Snapshot, kind: str, owner: str, part: str, value: list[int],
+                     keep: Callable[[str, str], bool] | None,
+                     folded: dict[str, set[str]]) -> None:
+    """Quotas and wins stay per owner (attainment is decided per owner); the owner and
+    team caps are applied when they are exported."""
+    if owner not in snap.owner_kept:
+        snap.owner_kept[owner] = keep is None or keep("owner", owner)
+        if not snap.owner_kept[owner]:
+            folded["owner"].add(owner)
+    if kind == "y":
+        _count(snap.owner_won, (owner, part), value[0])
+        return
+    if not value[1]:
+        return
+    period, _, team = part.partition("|")
+    if keep is not None and not keep("team", team):
+        folded["team"].add(team)
+        team = OTHER_GROUP
+    elif team in RESERVED_GROUPS:
+        team += "_"
+    _count(snap.quota_cents, (owner, period), value[0])
+    snap.quota_team[(owner, period)] = team

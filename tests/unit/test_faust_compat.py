@@ -1,0 +1,122 @@
+"""Pins every Faust internal that ``stream_app.adapters.faust_compat`` uses against the
+installed faust-streaming: an upgrade that renames or reshapes one fails here."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import Iterator, Mapping, Sequence
+from types import SimpleNamespace
+from typing import Any
+
+import faust
+import pytest
+from faust.tables.recovery import Recovery
+from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.types import TP
+
+from stream_app.adapters import faust_compat
+
+
+@pytest.fixture
+def app() -> Iterator[faust.App]:
+    yield faust.App("compat-pin", broker="kafka://127.0.0.1:1", store="memory://",
+                    autodiscover=False)
+
+
+def test_the_memory_store_keeps_a_plain_dict_its_reads_go_through(app: faust.App) -> None:
+    table = app.Table("pinned", default=None)
+    data = faust_compat.store_dict(table)
+    assert type(data) is dict
+    data["k"] = {"v": 1}
+    assert table.data.get("k") == {"v": 1} and "k" in table.data
+
+
+def test_a_recovery_applies_changelog_batches_through_the_table_attribute(
+    app: faust.App,
+) -> None:
+    source = inspect.getsource(Recovery)
+    assert "table.apply_changelog_batch(" in source
+    table = app.Table("pinned", default=None)
+    seen: list[int] = []
+
+    def wrap(original: faust_compat.ChangelogApply) -> faust_compat.ChangelogApply:
+        def apply(batch: Sequence[Any]) -> None:
+            seen.append(len(batch))
+            original(batch)
+        return apply
+
+    faust_compat.wrap_changelog_apply(table, wrap)
+    table.apply_changelog_batch([])
+    assert seen == [0]
+
+
+def test_the_assignor_lists_active_assignments_as_topic_partitions(app: faust.App) -> None:
+    assert inspect.signature(app.assignor.assigned_actives).parameters == {}
+    assert faust_compat.assigned_actives(app) == set()
+
+
+def test_the_consumer_keeps_committed_offsets_per_topic_partition(app: faust.App) -> None:
+    committed = app.consumer._committed_offset
+    tp = TP("crm.deals", 0)
+    assert committed[tp] is None
+    committed[tp] = 41
+    assert faust_compat.committed_offset(app, tp) == 41
+
+
+def test_the_recovery_reports_progress_and_positions(app: faust.App) -> None:
+    recovery = app.tables.recovery
+    assert faust_compat.recovery_progress(app) == (False, 0)
+    assert isinstance(recovery.active_offsets, Mapping)
+    assert isinstance(recovery.active_highwaters, Mapping)
+    tp = TP("pulse-deals-changelog", 2)
+    recovery.active_offsets[tp] = 7
+    recovery.active_highwaters[tp] = 9
+    assert faust_compat.recovery_positions(app) == [(tp, 7, 9)]
+
+
+def test_the_recovery_stamps_its_start_and_end(app: faust.App) -> None:
+    recovery = app.tables.recovery
+    assert Recovery._recovery_started_at is None and Recovery._recovery_ended_at is None
+    assert faust_compat.last_recovery_seconds(app) is None
+    recovery._set_recovery_started()
+    recovery._set_recovery_ended()
+    seconds = faust_compat.last_recovery_seconds(app)
+    assert seconds is not None and 0 <= seconds < 5
+
+
+def test_the_high_watermark_patch_replaces_the_driver_lookup() -> None:
+    thread_cls = faust_aiokafka.AIOKafkaConsumerThread
+    was = {name: thread_cls.__dict__[name] for name in
+           ("_highwaters", "_pulse_fixed", "_pulse_original_highwaters")
+           if name in thread_cls.__dict__}
+    original = was.get("_pulse_original_highwaters", was["_highwaters"])
+    thread_cls._highwaters = original  # type: ignore[method-assign]
+    thread_cls._pulse_fixed = False  # type: ignore[attr-defined]
+    assert inspect.iscoroutinefunction(original)
+    assert list(inspect.signature(original).parameters) == ["self", "partitions"]
+    assert "self._highwaters" in inspect.getsource(thread_cls.highwaters)
+    fetched: list[Mapping[Any, int | None]] = []
+
+    async def fetch(listed: Mapping[Any, int | None]) -> dict[Any, int | None]:
+        fetched.append(listed)
+        return {tp: (offset or 0) + 10 for tp, offset in listed.items()}
+
+    async def end_offsets(partitions: Any) -> dict[Any, int]:
+        return {tp: 5 for tp in partitions}
+
+    try:
+        faust_compat.install_high_watermark_fix(fetch)
+        faust_compat.install_high_watermark_fix(fetch)
+        fake = SimpleNamespace(
+            consumer=SimpleNamespace(in_transaction=False),
+            _ensure_consumer=lambda: SimpleNamespace(end_offsets=end_offsets))
+        tp = TP("pulse-deals-changelog", 0)
+        got = asyncio.run(thread_cls._highwaters(fake, [tp]))  # type: ignore[arg-type]
+        assert got == {tp: 15} and fetched == [{tp: 5}]
+    finally:
+        for name in ("_pulse_fixed", "_pulse_original_highwaters"):
+            if name in thread_cls.__dict__:
+                delattr(thread_cls, name)
+        for name, value in was.items():
+            setattr(thread_cls, name, value)
