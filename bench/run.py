@@ -43,10 +43,9 @@ from stream_app.adapters.embedded import (
 )
 from stream_app.adapters.kafka import client_kwargs, ensure_topics
 from stream_app.adapters.processes import free_port, spawn, stop_process, wait_for_port
-from stream_app.config import Settings, worker_env
-from stream_app.events.codec import ContractRules, decode_event
+from stream_app.config import Settings, contract_rules, pricing, worker_env
+from stream_app.events.codec import decode_event
 from stream_app.kpi.fold import BatchWriter, fold_deal_event
-from stream_app.kpi.money import Pricing
 from stream_app.tools.generator import GeneratorSettings, generate_events
 from stream_app.tools.replay import produce_events
 from stream_app.tools.scrape import parse_metrics
@@ -360,10 +359,8 @@ def synthetic_changelog(settings: Settings, open_deals: int) -> list[tuple[int, 
     Built with the worker's own decoder and fold, partitioned as Kafka's default
     partitioner would place each deal; returned as (partition, key, value) records.
     """
-    rules = ContractRules(currencies=frozenset(settings.fx_rates),
-                          stages=frozenset(settings.stage_names),
-                          max_event_bytes=settings.max_event_bytes)
-    pricing = Pricing(dict(settings.fx_rates), settings.stage_probabilities)
+    rules = contract_rules(settings)
+    prices = pricing(settings)
     stores: list[dict[str, Any]] = [{} for _ in range(settings.partitions)]
     offsets = [0] * settings.partitions
     start = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
@@ -386,7 +383,7 @@ def synthetic_changelog(settings: Settings, open_deals: int) -> list[tuple[int, 
             event = decode_event(raw, key, "deals", rules)
             partition = (murmur2(key) & 0x7FFFFFFF) % settings.partitions
             fold_deal_event(BatchWriter(stores[partition]), partition, offsets[partition],
-                            event, pricing)  # type: ignore[arg-type]
+                            event, prices)  # type: ignore[arg-type]
             offsets[partition] += 1
             if i % 10_000 == 0:
                 progress.update(task, completed=i)

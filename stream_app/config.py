@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-__all__ = ["DEFAULT_STAGES", "Clock", "Settings", "StageConfig", "worker_env"]
+__all__ = ["DEFAULT_STAGES", "Clock", "Settings", "StageConfig", "contract_rules", "pricing",
+           "worker_env"]
 
 import os
 from decimal import Decimal
@@ -10,6 +11,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from stream_app.events.codec import ContractRules
+from stream_app.kpi.money import Pricing
 
 Clock = Literal["wall", "event"]
 
@@ -205,3 +209,16 @@ def worker_env(settings: Settings, **extra: str) -> dict[str, str]:
         **extra,
     })
     return env
+
+
+def contract_rules(settings: Settings) -> ContractRules:
+    """What the event contract admits under ``settings``: currencies with a rate, the
+    configured stages, the largest message."""
+    return ContractRules(currencies=frozenset(settings.fx_rates),
+                         stages=frozenset(settings.stage_names),
+                         max_event_bytes=settings.max_event_bytes)
+
+
+def pricing(settings: Settings) -> Pricing:
+    """Currency conversion and stage probabilities under ``settings``."""
+    return Pricing(dict(settings.fx_rates), settings.stage_probabilities)

@@ -28,6 +28,8 @@ class OperationalStats:
     recovery_in_progress: bool = False
     recovery_remaining: int = 0
     last_recovery_seconds: float | None = None
+    #: Times the high watermarks (and so the lags) were read again from the consumer.
+    lag_refreshes: int = 0
 
     def forget_except(self, owned: set[tuple[str, int]]) -> None:
         """Drop the positions of partitions this worker no longer owns."""

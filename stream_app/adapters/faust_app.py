@@ -48,8 +48,8 @@ from stream_app.adapters.faust_compat import (
 from stream_app.adapters.kafka import client_kwargs, committed_offsets, fetched_high_watermarks
 from stream_app.adapters.metrics import PulseCollector, render
 from stream_app.adapters.redis_store import RedisStore
-from stream_app.config import Settings
-from stream_app.events.codec import ContractRules, Rejection, TopicRole, decode_event
+from stream_app.config import Settings, contract_rules, pricing
+from stream_app.events.codec import Rejection, TopicRole, decode_event
 from stream_app.events.models import (
     ActivityLogged,
     CustomerChurned,
@@ -83,6 +83,21 @@ from stream_app.kpi.fold import (
     position_key,
     supersedes,
 )
+from stream_app.kpi.kinds import (
+    ACCOUNT_ENTITY,
+    ACCOUNT_WIN_SOURCE,
+    ACTIVITY_ENTITY,
+    ACTIVITY_SOURCE,
+    CHURN_SOURCE,
+    LEAD_ENTITY,
+    LEAD_SOURCE,
+    OWNER_ENTITY,
+    OWNER_QUOTA,
+    OWNER_WIN_ENTITY,
+    OWNER_WIN_SOURCE,
+    POSITION,
+    QUOTA_SOURCE,
+)
 from stream_app.kpi.leads import (
     LeadState,
     ScoreInputs,
@@ -91,7 +106,6 @@ from stream_app.kpi.leads import (
     lead_contributions,
     score_inputs,
 )
-from stream_app.kpi.money import Pricing
 from stream_app.kpi.owners import (
     OwnerState,
     OwnerWin,
@@ -148,7 +162,7 @@ async def finish_batch(handler: Awaitable[None],
         raise
 
 
-_LEAD_PREFIX = entity_key("lead", "")
+_LEAD_PREFIX = entity_key(LEAD_ENTITY, "")
 
 
 def _iso(ms: int) -> str:
@@ -210,7 +224,7 @@ class _AggregateIndex:
         for parsed in self.keys.values():
             if parsed[0] in KIND_LABEL:
                 found[KIND_LABEL[parsed[0]]].add(parsed[2])
-            if parsed[0] == "a":
+            if parsed[0] == OWNER_QUOTA:
                 found["team"].add(parsed[3].partition("|")[2])
         return found
 
@@ -236,7 +250,7 @@ class _AggregateIndex:
         cells, merged, keys = self._cells, self._merged, self.keys
         for key in self._dirty:
             parsed = keys.get(key)
-            if parsed is None or parsed[1] not in partitions or parsed[0] == "p":
+            if parsed is None or parsed[1] not in partitions or parsed[0] == POSITION:
                 continue
             record = data.get(key)
             if record is None:
@@ -288,12 +302,8 @@ class PulseWorker:
         self.reporting_currency = settings.reporting_currency
         self.clock = settings.clock
         self._stats = OperationalStats()
-        self._rules = ContractRules(
-            currencies=frozenset(settings.fx_rates),
-            stages=frozenset(settings.stage_names),
-            max_event_bytes=settings.max_event_bytes,
-        )
-        self._pricing = Pricing(dict(settings.fx_rates), settings.stage_probabilities)
+        self._rules = contract_rules(settings)
+        self._pricing = pricing(settings)
         self._scoring = load_rules(settings.lead_scoring_file)
         self._lead_book: dict[int, dict[str, ScoreInputs]] = defaultdict(dict)
         self._lead_key_partitions: dict[str, int] = {}
@@ -386,16 +396,16 @@ class PulseWorker:
         self._owner_index = _AggregateIndex(self.owners)
         self._lead_index = _AggregateIndex(self.leads)
         self._activity_index = _AggregateIndex(self.activities)
-        self._account_fold = _EntityFold("a", AccountState, AccountState.from_json,
+        self._account_fold = _EntityFold(ACCOUNT_ENTITY, AccountState, AccountState.from_json,
                                          account_contributions, AccountState.to_json,
                                          self._account_index)
-        self._lead_fold = _EntityFold("lead", LeadState, LeadState.from_json,
+        self._lead_fold = _EntityFold(LEAD_ENTITY, LeadState, LeadState.from_json,
                                       partial(lead_contributions, rules=self._scoring),
                                       LeadState.to_json, self._lead_index)
-        self._owner_fold = _EntityFold("owner", OwnerState, OwnerState.from_json,
+        self._owner_fold = _EntityFold(OWNER_ENTITY, OwnerState, OwnerState.from_json,
                                        partial(owner_contributions, pricing=self._pricing),
                                        OwnerState.to_json, self._owner_index)
-        self._owner_win_fold = _EntityFold("ownerwin", OwnerWin, OwnerWin.from_json,
+        self._owner_win_fold = _EntityFold(OWNER_WIN_ENTITY, OwnerWin, OwnerWin.from_json,
                                            win_contributions, OwnerWin.to_json,
                                            self._owner_index)
         #: Each table's aggregate index and the CRM topic whose partitions it is keyed by.
@@ -404,7 +414,7 @@ class PulseWorker:
                          (self._owner_index, s.topic_quotas),
                          (self._lead_index, s.topic_leads),
                          (self._activity_index, s.topic_activities))
-        self._activity_fold = _EntityFold("act", ActivityState, ActivityState.from_json,
+        self._activity_fold = _EntityFold(ACTIVITY_ENTITY, ActivityState, ActivityState.from_json,
                                           activity_contributions, ActivityState.to_json,
                                           self._activity_index)
         for index, _ in self._indexed:
@@ -770,14 +780,14 @@ class PulseWorker:
 
     async def _on_account_batch(self, events: Sequence[EventT]) -> None:
         def fold_win(store: BatchWriter, event: EventT, win: dict[str, Any]) -> None:
-            self._fold_entity(self._account_fold, store, event, "w", win["account_id"],
-                              win["won_at_ms"], partial(apply_account_win,
+            self._fold_entity(self._account_fold, store, event, ACCOUNT_WIN_SOURCE,
+                              win["account_id"], win["won_at_ms"], partial(apply_account_win,
                                                         won_at_ms=win["won_at_ms"],
                                                         deal_id=win["deal_id"]))
 
         def fold_churn(store: BatchWriter, event: EventT, churn: CustomerChurned) -> None:
             time_ms = ms_from_datetime(churn.time)
-            self._fold_entity(self._account_fold, store, event, "c", churn.data.account_id,
+            self._fold_entity(self._account_fold, store, event, CHURN_SOURCE, churn.data.account_id,
                               time_ms, partial(apply_account_churn, churned_at_ms=time_ms,
                                                event_id=churn.id,
                                                competitor=churn.data.competitor))
@@ -790,7 +800,7 @@ class PulseWorker:
 
     async def _on_owner_batch(self, events: Sequence[EventT]) -> None:
         def fold_win(store: BatchWriter, event: EventT, win: dict[str, Any]) -> None:
-            self._fold_entity(self._owner_win_fold, store, event, "w", win["deal_id"],
+            self._fold_entity(self._owner_win_fold, store, event, OWNER_WIN_SOURCE, win["deal_id"],
                               win["won_at_ms"], partial(apply_owner_win,
                                                         won_at_ms=win["won_at_ms"],
                                                         owner_id=win["owner_id"],
@@ -798,7 +808,7 @@ class PulseWorker:
 
         def fold_quota(store: BatchWriter, event: EventT, quota: QuotaSet) -> None:
             d, time_ms = quota.data, ms_from_datetime(quota.time)
-            self._fold_entity(self._owner_fold, store, event, "q", d.owner_id, time_ms,
+            self._fold_entity(self._owner_fold, store, event, QUOTA_SOURCE, d.owner_id, time_ms,
                               partial(apply_quota, period=d.period, time_ms=time_ms,
                                       event_id=quota.id, team=d.team, amount=str(d.amount),
                                       currency=d.currency))
@@ -817,7 +827,7 @@ class PulseWorker:
         for event, lead_event in admitted:
             msg = event.message
             result = self._fold_entity(
-                self._lead_fold, batch.writers[msg.partition], event, "l",
+                self._lead_fold, batch.writers[msg.partition], event, LEAD_SOURCE,
                 lead_event.data.lead_id,
                 ms_from_datetime(lead_event.time), partial(apply_lead_event, event=lead_event))
             self._note_lead(msg.partition, result.state)
@@ -832,13 +842,13 @@ class PulseWorker:
                                   "team": {a.data.team for _, a in admitted}})
         for event, activity in admitted:
             self._fold_entity(
-                self._activity_fold, batch.writers[event.message.partition], event, "v",
+                self._activity_fold, batch.writers[event.message.partition], event, ACTIVITY_SOURCE,
                 activity.data.activity_id or activity.id, ms_from_datetime(activity.time),
                 partial(apply_activity_event, event=activity))
         await self._flush(batch)
 
     def _note_lead(self, partition: int, state: LeadState) -> None:
-        self._lead_key_partitions[entity_key("lead", state.lead_id)] = partition
+        self._lead_key_partitions[entity_key(LEAD_ENTITY, state.lead_id)] = partition
         inputs = score_inputs(state, self._scoring)
         if inputs is None:
             self._lead_book[partition].pop(state.lead_id, None)
@@ -917,6 +927,7 @@ class PulseWorker:
             "events_processed": sum(stats.processed.values()),
             "events_replayed": stats.replays,
             "recovery_in_progress": stats.recovery_in_progress,
+            "lag_refreshes": stats.lag_refreshes,
             "lag": [{"topic": topic, "partition": partition, "messages": messages}
                     for (topic, partition), messages in sorted(stats.lag().items())],
             "exported_partitions": {topic: sorted(partitions) for topic, partitions
@@ -987,6 +998,7 @@ class PulseWorker:
             committed = committed_offset(self.app, tp)
             if committed is not None:
                 self._stats.committed[(tp.topic, tp.partition)] = committed
+        self._stats.lag_refreshes += 1
         if self.clock == "event":
             local = self._local_latest_ms()
             if local is not None:

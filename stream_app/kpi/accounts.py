@@ -29,12 +29,13 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from stream_app.kpi.deals import Contributions
+from stream_app.kpi.kinds import ACTIVE_CUSTOMERS, CHURN, CHURN_TO_COMPETITOR, NEW_CUSTOMER
 from stream_app.kpi.windows import day_of, month_bounds
 
 #: An account counts as a buyer on each of the days from a win's day to this many days on.
 ACTIVE_BUYER_DAYS = 365
 #: Aggregate kind of churned customers per day; its group tells the cohort.
-CHURN_KIND = "c"
+CHURN_KIND = CHURN
 #: Group of churns of customers active at the start of the churn's month.
 COHORT_CHURN = ""
 #: Group of churns of customers won in the churn's own month.
@@ -124,14 +125,14 @@ def apply_account_churn(state: AccountState, churned_at_ms: int, event_id: str,
 
 
 def account_contributions(state: AccountState) -> Contributions:
-    """Per day: ``("n", "", d)`` new customer on the first-win day;
-    ``(CHURN_KIND, COHORT_CHURN or NEW_CUSTOMER_CHURN, d)`` and ``("m", competitor, d)``
-    churned on the churn day; ``("l", "", d)`` +1 / -1 where the account starts / stops
-    being a buyer of the trailing 365 days."""
+    """Per day: ``(NEW_CUSTOMER, "", d)`` on the first-win day; ``(CHURN_KIND,
+    COHORT_CHURN or NEW_CUSTOMER_CHURN, d)`` and ``(CHURN_TO_COMPETITOR, competitor, d)``
+    on the churn day; ``(ACTIVE_CUSTOMERS, "", d)`` +1 / -1 where the account starts /
+    stops being a buyer of the trailing 365 days."""
     if not state.wins:
         return {}
     first_day = day_of(state.wins[0][0])
-    out: dict[tuple[str, str, Any], tuple[int, ...]] = {("n", "", first_day): (1,)}
+    out: dict[tuple[str, str, Any], tuple[int, ...]] = {(NEW_CUSTOMER, "", first_day): (1,)}
     churn = state.churned
     if churn is not None:
         churn_day = day_of(churn[0])
@@ -139,7 +140,7 @@ def account_contributions(state: AccountState) -> Contributions:
         cohort = COHORT_CHURN if first_day < month_start else NEW_CUSTOMER_CHURN
         out[(CHURN_KIND, cohort, churn_day)] = (1,)
         if churn[2]:
-            out[("m", churn[2], churn_day)] = (1,)
+            out[(CHURN_TO_COMPETITOR, churn[2], churn_day)] = (1,)
     intervals: list[list[int]] = []
     for day in sorted({day_of(at) for at, _ in state.wins}):
         if intervals and day <= intervals[-1][1]:
@@ -147,6 +148,6 @@ def account_contributions(state: AccountState) -> Contributions:
         else:
             intervals.append([day, day + ACTIVE_BUYER_DAYS])
     for start, end in intervals:
-        out[("l", "", start)] = (out.get(("l", "", start), (0,))[0] + 1,)
-        out[("l", "", end)] = (out.get(("l", "", end), (0,))[0] - 1,)
+        out[(ACTIVE_CUSTOMERS, "", start)] = (out.get((ACTIVE_CUSTOMERS, "", start), (0,))[0] + 1,)
+        out[(ACTIVE_CUSTOMERS, "", end)] = (out.get((ACTIVE_CUSTOMERS, "", end), (0,))[0] - 1,)
     return out

@@ -7,8 +7,8 @@ earliest (event time, event id) version, so any order of repeats folds the same.
 
 Contributions, each a vector of counts in :data:`ACTIVITY_KINDS` order:
 
-- ``("v", team, day)``: activities of the team logged that day;
-- ``("z", owner, day)``: activities of the owner logged that day.
+- ``(TEAM_ACTIVITY, team, day)``: activities of the team logged that day;
+- ``(OWNER_ACTIVITY, owner, day)``: activities of the owner logged that day.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from typing import Any
 
 from stream_app.events.models import ACTIVITY_KINDS, ActivityLogged
 from stream_app.kpi.deals import Contributions, earliest
+from stream_app.kpi.kinds import OWNER_ACTIVITY, TEAM_ACTIVITY
 from stream_app.kpi.windows import day_of, ms_from_datetime
 
 
@@ -55,4 +56,4 @@ def activity_contributions(state: ActivityState) -> Contributions:
     at, _, owner, team, kind = state.logged
     vector = tuple(int(kind == k) for k in ACTIVITY_KINDS)
     day = day_of(at)
-    return {("v", team, day): vector, ("z", owner, day): vector}
+    return {(TEAM_ACTIVITY, team, day): vector, (OWNER_ACTIVITY, owner, day): vector}

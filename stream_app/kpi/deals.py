@@ -44,18 +44,27 @@ from itertools import pairwise
 from typing import Any
 
 from stream_app.events.models import DealCreated, DealEvent, DealLost, DealStageChanged, DealWon
+from stream_app.kpi.kinds import (
+    COMPETITOR_DAY,
+    OPEN_PIPELINE,
+    PRODUCT_DAY,
+    SOURCE_DAY,
+    STAGE_STINT,
+    TEAM_DAY,
+    WATERFALL,
+)
 from stream_app.kpi.money import Pricing
 from stream_app.kpi.windows import MS_PER_DAY, day_of, ms_from_datetime
 
 #: Aggregate kinds written by deals, by what they hold.
 KIND = {
-    "team_day": "b",
-    "open": "o",
-    "source_day": "r",
-    "product_day": "u",
-    "stint": "f",
-    "waterfall": "w",
-    "competitor_day": "k",
+    "team_day": TEAM_DAY,
+    "open": OPEN_PIPELINE,
+    "source_day": SOURCE_DAY,
+    "product_day": PRODUCT_DAY,
+    "stint": STAGE_STINT,
+    "waterfall": WATERFALL,
+    "competitor_day": COMPETITOR_DAY,
 }
 #: Fields of a (team, day) bucket vector.
 BUCKET_FIELDS = ("created", "won", "lost", "won_cents", "cycle_ms", "won_with_account")
@@ -271,16 +280,17 @@ def price_gap_femto(our_amount: str, competitor_price: str) -> int | None:
 def deal_contributions(state: DealState, pricing: Pricing) -> Contributions:
     """The deal's share of every aggregate; nothing until its ``deal.created`` is known.
 
-    - ``("b", team, day)``: created on the creation day; won, won cents, cycle ms and
+    - ``(TEAM_DAY, team, day)``: created on the creation day; won, won cents, cycle ms and
       won-with-account on the won day; lost on the lost day;
-    - ``("r", source, day)`` / ``("u", product, day)``: created, won, lost, won cents;
-    - ``("o", team, "since_day:stage")`` while open: 1 and the current amount, where
+    - ``(SOURCE_DAY, source, day)`` / ``(PRODUCT_DAY, product, day)``: created, won, lost,
+      won cents;
+    - ``(OPEN_PIPELINE, team, "since_day:stage")`` while open: 1 and the current amount, where
       since_day is the day the deal entered its current stage;
-    - ``("f", team, "end_day:stage")`` per ended stint: 1, its length, its exit
+    - ``(STAGE_STINT, team, "end_day:stage")`` per ended stint: 1, its length, its exit
       (forward, backward or lost) and its histogram bucket;
-    - ``("w", team, "day:movement")``: the waterfall (count, cents) of each movement on
+    - ``(WATERFALL, team, "day:movement")``: the waterfall (count, cents) of each movement on
       the day it happened;
-    - ``("k", competitor, close_day)``: won, lost, priced, summed price gap (1e-15).
+    - ``(COMPETITOR_DAY, competitor, close_day)``: won, lost, priced, summed price gap (1e-15).
     """
     timeline = deal_timeline(state, pricing.stage_rank)
     if timeline is None or state.created is None:
@@ -288,18 +298,19 @@ def deal_contributions(state: DealState, pricing: Pricing) -> Contributions:
     created_at, _, info = state.created
     team = str(info["team"])
     currency = str(info["currency"])
-    dims = (("r", info.get("source") or NO_VALUE), ("u", info.get("product") or NO_VALUE))
+    dims = ((SOURCE_DAY, info.get("source") or NO_VALUE),
+            (PRODUCT_DAY, info.get("product") or NO_VALUE))
     created_day = day_of(created_at)
     out: dict[tuple[str, str, Any], list[int]] = {}
 
     def cents(amount: str) -> int:
         return pricing.to_cents(amount, currency)
 
-    add_vector(out, ("b", team, created_day), (1, 0, 0, 0, 0, 0))
+    add_vector(out, (TEAM_DAY, team, created_day), (1, 0, 0, 0, 0, 0))
     for kind, value in dims:
         add_vector(out, (kind, value, created_day), (1, 0, 0, 0))
     def movement(name: str, at_ms: int, amount_cents: int) -> None:
-        add_vector(out, ("w", team, f"{day_of(at_ms)}:{name}"), (1, amount_cents))
+        add_vector(out, (WATERFALL, team, f"{day_of(at_ms)}:{name}"), (1, amount_cents))
 
     movement("created", created_at, cents(timeline.amounts[0]))
     for name, amount, at_ms in timeline.moves:
@@ -312,14 +323,14 @@ def deal_contributions(state: DealState, pricing: Pricing) -> Contributions:
     for stint in timeline.stints:
         if stint.end_ms is None:
             since_day = day_of(stint.start_ms)
-            add_vector(out, ("o", team, f"{since_day}:{stint.stage}"),
+            add_vector(out, (OPEN_PIPELINE, team, f"{since_day}:{stint.stage}"),
                        (1, cents(timeline.amounts[-1])))
             continue
         length = stint.end_ms - stint.start_ms
         vector = [1, length, stint.exit == "forward", stint.exit == "backward",
                   stint.exit == "lost"] + [0] * (len(STINT_BUCKETS_DAYS) + 1)
         vector[len(STINT_FIELDS) + stint_bucket(length)] = 1
-        add_vector(out, ("f", team, f"{day_of(stint.end_ms)}:{stint.stage}"),
+        add_vector(out, (STAGE_STINT, team, f"{day_of(stint.end_ms)}:{stint.stage}"),
                    [int(v) for v in vector])
     if state.closed is not None:
         closed_at, _, kind, won_amount, competitor, price = state.closed
@@ -329,18 +340,18 @@ def deal_contributions(state: DealState, pricing: Pricing) -> Contributions:
         if kind == "won":
             won_cents = cents(our_amount)
             has_account = int(bool(info.get("account_id")))
-            add_vector(out, ("b", team, closed_day),
+            add_vector(out, (TEAM_DAY, team, closed_day),
                        (0, 1, 0, won_cents, closed_at - created_at, has_account))
             for dim, value in dims:
                 add_vector(out, (dim, value, closed_day), (0, 1, 0, won_cents))
             movement("won", closed_at, won_cents)
         else:
-            add_vector(out, ("b", team, closed_day), (0, 0, 1, 0, 0, 0))
+            add_vector(out, (TEAM_DAY, team, closed_day), (0, 0, 1, 0, 0, 0))
             for dim, value in dims:
                 add_vector(out, (dim, value, closed_day), (0, 0, 1, 0))
             movement("lost", closed_at, cents(our_amount))
         if competitor is not None:
             gap = None if price is None else price_gap_femto(our_amount, price)
-            add_vector(out, ("k", competitor, closed_day),
+            add_vector(out, (COMPETITOR_DAY, competitor, closed_day),
                        (int(kind == "won"), int(kind == "lost"), int(gap is not None), gap or 0))
     return {key: tuple(vector) for key, vector in out.items()}

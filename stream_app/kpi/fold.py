@@ -43,19 +43,33 @@ from typing import Any, Protocol, TypeVar
 from stream_app.events.models import DealEvent
 from stream_app.kpi.deals import KIND as DEAL_KINDS
 from stream_app.kpi.deals import Contributions, DealState, apply_deal_event, deal_contributions
+from stream_app.kpi.kinds import (
+    ACTIVE_CUSTOMERS,
+    CHURN,
+    CHURN_TO_COMPETITOR,
+    CLOCK,
+    DEAL_ENTITY,
+    DEAL_SOURCE,
+    LEAD_BAND,
+    LEAD_SOURCE_DAY,
+    NEW_CUSTOMER,
+    OWNER_ACTIVITY,
+    OWNER_QUOTA,
+    OWNER_WON,
+    POSITION,
+    TEAM_ACTIVITY,
+)
 from stream_app.kpi.money import Pricing
 from stream_app.kpi.windows import ms_from_datetime
 
 SEP = "\x1f"
-#: Aggregate kinds: those of :data:`stream_app.kpi.deals.KIND` and of
-#: :func:`stream_app.kpi.accounts.account_contributions` (n, c, m, l) and of
-#: :mod:`stream_app.kpi.owners` (a, y) and of
-#: :func:`stream_app.kpi.leads.lead_contributions` (e, h) and of
-#: :func:`stream_app.kpi.activities.activity_contributions` (v, z), t = the
-#: partition's latest event time, p = the last source offset whose batch is fully
-#: written (see :meth:`BatchWriter.mark`).
-AGGREGATE_KINDS = frozenset({*DEAL_KINDS.values(), "n", "c", "m", "l", "a", "y", "e", "h", "v",
-                             "z", "t", "p"})
+#: Aggregate kinds (named in :mod:`stream_app.kpi.kinds`): those of deals, accounts,
+#: owners, leads and activities, the partition's latest event time (``CLOCK``) and the
+#: last source offset whose batch is fully written (``POSITION``, see
+#: :meth:`BatchWriter.mark`).
+AGGREGATE_KINDS = frozenset({*DEAL_KINDS.values(), NEW_CUSTOMER, CHURN, CHURN_TO_COMPETITOR,
+                             ACTIVE_CUSTOMERS, OWNER_QUOTA, OWNER_WON, LEAD_SOURCE_DAY,
+                             LEAD_BAND, TEAM_ACTIVITY, OWNER_ACTIVITY, CLOCK, POSITION})
 
 S = TypeVar("S")
 
@@ -119,7 +133,7 @@ class BatchWriter:
 
 
 def entity_key(kind: str, entity_id: str) -> str:
-    """Store key of an entity record (``d`` deal, ``a`` account)."""
+    """Store key of an entity record (prefixes in :mod:`stream_app.kpi.kinds`)."""
     return f"{kind}{SEP}{entity_id}"
 
 
@@ -130,12 +144,12 @@ def aggregate_key(kind: str, partition: int, group: str, part: Any) -> str:
 
 def position_key(partition: int, source: str) -> str:
     """Store key of the last offset of ``source`` (a topic) folded on ``partition``."""
-    return aggregate_key("p", partition, source, "")
+    return aggregate_key(POSITION, partition, source, "")
 
 
 def clock_key(partition: int) -> str:
     """Store key of a partition's latest event time."""
-    return aggregate_key("t", partition, "", "")
+    return aggregate_key(CLOCK, partition, "", "")
 
 
 def parse_aggregate_key(key: str) -> tuple[str, int, str, str] | None:
@@ -233,10 +247,10 @@ def fold_deal_event(store: StateStore, partition: int, offset: int, event: DealE
     """Fold one deal event read at ``partition``/``offset`` into the deal table's state."""
     return guarded_fold(
         store,
-        source="d",
+        source=DEAL_SOURCE,
         partition=partition,
         offset=offset,
-        key=entity_key("d", event.data.deal_id),
+        key=entity_key(DEAL_ENTITY, event.data.deal_id),
         empty=lambda: DealState(event.data.deal_id),
         load=DealState.from_json,
         apply=lambda state: apply_deal_event(state, event),

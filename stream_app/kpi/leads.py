@@ -24,6 +24,7 @@ from typing import Any
 
 from stream_app.events.models import LeadConverted, LeadCreated, LeadEngaged, LeadEvent
 from stream_app.kpi.deals import Contributions, earliest
+from stream_app.kpi.kinds import LEAD_BAND, LEAD_SOURCE_DAY
 from stream_app.kpi.scoring import ScoringRules
 from stream_app.kpi.windows import day_of, ms_from_datetime
 
@@ -134,21 +135,22 @@ def score_inputs(state: LeadState, rules: ScoringRules) -> ScoreInputs | None:
 
 
 def lead_contributions(state: LeadState, rules: ScoringRules) -> Contributions:
-    """``("e", source, day)``: created on the creation day, converted or disqualified on
-    the close day; ``("h", band, close_day)``: 1 closed and 1 if converted, in the
+    """``(LEAD_SOURCE_DAY, source, day)``: created on the creation day, converted or
+    disqualified on the close day; ``(LEAD_BAND, band, close_day)``: 1 closed and 1 if
+    converted, in the
     band of the lead's score at its close."""
     if state.created is None:
         return {}
     source = str(state.created[2]["source"])
     out: dict[tuple[str, str, Any], tuple[int, ...]] = {
-        ("e", source, day_of(state.created[0])): (1, 0, 0)}
+        (LEAD_SOURCE_DAY, source, day_of(state.created[0])): (1, 0, 0)}
     if state.closed is not None:
         closed_at, _, kind = state.closed
         converted = int(kind == "converted")
-        key = ("e", source, day_of(closed_at))
+        key = (LEAD_SOURCE_DAY, source, day_of(closed_at))
         previous = out.get(key, (0, 0, 0))
         out[key] = (previous[0], previous[1] + converted, previous[2] + 1 - converted)
         score = rules.score(_fit(state, rules), [(at, a) for at, _, a in _counted(state)],
                             closed_at)
-        out[("h", rules.band(score), day_of(closed_at))] = (1, converted)
+        out[(LEAD_BAND, rules.band(score), day_of(closed_at))] = (1, converted)
     return out

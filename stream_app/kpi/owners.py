@@ -5,10 +5,10 @@ by owner_id), so one worker holds an owner's quotas and wins and can tell whethe
 owner reached the quota.
 
 - :class:`OwnerState`: the latest ``quota.set`` (event time, then id) per period;
-  contributes ``("a", owner, "period|team")`` = (quota cents, 1) (the 1 keeps a zero
+  contributes ``(OWNER_QUOTA, owner, "period|team")`` = (quota cents, 1) (the 1 keeps a zero
   quota visible).
 - :class:`OwnerWin`: one won deal, keyed by deal (its earliest known win), so a
-  repeated or replayed win changes nothing; contributes ``("y", owner, "YYYY-MM")``
+  repeated or replayed win changes nothing; contributes ``(OWNER_WON, owner, "YYYY-MM")``
   = (won cents,) in the month of the win. A quarter's won amount is the sum of its
   three months.
 """
@@ -23,6 +23,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from stream_app.kpi.deals import Contributions
+from stream_app.kpi.kinds import OWNER_QUOTA, OWNER_WON
 from stream_app.kpi.money import Pricing
 from stream_app.kpi.windows import MS_PER_DAY
 
@@ -87,14 +88,15 @@ def apply_owner_win(state: OwnerWin, won_at_ms: int, owner_id: str, cents: int) 
 
 
 def owner_contributions(state: OwnerState, pricing: Pricing) -> Contributions:
-    """``("a", owner, "period|team")`` = (quota cents, 1) per period with a quota."""
-    return {("a", state.owner_id, f"{period}|{team}"): (pricing.to_cents(amount, currency), 1)
+    """``(OWNER_QUOTA, owner, "period|team")`` = (quota cents, 1) per period with a quota."""
+    return {(OWNER_QUOTA, state.owner_id, f"{period}|{team}"):
+            (pricing.to_cents(amount, currency), 1)
             for period, _, _, team, amount, currency in state.quotas}
 
 
 def win_contributions(state: OwnerWin) -> Contributions:
-    """``("y", owner, month)`` = (won cents,)."""
+    """``(OWNER_WON, owner, month)`` = (won cents,)."""
     if state.win is None:
         return {}
     won_at, owner, cents = state.win
-    return {("y", owner, month_name(won_at)): (cents,)}
+    return {(OWNER_WON, owner, month_name(won_at)): (cents,)}

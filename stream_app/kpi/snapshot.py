@@ -25,6 +25,26 @@ from typing import Any
 from stream_app.kpi.accounts import CHURN_KIND, NEW_CUSTOMER_CHURN
 from stream_app.kpi.deals import add_vector
 from stream_app.kpi.fold import parse_aggregate_key
+from stream_app.kpi.kinds import (
+    ACTIVE_CUSTOMERS,
+    CHURN_TO_COMPETITOR,
+    CLOCK,
+    COMPETITOR_DAY,
+    LEAD_BAND,
+    LEAD_SOURCE_DAY,
+    NEW_CUSTOMER,
+    OPEN_PIPELINE,
+    OWNER_ACTIVITY,
+    OWNER_QUOTA,
+    OWNER_WON,
+    POSITION,
+    PRODUCT_DAY,
+    SOURCE_DAY,
+    STAGE_STINT,
+    TEAM_ACTIVITY,
+    TEAM_DAY,
+    WATERFALL,
+)
 from stream_app.kpi.leads import ScoreInputs
 
 ALL_GROUP = "all"
@@ -33,10 +53,11 @@ OTHER_GROUP = "(other)"
 #: Label values the exporter uses itself; a data value equal to one gets a trailing "_".
 RESERVED_GROUPS = frozenset({ALL_GROUP, OTHER_GROUP})
 #: The label each aggregate kind's group is exported under.
-KIND_LABEL = {"b": "team", "o": "team", "f": "team", "w": "team", "a": "owner", "y": "owner",
-              "r": "source", "e": "source", "u": "product", "k": "competitor",
-              "m": "competitor", "v": "team", "z": "owner"}
-_DIMENSION = {"r": "source", "u": "product"}
+KIND_LABEL = {TEAM_DAY: "team", OPEN_PIPELINE: "team", STAGE_STINT: "team", WATERFALL: "team",
+              OWNER_QUOTA: "owner", OWNER_WON: "owner", SOURCE_DAY: "source",
+              LEAD_SOURCE_DAY: "source", PRODUCT_DAY: "product", COMPETITOR_DAY: "competitor",
+              CHURN_TO_COMPETITOR: "competitor", TEAM_ACTIVITY: "team", OWNER_ACTIVITY: "owner"}
+_DIMENSION = {SOURCE_DAY: "source", PRODUCT_DAY: "product"}
 
 
 @dataclass(slots=True)
@@ -99,7 +120,7 @@ def update_cell(cells: dict[Cell, Any], parsed: tuple[str, int, str, str], old: 
     kind, _, group, part = parsed
     cell = (kind, group, part)
     current = cells.get(cell)
-    if kind == "t":
+    if kind == CLOCK:
         cells[cell] = new if current is None or new > current else current
     elif current is None:
         cells[cell] = list(new) if old is None else [n - o for n, o in zip(new, old, strict=True)]
@@ -120,7 +141,7 @@ def merge_cells(items: Iterable[tuple[str | tuple[str, int, str, str], Any]],
         if record is None:
             continue
         parsed = key if isinstance(key, tuple) else parse_aggregate_key(key)
-        if parsed is None or parsed[1] not in owned or parsed[0] == "p":
+        if parsed is None or parsed[1] not in owned or parsed[0] == POSITION:
             continue
         update_cell(cells, parsed, None, record["v"])
     return cells
@@ -152,7 +173,7 @@ def snapshot_from_cells(
     snap = Snapshot(partitions=frozenset(partitions))
     folded: dict[str, set[str]] = defaultdict(set)
     for (kind, group, part), value in cells.items():
-        if kind in ("a", "y"):
+        if kind in (OWNER_QUOTA, OWNER_WON):
             _owner_aggregate(snap, kind, group, part, value, keep, folded)
             continue
         label = KIND_LABEL.get(kind)
@@ -162,39 +183,39 @@ def snapshot_from_cells(
                 group = OTHER_GROUP
             elif group in RESERVED_GROUPS:
                 group += "_"
-        if kind == "b":
+        if kind == TEAM_DAY:
             add_vector(snap.buckets, (group, int(part)), value)
-        elif kind == "o":
+        elif kind == OPEN_PIPELINE:
             day, stage = _split(part)
             add_vector(snap.open, (group, stage, day), value)
         elif kind in _DIMENSION:
             add_vector(snap.dimensions, (_DIMENSION[kind], group, int(part)), value)
-        elif kind == "f":
+        elif kind == STAGE_STINT:
             day, stage = _split(part)
             add_vector(snap.stints, (group, stage, day), value)
-        elif kind == "w" and ":" in part:
+        elif kind == WATERFALL and ":" in part:
             day, movement = _split(part)
             add_vector(snap.waterfall, (group, movement, day), value)
-        elif kind == "k":
+        elif kind == COMPETITOR_DAY:
             add_vector(snap.competitors, (group, int(part)), value)
-        elif kind == "m":
+        elif kind == CHURN_TO_COMPETITOR:
             _count(snap.churned_to, (group, int(part)), value[0])
-        elif kind == "n":
+        elif kind == NEW_CUSTOMER:
             _count(snap.new_customers, int(part), value[0])
         elif kind == CHURN_KIND:
             _count(snap.new_churned if group == NEW_CUSTOMER_CHURN else snap.churned, int(part),
                    value[0])
-        elif kind == "l":
+        elif kind == ACTIVE_CUSTOMERS:
             _count(snap.buyer_deltas, int(part), value[0])
-        elif kind == "e":
+        elif kind == LEAD_SOURCE_DAY:
             add_vector(snap.leads, (group, int(part)), value)
-        elif kind == "h":
+        elif kind == LEAD_BAND:
             add_vector(snap.bands, (group, int(part)), value)
-        elif kind == "v":
+        elif kind == TEAM_ACTIVITY:
             add_vector(snap.activities, (group, int(part)), value)
-        elif kind == "z":
+        elif kind == OWNER_ACTIVITY:
             add_vector(snap.owner_activities, (group, int(part)), value)
-        elif kind == "t" and (snap.latest_event_ms is None or value > snap.latest_event_ms):
+        elif kind == CLOCK and (snap.latest_event_ms is None or value > snap.latest_event_ms):
             snap.latest_event_ms = value
     snap.folded = dict(folded)
     return snap
@@ -209,7 +230,7 @@ def _owner_aggregate(snap: Snapshot, kind: str, owner: str, part: str, value: li
         snap.owner_kept[owner] = keep is None or keep("owner", owner)
         if not snap.owner_kept[owner]:
             folded["owner"].add(owner)
-    if kind == "y":
+    if kind == OWNER_WON:
         _count(snap.owner_won, (owner, part), value[0])
         return
     if not value[1]:

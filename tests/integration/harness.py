@@ -128,8 +128,12 @@ def merge_additive(per_worker: list[Samples]) -> dict[Key, float]:
     return {key: float(value) for key, value in merged.items()}
 
 
-#: Seconds between the two full scrapes that must agree once ``/healthz`` shows no lag.
+#: Seconds between the two full scrapes that must agree once ``/healthz`` shows no lag, at
+#: least; and lag refreshes of every worker between them, at least: a message just sent
+#: to a re-keyed topic shows in a lag only once the consumer fetched and the worker read
+#: the high watermark again.
 SETTLE_PAUSE_SECONDS = 0.75
+SETTLE_LAG_REFRESHES = 2
 
 
 def settled(workers: list[Worker], partitions: int, as_of: dt.datetime | None,
@@ -171,9 +175,27 @@ def settled(workers: list[Worker], partitions: int, as_of: dt.datetime | None,
                     and current == previous):
                 return samples
             previous = current
-        time.sleep(SETTLE_PAUSE_SECONDS)
+        _await_lag_refreshes(workers, SETTLE_LAG_REFRESHES, deadline)
     logs = "\n".join(f"--- {w.log}\n" + w.log.read_text()[-3000:] for w in workers)
     raise AssertionError(f"workers did not settle within {timeout}s: {last_state}\n{logs}")
+
+
+def _lag_refreshes(worker: Worker) -> int | None:
+    health = worker.health()
+    return None if health is None else int(health["lag_refreshes"])
+
+
+def _await_lag_refreshes(workers: list[Worker], count: int, deadline: float) -> None:
+    """Wait :data:`SETTLE_PAUSE_SECONDS`, and until each worker read its lags ``count``
+    more times (each from high watermarks its consumer fetched meanwhile)."""
+    start = [_lag_refreshes(w) for w in workers]
+    time.sleep(SETTLE_PAUSE_SECONDS)
+    while time.monotonic() < deadline:
+        now = [_lag_refreshes(w) for w in workers]
+        if all(b is None or (n is not None and n >= b + count) for b, n in zip(start, now,
+                                                                                 strict=True)):
+            return
+        time.sleep(0.2)
 
 
 def _await_health(workers: list[Worker], partitions: int, consumed: set[tuple[str, str]],
