@@ -42,8 +42,14 @@ from stream_app.adapters.embedded import (
     start_embedded_redis,
 )
 from stream_app.adapters.kafka import client_kwargs, ensure_topics
-from stream_app.adapters.processes import free_port, spawn, stop_process, wait_for_port
-from stream_app.config import Settings, contract_rules, pricing, worker_env
+from stream_app.adapters.processes import (
+    free_port,
+    spawn,
+    spawn_worker,
+    stop_process,
+    wait_for_port,
+)
+from stream_app.config import Settings, contract_rules, pricing
 from stream_app.events.codec import decode_event
 from stream_app.kpi.fold import BatchWriter, fold_deal_event
 from stream_app.tools.generator import GeneratorSettings, generate_events
@@ -159,11 +165,9 @@ class PulseProcess:
 
     def __init__(self, settings: Settings, log: Path, **env: str):
         self.settings = settings.model_copy(update={"web_port": free_port()})
-        self.proc = spawn([sys.executable, "-m", "stream_app", "worker"],
-                          env=worker_env(self.settings,
-                                         PULSE_MAX_OWNERS=str(settings.max_owners),
-                                         PULSE_MAX_TEAMS=str(settings.max_teams), **env),
-                          log_path=str(log))
+        self.proc = spawn_worker(self.settings, str(log),
+                                 PULSE_MAX_OWNERS=str(settings.max_owners),
+                                 PULSE_MAX_TEAMS=str(settings.max_teams), **env)
         self.url = f"http://127.0.0.1:{self.settings.web_port}/metrics"
         self.http = httpx.Client(timeout=10)
         wait_for_port("127.0.0.1", self.settings.web_port, timeout=120)

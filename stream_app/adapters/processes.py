@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["free_port", "spawn", "stop_process", "wait_for_port"]
+__all__ = ["free_port", "spawn", "spawn_worker", "stop_process", "wait_for_port"]
 
 import contextlib
 import ctypes
@@ -13,6 +13,8 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
+
+from stream_app.config import Settings, worker_env
 
 _PR_SET_PDEATHSIG = 1
 
@@ -78,3 +80,10 @@ def wait_for_port(host: str, port: int, timeout: float = 15.0) -> None:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"nothing listens on {host}:{port} after {timeout}s") from None
             time.sleep(0.05)
+
+
+def spawn_worker(settings: Settings, log_path: str, **env: str) -> subprocess.Popen[bytes]:
+    """``stream-app worker`` with ``settings`` (as the environment it reads, plus ``env``)
+    in its own process group, its output appended to ``log_path``."""
+    return spawn([sys.executable, "-m", "stream_app", "worker"],
+                 env=worker_env(settings, **env), log_path=log_path)

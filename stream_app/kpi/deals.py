@@ -15,15 +15,14 @@ it. Stage changes timed before the creation or after the close are ignored.
 from __future__ import annotations
 
 __all__ = [
-    "BUCKET_FIELDS",
+    "BUCKET",
     "CREATED_FIELDS",
-    "DIMENSION_FIELDS",
     "KIND",
     "MOVEMENTS",
     "NO_VALUE",
-    "OPEN_FIELDS",
     "STINT_BUCKETS_DAYS",
     "STINT_FIELDS",
+    "BucketFields",
     "Contributions",
     "DealState",
     "Stint",
@@ -41,7 +40,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from fractions import Fraction
 from itertools import pairwise
-from typing import Any
+from typing import Any, NamedTuple
 
 from stream_app.events.models import DealCreated, DealEvent, DealLost, DealStageChanged, DealWon
 from stream_app.kpi.kinds import (
@@ -66,12 +65,21 @@ KIND = {
     "waterfall": WATERFALL,
     "competitor_day": COMPETITOR_DAY,
 }
-#: Fields of a (team, day) bucket vector.
-BUCKET_FIELDS = ("created", "won", "lost", "won_cents", "cycle_ms", "won_with_account")
-#: Fields of a (team, "since_day:stage") open-pipeline vector.
-OPEN_FIELDS = ("count", "cents")
-#: Fields of a (source or product, day) vector.
-DIMENSION_FIELDS = ("created", "won", "lost", "won_cents")
+
+
+class BucketFields(NamedTuple):
+    """The fields of a (team, day) bucket vector; :data:`BUCKET` holds their positions."""
+
+    created: int
+    won: int
+    lost: int
+    won_cents: int
+    cycle_ms: int
+    won_with_account: int
+
+
+#: Position of each field in a (team, day) bucket vector: ``vector[BUCKET.won]``.
+BUCKET = BucketFields(*range(len(BucketFields._fields)))
 #: Upper bounds (days) of the stint-length histogram; a last bucket holds the rest.
 STINT_BUCKETS_DAYS = (1, 3, 7, 14, 30, 60, 90, 180, 365)
 #: Fields of a (team, "end_day:stage") stint vector, then one count per histogram bucket.

@@ -10,7 +10,6 @@ the same state. Engagements after the close do not count.
 from __future__ import annotations
 
 __all__ = [
-    "LEAD_FIELDS",
     "LeadState",
     "ScoreInputs",
     "apply_lead_event",
@@ -27,9 +26,6 @@ from stream_app.kpi.deals import Contributions, earliest
 from stream_app.kpi.kinds import LEAD_BAND, LEAD_SOURCE_DAY
 from stream_app.kpi.scoring import ScoringRules
 from stream_app.kpi.windows import day_of, ms_from_datetime
-
-#: Fields of a (source, day) lead vector.
-LEAD_FIELDS = ("created", "converted", "disqualified")
 
 
 @dataclass(frozen=True, slots=True)

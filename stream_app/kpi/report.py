@@ -45,7 +45,7 @@ from typing import Any
 
 from stream_app.kpi.accounts import ACTIVE_BUYER_DAYS
 from stream_app.kpi.activities import ACTIVITY_KINDS
-from stream_app.kpi.deals import MOVEMENTS, STINT_BUCKETS_DAYS, STINT_FIELDS, add_vector
+from stream_app.kpi.deals import BUCKET, MOVEMENTS, STINT_BUCKETS_DAYS, STINT_FIELDS, add_vector
 from stream_app.kpi.rows import (
     ActivityKpis,
     AttainmentKpis,
@@ -270,8 +270,8 @@ def _required_coverage(snap: Snapshot, as_of_day: int,
     for (team, day), vector in snap.buckets.items():
         if first <= day <= as_of_day:
             for group in (team, ALL_GROUP):
-                sums[group][0] += vector[1]
-                sums[group][1] += vector[1] + vector[2]
+                sums[group][0] += vector[BUCKET.won]
+                sums[group][1] += vector[BUCKET.won] + vector[BUCKET.lost]
     return [RequiredCoverageKpis(group, *sums[group]) for group in (*teams, ALL_GROUP)]
 
 
@@ -363,7 +363,7 @@ def _growth_kpis(snap: Snapshot, as_of_day: int, teams: list[str]) -> list[Growt
               (before_start, before_end - 1))
     sums: dict[str, list[int]] = defaultdict(lambda: [0] * 4)
     for (team, day), vector in snap.buckets.items():
-        cents = vector[3]
+        cents = vector[BUCKET.won_cents]
         for i, (start, end) in enumerate(ranges):
             if start <= day <= end:
                 sums[team][i] += cents
@@ -376,9 +376,9 @@ def _clv_kpis(snap: Snapshot, cfg: ReportConfig, as_of_day: int) -> ClvKpis:
     won = [0, 0, 0]
     for (_, day), vector in snap.buckets.items():
         if first <= day <= as_of_day:
-            won[0] += vector[3]
-            won[1] += vector[1]
-            won[2] += vector[5]
+            won[0] += vector[BUCKET.won_cents]
+            won[1] += vector[BUCKET.won]
+            won[2] += vector[BUCKET.won_with_account]
     buyers = sum(n for day, n in snap.buyer_deltas.items() if day <= as_of_day)
     churned = sum(n for churns in (snap.churned, snap.new_churned)
                   for day, n in churns.items() if first <= day <= as_of_day)

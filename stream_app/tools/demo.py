@@ -9,7 +9,6 @@ import contextlib
 import datetime as dt
 import os
 import signal
-import sys
 import tempfile
 import time
 from typing import Any
@@ -25,8 +24,8 @@ from stream_app.adapters.embedded import (
     start_embedded_redis,
 )
 from stream_app.adapters.kafka import ensure_topics
-from stream_app.adapters.processes import free_port, spawn, stop_process, wait_for_port
-from stream_app.config import Settings, worker_env
+from stream_app.adapters.processes import free_port, spawn_worker, stop_process, wait_for_port
+from stream_app.config import Settings
 from stream_app.tools.generator import GeneratorSettings, generate_events
 from stream_app.tools.replay import produce_events
 from stream_app.tools.scrape import Samples, scrape
@@ -161,8 +160,7 @@ def run_demo(months: int, duration: float | None, rate: float, seed: int) -> int
             clock="wall",
         )
         asyncio.run(ensure_topics(settings))
-        worker = spawn([sys.executable, "-m", "stream_app", "worker"], env=worker_env(settings),
-                       log_path=os.path.join(logs, "worker.log"))
+        worker = spawn_worker(settings, os.path.join(logs, "worker.log"))
         url = f"http://{settings.web_host}:{settings.web_port}/metrics"
         console.print(f"[bold]Embedded Kafka (Tansu)[/] {servers.kafka_bootstrap}   "
                       f"[bold]Redis[/] {servers.redis_url}")

@@ -8,7 +8,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -23,8 +22,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
 from stream_app.adapters.kafka import client_kwargs
-from stream_app.adapters.processes import free_port, spawn, stop_process
-from stream_app.config import Settings, worker_env
+from stream_app.adapters.processes import free_port, spawn_worker, stop_process
+from stream_app.config import Settings
 from stream_app.kpi.windows import ms_from_datetime
 from stream_app.tools.replay import produce_events, route
 from stream_app.tools.scrape import Samples, get, scrape
@@ -61,9 +60,8 @@ class Worker:
             return None
 
     def start(self) -> Worker:
-        env = worker_env(self.settings, **{"PULSE_LOG_LEVEL": "INFO", **self.env})
-        self.proc = spawn([sys.executable, "-m", "stream_app", "worker"], env=env,
-                          log_path=str(self.log))
+        self.proc = spawn_worker(self.settings, str(self.log),
+                                 **{"PULSE_LOG_LEVEL": "INFO", **self.env})
         return self
 
     def kill(self) -> None:
