@@ -42,6 +42,7 @@ from stream_app.adapters.faust_compat import (
     last_recovery_seconds,
     recovery_positions,
     recovery_progress,
+    seek,
     store_dict,
     wrap_changelog_apply,
 )
@@ -49,7 +50,7 @@ from stream_app.adapters.kafka import client_kwargs, committed_offsets, fetched_
 from stream_app.adapters.metrics import PulseCollector, render
 from stream_app.adapters.redis_store import RedisStore
 from stream_app.config import Settings, contract_rules, pricing
-from stream_app.events.codec import Rejection, TopicRole, decode_event
+from stream_app.events.codec import Rejection, decode_event
 from stream_app.events.models import (
     ActivityLogged,
     CustomerChurned,
@@ -60,6 +61,7 @@ from stream_app.events.models import (
     LeadCreated,
     QuotaSet,
 )
+from stream_app.events.routing import TopicRole
 from stream_app.kpi.accounts import (
     AccountState,
     account_contributions,
@@ -591,7 +593,7 @@ class PulseWorker:
         committed = await committed_offsets(self.settings, self.settings.app_id, owned)
         for topic, partition in owned:
             if (topic, partition) not in committed:
-                await self.app.consumer.seek(TP(topic, partition), 0)
+                await seek(self.app, TP(topic, partition), 0)
         for (topic, partition), offset in sorted(committed.items()):
             stored = table.data.get(position_key(partition, topic))
             applied = -1 if stored is None else int(stored["v"])

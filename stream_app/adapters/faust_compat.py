@@ -19,6 +19,7 @@ __all__ = [
     "last_recovery_seconds",
     "recovery_positions",
     "recovery_progress",
+    "seek",
     "store_dict",
     "wrap_changelog_apply",
 ]
@@ -61,6 +62,21 @@ def committed_offset(app: faust.App, tp: TP) -> int | None:
     Faust keeps no public accessor)."""
     offset: int | None = app.consumer._committed_offset.get(tp)
     return offset
+
+
+async def seek(app: faust.App, tp: TP, offset: int) -> None:
+    """Seek ``tp`` to ``offset`` on the consumer's own thread.
+
+    Faust's ``Consumer.seek`` calls aiokafka's ``seek`` from the caller's thread while
+    the fetcher runs on the consumer thread (``AIOKafkaConsumerThread``); the two race
+    on the fetcher's record buffer, and a worker crashed with ``KeyError`` in
+    ``Fetcher.fetched_records``. This runs the seek through ``call_thread`` and then
+    resets Faust's read offset as ``Consumer.seek`` does (``Consumer._read_offset``).
+    """
+    consumer = app.consumer
+    thread = consumer._thread
+    await thread.call_thread(thread.seek, tp, offset)
+    consumer._read_offset[tp] = offset if offset else None
 
 
 def recovery_progress(app: faust.App) -> tuple[bool, int]:

@@ -17,26 +17,19 @@ __all__ = [
 
 import json
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import ValidationError
 
 from stream_app.events.models import (
     EVENT_TYPES,
-    ActivityLogged,
     CrmEvent,
-    CustomerChurned,
     DealCreated,
     DealStageChanged,
-    LeadConverted,
-    LeadCreated,
-    LeadDisqualified,
-    LeadEngaged,
     QuotaSet,
     crm_event_adapter,
 )
-
-TopicRole = Literal["deals", "customers", "quotas", "leads", "activities"]
+from stream_app.events.routing import ROUTES, TopicRole
 
 REJECT_REASONS: tuple[str, ...] = (
     "too_large",
@@ -54,19 +47,6 @@ REJECT_REASONS: tuple[str, ...] = (
     "wrong_key",
 )
 
-_TOPIC_OF_TYPE: dict[str, TopicRole] = {
-    "deal.created": "deals",
-    "deal.stage_changed": "deals",
-    "deal.won": "deals",
-    "deal.lost": "deals",
-    "customer.churned": "customers",
-    "quota.set": "quotas",
-    "lead.created": "leads",
-    "lead.engaged": "leads",
-    "lead.converted": "leads",
-    "lead.disqualified": "leads",
-    "activity.logged": "activities",
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,15 +69,10 @@ class ContractRules:
 
 
 def entity_id(event: CrmEvent) -> str:
-    """The id the Kafka key must carry: deal_id for deal events, account_id for customers,
-    owner_id for quotas and activities, lead_id for leads."""
-    if isinstance(event, CustomerChurned):
-        return event.data.account_id
-    if isinstance(event, QuotaSet | ActivityLogged):
-        return event.data.owner_id
-    if isinstance(event, LeadCreated | LeadEngaged | LeadConverted | LeadDisqualified):
-        return event.data.lead_id
-    return event.data.deal_id
+    """The id the Kafka key must carry: the event's routing key field (deal_id for deal
+    events, account_id for customers, owner_id for quotas and activities, lead_id for
+    leads)."""
+    return str(getattr(event.data, ROUTES[event.type.partition(".")[0]].key_field))
 
 
 def encode_event(event: CrmEvent) -> bytes:
@@ -203,7 +178,7 @@ def decode_event(
         return _from_validation_error(exc, raw)
     except RecursionError:
         return Rejection("invalid_field", "data nested too deeply")
-    expected_role = _TOPIC_OF_TYPE[event.type]
+    expected_role = ROUTES[event.type.partition(".")[0]].role
     if expected_role != role:
         return Rejection(
             "wrong_topic",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["ROUTES", "ReplayResult", "iter_jsonl", "produce_events", "route"]
+__all__ = ["ReplayResult", "iter_jsonl", "produce_events", "route"]
 
 import asyncio
 import json
@@ -17,6 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from stream_app.adapters.kafka import client_kwargs
 from stream_app.config import Settings
+from stream_app.events.routing import ROUTES, route_of
 
 
 @dataclass
@@ -38,24 +39,17 @@ def iter_jsonl(path: Path) -> Iterator[bytes]:
                 yield line
 
 
-#: Event type prefix -> (key field, topic setting).
-ROUTES = {"deal": ("deal_id", "topic_deals"), "customer": ("account_id", "topic_customers"),
-          "quota": ("owner_id", "topic_quotas"), "lead": ("lead_id", "topic_leads"),
-          "activity": ("owner_id", "topic_activities")}
-
-
 def route(settings: Settings, raw: dict[str, Any]) -> tuple[str, bytes | None]:
     """Topic and key of an event: deal.* by deal_id, customer.* by account_id, quota.* by
     owner_id, lead.* by lead_id, activity.* by owner_id."""
     kind = str(raw.get("type", ""))
     data = raw.get("data") if isinstance(raw.get("data"), dict) else {}
-    prefix, dot, _ = kind.partition(".")
-    if not dot or prefix not in ROUTES:
-        raise ValueError(f"type {kind!r}: no topic for it (expected deal.*, customer.*, "
-                         f"quota.*, lead.* or activity.*)")
-    field, topic = ROUTES[prefix]
-    key = data.get(field)
-    return getattr(settings, topic), str(key).encode() if key is not None else None
+    found = route_of(kind)
+    if found is None:
+        families = ", ".join(f"{family}.*" for family in ROUTES)
+        raise ValueError(f"type {kind!r}: no topic for it (expected one of {families})")
+    key = data.get(found.key_field)
+    return getattr(settings, found.topic_setting), str(key).encode() if key is not None else None
 
 
 def _encode(settings: Settings, item: dict[str, Any] | bytes) -> tuple[str, bytes | None, bytes]:

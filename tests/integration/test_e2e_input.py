@@ -12,9 +12,9 @@ from hypothesis import strategies as st
 
 from stream_app.config import Settings
 from stream_app.events.codec import REJECT_REASONS
+from stream_app.events.routing import ROUTES
 from stream_app.events.schema_export import INVALID_EXAMPLES, VALID_EXAMPLES
 from stream_app.importers.maven_crm import import_maven_crm
-from stream_app.tools.replay import ROUTES
 from tests.datasets import dataset_folder, requires_dataset
 from tests.integration.conftest import last_time, small_stream
 from tests.integration.harness import (
@@ -133,7 +133,7 @@ _TOP_LEVEL = ("id", "source", "type", "time", "specversion", "data")
 def _mutant(draw: st.DrawFn, event: dict) -> bytes:
     """A valid event made invalid in one of several ways (each invalid by construction)."""
     mutated = json.loads(json.dumps(event))
-    entity = ROUTES[mutated["type"].split(".")[0]][0]
+    entity = ROUTES[mutated["type"].split(".")[0]].key_field
     kind = draw(st.sampled_from(["drop", "retype", "truncate", "bad_utf8", "nest"]))
     if kind == "drop":
         path = draw(st.sampled_from([*_TOP_LEVEL, f"data.{entity}"]))

@@ -9,7 +9,15 @@ import jsonschema
 import pytest
 
 from stream_app.config import Settings
-from stream_app.events.codec import ContractRules, Rejection, decode_event, encode_event
+from stream_app.events.codec import (
+    ContractRules,
+    Rejection,
+    decode_event,
+    encode_event,
+    entity_id,
+)
+from stream_app.events.models import EVENT_TYPES, crm_event_adapter
+from stream_app.events.routing import ROUTES, route_of
 from stream_app.events.schema_export import INVALID_EXAMPLES, VALID_EXAMPLES, expected_files
 from stream_app.tools.replay import route
 
@@ -74,3 +82,20 @@ def test_deal_events_on_the_customer_topic_are_refused() -> None:
     event = json.dumps(VALID_EXAMPLES["deal.won"]).encode()
     rejection = decode_event(event, b"D-1001", "customers", RULES)
     assert isinstance(rejection, Rejection) and rejection.reason == "wrong_topic"
+
+
+
+def test_every_event_type_has_one_route_that_codec_and_replay_share() -> None:
+    settings = Settings(kafka_bootstrap="127.0.0.1:9092")
+    assert {t.partition(".")[0] for t in EVENT_TYPES} == set(ROUTES)
+    for event_type in EVENT_TYPES:
+        found = route_of(event_type)
+        assert found is not None, event_type
+        raw = {"type": event_type, "data": {found.key_field: "K-1"}}
+        assert route(settings, raw) == (getattr(settings, found.topic_setting), b"K-1")
+    assert route_of("invoice.paid") is None and route_of("deal") is None
+    won = crm_event_adapter.validate_python({
+        "specversion": "1.0", "id": "e-1", "source": "crm", "type": "deal.won",
+        "time": "2026-03-01T00:00:00Z",
+        "data": {"deal_id": "D-9", "amount": "10", "currency": "USD"}})
+    assert entity_id(won) == "D-9"

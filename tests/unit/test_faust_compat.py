@@ -120,3 +120,24 @@ def test_the_high_watermark_patch_replaces_the_driver_lookup() -> None:
                 delattr(thread_cls, name)
         for name, value in was.items():
             setattr(thread_cls, name, value)
+
+
+def test_a_seek_runs_on_the_consumer_thread_and_resets_the_read_offset(app: faust.App) -> None:
+    consumer = app.consumer
+    # Why: Faust's own seek calls aiokafka's from the caller's thread.
+    assert "self._thread.seek(" in inspect.getsource(type(consumer)._seek)
+    assert "_read_offset" in inspect.getsource(type(consumer).seek)
+    thread = consumer._thread
+    calls: list[tuple[Any, ...]] = []
+
+    async def call_thread(fun: Any, *args: Any) -> None:
+        calls.append((fun, *args))
+
+    thread.call_thread = call_thread  # type: ignore[method-assign]
+    tp = TP("crm.customers", 2)
+    consumer._read_offset[tp] = 17
+    asyncio.run(faust_compat.seek(app, tp, 0))
+    assert calls == [(thread.seek, tp, 0)]
+    assert consumer._read_offset[tp] is None
+    assert inspect.signature(type(thread).seek).parameters.keys() == {"self", "partition",
+                                                                      "offset"}
