@@ -42,6 +42,7 @@ from stream_app.adapters.faust_compat import (
     last_recovery_seconds,
     recovery_positions,
     recovery_progress,
+    recovery_superseded,
     seek,
     store_dict,
     wrap_changelog_apply,
@@ -588,6 +589,10 @@ class PulseWorker:
         recovery, and Faust's seek to committed offsets leaves such a partition where
         the fetch left it, so those messages would be skipped.
         """
+        if recovery_superseded(self.app):
+            log.info("recovery of %s superseded by a new assignment; checked after the next",
+                     table.name)
+            return
         owned = sorted((tp.topic, tp.partition) for tp in assigned_actives(self.app)
                        if tp.topic in topics)
         committed = await committed_offsets(self.settings, self.settings.app_id, owned)
@@ -916,6 +921,11 @@ class PulseWorker:
 
     def _maybe_ready(self) -> None:
         if self._recovered != {"deals", "accounts", "owners", "leads", "activities"}:
+            return
+        if recovery_superseded(self.app):
+            # A recovery Faust completes after a new assignment arrived: the new
+            # partitions are not restored yet; the next recovery's callbacks decide.
+            self._recovered.clear()
             return
         self._ready = frozenset((tp.topic, tp.partition) for tp in assigned_actives(self.app))
 

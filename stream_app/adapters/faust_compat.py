@@ -19,6 +19,7 @@ __all__ = [
     "last_recovery_seconds",
     "recovery_positions",
     "recovery_progress",
+    "recovery_superseded",
     "seek",
     "store_dict",
     "wrap_changelog_apply",
@@ -84,6 +85,17 @@ def recovery_progress(app: faust.App) -> tuple[bool, int]:
     recovery = app.tables.recovery
     running = bool(recovery.in_recovery)
     return running, recovery.active_remaining_total() if running else 0
+
+
+def recovery_superseded(app: faust.App) -> bool:
+    """Whether a new assignment arrived while the finishing recovery ran
+    (``Recovery.signal_recovery_start`` is set until its loop restarts).
+
+    Faust then still calls the tables' recovery callbacks, for an assignment that is no
+    longer current and with changelogs maybe half read, and only afterwards logs
+    "Recovery rebalancing again" and restarts; callbacks must not trust that state.
+    """
+    return bool(app.tables.recovery.signal_recovery_start.is_set())
 
 
 def last_recovery_seconds(app: faust.App) -> float | None:

@@ -141,3 +141,14 @@ def test_a_seek_runs_on_the_consumer_thread_and_resets_the_read_offset(app: faus
     assert consumer._read_offset[tp] is None
     assert inspect.signature(type(thread).seek).parameters.keys() == {"self", "partition",
                                                                       "offset"}
+
+
+def test_a_new_assignment_marks_the_running_recovery_superseded(app: faust.App) -> None:
+    recovery = app.tables.recovery
+    assert "self.signal_recovery_start.set()" in inspect.getsource(Recovery.on_rebalance)
+    assert "Recovery rebalancing again" in inspect.getsource(Recovery.on_recovery_completed)
+    assert faust_compat.recovery_superseded(app) is False
+    recovery.signal_recovery_start.set()
+    assert faust_compat.recovery_superseded(app) is True
+    recovery.signal_recovery_start.clear()
+    assert faust_compat.recovery_superseded(app) is False
