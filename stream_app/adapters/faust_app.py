@@ -534,7 +534,7 @@ class PulseWorker:
                     stored = latest[key] if key in latest else table.data.get(key)
                     if supersedes(event.value, stored):
                         batch.append(event)
-                        latest[event.key] = event.value
+                        latest[key] = event.value
                     else:
                         dropped[table.name] += 1
                 keys = [event.key for event in batch]

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 __all__ = [
     "ACTIVE_BUYER_DAYS",
-    "CHURN_KIND",
     "COHORT_CHURN",
     "NEW_CUSTOMER_CHURN",
     "AccountState",
@@ -34,8 +33,6 @@ from stream_app.kpi.windows import day_of, month_bounds
 
 #: An account counts as a buyer on each of the days from a win's day to this many days on.
 ACTIVE_BUYER_DAYS = 365
-#: Aggregate kind of churned customers per day; its group tells the cohort.
-CHURN_KIND = CHURN
 #: Group of churns of customers active at the start of the churn's month.
 COHORT_CHURN = ""
 #: Group of churns of customers won in the churn's own month.
@@ -125,7 +122,7 @@ def apply_account_churn(state: AccountState, churned_at_ms: int, event_id: str,
 
 
 def account_contributions(state: AccountState) -> Contributions:
-    """Per day: ``(NEW_CUSTOMER, "", d)`` on the first-win day; ``(CHURN_KIND,
+    """Per day: ``(NEW_CUSTOMER, "", d)`` on the first-win day; ``(CHURN,
     COHORT_CHURN or NEW_CUSTOMER_CHURN, d)`` and ``(CHURN_TO_COMPETITOR, competitor, d)``
     on the churn day; ``(ACTIVE_CUSTOMERS, "", d)`` +1 / -1 where the account starts /
     stops being a buyer of the trailing 365 days."""
@@ -138,7 +135,7 @@ def account_contributions(state: AccountState) -> Contributions:
         churn_day = day_of(churn[0])
         month_start, _ = month_bounds(churn_day)
         cohort = COHORT_CHURN if first_day < month_start else NEW_CUSTOMER_CHURN
-        out[(CHURN_KIND, cohort, churn_day)] = (1,)
+        out[(CHURN, cohort, churn_day)] = (1,)
         if churn[2]:
             out[(CHURN_TO_COMPETITOR, churn[2], churn_day)] = (1,)
     intervals: list[list[int]] = []

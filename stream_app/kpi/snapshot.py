@@ -22,11 +22,12 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from stream_app.kpi.accounts import CHURN_KIND, NEW_CUSTOMER_CHURN
+from stream_app.kpi.accounts import NEW_CUSTOMER_CHURN
 from stream_app.kpi.deals import add_vector
 from stream_app.kpi.fold import parse_aggregate_key
 from stream_app.kpi.kinds import (
     ACTIVE_CUSTOMERS,
+    CHURN,
     CHURN_TO_COMPETITOR,
     CLOCK,
     COMPETITOR_DAY,
@@ -202,7 +203,7 @@ def snapshot_from_cells(
             _count(snap.churned_to, (group, int(part)), value[0])
         elif kind == NEW_CUSTOMER:
             _count(snap.new_customers, int(part), value[0])
-        elif kind == CHURN_KIND:
+        elif kind == CHURN:
             _count(snap.new_churned if group == NEW_CUSTOMER_CHURN else snap.churned, int(part),
                    value[0])
         elif kind == ACTIVE_CUSTOMERS:

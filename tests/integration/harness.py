@@ -334,18 +334,25 @@ def delete_topics(settings: Settings, topics: list[str]) -> None:
     asyncio.run(_delete_topics(settings, topics))
 
 
+def crm_lags(settings: Settings, health: dict[str, Any]) -> list[int]:
+    """Messages behind on each CRM-topic partition a ``/healthz`` answer reports."""
+    return [n for (topic, _), n in health_lags(health).items() if topic in settings.source_topics]
+
+
+def wait_for_health(worker: Worker, ready: Callable[[dict[str, Any]], bool], what: str,
+                    timeout: float = 60.0) -> dict[str, Any]:
+    """Poll ``/healthz`` until ``ready(answer)``; fails if it dies or ``timeout`` passes."""
+    return _poll(worker, worker.health, ready, what, timeout)
+
+
 def wait_for_backlog(worker: Worker, at_most: float, timeout: float = 120) -> float:
     """Poll ``/healthz`` until the worker has at most ``at_most`` messages of the CRM
     topics left (the unit the events were produced in); returns the backlog it reported."""
     cfg = worker.settings
-    topics = set(cfg.source_topics)
-
-    def crm_lags(health: dict[str, Any]) -> list[int]:
-        return [n for (topic, _), n in health_lags(health).items() if topic in topics]
 
     def low(health: dict[str, Any]) -> bool:
-        lags = crm_lags(health)
-        return len(lags) == len(topics) * cfg.partitions and sum(lags) <= at_most
+        lags = crm_lags(cfg, health)
+        return len(lags) == len(cfg.source_topics) * cfg.partitions and sum(lags) <= at_most
 
-    health = _poll(worker, worker.health, low, f"a backlog <= {at_most}", timeout)
-    return float(sum(crm_lags(health)))
+    health = wait_for_health(worker, low, f"a backlog <= {at_most}", timeout)
+    return float(sum(crm_lags(cfg, health)))

@@ -29,8 +29,8 @@ from tests.integration.conftest import SESSION_TIMEOUT_SECONDS, last_time, small
 from tests.integration.harness import (
     Worker,
     assert_matches,
+    crm_lags,
     delete_topics,
-    health_lags,
     merge_additive,
     metric_total,
     produce,
@@ -39,6 +39,7 @@ from tests.integration.harness import (
     settled,
     try_scrape,
     wait_for_backlog,
+    wait_for_health,
     wait_for_metrics,
     wait_for_scrape,
     worker_settings,
@@ -683,18 +684,6 @@ def _stale_records(records: list) -> int:
     return stale
 
 
-def _processed(worker: Worker) -> int:
-    return int((worker.health() or {}).get("events_processed", 0))
-
-
-def _crm_backlog(worker: Worker) -> tuple[int, int]:
-    """(messages of the CRM topics left, partitions reported) from ``/healthz``."""
-    health = worker.health() or {"lag": []}
-    crm = {t: n for t, n in health_lags(health).items()
-           if t[0] in worker.settings.source_topics}
-    return sum(crm.values()), len(crm)
-
-
 def test_a_worker_resumed_after_its_session_expired_cannot_overwrite_the_new_owner(
     base_settings: Settings, tmp_path: Path
 ) -> None:
@@ -713,23 +702,24 @@ def test_a_worker_resumed_after_its_session_expired_cannot_overwrite_the_new_own
     try:
         produce(base_settings, parts[0])
         settled(workers, base_settings.partitions, last_time(parts[0]))
-        folded_before = _processed(paused)
+        folded_before = wait_for_health(paused, lambda _: True, "/healthz")["events_processed"]
+        every = len(base_settings.source_topics) * base_settings.partitions
+
+        def mid_stream(health: dict) -> bool:
+            lags = crm_lags(paused.settings, health)
+            return (len(lags) >= every // 2 and sum(lags) > KILL_BACKLOG
+                    and health["events_processed"] >= folded_before + 300)
+
         sending = threading.Thread(target=produce, args=(base_settings, parts[1]))
         sending.start()
-        every = len(base_settings.source_topics) * base_settings.partitions
-        deadline = time.monotonic() + 120
-        while (backlog := _crm_backlog(paused))[1] < every // 2 \
-                or backlog[0] <= KILL_BACKLOG or _processed(paused) < folded_before + 300:
-            assert time.monotonic() < deadline, f"no backlog in progress; see {paused.log}"
-            time.sleep(0.02)
+        backlog = sum(crm_lags(paused.settings, wait_for_health(
+            paused, mid_stream, "a backlog in progress", 120)))
         os.killpg(paused.proc.pid, signal.SIGSTOP)
         paused_at = time.monotonic()
         sending.join()
         try:
-            deadline = paused_at + 60
-            while (other.health() or {}).get("owned_partitions") != base_settings.partitions:
-                assert time.monotonic() < deadline, f"no takeover; see {other.log}"
-                time.sleep(0.2)
+            wait_for_health(other, lambda h: h["owned_partitions"] == base_settings.partitions,
+                            "the takeover of every partition")
             produce(base_settings, parts[2])
             time.sleep(max(0.0, paused_at + PAUSE_SECONDS - time.monotonic()))
         finally:
@@ -749,7 +739,7 @@ def test_a_worker_resumed_after_its_session_expired_cannot_overwrite_the_new_own
         [samples] = settled([fresh], base_settings.partitions, as_of)
         assert_matches(expected, samples)
         assert metric_total(samples, "pulse_changelog_records_dropped_total") > 0
-        print(f"\npaused with {backlog[0]} messages left; {stale} stale changelog records "
+        print(f"\npaused with {backlog} messages left; {stale} stale changelog records "
               f"written after the handover, "
               f"{metric_total(samples, 'pulse_changelog_records_dropped_total'):.0f} dropped "
               "by the restoring worker")

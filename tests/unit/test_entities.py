@@ -10,7 +10,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stream_app.kpi.accounts import (
-    CHURN_KIND,
     COHORT_CHURN,
     NEW_CUSTOMER_CHURN,
     AccountState,
@@ -18,6 +17,7 @@ from stream_app.kpi.accounts import (
     apply_account_churn,
     apply_account_win,
 )
+from stream_app.kpi.kinds import CHURN
 from stream_app.kpi.money import Pricing
 from stream_app.kpi.owners import (
     OwnerState,
@@ -68,7 +68,7 @@ def test_churn_counts_after_the_first_win_and_names_the_competitor(
     state = apply_account_churn(state, _ms(churn), "e1", competitor)
     c = account_contributions(state)
     assert c[("n", "", _day("2026-01-10"))] == (1,)
-    assert ((CHURN_KIND, COHORT_CHURN, _day(churn)) in c) == counted
+    assert ((CHURN, COHORT_CHURN, _day(churn)) in c) == counted
     assert (("m", "Acme", _day(churn)) in c) == (counted and competitor == "Acme")
 
 
@@ -97,7 +97,7 @@ def test_a_churn_notice_before_the_first_win_does_not_hide_the_later_churn(
     assert state.churned == (_ms("2026-05-20"), "e1", "rival-e1")
     assert account_contributions(state) == {
         ("n", "", _day("2026-03-10")): (1,),
-        (CHURN_KIND, COHORT_CHURN, _day("2026-05-20")): (1,),
+        (CHURN, COHORT_CHURN, _day("2026-05-20")): (1,),
         ("m", "rival-e1", _day("2026-05-20")): (1,),
         ("l", "", _day("2026-03-10")): (1,), ("l", "", _day("2027-08-01")): (-1,),
     }
@@ -114,7 +114,7 @@ def test_a_churn_counts_in_the_cohort_only_when_won_before_its_month(
 ) -> None:
     state = apply_account_churn(apply_account_win(AccountState("A"), _ms(win), "d1"),
                                 _ms(churn), "e1")
-    churned = {k[1] for k in account_contributions(state) if k[0] == CHURN_KIND}
+    churned = {k[1] for k in account_contributions(state) if k[0] == CHURN}
     assert churned == ({group} if group is not None else set())
 
 
