@@ -51,7 +51,10 @@ from stream_app.adapters.processes import (
 )
 from stream_app.config import Settings, contract_rules, pricing
 from stream_app.events.codec import decode_event
-from stream_app.kpi.fold import BatchWriter, fold_deal_event
+from stream_app.kpi.fold import BatchWriter
+from stream_app.kpi.scoring import load_rules
+from stream_app.sources.catalogue import catalogue
+from stream_app.sources.spec import fold_message
 from stream_app.tools.generator import GeneratorSettings, generate_events
 from stream_app.tools.replay import produce_events
 from stream_app.tools.scrape import parse_metrics
@@ -364,7 +367,7 @@ def synthetic_changelog(settings: Settings, open_deals: int) -> list[tuple[int, 
     partitioner would place each deal; returned as (partition, key, value) records.
     """
     rules = contract_rules(settings)
-    prices = pricing(settings)
+    deals = catalogue(settings, pricing(settings), load_rules(settings.lead_scoring_file))[0]
     stores: list[dict[str, Any]] = [{} for _ in range(settings.partitions)]
     offsets = [0] * settings.partitions
     start = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
@@ -386,8 +389,8 @@ def synthetic_changelog(settings: Settings, open_deals: int) -> list[tuple[int, 
             key = deal_id.encode()
             event = decode_event(raw, key, "deals", rules)
             partition = (murmur2(key) & 0x7FFFFFFF) % settings.partitions
-            fold_deal_event(BatchWriter(stores[partition]), partition, offsets[partition],
-                            event, prices)  # type: ignore[arg-type]
+            fold_message(BatchWriter(stores[partition]), deals.feeds[0], partition,
+                         offsets[partition], event)
             offsets[partition] += 1
             if i % 10_000 == 0:
                 progress.update(task, completed=i)

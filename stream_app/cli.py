@@ -175,7 +175,7 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _import(args: argparse.Namespace) -> tuple[list[dict], Any]:
+def _import(args: argparse.Namespace) -> tuple[list[dict[str, Any]], Any]:
     stage = Settings().stage_names[0]
     if args.format == "maven-crm":
         from stream_app.importers.maven_crm import import_maven_crm
@@ -208,7 +208,7 @@ def _import(args: argparse.Namespace) -> tuple[list[dict], Any]:
     return import_telco(args.path, as_of=args.as_of, first_stage=stage)
 
 
-def _write_jsonl(events: list[dict], out: Path | None) -> None:
+def _write_jsonl(events: list[dict[str, Any]], out: Path | None) -> None:
     handle = out.open("w") if out else sys.stdout
     try:
         for event in events:

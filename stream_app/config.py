@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from stream_app.events.codec import ContractRules
+from stream_app.events.routing import ROUTES
 from stream_app.kpi.money import Pricing
 
 Clock = Literal["wall", "event"]
@@ -178,8 +179,7 @@ class Settings(BaseSettings):
     @property
     def source_topics(self) -> tuple[str, ...]:
         """The CRM topics the workers read (not the internal re-key topics)."""
-        return (self.topic_deals, self.topic_customers, self.topic_quotas, self.topic_leads,
-                self.topic_activities)
+        return tuple(getattr(self, route.topic_setting) for route in ROUTES.values())
 
     @property
     def stage_names(self) -> tuple[str, ...]:

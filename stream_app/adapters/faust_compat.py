@@ -13,6 +13,7 @@ from __future__ import annotations
 
 __all__ = [
     "ChangelogApply",
+    "Table",
     "assigned_actives",
     "committed_offset",
     "install_high_watermark_fix",
@@ -29,24 +30,32 @@ from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from typing import Any
 
 import faust
-from faust.types import TP, EventT
+from faust.types import TP, EventT, TableT
 
+#: A table of the worker (keys are str, values JSON records).
+Table = TableT[Any, Any]
 #: What a table does with a batch of changelog records read during recovery.
-ChangelogApply = Callable[[Sequence[EventT]], None]
+ChangelogApply = Callable[[Sequence[EventT[Any]]], None]
 
 
-def store_dict(table: faust.Table) -> MutableMapping[Any, Any]:
+def _internals(component: object) -> Any:
+    """A Faust component, to reach the private attributes below (untyped by design:
+    each use is pinned by a test instead)."""
+    return component
+
+
+def store_dict(table: Table) -> MutableMapping[Any, Any]:
     """The dict behind a table's store (``Store.data`` of the memory store), read and
     written without Faust's per-key changelog path."""
     data: MutableMapping[Any, Any] = table.data
     return getattr(data, "data", data)
 
 
-def wrap_changelog_apply(table: faust.Table,
+def wrap_changelog_apply(table: Table,
                          wrap: Callable[[ChangelogApply], ChangelogApply]) -> None:
     """Route the changelog batches a recovery (or a standby) applies to ``table``
     through ``wrap(original)``: the recovery calls ``table.apply_changelog_batch``."""
-    table.apply_changelog_batch = wrap(table.apply_changelog_batch)  # type: ignore[method-assign]
+    _internals(table).apply_changelog_batch = wrap(table.apply_changelog_batch)
 
 
 def assigned_actives(app: faust.App) -> set[TP]:
@@ -61,7 +70,7 @@ def assigned_actives(app: faust.App) -> set[TP]:
 def committed_offset(app: faust.App, tp: TP) -> int | None:
     """The offset this worker last committed for ``tp`` (``Consumer._committed_offset``;
     Faust keeps no public accessor)."""
-    offset: int | None = app.consumer._committed_offset.get(tp)
+    offset: int | None = _internals(app.consumer)._committed_offset.get(tp)
     return offset
 
 
@@ -74,7 +83,7 @@ async def seek(app: faust.App, tp: TP, offset: int) -> None:
     ``Fetcher.fetched_records``. This runs the seek through ``call_thread`` and then
     resets Faust's read offset as ``Consumer.seek`` does (``Consumer._read_offset``).
     """
-    consumer = app.consumer
+    consumer = _internals(app.consumer)
     thread = consumer._thread
     await thread.call_thread(thread.seek, tp, offset)
     consumer._read_offset[tp] = offset if offset else None
@@ -82,7 +91,7 @@ async def seek(app: faust.App, tp: TP, offset: int) -> None:
 
 def recovery_progress(app: faust.App) -> tuple[bool, int]:
     """(a table recovery is running, changelog records it still has to read)."""
-    recovery = app.tables.recovery
+    recovery = _internals(app.tables).recovery
     running = bool(recovery.in_recovery)
     return running, recovery.active_remaining_total() if running else 0
 
@@ -95,13 +104,13 @@ def recovery_superseded(app: faust.App) -> bool:
     longer current and with changelogs maybe half read, and only afterwards logs
     "Recovery rebalancing again" and restarts; callbacks must not trust that state.
     """
-    return bool(app.tables.recovery.signal_recovery_start.is_set())
+    return bool(_internals(app.tables).recovery.signal_recovery_start.is_set())
 
 
 def last_recovery_seconds(app: faust.App) -> float | None:
     """Duration of the last completed recovery (``Recovery._recovery_started_at`` and
     ``_recovery_ended_at``, monotonic seconds); None before one completed."""
-    recovery = app.tables.recovery
+    recovery = _internals(app.tables).recovery
     started = getattr(recovery, "_recovery_started_at", None)
     ended = getattr(recovery, "_recovery_ended_at", None)
     if started is None or ended is None or ended < started:
@@ -112,7 +121,7 @@ def last_recovery_seconds(app: faust.App) -> float | None:
 def recovery_positions(app: faust.App) -> list[tuple[TP, int | None, int | None]]:
     """(changelog partition, offset read, high watermark) of every active changelog
     partition being restored (``Recovery.active_offsets`` / ``active_highwaters``)."""
-    recovery = app.tables.recovery
+    recovery = _internals(app.tables).recovery
     return [(tp, recovery.active_offsets.get(tp), recovery.active_highwaters.get(tp))
             for tp in sorted(recovery.active_highwaters)]
 
@@ -137,6 +146,7 @@ def install_high_watermark_fix(
         fixed: Mapping[Any, int] = await fetch_high_watermarks(listed)
         return fixed
 
-    thread_cls._highwaters = _highwaters  # type: ignore[method-assign]
-    thread_cls._pulse_original_highwaters = original  # type: ignore[attr-defined]
-    thread_cls._pulse_fixed = True  # type: ignore[attr-defined]
+    patched = _internals(thread_cls)
+    patched._highwaters = _highwaters
+    patched._pulse_original_highwaters = original
+    patched._pulse_fixed = True

@@ -54,17 +54,11 @@ def client_kwargs(settings: Settings) -> dict[str, Any]:
 
 def topic_plan(settings: Settings) -> dict[str, int]:
     """Every topic the worker reads or writes, with its partition count."""
-    return {
-        settings.topic_deals: settings.partitions,
-        settings.topic_customers: settings.partitions,
-        settings.topic_account_wins: settings.partitions,
-        settings.topic_quotas: settings.partitions,
-        settings.topic_owner_wins: settings.partitions,
-        settings.topic_leads: settings.partitions,
-        settings.topic_lead_scores: settings.partitions,
-        settings.topic_activities: settings.partitions,
-        settings.topic_dead_letters: 1,
-    }
+    internal = (settings.topic_account_wins, settings.topic_owner_wins,
+                settings.topic_lead_scores)
+    plan = {topic: settings.partitions for topic in (*settings.source_topics, *internal)}
+    plan[settings.topic_dead_letters] = 1
+    return plan
 
 
 async def ensure_topics(settings: Settings, plan: Mapping[str, int] | None = None) -> None:

@@ -8,12 +8,12 @@ can sum them across workers before dividing.
 
 from __future__ import annotations
 
-__all__ = ["KpiSource", "PulseCollector", "render"]
+__all__ = ["KpiSource", "PulseCollector"]
 
 from collections.abc import Iterator, Mapping
 from typing import Protocol
 
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeHistogramMetricFamily,
@@ -21,7 +21,6 @@ from prometheus_client.core import (
     Metric,
 )
 from prometheus_client.registry import Collector
-from prometheus_client.utils import floatToGoString
 
 from stream_app.kpi.activities import ACTIVITY_KINDS
 from stream_app.kpi.deals import STINT_BUCKETS_DAYS
@@ -35,8 +34,13 @@ from stream_app.ops import OperationalStats
 class KpiSource(Protocol):
     """Where the collector reads state: the worker (or a test double with real data)."""
 
-    reporting_currency: str
-    clock: str
+    @property
+    def reporting_currency(self) -> str:
+        """ISO code of the currency amounts are reported in."""
+
+    @property
+    def clock(self) -> str:
+        """``wall`` or ``event``: what T (the as-of time) follows."""
 
     def report(self) -> Report | None:
         """KPIs of the partitions owned now; None before the first assignment."""
@@ -273,7 +277,8 @@ class PulseCollector(Collector):
                 forward.add_metric(row, s.forward_ratio)
             if s.group == ALL_GROUP:
                 cumulative, buckets = 0, []
-                for bound, n in zip((*STINT_BUCKETS_DAYS, "+Inf"), s.buckets, strict=True):
+                stint_bounds: tuple[float | str, ...] = (*STINT_BUCKETS_DAYS, "+Inf")
+                for bound, n in zip(stint_bounds, s.buckets, strict=True):
                     cumulative += n
                     buckets.append((_bound(bound), cumulative))
                 histogram.add_metric([s.stage, s.window], buckets, s.stint_ms / 86_400_000)
@@ -430,7 +435,8 @@ class PulseCollector(Collector):
         histogram = GaugeHistogramMetricFamily(
             "pulse_lead_score", "Current scores of the open leads at T.", labels=[])
         cumulative, buckets = 0, []
-        for bound, n in zip((*scores.bounds, "+Inf"), scores.counts, strict=True):
+        score_bounds: tuple[float | str, ...] = (*scores.bounds, "+Inf")
+        for bound, n in zip(score_bounds, scores.counts, strict=True):
             cumulative += n
             buckets.append((_bound(bound), cumulative))
         histogram.add_metric([], buckets, scores.score_sum)
@@ -558,39 +564,3 @@ class PulseCollector(Collector):
                           "Seconds the last completed recovery took.", [])
             took.add_metric([], stats.last_recovery_seconds)
             yield took
-
-
-_ESCAPE = str.maketrans({"\\": r"\\", "\n": r"\n", '"': r'\"'})
-_FAST_TYPES = {"gauge": "gauge", "counter": "counter", "gaugehistogram": "histogram"}
-_SPLIT_SUFFIXES = ("_created", "_gsum", "_gcount")
-
-
-def render(registry: CollectorRegistry) -> bytes:
-    """The text exposition of a registry: byte for byte what prometheus_client's
-    ``generate_latest`` writes, about twice as fast for the families this collector
-    yields (gauges, counters, gauge histograms; anything else goes through the library)."""
-    metrics = list(registry.collect())
-    if any(metric.type not in _FAST_TYPES for metric in metrics):
-        return generate_latest(registry)
-    out: list[str] = []
-    append = out.append
-    for metric in metrics:
-        name = metric.name + "_total" if metric.type == "counter" else metric.name
-        doc = metric.documentation.replace("\\", r"\\").replace("\n", r"\n")
-        append(f"# HELP {name} {doc}\n# TYPE {name} {_FAST_TYPES[metric.type]}\n")
-        split: dict[str, list[str]] = {}
-        for sample in metric.samples:
-            labels = sample.labels
-            text = (",".join(f'{k}="{str(labels[k]).translate(_ESCAPE)}"' for k in sorted(labels))
-                    if labels else "")
-            line = (f"{sample.name}{{{text}}} {floatToGoString(sample.value)}\n" if text
-                    else f"{sample.name} {floatToGoString(sample.value)}\n")
-            suffix = sample.name[len(metric.name):]
-            if suffix in _SPLIT_SUFFIXES and sample.name.startswith(metric.name):
-                split.setdefault(suffix, []).append(line)
-            else:
-                append(line)
-        for suffix, lines in sorted(split.items()):
-            append(f"# HELP {metric.name}{suffix} {doc}\n# TYPE {metric.name}{suffix} gauge\n")
-            out.extend(lines)
-    return "".join(out).encode("utf-8")

@@ -51,8 +51,8 @@ def spawn(
             preexec_fn=_die_with_parent,
         )
     finally:
-        if log_path:
-            out.close()  # type: ignore[union-attr]
+        if not isinstance(out, int):
+            out.close()
 
 
 def stop_process(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:

@@ -122,7 +122,7 @@ class RedisStore:
                 for event_id, position in items:
                     await self._check(keys=[f"{self._namespace}:seen:{event_id}"],
                                       args=[position, self._ttl], client=pipe)
-                return await pipe.execute()  # type: ignore[no-any-return]
+                return list(await pipe.execute())
 
         verdicts = await self._guarded(run)
         return ["unavailable"] * len(items) if verdicts is None else list(verdicts)

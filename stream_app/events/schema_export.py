@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from stream_app.events.emitted import EMITTED_MODELS
 from stream_app.events.models import EVENT_TYPES, crm_event_adapter
 
 
@@ -100,6 +101,8 @@ def expected_files() -> dict[str, str]:
     }
     for kind, model in EVENT_TYPES.items():
         files[f"{kind}.schema.json"] = _dump(model.model_json_schema())
+    for name, emitted in EMITTED_MODELS.items():
+        files[f"emitted/{name}.schema.json"] = _dump(emitted.model_json_schema())
     for kind, event in VALID_EXAMPLES.items():
         files[f"examples/valid/{kind}.json"] = _dump(event)
     for name, (reason, event) in INVALID_EXAMPLES.items():

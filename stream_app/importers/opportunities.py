@@ -206,9 +206,9 @@ def _row_events(row: dict[str, str], mapping: OpportunityMapping, stages: tuple[
     owner = cell(cols.owner_id)
     created_text = cell(cols.created)
     crm_stage = cell(cols.stage)
-    for column, value in ((cols.deal_id, deal_id), (cols.owner_id, owner),
+    for column, given in ((cols.deal_id, deal_id), (cols.owner_id, owner),
                           (cols.created, created_text), (cols.stage, crm_stage)):
-        if value is None:
+        if given is None:
             raise _RowError(f"column {column!r} is empty")
     assert deal_id and owner and created_text and crm_stage
     created = when(cols.created, created_text)

@@ -53,11 +53,6 @@ class AccountState:
     churns: tuple[ChurnEvent, ...] = ()
 
     @property
-    def first_won(self) -> tuple[int, str] | None:
-        """The earliest win, (time_ms, deal_id)."""
-        return self.wins[0] if self.wins else None
-
-    @property
     def churned(self) -> ChurnEvent | None:
         """The customer's churn: the earliest churn event strictly after the first win."""
         if not self.wins:

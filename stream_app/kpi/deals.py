@@ -112,21 +112,6 @@ class DealState:
     changes: tuple[tuple[int, str, str, str | None], ...] = ()
     closed: tuple[int, str, str, str | None, str | None, str | None] | None = None
 
-    @property
-    def is_open(self) -> bool:
-        """Created and not yet won or lost."""
-        return self.created is not None and self.closed is None
-
-    def current_stage(self) -> str | None:
-        """Stage at the end of the timeline (at the close, or now)."""
-        timeline = deal_timeline(self)
-        return None if timeline is None else timeline.stints[-1].stage
-
-    def current_amount(self) -> str | None:
-        """Amount at the end of the timeline, in the deal's currency."""
-        timeline = deal_timeline(self)
-        return None if timeline is None else timeline.amounts[-1]
-
     def to_json(self) -> dict[str, Any]:
         """JSON-ready form for the state table; the ``deal.created`` fields are written
         as a list in :data:`CREATED_FIELDS` order (a record per open deal, so the names

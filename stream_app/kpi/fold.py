@@ -27,7 +27,6 @@ __all__ = [
     "aggregate_key",
     "clock_key",
     "entity_key",
-    "fold_deal_event",
     "guarded_fold",
     "parse_aggregate_key",
     "position_key",
@@ -40,36 +39,10 @@ from json import dumps as _dumps
 from json import loads as _loads
 from typing import Any, Protocol, TypeVar
 
-from stream_app.events.models import DealEvent
-from stream_app.kpi.deals import KIND as DEAL_KINDS
-from stream_app.kpi.deals import Contributions, DealState, apply_deal_event, deal_contributions
-from stream_app.kpi.kinds import (
-    ACTIVE_CUSTOMERS,
-    CHURN,
-    CHURN_TO_COMPETITOR,
-    CLOCK,
-    DEAL_ENTITY,
-    DEAL_SOURCE,
-    LEAD_BAND,
-    LEAD_SOURCE_DAY,
-    NEW_CUSTOMER,
-    OWNER_ACTIVITY,
-    OWNER_QUOTA,
-    OWNER_WON,
-    POSITION,
-    TEAM_ACTIVITY,
-)
-from stream_app.kpi.money import Pricing
-from stream_app.kpi.windows import ms_from_datetime
+from stream_app.kpi.deals import Contributions
+from stream_app.kpi.kinds import AGGREGATE_KINDS, CLOCK, POSITION
 
 SEP = "\x1f"
-#: Aggregate kinds (named in :mod:`stream_app.kpi.kinds`): those of deals, accounts,
-#: owners, leads and activities, the partition's latest event time (``CLOCK``) and the
-#: last source offset whose batch is fully written (``POSITION``, see
-#: :meth:`BatchWriter.mark`).
-AGGREGATE_KINDS = frozenset({*DEAL_KINDS.values(), NEW_CUSTOMER, CHURN, CHURN_TO_COMPETITOR,
-                             ACTIVE_CUSTOMERS, OWNER_QUOTA, OWNER_WON, LEAD_SOURCE_DAY,
-                             LEAD_BAND, TEAM_ACTIVITY, OWNER_ACTIVITY, CLOCK, POSITION})
 
 S = TypeVar("S")
 
@@ -84,11 +57,13 @@ class StateStore(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class FoldResult:
-    """Outcome of one fold: the entity state after it and the aggregate keys written."""
+    """Outcome of one fold: the entity state after it, the aggregate keys written, and
+    the state before it (the same state when the fold was skipped as already applied)."""
 
     applied: bool
     state: Any
     written: tuple[str, ...]
+    before: Any
 
 
 class BatchWriter:
@@ -212,7 +187,7 @@ def guarded_fold(
     record = store.get(key)
     before = load(record["v"]) if record is not None else empty()
     if not _guard_ok(record, source, offset):
-        return FoldResult(False, before, ())
+        return FoldResult(False, before, (), before)
     after = apply(before)
     old, new = contributions(before), contributions(after)
     deltas: dict[tuple[str, str, Any], list[int]] = {}
@@ -239,22 +214,5 @@ def guarded_fold(
         store[tkey] = _stamp(clock, source, offset, event_time_ms)
         written.append(tkey)
     store[key] = _stamp(record, source, offset, dump(after))
-    return FoldResult(True, after, tuple(written))
+    return FoldResult(True, after, tuple(written), before)
 
-
-def fold_deal_event(store: StateStore, partition: int, offset: int, event: DealEvent,
-                    pricing: Pricing) -> FoldResult:
-    """Fold one deal event read at ``partition``/``offset`` into the deal table's state."""
-    return guarded_fold(
-        store,
-        source=DEAL_SOURCE,
-        partition=partition,
-        offset=offset,
-        key=entity_key(DEAL_ENTITY, event.data.deal_id),
-        empty=lambda: DealState(event.data.deal_id),
-        load=DealState.from_json,
-        apply=lambda state: apply_deal_event(state, event),
-        contributions=lambda state: deal_contributions(state, pricing),
-        dump=DealState.to_json,
-        event_time_ms=ms_from_datetime(event.time),
-    )

@@ -15,6 +15,7 @@ __all__ = [
     "ACTIVE_CUSTOMERS",
     "ACTIVITY_ENTITY",
     "ACTIVITY_SOURCE",
+    "AGGREGATE_KINDS",
     "CHURN",
     "CHURN_SOURCE",
     "CHURN_TO_COMPETITOR",
@@ -83,6 +84,13 @@ OWNER_ACTIVITY = "z"
 CLOCK = "t"
 #: The last source offset whose batch is fully written (not a KPI).
 POSITION = "p"
+
+#: Every aggregate kind: a key whose first field is not one of them is an entity key.
+AGGREGATE_KINDS = frozenset({
+    TEAM_DAY, OPEN_PIPELINE, SOURCE_DAY, PRODUCT_DAY, STAGE_STINT, WATERFALL, COMPETITOR_DAY,
+    NEW_CUSTOMER, CHURN, CHURN_TO_COMPETITOR, ACTIVE_CUSTOMERS, OWNER_QUOTA, OWNER_WON,
+    LEAD_SOURCE_DAY, LEAD_BAND, TEAM_ACTIVITY, OWNER_ACTIVITY, CLOCK, POSITION,
+})
 
 # -- entity key prefixes -----------------------------------------------------------------
 DEAL_ENTITY = "d"

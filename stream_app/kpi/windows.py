@@ -12,6 +12,7 @@ __all__ = [
     "MS_PER_DAY",
     "WindowSpec",
     "current_periods",
+    "datetime_from_ms",
     "day_of",
     "month_bounds",
     "ms_from_datetime",
@@ -47,6 +48,11 @@ def ms_from_datetime(value: dt.datetime) -> int:
         raise ValueError("naive datetime: an offset is required")
     delta = value - _EPOCH
     return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
+
+
+def datetime_from_ms(ms: int) -> dt.datetime:
+    """The UTC datetime of an epoch-ms timestamp (inverse of :func:`ms_from_datetime`)."""
+    return _EPOCH + dt.timedelta(milliseconds=ms)
 
 
 def day_of(ms: int) -> int:

@@ -71,7 +71,8 @@ class _Ids:
         return f"gen-{self.seed}-{self.n:08d}"
 
 
-def _event(ids: _Ids, kind: str, at: dt.datetime, data: dict[str, Any], source: str) -> dict:
+def _event(ids: _Ids, kind: str, at: dt.datetime, data: dict[str, Any],
+           source: str) -> dict[str, Any]:
     return {"specversion": "1.0", "id": ids.next(), "source": source, "type": kind,
             "time": _iso(at), "datacontenttype": "application/json", "data": data}
 
@@ -88,7 +89,7 @@ def generate_events(cfg: GeneratorSettings) -> Iterator[dict[str, Any]]:
             for team in cfg.teams}
     skill = {rep: rng.uniform(-0.15, 0.15) for team_reps in reps.values() for rep in team_reps}
     accounts = [f"acct-{i:05d}" for i in range(cfg.accounts)]
-    events: list[tuple[dt.datetime, int, dict]] = []
+    events: list[tuple[dt.datetime, int, dict[str, Any]]] = []
     first_win: dict[str, dt.datetime] = {}
     worked: list[tuple[str, str, str, dt.datetime, dt.datetime]] = []
     seq = 0

@@ -43,7 +43,9 @@ def route(settings: Settings, raw: dict[str, Any]) -> tuple[str, bytes | None]:
     """Topic and key of an event: deal.* by deal_id, customer.* by account_id, quota.* by
     owner_id, lead.* by lead_id, activity.* by owner_id."""
     kind = str(raw.get("type", ""))
-    data = raw.get("data") if isinstance(raw.get("data"), dict) else {}
+    data = raw.get("data")
+    if not isinstance(data, dict):
+        data = {}
     found = route_of(kind)
     if found is None:
         families = ", ".join(f"{family}.*" for family in ROUTES)

@@ -91,7 +91,7 @@ def test_contributions_of_a_won_deal_that_went_back_a_stage() -> None:
 
 def test_open_deal_counts_in_its_latest_stage_since_it_entered_it() -> None:
     state = _fold(HISTORY[:3])
-    assert state.is_open
+    assert state.created is not None and state.closed is None
     contributions = deal_contributions(state, PRICING)
     since = _day("2026-01-12T10:00:00Z")
     assert contributions[("o", "T", f"{since}:Prospecting")] == (1, 162000)

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from stream_app.adapters import faust_app
+from stream_app.adapters.aggregate_index import AggregateIndex
 from stream_app.adapters.faust_app import finish_batch
 from stream_app.kpi.fold import aggregate_key, clock_key, entity_key, position_key
 from stream_app.kpi.snapshot import snapshot_from_aggregates
@@ -105,7 +106,7 @@ def _keep_all(label: str, value: str) -> bool:
 def test_kept_sums_equal_a_fresh_sum_after_any_writes_and_reassignments(seed: int) -> None:
     rng = random.Random(seed)
     table, clocks = _Table(), {}
-    index = faust_app._AggregateIndex(table)  # type: ignore[arg-type]
+    index = AggregateIndex(table)  # type: ignore[arg-type]
     partitions = frozenset({0, 1})
     compared = 0
     for step in range(600):
@@ -128,7 +129,7 @@ def test_kept_sums_equal_a_fresh_sum_after_any_writes_and_reassignments(seed: in
 def _one_bucket() -> tuple[_Table, Any, str]:
     """A table with one (team A, day 1) bucket, noted and read once."""
     table = _Table()
-    index = faust_app._AggregateIndex(table)  # type: ignore[arg-type]
+    index = AggregateIndex(table)  # type: ignore[arg-type]
     key = aggregate_key("b", 0, "A", "1")
     table.data[key] = {"g": {}, "v": [1, 0]}
     index.add([key])
@@ -181,9 +182,9 @@ def test_a_late_changelog_write_of_an_older_state_is_not_restored() -> None:
     from stream_app.ops import OperationalStats
 
     table, noted = _ChangelogTable(), []
-    index = SimpleNamespace(table=table, add=noted.extend)
-    worker = SimpleNamespace(_stats=OperationalStats(), leads=None, _lead_key_partitions={})
-    faust_app.PulseWorker._watch_changelog_records(worker, index)  # type: ignore[arg-type]
+    pipeline = SimpleNamespace(table=table, index=SimpleNamespace(add=noted.extend), book=None)
+    worker = SimpleNamespace(_stats=OperationalStats())
+    faust_app.PulseWorker._watch_changelog_records(worker, pipeline)  # type: ignore[arg-type]
     deal, agg, mark = entity_key("d", "D1"), aggregate_key("b", 0, "T", 20_000), \
         position_key(0, "crm.deals")
     newer = '{"g":{"crm.deals":9},"v":{"n":2}}'

@@ -188,7 +188,7 @@ def test_catalogue_families_from_one_snapshot() -> None:
 def test_render_writes_what_prometheus_client_writes() -> None:
     from prometheus_client import generate_latest
 
-    from stream_app.adapters.metrics import render
+    from stream_app.adapters.exposition import render
     from stream_app.kpi.leads import ScoreInputs
     from stream_app.kpi.scoring import load_rules
 

@@ -1,0 +1,93 @@
+"""The aggregate records of one table, indexed and summed as they are written."""
+
+from __future__ import annotations
+
+__all__ = ["AggregateIndex"]
+
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from stream_app.adapters.faust_compat import Table, store_dict
+from stream_app.kpi.fold import parse_aggregate_key
+from stream_app.kpi.kinds import OWNER_QUOTA, POSITION
+from stream_app.kpi.snapshot import KIND_LABEL, Cell, Snapshot, snapshot_from_cells, update_cell
+
+
+class AggregateIndex:
+    """Keys of aggregate records in a table, parsed once, and their sum over the
+    exported partitions kept up to date as records are written, so a scrape never
+    walks the entities, parses a key again, or re-adds an aggregate nobody wrote."""
+
+    def __init__(self, table: Table):
+        self.table = table
+        self.keys: dict[str, tuple[str, int, str, str]] = {}
+        self._cells: dict[Cell, Any] = {}
+        self._merged: dict[str, Any] = {}
+        self._dirty: set[str] = set()
+        self._partitions: frozenset[int] | None = None
+        self._snapshot: tuple[Any, Snapshot] | None = None
+
+    def rebuild(self) -> None:
+        """After a recovery: index every key again and re-sum at the next read."""
+        self.keys = {}
+        self.add(list(self.table.keys()))
+        self._partitions = None
+
+    def add(self, keys: Iterable[str]) -> None:
+        """Note keys just written (by a fold or a changelog record); entity keys are
+        ignored."""
+        known, dirty = self.keys, self._dirty
+        for key in keys:
+            if key not in known:
+                parsed = parse_aggregate_key(key)
+                if parsed is None:
+                    continue
+                known[key] = parsed
+            dirty.add(key)
+
+    def groups(self) -> dict[str, set[str]]:
+        """Values of each capped label named by the aggregates."""
+        found: dict[str, set[str]] = defaultdict(set)
+        for parsed in self.keys.values():
+            if parsed[0] in KIND_LABEL:
+                found[KIND_LABEL[parsed[0]]].add(parsed[2])
+            if parsed[0] == OWNER_QUOTA:
+                found["team"].add(parsed[3].partition("|")[2])
+        return found
+
+    def snapshot(self, partitions: frozenset[int], keep: Callable[[str, str], bool],
+                 labels_version: int) -> Snapshot:
+        """The table's snapshot; the last one again while no cell, partition or label
+        verdict (``labels_version``) changed. Callers must not modify it."""
+        changed = self._refresh(partitions)
+        if changed or self._snapshot is None or self._snapshot[0] != labels_version:
+            self._snapshot = (labels_version, snapshot_from_cells(self._cells, partitions, keep))
+        return self._snapshot[1]
+
+    def _refresh(self, partitions: frozenset[int]) -> bool:
+        """Bring the per-cell sums of ``partitions`` up to date: from the keys written
+        since the last call, or from scratch when the partitions changed; returns
+        whether any sum changed."""
+        data = store_dict(self.table)
+        changed = partitions != self._partitions
+        if changed:
+            self._cells, self._merged = {}, {}
+            self._dirty = set(self.keys)
+            self._partitions = partitions
+        cells, merged, keys = self._cells, self._merged, self.keys
+        for key in self._dirty:
+            parsed = keys.get(key)
+            if parsed is None or parsed[1] not in partitions or parsed[0] == POSITION:
+                continue
+            record = data.get(key)
+            if record is None:
+                continue
+            new = record["v"]
+            old = merged.get(key)
+            if new is not old:
+                update_cell(cells, parsed, old, new)
+                merged[key] = new
+                changed = True
+        self._dirty = set()
+        return changed

@@ -1,0 +1,280 @@
+"""The five sources of Pipeline Pulse, each declared once.
+
+========== ================== ======================================= =================
+source     keyed by           feeds (guard tag)                       publishes
+========== ================== ======================================= =================
+deals      deal               deal topic (``d``)                      wins re-keyed by
+                                                                      account and owner
+accounts   account            customer topic: churns (``c``);         -
+                              account wins (``w``)
+owners     owner              quota topic: quotas (``q``);            -
+                              owner wins (``w``)
+leads      lead               lead topic (``l``)                      ``lead.hot``
+activities owner (topic key), activity topic (``v``)                  -
+           activity (entity)
+========== ================== ======================================= =================
+
+A sixth source is one kpi module (state, pure apply, contributions) and one more
+entry in :func:`catalogue`; the worker, its recovery, readiness, lag and the report's
+snapshot loop over the specs.
+"""
+
+from __future__ import annotations
+
+__all__ = ["LeadBook", "catalogue", "deal_labels"]
+
+import json
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from functools import partial
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from stream_app.config import Settings
+from stream_app.events.codec import Rejection
+from stream_app.events.emitted import AccountWinRecord, LeadHot, LeadHotData, OwnerWinRecord
+from stream_app.events.models import (
+    ActivityLogged,
+    CustomerChurned,
+    DealCreated,
+    DealEvent,
+    DealLost,
+    DealWon,
+    LeadCreated,
+    LeadEvent,
+    QuotaSet,
+)
+from stream_app.kpi.accounts import (
+    AccountState,
+    account_contributions,
+    apply_account_churn,
+    apply_account_win,
+)
+from stream_app.kpi.activities import ActivityState, activity_contributions, apply_activity_event
+from stream_app.kpi.deals import NO_VALUE, DealState, apply_deal_event, deal_contributions
+from stream_app.kpi.fold import entity_key
+from stream_app.kpi.kinds import (
+    ACCOUNT_ENTITY,
+    ACCOUNT_WIN_SOURCE,
+    ACTIVITY_ENTITY,
+    ACTIVITY_SOURCE,
+    CHURN_SOURCE,
+    DEAL_ENTITY,
+    DEAL_SOURCE,
+    LEAD_ENTITY,
+    LEAD_SOURCE,
+    OWNER_ENTITY,
+    OWNER_WIN_ENTITY,
+    OWNER_WIN_SOURCE,
+    QUOTA_SOURCE,
+)
+from stream_app.kpi.leads import (
+    LeadState,
+    ScoreInputs,
+    apply_lead_event,
+    hot_crossings,
+    lead_contributions,
+    score_inputs,
+)
+from stream_app.kpi.money import Pricing
+from stream_app.kpi.owners import (
+    OwnerState,
+    OwnerWin,
+    apply_owner_win,
+    apply_quota,
+    owner_contributions,
+    win_contributions,
+)
+from stream_app.kpi.scoring import ScoringRules
+from stream_app.kpi.snapshot import Snapshot
+from stream_app.kpi.windows import datetime_from_ms, ms_from_datetime
+from stream_app.sources.spec import Entity, Feed, Fold, LabelValues, Outgoing, SourceSpec
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def deal_labels(events: Iterable[DealEvent]) -> dict[str, set[str]]:
+    """Values of the capped labels that deal events name."""
+    found: dict[str, set[str]] = defaultdict(set)
+    for event in events:
+        if isinstance(event, DealCreated):
+            found["team"].add(event.data.team)
+            found["source"].add(event.data.source or NO_VALUE)
+            found["product"].add(event.data.product or NO_VALUE)
+        elif isinstance(event, DealWon | DealLost) and event.data.competitor:
+            found["competitor"].add(event.data.competitor)
+    return found
+
+
+def _parser(model: type[M]) -> Callable[[bytes | None], M | Rejection]:
+    """Validate a re-keyed record; a record that is not one becomes a dead letter."""
+
+    def parse(value: bytes | None) -> M | Rejection:
+        try:
+            return model.model_validate_json(value or b"")
+        except ValidationError as exc:
+            first = exc.errors(include_url=False)[0]
+            where = ".".join(str(part) for part in first["loc"]) or "record"
+            return Rejection("invalid_field", f"{model.__name__} {where}: {first['msg']}")
+
+    return parse
+
+
+class LeadBook:
+    """Score inputs of the open leads by partition (the live score is computed at the
+    report's as-of time, so it cannot be an aggregate)."""
+
+    _PREFIX = entity_key(LEAD_ENTITY, "")
+
+    def __init__(self, rules: ScoringRules):
+        self._rules = rules
+        self._open: dict[int, dict[str, ScoreInputs]] = defaultdict(dict)
+        self._partitions: dict[str, int] = {}
+
+    def note(self, partition: int, state: LeadState) -> None:
+        """The lead's state after a fold: kept while open."""
+        self._partitions[entity_key(LEAD_ENTITY, state.lead_id)] = partition
+        inputs = score_inputs(state, self._rules)
+        if inputs is None:
+            self._open[partition].pop(state.lead_id, None)
+        else:
+            self._open[partition][state.lead_id] = inputs
+
+    def note_key(self, key: str, partition: int) -> None:
+        """Where a restored lead record lives."""
+        if key.startswith(self._PREFIX):
+            self._partitions[key] = partition
+
+    def rebuild(self, records: Mapping[str, Any]) -> None:
+        """The open leads again, from the restored table."""
+        self._open.clear()
+        for key, partition in list(self._partitions.items()):
+            record = records.get(key)
+            if record is not None:
+                raw = json.loads(record) if isinstance(record, str) else record
+                self.note(partition, LeadState.from_json(raw["v"]))
+
+    def contribute(self, snapshot: Snapshot, partitions: frozenset[int]) -> None:
+        """The open leads of the exported partitions."""
+        snapshot.open_leads = [lead for p in partitions for lead in self._open[p].values()]
+
+
+def catalogue(settings: Settings, pricing: Pricing, scoring: ScoringRules
+              ) -> tuple[SourceSpec, ...]:
+    """Every source under ``settings``, deals first."""
+    s = settings
+    deal = Entity(DEAL_ENTITY, DealState, DealState.from_json, DealState.to_json,
+                  partial(deal_contributions, pricing=pricing))
+    account = Entity(ACCOUNT_ENTITY, AccountState, AccountState.from_json, AccountState.to_json,
+                     account_contributions)
+    owner = Entity(OWNER_ENTITY, OwnerState, OwnerState.from_json, OwnerState.to_json,
+                   partial(owner_contributions, pricing=pricing))
+    owner_win = Entity(OWNER_WIN_ENTITY, OwnerWin, OwnerWin.from_json, OwnerWin.to_json,
+                       win_contributions)
+    lead = Entity(LEAD_ENTITY, LeadState, LeadState.from_json, LeadState.to_json,
+                  partial(lead_contributions, rules=scoring))
+    activity = Entity(ACTIVITY_ENTITY, ActivityState, ActivityState.from_json,
+                      ActivityState.to_json, activity_contributions)
+
+    def forward_win(_: DealState, state: DealState, __: DealEvent) -> list[Outgoing]:
+        """A won deal re-keyed by account and by owner (sent again on every replay: the
+        receivers keep each deal's earliest win, so repeats change nothing)."""
+        if state.created is None or state.closed is None or state.closed[2] != "won":
+            return []
+        info, won_at = state.created[2], state.closed[0]
+        out = []
+        account_id = info.get("account_id")
+        if account_id:
+            record = AccountWinRecord(account_id=account_id, won_at_ms=won_at,
+                                      deal_id=state.deal_id)
+            out.append(Outgoing(s.topic_account_wins, account_id,
+                                record.model_dump_json().encode()))
+        owner_id = str(info["owner_id"])
+        cents = pricing.to_cents(str(state.closed[3]), str(info["currency"]))
+        win = OwnerWinRecord(owner_id=owner_id, won_at_ms=won_at, deal_id=state.deal_id,
+                             cents=cents)
+        out.append(Outgoing(s.topic_owner_wins, owner_id, win.model_dump_json().encode()))
+        return out
+
+    def publish_hot(before: LeadState, state: LeadState, event: LeadEvent) -> list[Outgoing]:
+        """``lead.hot`` for each crossing of the hot threshold this event made appear:
+        its own, and, when it arrives late (a ``lead.created`` after the engagements),
+        those of earlier events it completed. Its own crossing again on a redelivery:
+        the id is deterministic, so consumers drop repeats."""
+        out = []
+        crossings = hot_crossings(state, scoring)
+        if before is state or all(crossing_id == event.id for _, crossing_id in crossings):
+            previous = set(crossings)
+        else:
+            previous = set(hot_crossings(before, scoring))
+        for at, crossing_id in crossings:
+            if state.created is None or (
+                    crossing_id != event.id and (at, crossing_id) in previous):
+                continue
+            info = state.created[2]
+            hot = LeadHot(specversion="1.0", id=f"{state.lead_id}:hot:{crossing_id}",
+                          source=f"pipeline-pulse/{s.app_id}", type="lead.hot",
+                          time=datetime_from_ms(at), subject=state.lead_id,
+                          datacontenttype="application/json",
+                          data=LeadHotData(lead_id=state.lead_id, source=info["source"],
+                                           owner_id=info.get("owner_id"),
+                                           threshold=scoring.hot_threshold))
+            out.append(Outgoing(s.topic_lead_scores, state.lead_id,
+                                hot.model_dump_json().encode()))
+        return out
+
+    def churn_labels(churns: Sequence[CustomerChurned]) -> LabelValues:
+        return {"competitor": {c.data.competitor for c in churns if c.data.competitor}}
+
+    def quota_labels(quotas: Sequence[QuotaSet]) -> LabelValues:
+        return {"owner": {q.data.owner_id for q in quotas}, "team": {q.data.team for q in quotas}}
+
+    def lead_labels(events: Sequence[LeadEvent]) -> LabelValues:
+        return {"source": {e.data.source for e in events if isinstance(e, LeadCreated)}}
+
+    def activity_labels(activities: Sequence[ActivityLogged]) -> LabelValues:
+        return {"owner": {a.data.owner_id for a in activities},
+                "team": {a.data.team for a in activities}}
+
+    return (
+        SourceSpec("deals", "deals", (
+            Feed(s.topic_deals, DEAL_SOURCE, emit=forward_win,
+                 fold=lambda e: Fold(deal, e.data.deal_id, ms_from_datetime(e.time),
+                                     partial(apply_deal_event, event=e))),
+        ), deal_labels),
+        SourceSpec("accounts", "customers", (
+            Feed(s.topic_customers, CHURN_SOURCE,
+                 fold=lambda e: Fold(account, e.data.account_id, ms_from_datetime(e.time),
+                                     partial(apply_account_churn,
+                                             churned_at_ms=ms_from_datetime(e.time),
+                                             event_id=e.id, competitor=e.data.competitor))),
+            Feed(s.topic_account_wins, ACCOUNT_WIN_SOURCE, parse=_parser(AccountWinRecord),
+                 fold=lambda w: Fold(account, w.account_id, w.won_at_ms,
+                                     partial(apply_account_win, won_at_ms=w.won_at_ms,
+                                             deal_id=w.deal_id))),
+        ), churn_labels),
+        SourceSpec("owners", "quotas", (
+            Feed(s.topic_quotas, QUOTA_SOURCE,
+                 fold=lambda q: Fold(owner, q.data.owner_id, ms_from_datetime(q.time),
+                                     partial(apply_quota, period=q.data.period,
+                                             time_ms=ms_from_datetime(q.time), event_id=q.id,
+                                             team=q.data.team, amount=str(q.data.amount),
+                                             currency=q.data.currency))),
+            Feed(s.topic_owner_wins, OWNER_WIN_SOURCE, parse=_parser(OwnerWinRecord),
+                 fold=lambda w: Fold(owner_win, w.deal_id, w.won_at_ms,
+                                     partial(apply_owner_win, won_at_ms=w.won_at_ms,
+                                             owner_id=w.owner_id, cents=w.cents))),
+        ), quota_labels),
+        SourceSpec("leads", "leads", (
+            Feed(s.topic_leads, LEAD_SOURCE, emit=publish_hot,
+                 fold=lambda e: Fold(lead, e.data.lead_id, ms_from_datetime(e.time),
+                                     partial(apply_lead_event, event=e))),
+        ), lead_labels, side_book=partial(LeadBook, scoring)),
+        SourceSpec("activities", "activities", (
+            Feed(s.topic_activities, ACTIVITY_SOURCE,
+                 fold=lambda a: Fold(activity, a.data.activity_id or a.id,
+                                     ms_from_datetime(a.time),
+                                     partial(apply_activity_event, event=a))),
+        ), activity_labels),
+    )
