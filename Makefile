@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-stamp
 PYTEST_WORKERS ?= 2
 PYTEST := $(BIN)/python -m pytest -q -p no:cacheprovider -n $(PYTEST_WORKERS) --dist worksteal
 
-.PHONY: dashboards demo test quick unit e2e lint schemas bench clean help prometheus-tools
+.PHONY: dashboards manifests demo test quick unit e2e lint schemas bench clean help prometheus-tools
 
 help:
 	@echo "make demo    embedded Kafka + Redis + worker, a year of history, live KPIs (Ctrl-C stops)"
@@ -18,6 +18,8 @@ help:
 	@echo "make unit    unit tests only;  make e2e  end-to-end tests only"
 	@echo "make schemas regenerate schemas/ from the pydantic models"
 	@echo "make dashboards regenerate deploy/grafana/dashboards/ from stream_app/tools/dashboards.py"
+	@echo "make manifests  regenerate deploy/kubernetes/generated/ (PrometheusRule, dashboard"
+	@echo "             ConfigMaps) from deploy/prometheus/rules and the dashboards code"
 	@echo "make bench   throughput, freshness, memory, recovery and scrape figures (~15 min;"
 	@echo "             BENCH_ARGS='--events 20000 --open-deals 50000' for a quick run)"
 
@@ -72,6 +74,9 @@ schemas: $(STAMP)
 
 dashboards: $(STAMP)
 	$(BIN)/stream-app dashboards
+
+manifests: $(STAMP)
+	$(BIN)/stream-app manifests
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .hypothesis

@@ -23,13 +23,22 @@ from pydantic import SecretStr, ValidationError
 
 from stream_app.config import Settings
 
-EPILOG = """\
-environment:
+SETTINGS_HELP = """\
+settings:
+  Every setting is a PULSE_* environment variable, in groups: Kafka, Redis, Topics,
+  KPIs, Label caps, Operations. `stream-app config` prints each effective value, where
+  it came from (environment or default) and its group; secrets are masked. Lists and
+  maps take 30,90 / USD=1,EUR=1.08 / Prospecting=0.1,Proposal=0.6 (or JSON). An invalid
+  setting stops a command with one line per variable and exit code 2.
+"""
+
+EPILOG = SETTINGS_HELP + """
+environment (the ones most often set):
   PULSE_KAFKA_BOOTSTRAP   host:port of Kafka (unset: embedded Tansu broker)
   PULSE_REDIS_URL         redis://host:port/db (unset: embedded redis-server)
   PULSE_WEB_PORT          port of /metrics (default 6066), PULSE_WEB_HOST (127.0.0.1)
   PULSE_CLOCK             wall (live) or event (replays: as-of = latest event time)
-  ... and more: see the Configuration table in README.md
+  ... all of them: `stream-app config`, and the Configuration table in README.md
 
 examples:
   stream-app demo                                  # everything embedded, live table
@@ -66,13 +75,22 @@ a mapping file (YAML; copy a preset to start):
 """
 
 
+#: Exit code of a command stopped by invalid settings.
+EXIT_INVALID_SETTINGS = 2
+
+
 def _settings() -> Settings:
     try:
         return Settings()
     except ValidationError as exc:
-        lines = [f"  PULSE_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}"
-                 for e in exc.errors(include_url=False)]
-        raise SystemExit("invalid configuration:\n" + "\n".join(lines)) from None
+        from stream_app.settings_report import invalid_setting_lines
+
+        lines = invalid_setting_lines(exc)
+        print(f"stream-app: {len(lines)} invalid setting{'s' if len(lines) > 1 else ''} "
+              "(see `stream-app config --help`):", file=sys.stderr)
+        for line in lines:
+            print(f"  {line}", file=sys.stderr)
+        raise SystemExit(EXIT_INVALID_SETTINGS) from None
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -84,19 +102,31 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    sub.add_parser("worker", help="run a Faust worker (several may run; they share partitions)",
-                   description="Run one worker. It consumes the CRM topics, keeps state in "
-                   "changelog-backed tables and serves /metrics. Stop it with Ctrl-C.")
-    sub.add_parser("servers", help="start the embedded broker and Redis and print how to use them",
+    def command(name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        return sub.add_parser(name, epilog=SETTINGS_HELP,
+                              formatter_class=argparse.RawDescriptionHelpFormatter, **kwargs)
+
+    command("worker", help="run a Faust worker (several may run; they share partitions)",
+            description="Run one worker. It consumes the CRM topics, keeps state in "
+            "changelog-backed tables and serves /metrics, /healthz, /livez and /readyz. "
+            "Kafka or Redis not reachable at start are retried until "
+            "PULSE_STARTUP_TIMEOUT_SECONDS (then exit 3). Exit codes: 0 stopped, 2 invalid "
+            "settings or state lost, 3 a dependency never became reachable. Stop it with "
+            "Ctrl-C or SIGTERM (the batch in hand finishes and is committed first).")
+    config = command("config", help="print the effective settings and where each came from",
+                     description="Every PULSE_* setting with its effective value (secrets "
+                     "masked), its source (environment or default) and its group.")
+    config.add_argument("--json", action="store_true", help="one JSON object per setting")
+    command("servers", help="start the embedded broker and Redis and print how to use them",
                    description="Start Tansu and redis-server on free loopback ports, print the "
                    "PULSE_* variables to reach them, and wait for Ctrl-C.")
-    sub.add_parser("topics", help="create the CRM and internal topics if they are missing")
+    command("topics", help="create the CRM and internal topics if they are missing")
     schemas = sub.add_parser("schemas", help="regenerate schemas/ from the pydantic models")
     schemas.add_argument("--check", action="store_true",
                          help="only report drift (exit 1 when a file differs)")
     schemas.add_argument("--dir", type=Path, default=Path("schemas"))
 
-    demo = sub.add_parser("demo", help="embedded servers + worker + history + live trickle",
+    demo = command("demo", help="embedded servers + worker + history + live trickle",
                           description="Start everything embedded, replay months of generated "
                           "history, then trickle live events and show the KPIs. Ctrl-C stops "
                           "every process it started.")
@@ -115,7 +145,7 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("--teams", default="Central,East,West,EMEA", help="comma-separated")
     gen.add_argument("--out", type=Path, default=None, help="file (default: standard output)")
 
-    rep = sub.add_parser("replay", help="send a JSON-lines file of CloudEvents to the topics",
+    rep = command("replay", help="send a JSON-lines file of CloudEvents to the topics",
                          description="Each line is one CloudEvent; deal.* go to the deal topic "
                          "keyed by deal_id, customer.* to the customer topic keyed by "
                          "account_id. Lines that cannot be routed are reported and skipped; "
@@ -131,6 +161,17 @@ def _parser() -> argparse.ArgumentParser:
     dash.add_argument("--dir", type=Path, default=Path("deploy/grafana/dashboards"),
                       help="target folder (deploy/grafana/dashboards)")
     dash.add_argument("--check", action="store_true", help="compare, do not write")
+
+    manifests = sub.add_parser(
+        "manifests", help="write deploy/kubernetes/generated/ (PrometheusRule, dashboard "
+        "ConfigMaps) from the rules and the dashboards code", description="The generated "
+        "part of the Kubernetes manifests: the Prometheus rules as one PrometheusRule and "
+        "each dashboard as a ConfigMap for Grafana's sidecar; with --check, exits 1 if the "
+        "files differ instead.")
+    manifests.add_argument("--dir", type=Path, default=Path("deploy/kubernetes/generated"))
+    manifests.add_argument("--rules", type=Path, default=Path("deploy/prometheus/rules"),
+                           help="the Prometheus rule files (deploy/prometheus/rules)")
+    manifests.add_argument("--check", action="store_true", help="compare, do not write")
 
     imp = sub.add_parser("import", help="convert a CRM export to CloudEvents JSON lines")
     imp_sub = imp.add_subparsers(dest="format", required=True, metavar="FORMAT")
@@ -176,7 +217,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _import(args: argparse.Namespace) -> tuple[list[dict[str, Any]], Any]:
-    stage = Settings().stage_names[0]
+    stage = _settings().stage_names[0]
     if args.format == "maven-crm":
         from stream_app.importers.maven_crm import import_maven_crm
 
@@ -194,7 +235,7 @@ def _import(args: argparse.Namespace) -> tuple[list[dict[str, Any]], Any]:
 
         try:
             return import_opportunities(args.path, load_mapping(args.mapping),
-                                        Settings().stage_names)
+                                        _settings().stage_names)
         except (MappingError, OSError) as exc:
             raise SystemExit(f"stream-app import opportunities: {exc}") from None
     if args.format == "olist":
@@ -227,8 +268,11 @@ def _run_worker(settings: Settings) -> int:
         start_embedded_redis,
     )
     from stream_app.adapters.faust_app import PulseWorker
-    from stream_app.adapters.kafka import ensure_topics
+    from stream_app.adapters.startup import EXIT_DEPENDENCY_UNREACHABLE, wait_for_dependencies
+    from stream_app.logs import WORKER_LOGGER, configure_logging, logging_config
 
+    configure_logging(settings)
+    say = logging.getLogger(WORKER_LOGGER)
     servers = EmbeddedServers()
     try:
         update: dict[str, object] = {}
@@ -238,12 +282,17 @@ def _run_worker(settings: Settings) -> int:
             update["redis_url"] = SecretStr(start_embedded_redis(servers))
         if update:
             settings = settings.model_copy(update=update)
-            print(f"embedded servers: kafka {settings.kafka_bootstrap}, redis "
-                  f"{servers.redis_url or 'configured'}", file=sys.stderr)
-        asyncio.run(ensure_topics(settings))
+            say.info("embedded servers: kafka %s, redis %s", settings.kafka_bootstrap,
+                     servers.redis_url or "configured")
+        unreachable = asyncio.run(wait_for_dependencies(settings, say.warning))
+        if unreachable is not None:
+            say.error("%s; exiting", unreachable)
+            return EXIT_DEPENDENCY_UNREACHABLE
         pulse = PulseWorker(settings)
-        print(f"metrics: http://{settings.web_host}:{settings.web_port}/metrics", file=sys.stderr)
-        worker = faust.Worker(pulse.app, loglevel=settings.log_level, quiet=True)
+        say.info("metrics: http://%s:%s/metrics (probes /livez, /readyz; progress /healthz)",
+                 settings.web_host, settings.web_port)
+        worker = faust.Worker(pulse.app, loglevel=settings.log_level, quiet=True,
+                              logging_config=logging_config(settings))
         try:
             worker.execute_from_commandline()
         except SystemExit as exc:
@@ -251,11 +300,28 @@ def _run_worker(settings: Settings) -> int:
         else:
             code = 0
         if pulse.fatal is not None:
-            print(f"stream-app worker: {pulse.fatal}", file=sys.stderr)
+            say.critical("stopped: %s", pulse.fatal)
             return 2
         return code
     finally:
         servers.stop()
+
+
+def _sync_files(files: dict[str, str], folder: Path, check: bool, what: str) -> int:
+    """Write generated files (or, with ``check``, only list those that differ: exit 1)."""
+    stale = []
+    for name, text in files.items():
+        target = folder / name
+        if target.exists() and target.read_text() == text:
+            continue
+        stale.append(str(target))
+        if not check:
+            folder.mkdir(parents=True, exist_ok=True)
+            target.write_text(text)
+    verb = "differ" if check else "written"
+    print("\n".join(f"{verb}: {path}" for path in stale) or f"{what} up to date",
+          file=sys.stderr)
+    return 1 if check and stale else 0
 
 
 def _run_servers() -> int:
@@ -288,6 +354,18 @@ def main(argv: list[str] | None = None) -> int:
         return _run_worker(_settings())
     if args.command == "servers":
         return _run_servers()
+    if args.command == "config":
+        from stream_app.settings_report import effective_settings, render_settings
+
+        rows = effective_settings(_settings())
+        if args.json:
+            for row in rows:
+                print(json.dumps({"group": row.group, "variable": row.variable,
+                                  "value": row.value, "source": row.source,
+                                  "description": row.description}))
+        else:
+            sys.stdout.write(render_settings(rows))
+        return 0
     if args.command == "topics":
         from stream_app.adapters.kafka import ensure_topics
 
@@ -308,6 +386,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "demo":
         from stream_app.tools.demo import run_demo
 
+        _settings()  # the demo's worker reads the same PULSE_* variables: refuse bad ones now
         return run_demo(args.months, args.duration, args.rate, args.seed)
     if args.command == "generate":
         from stream_app.tools.generator import GeneratorSettings, generate_events
@@ -339,19 +418,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "dashboards":
         from stream_app.tools.dashboards import dashboard_files
 
-        stale = []
-        for name, text in dashboard_files().items():
-            target = args.dir / name
-            if target.exists() and target.read_text() == text:
-                continue
-            stale.append(str(target))
-            if not args.check:
-                args.dir.mkdir(parents=True, exist_ok=True)
-                target.write_text(text)
-        verb = "differ" if args.check else "written"
-        print("\n".join(f"{verb}: {path}" for path in stale) or "dashboards up to date",
-              file=sys.stderr)
-        return 1 if args.check and stale else 0
+        return _sync_files(dashboard_files(), args.dir, args.check, "dashboards")
+    if args.command == "manifests":
+        from stream_app.tools.manifests import manifest_files
+
+        return _sync_files(manifest_files(args.rules), args.dir, args.check, "manifests")
     if args.command == "import":
         events, report = _import(args)
         _write_jsonl(events, args.out)

@@ -5,12 +5,14 @@ from __future__ import annotations
 __all__ = ["DEFAULT_STAGES", "Clock", "Settings", "StageConfig", "contract_rules", "pricing",
            "worker_env"]
 
+import json
 import os
+from collections.abc import Callable
 from decimal import Decimal
-from typing import Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from stream_app.events.codec import ContractRules
 from stream_app.events.routing import ROUTES
@@ -37,11 +39,57 @@ DEFAULT_STAGES: tuple[StageConfig, ...] = (
 )
 
 
+def _json_or(text: str, opener: str) -> Any | None:
+    """``text`` decoded as JSON when it starts with ``opener``; None otherwise."""
+    if not text.strip().startswith(opener):
+        return None
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise ValueError(f"not valid JSON ({exc})") from None
+
+
+def _pairs(text: str, what: str) -> list[tuple[str, str]]:
+    pairs = []
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip() or not value.strip():
+            raise ValueError(f"expected {what}, got {item!r}")
+        pairs.append((name.strip(), value.strip()))
+    return pairs
+
+
+def _typed_form(opener: str, plain: Callable[[str], Any]) -> Callable[[Any], Any]:
+    """A parser of a variable's text: JSON when it starts with ``opener``, else
+    ``plain(text)``; values that are not text pass unchanged."""
+
+    def parse(value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        decoded = _json_or(value, opener)
+        return plain(value) if decoded is None else decoded
+
+    return parse
+
+
+#: ``30,90`` or ``[30, 90]`` -> a list.
+parse_list = _typed_form("[", lambda text: [p.strip() for p in text.split(",") if p.strip()])
+#: ``USD=1,EUR=1.08`` or ``{"USD": "1", "EUR": "1.08"}`` -> a dict.
+parse_map = _typed_form("{", lambda text: dict(_pairs(text, "CODE=RATE")))
+#: ``Prospecting=0.1,Proposal=0.6`` or a JSON list of {name, probability}.
+parse_stages = _typed_form("[", lambda text: [
+    {"name": name, "probability": p} for name, p in _pairs(text, "NAME=PROBABILITY")])
+
+
 class Settings(BaseSettings):
     """Frozen settings; each field is the env variable ``PULSE_<FIELD>`` (upper case).
 
-    Lists and mappings are given as JSON, e.g.
-    ``PULSE_FX_RATES='{"USD": "1", "EUR": "1.08"}'``.
+    Lists and mappings take the forms people type as well as JSON:
+    ``PULSE_WINDOWS_DAYS=30,90``, ``PULSE_FX_RATES=USD=1,EUR=1.08``,
+    ``PULSE_STAGES=Prospecting=0.1,Proposal=0.6`` (or ``[30, 90]``,
+    ``{"USD": "1", "EUR": "1.08"}``, ``[{"name": ..., "probability": ...}]``).
     """
 
     model_config = SettingsConfigDict(env_prefix="PULSE_", frozen=True, extra="ignore")
@@ -81,15 +129,24 @@ class Settings(BaseSettings):
         description="Internal re-key topic: won deals keyed by owner_id.",
     )
     partitions: int = Field(4, ge=1, le=256, description="Partitions of every topic.")
+    replication_factor: int = Field(
+        1, ge=1, le=16, description="Replication factor of the topics the worker creates "
+        "(CRM, internal and changelog topics); 3 on a production cluster.")
+    min_insync_replicas: int | None = Field(
+        None, ge=1, le=16, description="min.insync.replicas of the topics the worker creates "
+        "(unset: the broker's default); with acks=all, 2 of 3 replicas is the usual choice.")
     web_host: str = Field("127.0.0.1", description="Bind address of /metrics.")
     web_port: int = Field(6066, ge=0, le=65535)
     clock: Clock = Field(
         "wall", description="wall: as-of time is now; event: the latest event time seen."
     )
-    windows_days: tuple[int, ...] = Field((30, 90), description="Trailing windows, in days.")
-    stages: tuple[StageConfig, ...] = DEFAULT_STAGES
+    windows_days: Annotated[tuple[int, ...], NoDecode] = Field(
+        (30, 90), description="Trailing windows, in days.")
+    stages: Annotated[tuple[StageConfig, ...], NoDecode] = Field(
+        DEFAULT_STAGES, description="Open stages in pipeline order, each with its win "
+        "probability.")
     reporting_currency: str = Field("USD", pattern=r"^[A-Z]{3}$")
-    fx_rates: dict[str, Decimal] = Field(
+    fx_rates: Annotated[dict[str, Decimal], NoDecode] = Field(
         default_factory=lambda: {
             "USD": Decimal("1"),
             "EUR": Decimal("1.08"),
@@ -152,7 +209,22 @@ class Settings(BaseSettings):
         description="A table recovery that restores nothing for this long stops the worker "
         "with an error instead of hanging.",
     )
+    data_dir: str | None = Field(
+        None, description="Writable directory for the worker's local files (Faust's data "
+        "directory); unset: <app id>-data in the working directory.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "WARNING"
+    log_format: Literal["text", "json"] = Field(
+        "text", description="json: one JSON object a line (time, level, logger, message, "
+        "worker, topic and partition where relevant), for log shippers.")
+    startup_timeout_seconds: float = Field(
+        300.0, gt=0, description="How long a starting worker retries an unreachable Kafka or "
+        "Redis (capped backoff) before it exits with code 3.")
+    liveness_max_loop_lag_seconds: float = Field(
+        10.0, gt=0, description="/livez answers 503 when the event loop ran this late.")
+
+    _lists = field_validator("windows_days", mode="before")(parse_list)
+    _maps = field_validator("fx_rates", mode="before")(parse_map)
+    _stage_list = field_validator("stages", mode="before")(parse_stages)
 
     @field_validator("windows_days")
     @classmethod
@@ -164,10 +236,11 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
         if self.reporting_currency not in self.fx_rates:
-            raise ValueError("fx_rates must contain the reporting currency")
+            raise ValueError(f"PULSE_FX_RATES must give a rate for the reporting currency "
+                             f"(PULSE_REPORTING_CURRENCY={self.reporting_currency})")
         names = [stage.name for stage in self.stages]
         if len(set(names)) != len(names) or not names:
-            raise ValueError("stages must be a non-empty list of distinct names")
+            raise ValueError("PULSE_STAGES must be a non-empty list of distinct names")
         return self
 
     def label_cap(self, label: str) -> int:

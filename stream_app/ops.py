@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-__all__ = ["OperationalStats"]
+__all__ = ["LOOP_LAG_WINDOW_SECONDS", "OperationalStats"]
 
 from collections import Counter
 from dataclasses import dataclass, field
+
+#: The window over which the event-loop lag gauge keeps its largest value.
+LOOP_LAG_WINDOW_SECONDS = 10.0
 
 
 @dataclass
@@ -30,6 +33,12 @@ class OperationalStats:
     last_recovery_seconds: float | None = None
     #: Times the high watermarks (and so the lags) were read again from the consumer.
     lag_refreshes: int = 0
+    #: Largest event-loop lag of the last :data:`LOOP_LAG_WINDOW_SECONDS` (None before the
+    #: probe ran), and the largest since the process started.
+    loop_lag_seconds: float | None = None
+    loop_lag_max_seconds: float = 0.0
+    #: Open connections of the consumer to brokers (None before the consumer started).
+    kafka_connections: int | None = None
 
     def forget_except(self, owned: set[tuple[str, int]]) -> None:
         """Drop the positions of partitions this worker no longer owns."""

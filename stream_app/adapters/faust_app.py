@@ -16,6 +16,7 @@ import logging
 import os
 import sys
 import time
+from collections import deque
 from collections.abc import Awaitable, Sequence
 from dataclasses import replace
 from functools import partial
@@ -30,6 +31,7 @@ from stream_app.adapters.faust_compat import (
     ChangelogApply,
     Table,
     assigned_actives,
+    broker_connections,
     committed_offset,
     install_high_watermark_fix,
     last_recovery_seconds,
@@ -50,12 +52,15 @@ from stream_app.kpi.report import ReportConfig, build_report
 from stream_app.kpi.rows import Report
 from stream_app.kpi.scoring import load_rules
 from stream_app.kpi.windows import window_specs
-from stream_app.ops import OperationalStats
+from stream_app.ops import LOOP_LAG_WINDOW_SECONDS, OperationalStats
 from stream_app.sources.catalogue import catalogue
 
 log = logging.getLogger(__name__)
 
 FATAL_EXIT_GRACE_SECONDS = 10.0
+
+#: How often the event-loop lag probe sleeps (and so measures).
+LOOP_PROBE_SECONDS = 0.25
 
 
 #: How long a batch being folded when the worker stops may take to finish.
@@ -119,6 +124,7 @@ class PulseWorker:
         self.fatal: str | None = None
         self._crashing: asyncio.Future[None] | None = None
         self._recovery_watch: asyncio.Future[None] | None = None
+        self._loop_probe: asyncio.Future[None] | None = None
         self._ready: frozenset[tuple[str, int]] = frozenset()
         self._recovered: set[str] = set()
         self.redis = RedisStore(
@@ -135,9 +141,12 @@ class PulseWorker:
             stats=self._stats, producer=lambda: self.app.producer,
             dead_letter_topic=settings.topic_dead_letters,
             late_grace_ms=round(settings.late_grace_days * 86_400_000))
+        changelog_configs = ({"min.insync.replicas": settings.min_insync_replicas}
+                             if settings.min_insync_replicas else {})
         self.pipelines = tuple(
             SourcePipeline(spec, self.app.Table(spec.table_name, default=None,
-                                                partitions=settings.partitions), context)
+                                                partitions=settings.partitions,
+                                                extra_topic_configs=changelog_configs), context)
             for spec in catalogue(settings, pricing(settings), scoring))
         for pipeline in self.pipelines:
             self._wire_source(pipeline)
@@ -157,14 +166,16 @@ class PulseWorker:
             credentials = ssl.create_default_context(cafile=s.kafka_ssl_cafile)
         bootstrap = s.kafka_bootstrap or ""
         brokers = ";".join(f"kafka://{host}" for host in bootstrap.split(","))
+        local: dict[str, Any] = {"datadir": s.data_dir} if s.data_dir else {}
         return faust.App(
             s.app_id,
+            **local,
             broker=brokers,
             broker_credentials=credentials,
             store="memory://",
             autodiscover=False,
             topic_partitions=s.partitions,
-            topic_replication_factor=1,
+            topic_replication_factor=s.replication_factor,
             table_standby_replicas=s.table_standby_replicas,
             broker_commit_interval=s.commit_interval_seconds,
             broker_session_timeout=s.session_timeout_seconds,
@@ -216,6 +227,7 @@ class PulseWorker:
         async def _assigned(sender: Any, *args: Any, **kwargs: Any) -> None:
             if self._recovery_watch is None:
                 self._recovery_watch = asyncio.ensure_future(self._watch_recovery_forever())
+                self._loop_probe = asyncio.ensure_future(self._probe_loop_lag())
 
         @app.page("/metrics")
         async def metrics(web: Any, request: Any) -> Any:
@@ -224,6 +236,52 @@ class PulseWorker:
         @app.page("/healthz")
         async def healthz(web: Any, request: Any) -> Any:
             return web.json(self.health())
+
+        @app.page("/livez")
+        async def livez(web: Any, request: Any) -> Any:
+            body = self.liveness()
+            return web.json(body, status=200 if body["live"] else 503)
+
+        @app.page("/readyz")
+        async def readyz(web: Any, request: Any) -> Any:
+            body = self.readiness()
+            return web.json(body, status=200 if body["ready"] else 503)
+
+    async def _probe_loop_lag(self) -> None:
+        """Measure how late the event loop wakes a sleeping task (a blocking call, a long
+        scrape), keeping the largest lag of the last few seconds."""
+        stats, recent = self._stats, deque[tuple[float, float]]()
+        while self.fatal is None:
+            asked = time.monotonic()
+            await asyncio.sleep(LOOP_PROBE_SECONDS)
+            now = time.monotonic()
+            lag = max(now - asked - LOOP_PROBE_SECONDS, 0.0)
+            recent.append((now, lag))
+            while recent[0][0] < now - LOOP_LAG_WINDOW_SECONDS:
+                recent.popleft()
+            stats.loop_lag_seconds = max(value for _, value in recent)
+            stats.loop_lag_max_seconds = max(stats.loop_lag_max_seconds, lag)
+
+    def liveness(self) -> dict[str, Any]:
+        """What ``/livez`` answers: live unless the worker is failing or its event loop
+        ran later than ``liveness_max_loop_lag_seconds``."""
+        lag = self._stats.loop_lag_seconds
+        bound = self.settings.liveness_max_loop_lag_seconds
+        live = self.fatal is None and (lag is None or lag < bound)
+        return {"live": live, "loop_lag_seconds": lag, "max_loop_lag_seconds": bound,
+                "fatal": self.fatal}
+
+    def readiness(self) -> dict[str, Any]:
+        """What ``/readyz`` answers: ready once the worker joined the group and every
+        partition assigned to it is restored and exported (none being recovered)."""
+        assigned = {(tp.topic, tp.partition) for tp in assigned_actives(self.app)}
+        waiting = sorted(assigned - self._ready)
+        joined = self._recovery_watch is not None
+        ready = (joined and not waiting and not self._stats.recovery_in_progress
+                 and self.fatal is None)
+        return {"ready": ready, "joined": joined, "assigned": len(assigned),
+                "recovery_in_progress": self._stats.recovery_in_progress,
+                "not_exported": [f"{topic}[{partition}]" for topic, partition in waiting]}
 
     async def _on_recovered(self, pipeline: SourcePipeline) -> None:
         """A table restored: index it, rebuild its side book, admit the labels its
@@ -421,12 +479,25 @@ class PulseWorker:
             if committed is not None:
                 self._stats.committed[(tp.topic, tp.partition)] = committed
         self._stats.lag_refreshes += 1
+        self._note_kafka_connections()
         if self.clock == "event":
             local = self._local_latest_ms()
             if local is not None:
                 shared = await self.redis.merge_clock(local)
                 if shared is not None:
                     self._shared_clock_ms = shared
+
+    def _note_kafka_connections(self) -> None:
+        """Export the consumer's broker connections; say once when none is left and when
+        one is back (the client reconnects by itself; the worker goes on)."""
+        stats = self._stats
+        before, now = stats.kafka_connections, broker_connections(self.app)
+        stats.kafka_connections = now
+        if now == 0 and before:
+            log.warning("Kafka unreachable: the consumer has no broker connection left; "
+                        "reconnecting (pulse_kafka_connected_brokers 0)")
+        elif now and before == 0:
+            log.warning("Kafka is back: %d broker connection(s)", now)
 
     def _local_latest_ms(self) -> int | None:
         """Latest event time of the owned partitions (their clock records only)."""

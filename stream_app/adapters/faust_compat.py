@@ -15,6 +15,7 @@ __all__ = [
     "ChangelogApply",
     "Table",
     "assigned_actives",
+    "broker_connections",
     "committed_offset",
     "install_high_watermark_fix",
     "last_recovery_seconds",
@@ -65,6 +66,18 @@ def assigned_actives(app: faust.App) -> set[TP]:
         return set(app.assignor.assigned_actives())
     except Exception:
         return set()
+
+
+def broker_connections(app: faust.App) -> int | None:
+    """Open connections of this worker's consumer client to brokers (aiokafka's
+    ``AIOKafkaClient._conns``, reached through Faust's ``AIOKafkaConsumerThread._consumer``);
+    None before the consumer started."""
+    thread = getattr(_internals(app.consumer), "_thread", None)
+    consumer = getattr(thread, "_consumer", None)
+    client = getattr(consumer, "_client", None)
+    if client is None:
+        return None
+    return sum(1 for conn in list(client._conns.values()) if conn.connected())
 
 
 def committed_offset(app: faust.App, tp: TP) -> int | None:

@@ -15,6 +15,7 @@ __all__ = [
     "committed_offsets",
     "ensure_topics",
     "fetched_high_watermarks",
+    "topic_configs",
     "topic_plan",
 ]
 
@@ -61,6 +62,16 @@ def topic_plan(settings: Settings) -> dict[str, int]:
     return plan
 
 
+def topic_configs(settings: Settings, name: str) -> dict[str, str]:
+    """Topic-level configs of a topic the worker creates."""
+    configs = {}
+    if name == settings.topic_quotas:
+        configs["cleanup.policy"] = "compact"
+    if settings.min_insync_replicas is not None:
+        configs["min.insync.replicas"] = str(settings.min_insync_replicas)
+    return configs
+
+
 async def ensure_topics(settings: Settings, plan: Mapping[str, int] | None = None) -> None:
     """Create the topics of ``plan`` (default :func:`topic_plan`) that do not exist yet."""
     admin = AIOKafkaAdminClient(**client_kwargs(settings))
@@ -68,9 +79,8 @@ async def ensure_topics(settings: Settings, plan: Mapping[str, int] | None = Non
     try:
         existing = set(await admin.list_topics())
         missing = [
-            NewTopic(name, num_partitions=count, replication_factor=1,
-                     topic_configs={"cleanup.policy": "compact"}
-                     if name == settings.topic_quotas else None)
+            NewTopic(name, num_partitions=count, replication_factor=settings.replication_factor,
+                     topic_configs=topic_configs(settings, name) or None)
             for name, count in (topic_plan(settings) if plan is None else plan).items()
             if name not in existing
         ]

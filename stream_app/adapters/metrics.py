@@ -535,6 +535,19 @@ class PulseCollector(Collector):
         for (topic, partition), n in sorted(stats.next_offsets().items()):
             position.add_metric([topic, str(partition)], n)
         yield position
+        if stats.kafka_connections is not None:
+            kafka = _gauge("kafka_connected_brokers",
+                           "Open connections of the worker's consumer to Kafka brokers (0: "
+                           "the cluster is unreachable; the client keeps reconnecting).", [])
+            kafka.add_metric([], stats.kafka_connections)
+            yield kafka
+        if stats.loop_lag_seconds is not None:
+            loop = _gauge("event_loop_lag_seconds",
+                          "Largest lateness of the event loop over the last 10 s (a probe "
+                          "task's sleep overrun); /livez fails above "
+                          "PULSE_LIVENESS_MAX_LOOP_LAG_SECONDS.", [])
+            loop.add_metric([], stats.loop_lag_seconds)
+            yield loop
         yield from self._recovery(stats)
 
     def _recovery(self, stats: OperationalStats) -> Iterator[Metric]:

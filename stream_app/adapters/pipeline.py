@@ -144,7 +144,8 @@ class SourcePipeline:
                    for name, value in zip(DEAD_LETTER_HEADERS, values, strict=True)]
         batch.outbox.append((context.dead_letter_topic, msg.key, msg.value or b"", headers))
         log.info("rejected %s/%s@%s: %s (%s)", msg.topic, msg.partition, msg.offset,
-                 rejection.reason, rejection.detail)
+                 rejection.reason, rejection.detail,
+                 extra={"topic": msg.topic, "partition": msg.partition, "offset": msg.offset})
 
     async def _decode_and_admit(self, batch: _Batch, events: Sequence[EventT[Any]]
                                 ) -> list[tuple[EventT[Any], Any]]:

@@ -35,7 +35,8 @@ T = TypeVar("T")
 #: must predict (a new KPI family is compared without being listed anywhere).
 OPERATIONAL_PREFIXES = ("pulse_info", "pulse_events_", "pulse_dedup_", "pulse_label_values_",
                         "pulse_consumer_", "pulse_owned_partitions", "pulse_exported_partition",
-                        "pulse_changelog_", "pulse_recover", "pulse_last_recovery_")
+                        "pulse_changelog_", "pulse_recover", "pulse_last_recovery_",
+                        "pulse_event_loop_", "pulse_kafka_")
 
 
 @dataclass

@@ -152,3 +152,21 @@ def test_a_new_assignment_marks_the_running_recovery_superseded(app: faust.App) 
     assert faust_compat.recovery_superseded(app) is True
     recovery.signal_recovery_start.clear()
     assert faust_compat.recovery_superseded(app) is False
+
+
+def test_broker_connections_are_read_from_the_aiokafka_client_of_faust_s_consumer_thread(
+        app: faust.App) -> None:
+    import aiokafka.client
+    import aiokafka.conn
+
+    assert "self._consumer = self._create_consumer(" in inspect.getsource(
+        faust_aiokafka.AIOKafkaConsumerThread)
+    assert "self._conns = {}" in inspect.getsource(aiokafka.client.AIOKafkaClient.__init__)
+    assert inspect.signature(aiokafka.conn.AIOKafkaConnection.connected).parameters.keys() == {
+        "self"}
+    assert faust_compat.broker_connections(app) is None  # consumer not started
+    conns = {1: SimpleNamespace(connected=lambda: True),
+             2: SimpleNamespace(connected=lambda: False)}
+    started = SimpleNamespace(consumer=SimpleNamespace(_thread=SimpleNamespace(
+        _consumer=SimpleNamespace(_client=SimpleNamespace(_conns=conns)))))
+    assert faust_compat.broker_connections(started) == 1  # type: ignore[arg-type]
