@@ -1,5 +1,5 @@
 # The stream-app worker image (used by docker-compose.yml and deploy/kubernetes).
-FROM python:3.11-slim
+FROM python:3.11.10-slim-bookworm
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY stream_app ./stream_app

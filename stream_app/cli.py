@@ -109,9 +109,10 @@ def _parser() -> argparse.ArgumentParser:
     command("worker", help="run a Faust worker (several may run; they share partitions)",
             description="Run one worker. It consumes the CRM topics, keeps state in "
             "changelog-backed tables and serves /metrics, /healthz, /livez and /readyz. "
-            "Kafka or Redis not reachable at start are retried until "
-            "PULSE_STARTUP_TIMEOUT_SECONDS (then exit 3). Exit codes: 0 stopped, 2 invalid "
-            "settings or state lost, 3 a dependency never became reachable. Stop it with "
+            "Kafka not reachable at start is retried until PULSE_STARTUP_TIMEOUT_SECONDS "
+            "(then exit 3); Redis is waited for 10 s, then the worker starts without it. "
+            "Exit codes: 0 stopped, 2 invalid settings or state lost, 3 Kafka never became "
+            "reachable. Stop it with "
             "Ctrl-C or SIGTERM (the batch in hand finishes and is committed first).")
     config = command("config", help="print the effective settings and where each came from",
                      description="Every PULSE_* setting with its effective value (secrets "
@@ -264,6 +265,7 @@ def _run_worker(settings: Settings) -> int:
 
     from stream_app.adapters.embedded import (
         EmbeddedServers,
+        EmbeddedUnavailableError,
         start_embedded_broker,
         start_embedded_redis,
     )
@@ -276,10 +278,14 @@ def _run_worker(settings: Settings) -> int:
     servers = EmbeddedServers()
     try:
         update: dict[str, object] = {}
-        if not settings.kafka_bootstrap:
-            update["kafka_bootstrap"] = start_embedded_broker(servers)
-        if settings.redis_url is None:
-            update["redis_url"] = SecretStr(start_embedded_redis(servers))
+        try:
+            if not settings.kafka_bootstrap:
+                update["kafka_bootstrap"] = start_embedded_broker(servers)
+            if settings.redis_url is None:
+                update["redis_url"] = SecretStr(start_embedded_redis(servers))
+        except EmbeddedUnavailableError as exc:
+            say.error("%s", exc)
+            return EXIT_INVALID_SETTINGS
         if update:
             settings = settings.model_copy(update=update)
             say.info("embedded servers: kafka %s, redis %s", settings.kafka_bootstrap,
@@ -348,8 +354,18 @@ def _run_servers() -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``stream-app`` console script."""
+    from stream_app.adapters.embedded import EmbeddedUnavailableError
+
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
+    try:
+        return _dispatch(args)
+    except EmbeddedUnavailableError as exc:
+        print(f"stream-app {args.command}: {exc}", file=sys.stderr)
+        return EXIT_INVALID_SETTINGS
+
+
+def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "worker":
         return _run_worker(_settings())
     if args.command == "servers":

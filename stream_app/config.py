@@ -217,8 +217,9 @@ class Settings(BaseSettings):
         "text", description="json: one JSON object a line (time, level, logger, message, "
         "worker, topic and partition where relevant), for log shippers.")
     startup_timeout_seconds: float = Field(
-        300.0, gt=0, description="How long a starting worker retries an unreachable Kafka or "
-        "Redis (capped backoff) before it exits with code 3.")
+        300.0, gt=0, description="How long a starting worker retries an unreachable Kafka "
+        "(capped backoff) before it exits with code 3 (Redis: at most 10 s, then it starts "
+        "without it).")
     liveness_max_loop_lag_seconds: float = Field(
         10.0, gt=0, description="/livez answers 503 when the event loop ran this late.")
 

