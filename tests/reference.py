@@ -50,6 +50,9 @@ class ReferenceConfig:
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
+#: The stage-stint gauge histogram (seconds).
+STINT_HISTOGRAM = "pulse_stage_stint_duration_seconds"
+
 def _epoch_ms(moment: dt.datetime) -> int:
     return (moment - _EPOCH) // dt.timedelta(milliseconds=1)
 
@@ -162,7 +165,7 @@ def expected_metrics(events: list[dict[str, Any]], as_of: dt.datetime,
             won_cents = sum(r[2] for r in won)
             cycle_ms = sum(r[3] for r in won)
             lab = {"team": g, "window": window}
-            out[_key("pulse_deals_created", **lab)] = Fraction(created_n)
+            out[_key("pulse_created_deals", **lab)] = Fraction(created_n)
             out[_key("pulse_deals_won", **lab)] = Fraction(won_n)
             out[_key("pulse_deals_lost", **lab)] = Fraction(lost_n)
             out[_key("pulse_deals_closed", **lab)] = Fraction(won_n + lost_n)
@@ -364,10 +367,10 @@ def expected_catalogue(events: list[dict[str, Any]], as_of: dt.datetime,
                     hist = {"stage": stage, "window": window}
                     for bound in (*cfg.stint_buckets_days, None):
                         n = sum(1 for d in ms if bound is None or Fraction(d, 86_400_000) <= bound)
-                        le = "+Inf" if bound is None else str(bound)
-                        out[_key("pulse_stage_stint_days_bucket", le=le, **hist)] = Fraction(n)
-                    out[_key("pulse_stage_stint_days_gcount", **hist)] = Fraction(len(ms))
-                    out[_key("pulse_stage_stint_days_gsum", **hist)] = Fraction(sum(ms), 86_400_000)
+                        le = "+Inf" if bound is None else str(bound * 86_400)
+                        out[_key(f"{STINT_HISTOGRAM}_bucket", le=le, **hist)] = Fraction(n)
+                    out[_key(f"{STINT_HISTOGRAM}_gcount", **hist)] = Fraction(len(ms))
+                    out[_key(f"{STINT_HISTOGRAM}_gsum", **hist)] = Fraction(sum(ms), 1000)
             if means:
                 best = max(m for m, _ in means)
                 stage = next(s for m, s in means if m == best)
@@ -406,7 +409,7 @@ def expected_catalogue(events: list[dict[str, Any]], as_of: dt.datetime,
                 closed = [p.closed for p in mine if p.closed and inside(p.closed[1], first)]
                 won = [c for c in closed if c[0] == "won"]
                 lab = {dimension: value, "window": window}
-                out[_key(f"pulse_{dimension}_deals_created", **lab)] = Fraction(created)
+                out[_key(f"pulse_{dimension}_created_deals", **lab)] = Fraction(created)
                 out[_key(f"pulse_{dimension}_deals_won", **lab)] = Fraction(len(won))
                 out[_key(f"pulse_{dimension}_deals_lost", **lab)] = Fraction(len(closed) - len(won))
                 out[_key(f"pulse_{dimension}_won_amount", **lab)] = Fraction(
@@ -430,7 +433,7 @@ def expected_catalogue(events: list[dict[str, Any]], as_of: dt.datetime,
             out[_key("pulse_competitor_deals_won", **lab)] = Fraction(won)
             out[_key("pulse_competitor_deals_lost", **lab)] = Fraction(len(closed) - won)
             out[_key("pulse_competitor_priced_deals", **lab)] = Fraction(len(gaps))
-            out[_key("pulse_competitor_price_gap_sum", **lab)] = sum(gaps, Fraction(0))
+            out[_key("pulse_competitor_summed_price_gap_ratio", **lab)] = sum(gaps, Fraction(0))
             out[_key("pulse_competitor_customers_churned", **lab)] = Fraction(sum(
                 1 for when, who in churns.values() if who == name and inside(when, first)))
             if closed:
@@ -452,7 +455,8 @@ def expected_catalogue(events: list[dict[str, Any]], as_of: dt.datetime,
              "pulse_clv_won_deals_with_account": Fraction(with_account),
              "pulse_clv_customers_buying": Fraction(buyers),
              "pulse_clv_customers_churned": Fraction(churned),
-             "pulse_clv_customers_active_at_start": Fraction(active)}
+             "pulse_clv_customers_active_at_start": Fraction(active),
+             "pulse_clv_max_lifespan_years": cfg.clv_max_years}
     for name, value in parts.items():
         out[_key(name)] = value
     apv = Fraction(apv_cents, 100 * apv_n) if apv_n else None
@@ -623,7 +627,7 @@ def expected_leads(events: list[dict[str, Any]], as_of: dt.datetime,
             converted = sum(1 for r in mine if r[3] and inside(r[2], first))
             lost = sum(1 for r in mine if r[2] is not None and not r[3] and inside(r[2], first))
             lab = {"source": source, "window": window}
-            out[_key("pulse_leads_created", **lab)] = Fraction(created_n)
+            out[_key("pulse_created_leads", **lab)] = Fraction(created_n)
             out[_key("pulse_leads_converted", **lab)] = Fraction(converted)
             out[_key("pulse_leads_disqualified", **lab)] = Fraction(lost)
             if created_n:
@@ -763,7 +767,7 @@ def _expected_quotas(events: list[dict[str, Any]], paths: list[_Path], today: dt
 
 #: Metrics whose values add up across workers (the rest are ratios of them).
 ADDITIVE = frozenset({
-    "pulse_deals_created", "pulse_deals_won", "pulse_deals_lost", "pulse_deals_closed",
+    "pulse_created_deals", "pulse_deals_won", "pulse_deals_lost", "pulse_deals_closed",
     "pulse_won_amount", "pulse_won_deals_cycle_seconds", "pulse_window_open_deals",
     "pulse_open_deals", "pulse_open_pipeline_amount", "pulse_open_pipeline_weighted_amount",
     "pulse_customers_churned", "pulse_new_customers_churned",
@@ -771,12 +775,12 @@ ADDITIVE = frozenset({
     "pulse_stuck_deals", "pulse_stuck_pipeline_amount",
     "pulse_pipeline_waterfall_deals", "pulse_pipeline_waterfall_amount",
     "pulse_stage_stints", "pulse_stage_stint_seconds", "pulse_stage_exits",
-    "pulse_stage_stint_days_bucket", "pulse_stage_stint_days_gcount",
-    "pulse_stage_stint_days_gsum", "pulse_monthly_won_amount",
+    "pulse_stage_stint_duration_seconds_bucket", "pulse_stage_stint_duration_seconds_gcount",
+    "pulse_stage_stint_duration_seconds_gsum", "pulse_monthly_won_amount",
     *(f"pulse_{d}_{m}" for d in ("source", "product")
-      for m in ("deals_created", "deals_won", "deals_lost", "won_amount")),
+      for m in ("created_deals", "deals_won", "deals_lost", "won_amount")),
     "pulse_competitor_deals_won", "pulse_competitor_deals_lost",
-    "pulse_competitor_priced_deals", "pulse_competitor_price_gap_sum",
+    "pulse_competitor_priced_deals", "pulse_competitor_summed_price_gap_ratio",
     "pulse_competitor_customers_churned",
     "pulse_clv_won_amount", "pulse_clv_won_deals", "pulse_clv_won_deals_with_account",
     "pulse_clv_customers_buying", "pulse_clv_customers_churned",
@@ -784,11 +788,12 @@ ADDITIVE = frozenset({
     "pulse_quota_amount", "pulse_quota_won_amount", "pulse_quota_owners",
     "pulse_quota_owners_at_quota", "pulse_remaining_quota_amount",
     "pulse_owner_quota_amount", "pulse_owner_won_amount",
-    "pulse_leads_created", "pulse_leads_converted", "pulse_leads_disqualified",
+    "pulse_created_leads", "pulse_leads_converted", "pulse_leads_disqualified",
     "pulse_lead_band_closed", "pulse_lead_band_converted", "pulse_lead_score_bucket",
     "pulse_lead_score_gcount", "pulse_lead_score_gsum", "pulse_open_leads",
     "pulse_hot_leads", "pulse_hot_leads_waiting", "pulse_activities", "pulse_owner_activities",
 })
 #: Additive metrics that are not sums of cents or milliseconds: compared to 1e-9 relative.
-INEXACT = frozenset({"pulse_open_pipeline_weighted_amount", "pulse_competitor_price_gap_sum",
-                     "pulse_stage_stint_days_gsum", "pulse_lead_score_gsum"})
+INEXACT = frozenset({"pulse_open_pipeline_weighted_amount",
+                     "pulse_competitor_summed_price_gap_ratio",
+                     "pulse_stage_stint_duration_seconds_gsum", "pulse_lead_score_gsum"})

@@ -34,10 +34,11 @@ from stream_app.adapters.faust_compat import (
     broker_connections,
     committed_offset,
     install_high_watermark_fix,
+    install_recovery_generation,
     last_recovery_seconds,
     recovery_positions,
     recovery_progress,
-    recovery_superseded,
+    recovery_stale,
     seek,
     wrap_changelog_apply,
 )
@@ -105,6 +106,7 @@ class PulseWorker:
         if not settings.kafka_bootstrap or settings.redis_url is None:
             raise ValueError("PulseWorker needs kafka_bootstrap and redis_url")
         install_high_watermark_fix(partial(fetched_high_watermarks, client_kwargs(settings)))
+        install_recovery_generation()
         self.settings = settings
         self.reporting_currency = settings.reporting_currency
         self.clock = settings.clock
@@ -286,14 +288,32 @@ class PulseWorker:
     async def _on_recovered(self, pipeline: SourcePipeline) -> None:
         """A table restored: index it, rebuild its side book, admit the labels its
         aggregates name, check it reaches the committed offsets; once every table is
-        restored, export the assignment."""
+        restored, export the assignment.
+
+        Callbacks of a recovery that a new assignment superseded do nothing (Faust calls
+        them, then restarts): that state is not restored for the new assignment.
+        """
+        name = pipeline.table.name
+        if self._stale_recovery(name):
+            return
         pipeline.index.rebuild()
         if pipeline.book is not None:
             pipeline.book.rebuild(pipeline.table.data)
         await self._labels.admit(pipeline.index.groups())
+        if self._stale_recovery(name):
+            return
         await self._verify_positions(pipeline.table, set(pipeline.spec.topics))
+        if self._stale_recovery(name):
+            return
         self._recovered.add(pipeline.spec.name)
         self._maybe_ready()
+
+    def _stale_recovery(self, table: str) -> bool:
+        if not recovery_stale(self.app):
+            return False
+        log.info("recovery of %s superseded by a new assignment; checked after the next",
+                 table)
+        return True
 
     def _watch_changelog_records(self, pipeline: SourcePipeline) -> None:
         """Count changelog records applied to a table (recovery, standby), drop late
@@ -352,16 +372,16 @@ class PulseWorker:
         recovery, and Faust's seek to committed offsets leaves such a partition where
         the fetch left it, so those messages would be skipped.
         """
-        if recovery_superseded(self.app):
-            log.info("recovery of %s superseded by a new assignment; checked after the next",
-                     table.name)
-            return
         owned = sorted((tp.topic, tp.partition) for tp in assigned_actives(self.app)
                        if tp.topic in topics)
         committed = await committed_offsets(self.settings, self.settings.app_id, owned)
+        if self._stale_recovery(table.name):
+            return
         for topic, partition in owned:
             if (topic, partition) not in committed:
                 await seek(self.app, TP(topic, partition), 0)
+        if self._stale_recovery(table.name):
+            return
         for (topic, partition), offset in sorted(committed.items()):
             stored = table.data.get(position_key(partition, topic))
             applied = -1 if stored is None else int(stored["v"])
@@ -390,7 +410,7 @@ class PulseWorker:
     def _maybe_ready(self) -> None:
         if self._recovered != {pipeline.spec.name for pipeline in self.pipelines}:
             return
-        if recovery_superseded(self.app):
+        if recovery_stale(self.app):
             # A recovery Faust completes after a new assignment arrived: the new
             # partitions are not restored yet; the next recovery's callbacks decide.
             self._recovered.clear()

@@ -18,9 +18,11 @@ __all__ = [
     "broker_connections",
     "committed_offset",
     "install_high_watermark_fix",
+    "install_recovery_generation",
     "last_recovery_seconds",
     "recovery_positions",
     "recovery_progress",
+    "recovery_stale",
     "recovery_superseded",
     "seek",
     "store_dict",
@@ -118,6 +120,40 @@ def recovery_superseded(app: faust.App) -> bool:
     "Recovery rebalancing again" and restarts; callbacks must not trust that state.
     """
     return bool(_internals(app.tables).recovery.signal_recovery_start.is_set())
+
+
+def install_recovery_generation() -> None:
+    """Patch ``Recovery.on_recovery_completed(generation_id)`` to note the consumer
+    generation whose recovery is completing (``Recovery._pulse_generation``), before the
+    tables' recovery callbacks run; idempotent."""
+    from faust.tables.recovery import Recovery
+
+    if getattr(Recovery, "_pulse_generation_noted", False):
+        return
+    patched = _internals(Recovery)
+    patched._pulse_original_on_recovery_completed = Recovery.on_recovery_completed
+
+    async def on_recovery_completed(self: Any, generation_id: int = 0) -> None:
+        self._pulse_generation = generation_id
+        await Recovery._pulse_original_on_recovery_completed(  # type: ignore[attr-defined]
+            self, generation_id)  # set just above: the original, kept for the pin test
+
+    patched.on_recovery_completed = on_recovery_completed
+    patched._pulse_generation_noted = True
+
+
+def recovery_stale(app: faust.App) -> bool:
+    """Whether the recovery whose callbacks run now no longer matches the assignment.
+
+    Faust runs the tables' callbacks as tasks; a rebalance while they run restarts the
+    recovery loop, which clears ``signal_recovery_start`` (:func:`recovery_superseded`)
+    while late callbacks of the old recovery still run. The consumer generation the
+    completing recovery was started for (:func:`install_recovery_generation`) against the
+    app's current one (``App.consumer_generation_id``) tells them apart for good.
+    """
+    completing = getattr(_internals(app.tables).recovery, "_pulse_generation", None)
+    current = getattr(app, "consumer_generation_id", None)
+    return recovery_superseded(app) or (completing is not None and completing != current)
 
 
 def last_recovery_seconds(app: faust.App) -> float | None:

@@ -30,6 +30,8 @@ from stream_app.kpi.snapshot import ALL_GROUP
 from stream_app.labels import FOLDED_LABELS
 from stream_app.ops import OperationalStats
 
+SECONDS_PER_DAY = 86_400
+
 
 class KpiSource(Protocol):
     """Where the collector reads state: the worker (or a test double with real data)."""
@@ -125,7 +127,7 @@ class PulseCollector(Collector):
             yield last
         wl = ["team", "window"]
         fams = {
-            "created": _gauge("deals_created", "Deals created in the window.", wl),
+            "created": _gauge("created_deals", "Deals created in the window.", wl),
             "won": _gauge("deals_won", "Deals won in the window.", wl),
             "lost": _gauge("deals_lost", "Deals lost in the window.", wl),
             "closed": _gauge("deals_closed", "Deals won or lost in the window.", wl),
@@ -229,7 +231,7 @@ class PulseCollector(Collector):
         for dim in ("source", "product"):
             labels = [dim, "window"]
             fams = {
-                "created": _gauge(f"{dim}_deals_created", f"Deals created in the window, by "
+                "created": _gauge(f"{dim}_created_deals", f"Deals created in the window, by "
                                   f"{dim}.", labels),
                 "won": _gauge(f"{dim}_deals_won", f"Deals won in the window, by {dim}.", labels),
                 "lost": _gauge(f"{dim}_deals_lost", f"Deals lost in the window, by {dim}.",
@@ -262,7 +264,7 @@ class PulseCollector(Collector):
                        "backward or lost.", [*labels, "direction"])
         forward = _gauge("stage_forward_ratio", "Exits forward / all exits.", labels)
         histogram = GaugeHistogramMetricFamily(
-            "pulse_stage_stint_days", "Length in days of stints that ended in the window "
+            "pulse_stage_stint_duration_seconds", "Length of stints that ended in the window "
             "(team all).", labels=["stage", "window"])
         for s in report.stints:
             row = [s.group, s.stage, s.window]
@@ -277,11 +279,12 @@ class PulseCollector(Collector):
                 forward.add_metric(row, s.forward_ratio)
             if s.group == ALL_GROUP:
                 cumulative, buckets = 0, []
-                stint_bounds: tuple[float | str, ...] = (*STINT_BUCKETS_DAYS, "+Inf")
+                stint_bounds: tuple[float | str, ...] = (
+                    *(days * SECONDS_PER_DAY for days in STINT_BUCKETS_DAYS), "+Inf")
                 for bound, n in zip(stint_bounds, s.buckets, strict=True):
                     cumulative += n
                     buckets.append((_bound(bound), cumulative))
-                histogram.add_metric([s.stage, s.window], buckets, s.stint_ms / 86_400_000)
+                histogram.add_metric([s.stage, s.window], buckets, s.stint_ms / 1000)
         bottleneck = _gauge("stage_bottleneck_mean_stint_seconds",
                             "Mean stint of the stage with the longest mean stint.",
                             ["team", "window", "stage"])
@@ -311,8 +314,8 @@ class PulseCollector(Collector):
                       labels)
         priced = _gauge("competitor_priced_deals", "Closed deals naming the competitor's price.",
                         labels)
-        gap_sum = _gauge("competitor_price_gap_sum", "Sum of (our amount / competitor price "
-                         "- 1) over the priced deals.", labels)
+        gap_sum = _gauge("competitor_summed_price_gap_ratio", "Sum of (our amount / competitor "
+                         "price - 1) over the priced deals.", labels)
         gap = _gauge("competitor_price_gap_ratio", "Mean of (our amount / competitor price - 1).",
                      labels)
         churned = _gauge("competitor_customers_churned", "Customers churned in the window who "
@@ -401,7 +404,7 @@ class PulseCollector(Collector):
 
     def _leads(self, report: Report) -> Iterator[Metric]:
         labels = ["source", "window"]
-        created = _gauge("leads_created", "Leads created in the window, by source.", labels)
+        created = _gauge("created_leads", "Leads created in the window, by source.", labels)
         converted = _gauge("leads_converted", "Leads converted in the window, by source.",
                            labels)
         disqualified = _gauge("leads_disqualified", "Leads disqualified in the window.",
@@ -483,6 +486,8 @@ class PulseCollector(Collector):
              clv.churned),
             ("clv_customers_active_at_start", "Customers active at the start of the trailing "
              "365 days.", clv.active_at_start),
+            ("clv_max_lifespan_years", "The cap of CL (PULSE_CLV_MAX_YEARS), for PromQL.",
+             clv.max_years),
         )
         for name, doc, value in parts:
             family = _gauge(name, doc, [])

@@ -52,7 +52,7 @@ def _fmt(value: float | None, kind: str = "n") -> str:
 def kpi_table(samples: Samples, window: str, currency: str) -> Table:
     """The headline KPIs per team for one window."""
     teams = sorted({dict(labels).get("team", "") for (name, labels) in samples
-                    if name == "pulse_deals_created" and dict(labels).get("window") == window})
+                    if name == "pulse_created_deals" and dict(labels).get("window") == window})
     table = Table(title=f"Pipeline Pulse: trailing {window} (amounts in {currency})")
     for column in ("team", "new", "won", "lost", "win %", "won amt", "avg deal", "cycle d",
                    "open", "vel/day"):
@@ -62,7 +62,7 @@ def kpi_table(samples: Samples, window: str, currency: str) -> Table:
         velocity = _value(samples, "pulse_sales_velocity_amount_per_second", **w)
         table.add_row(
             team,
-            _fmt(_value(samples, "pulse_deals_created", **w)),
+            _fmt(_value(samples, "pulse_created_deals", **w)),
             _fmt(_value(samples, "pulse_deals_won", **w)),
             _fmt(_value(samples, "pulse_deals_lost", **w)),
             _fmt(_value(samples, "pulse_win_rate_ratio", **w), "%"),

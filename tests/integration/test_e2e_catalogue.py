@@ -147,7 +147,7 @@ def test_period_boundaries_empty_windows_stuck_thresholds_and_quota_changes(
                  if name == "pulse_stuck_deals" and v}
         assert stuck == {(("stage", "Prospecting"), ("team", "South")): 2,
                          (("stage", "Prospecting"), ("team", "all")): 2}
-        assert expected[_key("pulse_deals_created", team="North", window="30d")] == 0
+        assert expected[_key("pulse_created_deals", team="North", window="30d")] == 0
         assert _key("pulse_win_rate_ratio", team="North", window="30d") not in expected
         assert expected[_key("pulse_clv_customers_buying")] == 3
         churn = {(name, dict(labels)["period"]): v for (name, labels), v in expected.items()

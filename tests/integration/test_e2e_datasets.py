@@ -44,7 +44,7 @@ def test_x_education_reproduces_the_published_conversion(
     events, _ = import_x_education(dataset_folder("x-education-leads"))
     s = _replay(base_settings, tmp_path, events)
     everything = {"source": "all", "window": "all"}
-    assert s[_key("pulse_leads_created", **everything)] == 9240
+    assert s[_key("pulse_created_leads", **everything)] == 9240
     assert s[_key("pulse_leads_converted", **everything)] == 3561
     assert round(s[_key("pulse_lead_conversion_ratio", **everything)], 4) == 0.3854
     published = {"Google": 0.400, "Direct Traffic": 0.322, "Olark Chat": 0.255,
@@ -63,7 +63,7 @@ def test_olist_reproduces_leads_and_won_deals(base_settings: Settings, tmp_path:
     assert len(segments) > base_settings.max_products  # so the test lifts the cap
     s = _replay(base_settings, tmp_path, events, env={"PULSE_FX_RATES": json.dumps(fx),
                                                       "PULSE_MAX_PRODUCTS": "100"})
-    assert s[_key("pulse_leads_created", source="all", window="all")] == 8000
+    assert s[_key("pulse_created_leads", source="all", window="all")] == 8000
     assert s[_key("pulse_deals_won", team="all", window="all")] == 842
     assert s[_key("pulse_leads_converted", source="all", window="all")] == 842
     cfg = ReferenceConfig(fx={k: Decimal(v) for k, v in fx.items()})

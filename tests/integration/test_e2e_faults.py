@@ -320,7 +320,7 @@ class _ExportWatch:
     cumulative series in :attr:`SUMMED`."""
 
     #: Series whose sum over workers only grows as events arrive (window "all").
-    SUMMED = (("pulse_deals_created", (("team", "all"), ("window", "all"))),
+    SUMMED = (("pulse_created_deals", (("team", "all"), ("window", "all"))),
               *(("pulse_pipeline_waterfall_deals",
                  (("movement", movement), ("team", "all"), ("window", "all")))
                 for movement in ("created", "advanced", "won", "lost")))

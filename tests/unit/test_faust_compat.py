@@ -170,3 +170,39 @@ def test_broker_connections_are_read_from_the_aiokafka_client_of_faust_s_consume
     started = SimpleNamespace(consumer=SimpleNamespace(_thread=SimpleNamespace(
         _consumer=SimpleNamespace(_client=SimpleNamespace(_conns=conns)))))
     assert faust_compat.broker_connections(started) == 1  # type: ignore[arg-type]
+
+
+def test_the_completing_recovery_s_generation_is_noted_before_the_table_callbacks(
+        app: faust.App) -> None:
+    original = getattr(Recovery, "_pulse_original_on_recovery_completed",
+                       Recovery.on_recovery_completed)
+    assert "table.on_recovery_completed(" in inspect.getsource(original)
+    source = inspect.getsource(Recovery)  # _restart_recovery is a ServiceTask
+    assert "generation_id = self._generation_id" in source
+    assert "self.on_recovery_completed)(generation_id)" in source
+    assert "consumer_generation_id" in faust.types.app.AppT.__annotations__
+    faust_compat.install_recovery_generation()
+    faust_compat.install_recovery_generation()  # idempotent
+    assert Recovery._pulse_original_on_recovery_completed is original  # type: ignore[attr-defined]
+
+    seen: list[int] = []
+
+    async def callbacks(self: Any, generation_id: int = 0) -> None:
+        seen.append(self._pulse_generation)
+
+    recovery = SimpleNamespace()
+    patched = Recovery.on_recovery_completed
+    Recovery._pulse_original_on_recovery_completed = callbacks  # type: ignore[attr-defined]
+    try:
+        asyncio.run(patched(recovery, 7))  # type: ignore[arg-type]
+    finally:
+        Recovery._pulse_original_on_recovery_completed = original  # type: ignore[attr-defined]
+    assert seen == [7]
+
+    tables_recovery = app.tables.recovery  # type: ignore[attr-defined]
+    assert not faust_compat.recovery_stale(app)
+    tables_recovery._pulse_generation = 1
+    app.consumer_generation_id = 2
+    assert faust_compat.recovery_stale(app)  # generation 1's recovery under generation 2
+    tables_recovery._pulse_generation = 2
+    assert not faust_compat.recovery_stale(app)

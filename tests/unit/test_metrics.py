@@ -53,7 +53,7 @@ def test_values_are_computed_at_each_scrape() -> None:
     PulseCollector(source, registry)
     get = registry.get_sample_value
     labels = {"team": "A", "window": "30d"}
-    assert get("pulse_deals_created", labels) == 3
+    assert get("pulse_created_deals", labels) == 3
     assert get("pulse_won_amount", labels) == 123.45
     assert get("pulse_win_rate_ratio", labels) == 0.5
     assert get("pulse_deals_closed", labels) == 2
@@ -68,7 +68,7 @@ def test_values_are_computed_at_each_scrape() -> None:
     assert get("pulse_info", {"reporting_currency": "USD", "clock": "event"}) == 1
     reads = source.reads
     snap.buckets[("A", DAY)][0] = 5
-    assert get("pulse_deals_created", labels) == 5
+    assert get("pulse_created_deals", labels) == 5
     assert source.reads > reads
 
 
@@ -97,7 +97,7 @@ def test_operational_counters_and_lag() -> None:
     assert get("pulse_events_rejected_total", {"reason": "not_json"}) == 2
     assert get("pulse_consumer_lag_messages", {"topic": "crm.deals", "partition": "0"}) == 10
     assert get("pulse_consumer_lag_messages", {"topic": "crm.deals", "partition": "1"}) == 0
-    assert get("pulse_deals_created", {"team": "all", "window": "30d"}) is None
+    assert get("pulse_created_deals", {"team": "all", "window": "30d"}) is None
 
 
 def test_positions_and_recovery() -> None:
@@ -163,11 +163,12 @@ def test_catalogue_families_from_one_snapshot() -> None:
     assert get("pulse_stage_mean_stint_seconds", stint) == 1.5 * 86_400
     assert get("pulse_stage_exits", {**stint, "direction": "forward"}) == 2
     bucket = {"stage": "P", "window": "30d"}
-    assert get("pulse_stage_stint_days_bucket", {**bucket, "le": "1"}) == 1
-    assert get("pulse_stage_stint_days_bucket", {**bucket, "le": "3"}) == 1
-    assert get("pulse_stage_stint_days_bucket", {**bucket, "le": "7"}) == 2
-    assert get("pulse_stage_stint_days_bucket", {**bucket, "le": "+Inf"}) == 2
-    assert get("pulse_stage_stint_days_gsum", bucket) == 3
+    histogram = "pulse_stage_stint_duration_seconds"
+    assert get(f"{histogram}_bucket", {**bucket, "le": "86400"}) == 1  # 1 day
+    assert get(f"{histogram}_bucket", {**bucket, "le": "259200"}) == 1  # 3 days
+    assert get(f"{histogram}_bucket", {**bucket, "le": "604800"}) == 2  # 7 days
+    assert get(f"{histogram}_bucket", {**bucket, "le": "+Inf"}) == 2
+    assert get(f"{histogram}_gsum", bucket) == 3 * 86_400
     created = {"team": "A", "movement": "created"}
     assert get("pulse_pipeline_waterfall_amount", {**created, "window": "30d"}) == 200
     assert get("pulse_pipeline_waterfall_deals", {**created, "window": "30d"}) == 3

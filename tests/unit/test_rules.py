@@ -69,3 +69,21 @@ def test_amtool_accepts_the_alertmanager_config() -> None:
                           cwd=ROOT / "deploy" / "alertmanager", capture_output=True,
                           text=True, timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_business_alerts_reach_sales_ops_and_platform_alerts_the_on_call_receiver() -> None:
+    require_binary("promtool")
+    amtool = shutil.which("amtool")
+    assert amtool, "amtool comes with Debian's prometheus-alertmanager package"
+    rules = yaml.safe_load((ROOT / "deploy/prometheus/rules/alerts.yml").read_text())
+    alerts = [rule for group in rules["groups"] for rule in group["rules"] if "alert" in rule]
+    expected = {"business": "sales-ops", "platform": "on-call"}
+    assert {rule["labels"]["category"] for rule in alerts} == set(expected)
+    for rule in alerts:
+        labels = {**rule["labels"], "alertname": rule["alert"], "team": "A"}
+        done = subprocess.run(
+            [amtool, "config", "routes", "test", "--config.file=alertmanager.yml",
+             *(f"{k}={v}" for k, v in labels.items())],
+            cwd=ROOT / "deploy" / "alertmanager", capture_output=True, text=True, timeout=60)
+        assert done.stdout.strip() == expected[rule["labels"]["category"]], (rule["alert"],
+                                                                           done.stdout)
