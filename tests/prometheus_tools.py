@@ -9,7 +9,6 @@ import json
 import os
 import shutil
 import subprocess
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -19,7 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
-from stream_app.adapters.processes import free_port, spawn, wait_for_port
+from stream_app.adapters.prometheus_server import start_local_prometheus
 
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
 
@@ -65,32 +64,13 @@ def start_prometheus(tmp: Path, targets: list[str], alertmanager: str | None = N
                      scrape_interval: str = "1s") -> tuple[subprocess.Popen[bytes], str]:
     """The shipped prometheus.yml and rules (evaluated every second), scraping ``targets``
     every ``scrape_interval``; returns the process and its URL once ready."""
-    binary = require_binary("prometheus")
-    config = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
-    config["global"] = {"scrape_interval": scrape_interval, "evaluation_interval": "1s"}
-    config["rule_files"] = _fast_rules(tmp / "rules")
-    if alertmanager is None:
-        config.pop("alerting", None)
-    else:
-        config["alerting"]["alertmanagers"][0]["static_configs"] = [
-            {"targets": [alertmanager]}]
-    config["scrape_configs"][0]["static_configs"] = [{"targets": targets}]
-    (tmp / "prometheus.yml").write_text(yaml.safe_dump(config))
-    port = free_port()
-    proc = spawn([binary, f"--config.file={tmp / 'prometheus.yml'}",
-                  f"--storage.tsdb.path={tmp / 'prom-data'}",
-                  f"--web.listen-address=127.0.0.1:{port}"],
-                 log_path=str(tmp / "prometheus.log"))
-    wait_for_port("127.0.0.1", port, timeout=30)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/-/ready", timeout=5):
-                return proc, url
-        except urllib.error.URLError:
-            assert time.monotonic() < deadline, (tmp / "prometheus.log").read_text()[-2000:]
-            time.sleep(0.2)
+    require_binary("prometheus")
+    started = start_local_prometheus(tmp, targets, evaluation="1s",
+                                     scrape_interval=scrape_interval,
+                                     rule_files=_fast_rules(tmp / "rules"),
+                                     alertmanager=alertmanager)
+    assert not isinstance(started, str), started
+    return started.process, started.url
 
 
 def _api(prometheus: str, path: str, **params: str) -> Any:

@@ -11,6 +11,7 @@ import os
 import signal
 import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -25,6 +26,7 @@ from stream_app.adapters.embedded import (
 )
 from stream_app.adapters.kafka import ensure_topics
 from stream_app.adapters.processes import free_port, spawn_worker, stop_process, wait_for_port
+from stream_app.adapters.prometheus_server import firing_alerts, start_local_prometheus
 from stream_app.config import Settings
 from stream_app.tools.generator import GeneratorSettings, generate_events
 from stream_app.tools.replay import produce_events
@@ -46,16 +48,19 @@ def _fmt(value: float | None, kind: str = "n") -> str:
         return f"{value:,.0f}"
     if kind == "d":
         return f"{value / 86400:.1f}"
+    if kind == "x":
+        return f"{value:.1f}x"
     return f"{value:,.0f}"
 
 
-def kpi_table(samples: Samples, window: str, currency: str) -> Table:
-    """The headline KPIs per team for one window."""
+def kpi_table(samples: Samples, window: str, currency: str,
+              alerts: list[str] | None = None) -> Table:
+    """The headline KPIs per team for one window, and the alerts Prometheus holds."""
     teams = sorted({dict(labels).get("team", "") for (name, labels) in samples
                     if name == "pulse_created_deals" and dict(labels).get("window") == window})
     table = Table(title=f"Pipeline Pulse: trailing {window} (amounts in {currency})")
     for column in ("team", "new", "won", "lost", "win %", "won amt", "avg deal", "cycle d",
-                   "open", "vel/day"):
+                   "open", "vel/day", "cov q", "at quota"):
         table.add_column(column, justify="right" if column != "team" else "left")
     for team in teams:
         w = {"team": team, "window": window}
@@ -71,11 +76,22 @@ def kpi_table(samples: Samples, window: str, currency: str) -> Table:
             _fmt(_value(samples, "pulse_sales_cycle_seconds", **w), "d"),
             _fmt(_value(samples, "pulse_window_open_deals", **w)),
             _fmt(None if velocity is None else velocity * 86400, "$"),
+            _fmt(_value(samples, "pulse_pipeline_coverage_ratio", team=team,
+                        period="quarter"), "x"),
+            _fmt(_value(samples, "pulse_quota_owners_at_quota_ratio", team=team,
+                        period="month"), "%"),
         )
     churn = _value(samples, "pulse_customer_churn_rate_ratio", period="last_month")
+    leads = _value(samples, "pulse_lead_conversion_ratio", source="all", window=window)
     processed = _processed(samples)
-    table.caption = (f"churn last month {_fmt(churn, '%')}  |  events processed {processed:,.0f}"
-                     f"  |  refreshed {dt.datetime.now(dt.UTC):%H:%M:%S} UTC")
+    lines = [f"cov q: open pipeline / this quarter's quota; at quota: reps at this month's "
+             f"quota  |  lead conversion {window} {_fmt(leads, '%')}  |  churn last month "
+             f"{_fmt(churn, '%')}",
+             f"events processed {processed:,.0f}  |  refreshed "
+             f"{dt.datetime.now(dt.UTC):%H:%M:%S} UTC"]
+    if alerts is not None:
+        lines.append("alerts: " + (", ".join(alerts) if alerts else "none"))
+    table.caption = "\n".join(lines)
     return table
 
 
@@ -114,8 +130,25 @@ class _PlainLive:
             console.print(renderable)
 
 
+def _alert_names(prometheus: str | None) -> list[str] | None:
+    """``Name{team} (state)`` of each alert Prometheus holds; None without Prometheus."""
+    if prometheus is None:
+        return None
+    try:
+        alerts = firing_alerts(prometheus)
+    except OSError:
+        return None
+    names = []
+    for alert in alerts:
+        labels = alert["labels"]
+        scope = labels.get("team") or labels.get("label") or labels.get("period") or ""
+        names.append(f"{labels['alertname']}{f'{{{scope}}}' if scope else ''} "
+                     f"({alert['state']})")
+    return sorted(names)
+
+
 async def _live(settings: Settings, events: list[dict[str, Any]], url: str,
-                duration: float | None, rate: float) -> None:
+                duration: float | None, rate: float, prometheus: str | None) -> None:
     started = time.monotonic()
     with contextlib.ExitStack() as stack:
         live: Live | _PlainLive = (stack.enter_context(Live(console=console, refresh_per_second=1))
@@ -133,8 +166,9 @@ async def _live(settings: Settings, events: list[dict[str, Any]], url: str,
             if batch:
                 await produce_events(settings, batch, show_progress=False)
             try:
-                live.update(kpi_table(await asyncio.to_thread(scrape, url), "30d",
-                                      settings.reporting_currency))
+                samples = await asyncio.to_thread(scrape, url)
+                alerts = await asyncio.to_thread(_alert_names, prometheus)
+                live.update(kpi_table(samples, "30d", settings.reporting_currency, alerts))
             except Exception as exc:
                 live.update(f"waiting for {url}: {exc}")
             await asyncio.sleep(2)
@@ -150,6 +184,7 @@ def run_demo(months: int, duration: float | None, rate: float, seed: int) -> int
     logs = tempfile.mkdtemp(prefix="pipeline-pulse-demo-")
     servers = EmbeddedServers()
     worker = None
+    prometheus = None
     try:
         start_embedded_broker(servers, os.path.join(logs, "broker.log"))
         start_embedded_redis(servers, os.path.join(logs, "redis.log"))
@@ -166,6 +201,16 @@ def run_demo(months: int, duration: float | None, rate: float, seed: int) -> int
                       f"[bold]Redis[/] {servers.redis_url}")
         console.print(f"[bold]Worker[/] pid {worker.pid}, logs in {logs}")
         wait_for_port(settings.web_host, settings.web_port, timeout=60)
+        started = start_local_prometheus(Path(logs) / "prometheus",
+                                         [f"{settings.web_host}:{settings.web_port}"])
+        if isinstance(started, str):
+            console.print(f"[yellow]{started}[/]: the demo goes on without alerts")
+            prometheus_url = None
+        else:
+            prometheus = started.process
+            prometheus_url = started.url
+            console.print(f"[bold]Prometheus[/] {prometheus_url} (the shipped recording and "
+                          "alert rules, evaluated every 5 s)")
         now = dt.datetime.now(dt.UTC)
         cfg = GeneratorSettings(seed=seed, start=now - dt.timedelta(days=30 * months),
                                 end=now + dt.timedelta(days=5))
@@ -176,14 +221,17 @@ def run_demo(months: int, duration: float | None, rate: float, seed: int) -> int
         result = asyncio.run(produce_events(settings, history, total=len(history)))
         console.print(f"sent {result.sent:,} events in {result.seconds:.1f}s")
         _catch_up(url, result.sent)
-        console.print(f"\n[bold green]Metrics:[/] {url}\n"
+        where = f"\n[bold green]Prometheus:[/] {prometheus_url}" if prometheus_url else ""
+        console.print(f"\n[bold green]Metrics:[/] {url}{where}\n"
                       f"More workers: PULSE_KAFKA_BOOTSTRAP={settings.kafka_bootstrap} "
                       f"PULSE_REDIS_URL={servers.redis_url} PULSE_WEB_PORT=<free port> "
                       f"stream-app worker\nCtrl-C stops everything.\n")
-        asyncio.run(_live(settings, future, url, duration, rate))
+        asyncio.run(_live(settings, future, url, duration, rate, prometheus_url))
     except KeyboardInterrupt:
         console.print("\nstopping...")
     finally:
+        if prometheus is not None:
+            stop_process(prometheus)
         if worker is not None:
             stop_process(worker)
         servers.stop()

@@ -30,6 +30,9 @@ def _processes_mentioning(needles: list[str]) -> list[str]:
 
 
 def test_ctrl_c_stops_every_process_the_demo_started(tmp_path: Path) -> None:
+    from tests.prometheus_tools import require_binary
+
+    require_binary("prometheus")
     out = tmp_path / "demo.out"
     with out.open("wb") as handle:
         demo = subprocess.Popen([sys.executable, "-m", "stream_app", "demo", "--months", "2",
@@ -47,9 +50,16 @@ def test_ctrl_c_stops_every_process_the_demo_started(tmp_path: Path) -> None:
         worker = re.search(r"Worker\S* pid (\d+)", text)
         assert broker and redis and worker, text
         assert re.search(r"Metrics:\S* http://127\.0\.0\.1:\d+/metrics", text)
+        prometheus = re.search(r"Prometheus\S* http://(127\.0\.0\.1:\d+)", text)
+        assert prometheus, text
         assert re.search(r"all\s+│\s+\d+", text), text
-        needles = [f"--listener-url tcp://{broker.group(1)}", f"redis-server {redis.group(1)}"]
-        assert len(_processes_mentioning(needles)) == 2
+        assert "cov q" in text and "at quota" in text and "lead conversion 30d" in text
+        while "alerts: " not in out.read_text(errors="replace"):  # Prometheus answered
+            assert demo.poll() is None and time.monotonic() < deadline
+            time.sleep(0.5)
+        needles = [f"--listener-url tcp://{broker.group(1)}", f"redis-server {redis.group(1)}",
+                   f"--web.listen-address={prometheus.group(1)}"]
+        assert len(_processes_mentioning(needles)) == 3
         demo.send_signal(signal.SIGINT)
         assert demo.wait(60) == 0
     finally:

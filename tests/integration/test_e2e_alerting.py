@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import json
 import re
 import threading
@@ -18,7 +19,7 @@ import yaml
 
 from stream_app.adapters.processes import free_port, spawn, stop_process, wait_for_port
 from stream_app.config import Settings
-from stream_app.tools.dashboards import panel_queries
+from stream_app.tools.dashboards import panel_queries, variable_queries
 from stream_app.tools.generator import GeneratorSettings, generate_events
 from tests.integration.conftest import last_time
 from tests.integration.harness import Worker, produce, settled, worker_settings
@@ -106,6 +107,34 @@ def _stream(churn_probability: float, quota_level: float) -> list[dict[str, Any]
     return list(generate_events(cfg))
 
 
+def _label_values(prometheus: str, variable_query: str) -> list[str]:
+    """The values Grafana offers for ``label_values(metric, label)``."""
+    found = re.fullmatch(r"label_values\((\S+), (\w+)\)", variable_query)
+    assert found, variable_query
+    metric, label = found.groups()
+    return sorted({s["metric"][label] for s in query(prometheus,
+                                                     f"group by ({label}) ({metric})")})
+
+
+def _panel_queries_for_every_variable_value(prometheus: str) -> list[tuple[str, str, str]]:
+    """(dashboard, panel, PromQL) of every panel target, once per combination of the
+    values of the variables it uses, as Grafana would send them."""
+    out = []
+    for board in sorted((DEPLOY / "grafana" / "dashboards").glob("*.json")):
+        text = board.read_text()
+        values = {name: _label_values(prometheus, q)
+                  for name, q in variable_queries(text).items()}
+        assert all(values.values()), (board.name, values)
+        for title, expr in panel_queries(text):
+            used = sorted(set(re.findall(r"\$(\w+)", expr)))
+            for combination in itertools.product(*(values[name] for name in used)):
+                sent = expr
+                for name, value in zip(used, combination, strict=True):
+                    sent = sent.replace(f"${name}", value)
+                out.append((board.name, title, sent))
+    return out
+
+
 def _received(received: list[dict[str, Any]]) -> set[str]:
     return {a["labels"]["alertname"] for post in received for a in post["alerts"]
             if a["status"] == "firing"}
@@ -164,10 +193,8 @@ def test_churn_and_attainment_alerts_reach_the_receiver_only_when_due(
                        if g["name"] == "pipeline_pulse_kpis"]
         empty = [name for name in kpi_records if not query(prometheus, name)]
         assert not empty, f"recording rules without data: {empty}"
-        panels = [(board.name, title, expr)
-                  for board in sorted((DEPLOY / "grafana" / "dashboards").glob("*.json"))
-                  for title, expr in panel_queries(board.read_text())]
-        assert len(panels) > 30
+        panels = _panel_queries_for_every_variable_value(prometheus)
+        assert len(panels) > 200
         deadline = time.monotonic() + 30
         while blank := [p for p in panels if not query(prometheus, p[2])]:
             assert time.monotonic() < deadline, f"Grafana panels without data: {blank}"
