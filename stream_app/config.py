@@ -220,6 +220,10 @@ class Settings(BaseSettings):
         300.0, gt=0, description="How long a starting worker retries an unreachable Kafka "
         "(capped backoff) before it exits with code 3 (Redis: at most 10 s, then it starts "
         "without it).")
+    require_redis_at_start: bool = Field(
+        False, description="true: a starting worker waits for Redis as for Kafka (until "
+        "PULSE_STARTUP_TIMEOUT_SECONDS, then exit 3); false: it waits 10 s, then starts "
+        "without it (deduplication by id resumes when Redis answers).")
     liveness_max_loop_lag_seconds: float = Field(
         10.0, gt=0, description="/livez answers 503 when the event loop ran this late.")
 

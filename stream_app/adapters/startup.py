@@ -53,7 +53,8 @@ async def wait_for_dependencies(settings: Settings, say: Callable[[str], None]) 
     worker cannot run without Kafka), and ping Redis for at most
     :data:`REDIS_START_GRACE_SECONDS`: a worker runs without Redis (deduplication by id
     then rests on the state rules, as during an outage, and it reconnects), so a Redis
-    that is not up yet delays the start, it does not stop it. ``say`` gets one line per
+    that is not up yet delays the start, it does not stop it; with
+    ``require_redis_at_start`` Redis is waited for as Kafka is. ``say`` gets one line per
     failed attempt."""
     kafka_log = logging.getLogger("aiokafka")
     level = kafka_log.level
@@ -69,8 +70,14 @@ async def wait_for_dependencies(settings: Settings, say: Callable[[str], None]) 
         kafka_log.setLevel(level)
     redis_url = settings.redis_url.get_secret_value() if settings.redis_url else ""
     where = redis_location(redis_url)
-    grace = min(REDIS_START_GRACE_SECONDS, settings.startup_timeout_seconds)
+    required = settings.require_redis_at_start
+    grace = (settings.startup_timeout_seconds if required
+             else min(REDIS_START_GRACE_SECONDS, settings.startup_timeout_seconds))
     failed = await _retry("Redis", where, lambda: _ping_redis(redis_url), grace, say)
+    if failed is not None and required:
+        return (f"Redis at {where} not reachable within PULSE_STARTUP_TIMEOUT_SECONDS="
+                f"{settings.startup_timeout_seconds:g} ({failed}; "
+                "PULSE_REQUIRE_REDIS_AT_START=true)")
     if failed is not None:
         say(f"Redis at {where} not reachable after {grace:g}s ({failed}); starting without "
             "it: duplicates are then caught by the state rules only, and the worker "

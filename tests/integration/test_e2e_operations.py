@@ -224,3 +224,22 @@ def test_losing_kafka_while_running_is_said_in_the_logs_and_metrics_and_not_an_e
             assert status == 200 and live["live"] is True
         finally:
             worker.discard()
+
+
+def test_a_worker_that_requires_redis_ends_with_code_3_when_it_never_answers(
+        tmp_path: Path) -> None:
+    with EmbeddedServers() as servers:
+        kafka = start_embedded_broker(servers, str(tmp_path / "broker.log"))
+        env = {**os.environ, "PULSE_KAFKA_BOOTSTRAP": kafka,
+               "PULSE_REDIS_URL": f"redis://:{REDIS_PASSWORD}@127.0.0.1:{free_port()}/0",
+               "PULSE_STARTUP_TIMEOUT_SECONDS": "3", "PULSE_REQUIRE_REDIS_AT_START": "true",
+               "PULSE_WEB_PORT": str(free_port())}
+        done = subprocess.run([sys.executable, "-m", "stream_app", "worker"], env=env,
+                              capture_output=True, text=True, timeout=60,
+                              stdin=subprocess.DEVNULL)
+    assert done.returncode == EXIT_DEPENDENCY_UNREACHABLE, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert "Traceback" not in done.stderr and REDIS_PASSWORD not in done.stderr
+    assert len([line for line in lines if "Redis at 127.0.0.1:" in line]) >= 3
+    assert "not reachable within PULSE_STARTUP_TIMEOUT_SECONDS=3" in lines[-1]
+    assert "PULSE_REQUIRE_REDIS_AT_START=true" in lines[-1]
