@@ -155,7 +155,7 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument("--rate", type=float, default=None, help="events per second (default: max)")
     rep.add_argument("--no-progress", action="store_true")
 
-    dash = sub.add_parser(
+    dash = command(
         "dashboards", help="write the Grafana dashboards (JSON) generated from "
         "stream_app/tools/dashboards.py", description="Grafana dashboards as code: writes "
         "one JSON file per dashboard; with --check, exits 1 if the files differ instead.")
@@ -163,7 +163,7 @@ def _parser() -> argparse.ArgumentParser:
                       help="target folder (deploy/grafana/dashboards)")
     dash.add_argument("--check", action="store_true", help="compare, do not write")
 
-    manifests = sub.add_parser(
+    manifests = command(
         "manifests", help="write deploy/kubernetes/generated/ (PrometheusRule, dashboard "
         "ConfigMaps) from the rules and the dashboards code", description="The generated "
         "part of the Kubernetes manifests: the Prometheus rules as one PrometheusRule and "
@@ -174,7 +174,7 @@ def _parser() -> argparse.ArgumentParser:
                            help="the Prometheus rule files (deploy/prometheus/rules)")
     manifests.add_argument("--check", action="store_true", help="compare, do not write")
 
-    imp = sub.add_parser("import", help="convert a CRM export to CloudEvents JSON lines")
+    imp = command("import", help="convert a CRM export to CloudEvents JSON lines")
     imp_sub = imp.add_subparsers(dest="format", required=True, metavar="FORMAT")
     maven = imp_sub.add_parser("maven-crm", help="Maven Analytics CRM Sales Opportunities folder")
     maven.add_argument("folder", type=Path, help="folder with sales_pipeline.csv, products.csv, "
@@ -432,13 +432,16 @@ def _dispatch(args: argparse.Namespace) -> int:
             print(f"line {line_no} not sent: {why}", file=sys.stderr)
         return 0 if not result.unroutable else 2
     if args.command == "dashboards":
-        from stream_app.tools.dashboards import dashboard_files
+        from stream_app.tools.dashboards import BoardSettings, dashboard_files
 
-        return _sync_files(dashboard_files(), args.dir, args.check, "dashboards")
+        boards = dashboard_files(BoardSettings.from_settings(_settings()))
+        return _sync_files(boards, args.dir, args.check, "dashboards")
     if args.command == "manifests":
+        from stream_app.tools.dashboards import BoardSettings
         from stream_app.tools.manifests import manifest_files
 
-        return _sync_files(manifest_files(args.rules), args.dir, args.check, "manifests")
+        files = manifest_files(args.rules, BoardSettings.from_settings(_settings()))
+        return _sync_files(files, args.dir, args.check, "manifests")
     if args.command == "import":
         events, report = _import(args)
         _write_jsonl(events, args.out)

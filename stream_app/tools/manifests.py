@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from stream_app.tools.dashboards import dashboard_files
+from stream_app.tools.dashboards import BoardSettings, dashboard_files
 
 #: The label Grafana's sidecar (grafana helm chart, kube-prometheus-stack) looks for.
 DASHBOARD_LABEL = "grafana_dashboard"
@@ -54,21 +54,22 @@ def _prometheus_rule(rules_dir: Path) -> dict[str, Any]:
     }
 
 
-def _dashboard_config_maps() -> list[dict[str, Any]]:
+def _dashboard_config_maps(boards: BoardSettings | None) -> list[dict[str, Any]]:
     return [{
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": {"name": f"pipeline-pulse-dashboard-{name.removesuffix('.json')}",
                      "labels": {DASHBOARD_LABEL: "1"}},
         "data": {name: text},
-    } for name, text in sorted(dashboard_files().items())]
+    } for name, text in sorted(dashboard_files(boards).items())]
 
 
-def manifest_files(rules_dir: Path) -> dict[str, str]:
-    """File name (under ``generated/``) -> YAML text."""
+def manifest_files(rules_dir: Path, boards: BoardSettings | None = None) -> dict[str, str]:
+    """File name (under ``generated/``) -> YAML text (dashboards for ``boards``, default:
+    the settings of the environment)."""
     return {
         "prometheusrule.yaml": _HEADER.format(source="deploy/prometheus/rules")
         + _dump([_prometheus_rule(rules_dir)]),
         "dashboards.yaml": _HEADER.format(source="stream_app/tools/dashboards.py")
-        + _dump(_dashboard_config_maps()),
+        + _dump(_dashboard_config_maps(boards)),
     }
