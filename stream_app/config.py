@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 __all__ = ["DEFAULT_STAGES", "Clock", "Settings", "StageConfig", "contract_rules", "pricing",
-           "worker_env"]
+           "report_config", "worker_env"]
 
 import json
 import os
@@ -17,6 +17,9 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from stream_app.events.codec import ContractRules
 from stream_app.events.routing import ROUTES
 from stream_app.kpi.money import Pricing
+from stream_app.kpi.report import ReportConfig
+from stream_app.kpi.scoring import ScoringRules
+from stream_app.kpi.windows import window_specs
 
 Clock = Literal["wall", "event"]
 
@@ -295,6 +298,20 @@ def contract_rules(settings: Settings) -> ContractRules:
     return ContractRules(currencies=frozenset(settings.fx_rates),
                          stages=frozenset(settings.stage_names),
                          max_event_bytes=settings.max_event_bytes)
+
+
+def report_config(settings: Settings, scoring: ScoringRules | None) -> ReportConfig:
+    """How reports are built under ``settings`` (windows, stages, thresholds, caps) with
+    the lead ``scoring`` rules."""
+    return ReportConfig(
+        specs=window_specs(settings.windows_days),
+        stages=settings.stage_names,
+        probability=settings.stage_probabilities,
+        stuck_days=settings.stuck_days,
+        clv_max_years=settings.clv_max_years,
+        scoring=scoring,
+        hot_wait_ms=round(settings.hot_lead_wait_hours * 3_600_000),
+    )
 
 
 def pricing(settings: Settings) -> Pricing:

@@ -47,12 +47,11 @@ from stream_app.adapters.label_registry import LabelRegistry
 from stream_app.adapters.metrics import PulseCollector
 from stream_app.adapters.pipeline import PipelineContext, SourcePipeline
 from stream_app.adapters.redis_store import RedisStore
-from stream_app.config import Settings, contract_rules, pricing
+from stream_app.config import Settings, contract_rules, pricing, report_config
 from stream_app.kpi.fold import clock_key, position_key, supersedes
-from stream_app.kpi.report import ReportConfig, build_report
+from stream_app.kpi.report import build_report
 from stream_app.kpi.rows import Report
 from stream_app.kpi.scoring import load_rules
-from stream_app.kpi.windows import window_specs
 from stream_app.ops import LOOP_LAG_WINDOW_SECONDS, OperationalStats
 from stream_app.sources.catalogue import catalogue
 
@@ -112,15 +111,7 @@ class PulseWorker:
         self.clock = settings.clock
         self._stats = OperationalStats()
         scoring = load_rules(settings.lead_scoring_file)
-        self._report_config = ReportConfig(
-            specs=window_specs(settings.windows_days),
-            stages=settings.stage_names,
-            probability=settings.stage_probabilities,
-            stuck_days=settings.stuck_days,
-            clv_max_years=settings.clv_max_years,
-            scoring=scoring,
-            hot_wait_ms=round(settings.hot_lead_wait_hours * 3_600_000),
-        )
+        self._report_config = report_config(settings, scoring)
         self._shared_clock_ms: int | None = None
         self._recovery_progress: tuple[int, float] | None = None
         self.fatal: str | None = None
@@ -326,16 +317,17 @@ class PulseWorker:
             def apply(changelog: Sequence[EventT[Any]]) -> None:
                 applied[table.name] += len(changelog)
                 batch: list[EventT[Any]] = []
+                keys: list[str] = []
                 latest: dict[str, Any] = {}
                 for event in changelog:
                     key = cast(str, event.key)
                     stored = latest[key] if key in latest else table.data.get(key)
                     if supersedes(event.value, stored):
                         batch.append(event)
+                        keys.append(key)
                         latest[key] = event.value
                     else:
                         dropped[table.name] += 1
-                keys: list[str] = [cast(str, event.key) for event in batch]
                 index.add(keys)
                 if book is not None:
                     for key, event in zip(keys, batch, strict=True):
@@ -408,12 +400,9 @@ class PulseWorker:
         return frozenset(p for t, p in self._ready if t == topic)
 
     def _maybe_ready(self) -> None:
+        """Export the assignment once every table's recovery callback (of the current
+        recovery: :meth:`_on_recovered` drops stale ones) has run."""
         if self._recovered != {pipeline.spec.name for pipeline in self.pipelines}:
-            return
-        if recovery_stale(self.app):
-            # A recovery Faust completes after a new assignment arrived: the new
-            # partitions are not restored yet; the next recovery's callbacks decide.
-            self._recovered.clear()
             return
         self._ready = frozenset((tp.topic, tp.partition) for tp in assigned_actives(self.app))
         self._stats.recoveries += 1

@@ -13,16 +13,15 @@ import pytest
 
 from stream_app.adapters.exposition import render
 from stream_app.adapters.metrics import PulseCollector
-from stream_app.config import Settings, contract_rules, pricing
+from stream_app.config import Settings, contract_rules, pricing, report_config
 from stream_app.events.codec import Rejection, decode_event
 from stream_app.events.emitted import AccountWinRecord, LeadHot, OwnerWinRecord
 from stream_app.events.routing import ROUTES, route_of
 from stream_app.kpi.fold import BatchWriter
-from stream_app.kpi.report import ReportConfig, build_report
+from stream_app.kpi.report import build_report
 from stream_app.kpi.rows import Report
 from stream_app.kpi.scoring import load_rules
 from stream_app.kpi.snapshot import snapshot_from_aggregates
-from stream_app.kpi.windows import window_specs
 from stream_app.ops import OperationalStats
 from stream_app.sources.catalogue import catalogue
 from stream_app.sources.spec import Feed, SourceSpec, fold_message
@@ -107,12 +106,8 @@ class MemoryRun:
         for book in self.books.values():
             book.contribute(first, frozenset({0}))
         assert first.latest_event_ms is not None
-        rules = load_rules(SETTINGS.lead_scoring_file)
-        return build_report(first, first.latest_event_ms, ReportConfig(
-            specs=window_specs(SETTINGS.windows_days), stages=SETTINGS.stage_names,
-            probability=SETTINGS.stage_probabilities, stuck_days=SETTINGS.stuck_days,
-            clv_max_years=SETTINGS.clv_max_years, scoring=rules,
-            hot_wait_ms=round(SETTINGS.hot_lead_wait_hours * 3_600_000)))
+        return build_report(first, first.latest_event_ms,
+                            report_config(SETTINGS, load_rules(SETTINGS.lead_scoring_file)))
 
 
 class _Source:
