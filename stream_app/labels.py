@@ -18,6 +18,8 @@ STAGE_FAMILIES = 5
 STINT_FAMILIES = 7
 DIMENSION_FAMILIES = 6
 COMPETITOR_FAMILIES = 7
+OWNER_WINDOW_FAMILIES = 5
+OWNER_PIPELINE_FAMILIES = 3
 
 
 def series_budget(settings: Settings) -> int:
@@ -37,5 +39,7 @@ def series_budget(settings: Settings) -> int:
              + len(rules.histogram_buckets) + 6)
     kinds = len(ACTIVITY_KINDS)
     activities = windows * (groups * (kinds + 1) + kinds * (settings.max_owners + 1))
-    return (groups * per_team + histogram + dimensions + quotas + leads + activities + 96
-            + 8 * settings.partitions)
+    owner_deals = ((OWNER_WINDOW_FAMILIES * windows + OWNER_PIPELINE_FAMILIES)
+                   * (settings.max_owners + 1))
+    return (groups * per_team + histogram + dimensions + quotas + leads + activities
+            + owner_deals + 96 + 8 * settings.partitions)

@@ -475,6 +475,39 @@ def expected_catalogue(events: list[dict[str, Any]], as_of: dt.datetime,
     out.update(_expected_quotas(events, paths, today, cfg))
     out.update(expected_leads(events, as_of, cfg))
     out.update(_expected_activities(events, paths, today, cfg))
+    out.update(_expected_owner_deals(paths, today, cfg))
+    return out
+
+
+def _expected_owner_deals(paths: list[_Path], today: dt.date,
+                          cfg: ReferenceConfig) -> dict[Key, Fraction]:
+    """Each owner's deals (the owner named by their ``deal.created``): created, won,
+    lost, won amount and summed cycle in each window; open deals and pipeline at T."""
+    out: dict[Key, Fraction] = {}
+    for owner in sorted({p.owner for p in paths}):
+        mine = [p for p in paths if p.owner == owner]
+        for window, first in _windows(today, cfg):
+            def inside(moment: dt.datetime, first: dt.date | None = first) -> bool:
+                return moment.date() <= today and (first is None or moment.date() >= first)
+
+            won = [p for p in mine if p.closed and p.closed[0] == "won" and inside(p.closed[1])]
+            lost = [p for p in mine if p.closed and p.closed[0] == "lost" and inside(p.closed[1])]
+            cycle_ms = sum((p.closed[1] - p.created) // dt.timedelta(milliseconds=1)
+                           for p in won if p.closed)
+            lab = {"owner": owner, "window": window}
+            out[_key("pulse_owner_created_deals", **lab)] = Fraction(
+                sum(1 for p in mine if inside(p.created)))
+            out[_key("pulse_owner_deals_won", **lab)] = Fraction(len(won))
+            out[_key("pulse_owner_deals_lost", **lab)] = Fraction(len(lost))
+            out[_key("pulse_owner_won_deals_amount", **lab)] = Fraction(
+                sum(p.closed[2] for p in won if p.closed), 100)
+            out[_key("pulse_owner_won_deals_cycle_seconds", **lab)] = Fraction(cycle_ms, 1000)
+        still_open = [p.open_stage for p in mine if p.open_stage]
+        out[_key("pulse_owner_open_deals", owner=owner)] = Fraction(len(still_open))
+        out[_key("pulse_owner_open_pipeline_amount", owner=owner)] = Fraction(
+            sum(s[2] for s in still_open), 100)
+        out[_key("pulse_owner_open_pipeline_weighted_amount", owner=owner)] = sum(
+            (Fraction(s[2], 100) * Fraction(cfg.stages[s[0]]) for s in still_open), Fraction(0))
     return out
 
 
@@ -792,8 +825,13 @@ ADDITIVE = frozenset({
     "pulse_lead_band_closed", "pulse_lead_band_converted", "pulse_lead_score_bucket",
     "pulse_lead_score_gcount", "pulse_lead_score_gsum", "pulse_open_leads",
     "pulse_hot_leads", "pulse_hot_leads_waiting", "pulse_activities", "pulse_owner_activities",
+    "pulse_owner_created_deals", "pulse_owner_deals_won", "pulse_owner_deals_lost",
+    "pulse_owner_won_deals_amount", "pulse_owner_won_deals_cycle_seconds",
+    "pulse_owner_open_deals", "pulse_owner_open_pipeline_amount",
+    "pulse_owner_open_pipeline_weighted_amount",
 })
 #: Additive metrics that are not sums of cents or milliseconds: compared to 1e-9 relative.
 INEXACT = frozenset({"pulse_open_pipeline_weighted_amount",
                      "pulse_competitor_summed_price_gap_ratio",
-                     "pulse_stage_stint_duration_seconds_gsum", "pulse_lead_score_gsum"})
+                     "pulse_stage_stint_duration_seconds_gsum", "pulse_lead_score_gsum",
+                     "pulse_owner_open_pipeline_weighted_amount"})

@@ -15,13 +15,13 @@ from typing import Protocol
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import (
-    CounterMetricFamily,
     GaugeHistogramMetricFamily,
     GaugeMetricFamily,
     Metric,
 )
 from prometheus_client.registry import Collector
 
+from stream_app.adapters.operational_metrics import gauge, operational_families
 from stream_app.kpi.activities import ACTIVITY_KINDS
 from stream_app.kpi.deals import STINT_BUCKETS_DAYS
 from stream_app.kpi.money import cents_to_units
@@ -60,21 +60,10 @@ class KpiSource(Protocol):
         """Source partitions whose state the KPIs include now, by topic."""
 
 
-def _gauge(name: str, doc: str, labels: list[str]) -> GaugeMetricFamily:
-    return GaugeMetricFamily(f"pulse_{name}", doc, labels=labels)
-
-
 def _bound(value: float | str) -> str:
     if isinstance(value, str):
         return value
     return str(int(value)) if float(value).is_integer() else repr(float(value))
-
-
-def _counter(name: str, doc: str, label: str, counts: Mapping[str, int]) -> Metric:
-    family = CounterMetricFamily(f"pulse_{name}", doc, labels=[label])
-    for value, n in sorted(counts.items()):
-        family.add_metric([value], n)
-    return family
 
 
 class PulseCollector(Collector):
@@ -101,14 +90,14 @@ class PulseCollector(Collector):
         report = source.report()
         if report is not None:
             yield from self._kpis(report)
-        yield from self._operations(source.stats())
-        up = _gauge("dedup_store_up", "1 if the Redis dedup store answered last time.", [])
+        yield from operational_families(source.stats())
+        up = gauge("dedup_store_up", "1 if the Redis dedup store answered last time.", [])
         up.add_metric([], 1 if source.dedup_up() else 0)
         yield up
-        owned = _gauge("owned_partitions", "Source partitions this worker owns.", [])
+        owned = gauge("owned_partitions", "Source partitions this worker owns.", [])
         owned.add_metric([], source.owned_partitions())
         yield owned
-        exported = _gauge("exported_partition",
+        exported = gauge("exported_partition",
                           "1 for each source partition whose state this worker's KPIs include.",
                           ["topic", "partition"])
         for topic, partitions in sorted(source.exported_partitions().items()):
@@ -117,34 +106,34 @@ class PulseCollector(Collector):
         yield exported
 
     def _kpis(self, report: Report) -> Iterator[Metric]:
-        asof = _gauge("asof_timestamp_seconds", "As-of time T of the windows (epoch s).", [])
+        asof = gauge("asof_timestamp_seconds", "As-of time T of the windows (epoch s).", [])
         asof.add_metric([], report.as_of_ms / 1000)
         yield asof
         if report.latest_event_ms is not None:
-            last = _gauge("last_event_timestamp_seconds",
+            last = gauge("last_event_timestamp_seconds",
                           "Latest event time folded into the partitions this worker exports.", [])
             last.add_metric([], report.latest_event_ms / 1000)
             yield last
         wl = ["team", "window"]
         fams = {
-            "created": _gauge("created_deals", "Deals created in the window.", wl),
-            "won": _gauge("deals_won", "Deals won in the window.", wl),
-            "lost": _gauge("deals_lost", "Deals lost in the window.", wl),
-            "closed": _gauge("deals_closed", "Deals won or lost in the window.", wl),
-            "won_amount": _gauge("won_amount", "Won amount in the window (reporting ccy).", wl),
-            "cycle_sum": _gauge(
+            "created": gauge("created_deals", "Deals created in the window.", wl),
+            "won": gauge("deals_won", "Deals won in the window.", wl),
+            "lost": gauge("deals_lost", "Deals lost in the window.", wl),
+            "closed": gauge("deals_closed", "Deals won or lost in the window.", wl),
+            "won_amount": gauge("won_amount", "Won amount in the window (reporting ccy).", wl),
+            "cycle_sum": gauge(
                 "won_deals_cycle_seconds",
                 "Sum over deals won in the window of seconds from created to won.", wl,
             ),
-            "open": _gauge("window_open_deals", "Open deals at T (velocity input).", wl),
-            "win_rate": _gauge("win_rate_ratio", "won / (won + lost).", wl),
-            "conversion": _gauge("pipeline_conversion_ratio", "won / created.", wl),
-            "avg": _gauge("average_deal_size", "won amount / won (reporting currency).", wl),
-            "cycle": _gauge("sales_cycle_seconds", "Mean seconds from created to won.", wl),
-            "vdeals": _gauge(
+            "open": gauge("window_open_deals", "Open deals at T (velocity input).", wl),
+            "win_rate": gauge("win_rate_ratio", "won / (won + lost).", wl),
+            "conversion": gauge("pipeline_conversion_ratio", "won / created.", wl),
+            "avg": gauge("average_deal_size", "won amount / won (reporting currency).", wl),
+            "cycle": gauge("sales_cycle_seconds", "Mean seconds from created to won.", wl),
+            "vdeals": gauge(
                 "sales_velocity_deals_per_second", "won / sales cycle (x86400: per day).", wl
             ),
-            "vamount": _gauge(
+            "vamount": gauge(
                 "sales_velocity_amount_per_second",
                 "open deals x win rate x average deal size / sales cycle.", wl,
             ),
@@ -183,7 +172,8 @@ class PulseCollector(Collector):
         yield from self._quotas(report)
         yield from self._leads(report)
         yield from self._activities(report)
-        folded = _gauge("label_values_folded",
+        yield from self._owner_deals(report)
+        folded = gauge("label_values_folded",
                         "Distinct label values over their cap, summed into the value other.",
                         ["label"])
         for label in FOLDED_LABELS:
@@ -193,12 +183,12 @@ class PulseCollector(Collector):
     def _stages(self, report: Report) -> Iterator[Metric]:
         sl = ["team", "stage"]
         fams = [
-            _gauge("open_deals", "Open deals at T by stage.", sl),
-            _gauge("open_pipeline_amount", "Open amount at T by stage.", sl),
-            _gauge("open_pipeline_weighted_amount", "Open amount x stage win probability.", sl),
-            _gauge("stuck_deals", "Open deals whose current stage began more than "
+            gauge("open_deals", "Open deals at T by stage.", sl),
+            gauge("open_pipeline_amount", "Open amount at T by stage.", sl),
+            gauge("open_pipeline_weighted_amount", "Open amount x stage win probability.", sl),
+            gauge("stuck_deals", "Open deals whose current stage began more than "
                    "PULSE_STUCK_DAYS days before T.", sl),
-            _gauge("stuck_pipeline_amount", "Open amount of the stuck deals.", sl),
+            gauge("stuck_pipeline_amount", "Open amount of the stuck deals.", sl),
         ]
         for s in report.stages:
             values = (s.count, cents_to_units(s.cents), s.weighted_cents / 100, s.stuck_count,
@@ -209,15 +199,15 @@ class PulseCollector(Collector):
 
     def _churn(self, report: Report) -> Iterator[Metric]:
         pl = ["period"]
-        churned = _gauge("customers_churned",
+        churned = gauge("customers_churned",
                          "Customers active at the month's start who churned in it.", pl)
-        lost_new = _gauge("new_customers_churned",
+        lost_new = gauge("new_customers_churned",
                           "Customers won and churned inside the month (not in the rate).", pl)
-        active = _gauge(
+        active = gauge(
             "customers_active_at_period_start", "Customers active at the month's start.", pl
         )
-        rate = _gauge("customer_churn_rate_ratio", "churned / active at the start.", pl)
-        start = _gauge("period_start_timestamp_seconds", "Start of the month (epoch s).", pl)
+        rate = gauge("customer_churn_rate_ratio", "churned / active at the start.", pl)
+        start = gauge("period_start_timestamp_seconds", "Start of the month (epoch s).", pl)
         for c in report.churn:
             churned.add_metric([c.period], c.churned)
             lost_new.add_metric([c.period], c.new_customers_churned)
@@ -231,15 +221,15 @@ class PulseCollector(Collector):
         for dim in ("source", "product"):
             labels = [dim, "window"]
             fams = {
-                "created": _gauge(f"{dim}_created_deals", f"Deals created in the window, by "
+                "created": gauge(f"{dim}_created_deals", f"Deals created in the window, by "
                                   f"{dim}.", labels),
-                "won": _gauge(f"{dim}_deals_won", f"Deals won in the window, by {dim}.", labels),
-                "lost": _gauge(f"{dim}_deals_lost", f"Deals lost in the window, by {dim}.",
+                "won": gauge(f"{dim}_deals_won", f"Deals won in the window, by {dim}.", labels),
+                "lost": gauge(f"{dim}_deals_lost", f"Deals lost in the window, by {dim}.",
                                labels),
-                "won_amount": _gauge(f"{dim}_won_amount", f"Won amount (revenue) in the window, "
+                "won_amount": gauge(f"{dim}_won_amount", f"Won amount (revenue) in the window, "
                                      f"by {dim}.", labels),
-                "win_rate": _gauge(f"{dim}_win_rate_ratio", "won / (won + lost).", labels),
-                "avg": _gauge(f"{dim}_average_deal_size", "won amount / won.", labels),
+                "win_rate": gauge(f"{dim}_win_rate_ratio", "won / (won + lost).", labels),
+                "avg": gauge(f"{dim}_average_deal_size", "won amount / won.", labels),
             }
             for d in report.dimensions:
                 if d.dimension != dim:
@@ -257,12 +247,12 @@ class PulseCollector(Collector):
 
     def _stints(self, report: Report) -> Iterator[Metric]:
         labels = ["team", "stage", "window"]
-        count = _gauge("stage_stints", "Stints in the stage that ended in the window.", labels)
-        total = _gauge("stage_stint_seconds", "Summed length of those stints.", labels)
-        mean = _gauge("stage_mean_stint_seconds", "Mean length of those stints.", labels)
-        exits = _gauge("stage_exits", "Those stints by exit: forward (a later stage or won), "
+        count = gauge("stage_stints", "Stints in the stage that ended in the window.", labels)
+        total = gauge("stage_stint_seconds", "Summed length of those stints.", labels)
+        mean = gauge("stage_mean_stint_seconds", "Mean length of those stints.", labels)
+        exits = gauge("stage_exits", "Those stints by exit: forward (a later stage or won), "
                        "backward or lost.", [*labels, "direction"])
-        forward = _gauge("stage_forward_ratio", "Exits forward / all exits.", labels)
+        forward = gauge("stage_forward_ratio", "Exits forward / all exits.", labels)
         histogram = GaugeHistogramMetricFamily(
             "pulse_stage_stint_duration_seconds", "Length of stints that ended in the window "
             "(team all).", labels=["stage", "window"])
@@ -285,7 +275,7 @@ class PulseCollector(Collector):
                     cumulative += n
                     buckets.append((_bound(bound), cumulative))
                 histogram.add_metric([s.stage, s.window], buckets, s.stint_ms / 1000)
-        bottleneck = _gauge("stage_bottleneck_mean_stint_seconds",
+        bottleneck = gauge("stage_bottleneck_mean_stint_seconds",
                             "Mean stint of the stage with the longest mean stint.",
                             ["team", "window", "stage"])
         for b in report.bottlenecks:
@@ -294,10 +284,10 @@ class PulseCollector(Collector):
 
     def _waterfall(self, report: Report) -> Iterator[Metric]:
         labels = ["team", "movement", "window"]
-        deals = _gauge("pipeline_waterfall_deals",
+        deals = gauge("pipeline_waterfall_deals",
                        "Deal movements in the window (event time): created, advanced, "
                        "regressed, won, lost, amount increased or decreased.", labels)
-        amount = _gauge("pipeline_waterfall_amount",
+        amount = gauge("pipeline_waterfall_amount",
                         "Amount moved by those movements (reporting currency).", labels)
         for w in report.waterfall:
             deals.add_metric([w.group, w.movement, w.window], w.count)
@@ -306,19 +296,19 @@ class PulseCollector(Collector):
 
     def _competitors(self, report: Report) -> Iterator[Metric]:
         labels = ["competitor", "window"]
-        won = _gauge("competitor_deals_won", "Deals won in the window naming the competitor.",
+        won = gauge("competitor_deals_won", "Deals won in the window naming the competitor.",
                      labels)
-        lost = _gauge("competitor_deals_lost", "Deals lost in the window naming the "
+        lost = gauge("competitor_deals_lost", "Deals lost in the window naming the "
                       "competitor (losses to it).", labels)
-        rate = _gauge("competitor_win_rate_ratio", "won / (won + lost) against the competitor.",
+        rate = gauge("competitor_win_rate_ratio", "won / (won + lost) against the competitor.",
                       labels)
-        priced = _gauge("competitor_priced_deals", "Closed deals naming the competitor's price.",
+        priced = gauge("competitor_priced_deals", "Closed deals naming the competitor's price.",
                         labels)
-        gap_sum = _gauge("competitor_summed_price_gap_ratio", "Sum of (our amount / competitor "
+        gap_sum = gauge("competitor_summed_price_gap_ratio", "Sum of (our amount / competitor "
                          "price - 1) over the priced deals.", labels)
-        gap = _gauge("competitor_price_gap_ratio", "Mean of (our amount / competitor price - 1).",
+        gap = gauge("competitor_price_gap_ratio", "Mean of (our amount / competitor price - 1).",
                      labels)
-        churned = _gauge("competitor_customers_churned", "Customers churned in the window who "
+        churned = gauge("competitor_customers_churned", "Customers churned in the window who "
                          "left for the competitor.", labels)
         for c in report.competitors:
             row = [c.competitor, c.window]
@@ -334,10 +324,10 @@ class PulseCollector(Collector):
         yield from (won, lost, rate, priced, gap_sum, gap, churned)
 
     def _growth(self, report: Report) -> Iterator[Metric]:
-        amount = _gauge("monthly_won_amount", "Won amount by calendar month: month_to_date, "
+        amount = gauge("monthly_won_amount", "Won amount by calendar month: month_to_date, "
                         "last_month_same_days, last_month, month_before_last.",
                         ["team", "period"])
-        growth = _gauge("monthly_sales_growth_ratio", "last_month: (last month - the month "
+        growth = gauge("monthly_sales_growth_ratio", "last_month: (last month - the month "
                         "before) / the month before; month_to_date: against the same days of "
                         "last month.", ["team", "period"])
         for g in report.growth:
@@ -354,20 +344,20 @@ class PulseCollector(Collector):
 
     def _quotas(self, report: Report) -> Iterator[Metric]:
         labels = ["team", "period"]
-        quota = _gauge("quota_amount", "Quota of the period (month, quarter, last_month, "
+        quota = gauge("quota_amount", "Quota of the period (month, quarter, last_month, "
                        "last_quarter), summed over owners.", labels)
-        won = _gauge("quota_won_amount", "Won in the period by the owners with a quota.",
+        won = gauge("quota_won_amount", "Won in the period by the owners with a quota.",
                      labels)
-        owners = _gauge("quota_owners", "Owners with a quota for the period.", labels)
-        at_quota = _gauge("quota_owners_at_quota", "Owners whose won amount reached their "
+        owners = gauge("quota_owners", "Owners with a quota for the period.", labels)
+        at_quota = gauge("quota_owners_at_quota", "Owners whose won amount reached their "
                           "quota.", labels)
-        share = _gauge("quota_owners_at_quota_ratio", "Owners at quota / owners with a quota.",
+        share = gauge("quota_owners_at_quota_ratio", "Owners at quota / owners with a quota.",
                        labels)
-        remaining = _gauge("remaining_quota_amount", "quota - won (negative when exceeded).",
+        remaining = gauge("remaining_quota_amount", "quota - won (negative when exceeded).",
                            labels)
-        coverage = _gauge("pipeline_coverage_ratio", "Open pipeline at T / quota of the "
+        coverage = gauge("pipeline_coverage_ratio", "Open pipeline at T / quota of the "
                           "current month or quarter.", labels)
-        remaining_coverage = _gauge("remaining_pipeline_coverage_ratio",
+        remaining_coverage = gauge("remaining_pipeline_coverage_ratio",
                                     "Open pipeline at T / remaining quota.", labels)
         for q in report.quotas:
             row = [q.group, q.period]
@@ -384,16 +374,16 @@ class PulseCollector(Collector):
                 if q.remaining_coverage is not None:
                     remaining_coverage.add_metric(row, q.remaining_coverage)
         yield from (quota, won, owners, at_quota, share, remaining, coverage, remaining_coverage)
-        required = _gauge("required_coverage_ratio", "1 / win rate of the trailing 90 days: "
+        required = gauge("required_coverage_ratio", "1 / win rate of the trailing 90 days: "
                           "the coverage needed to make quota.", ["team"])
         for r in report.required_coverage:
             if r.required_coverage is not None:
                 required.add_metric([r.group], r.required_coverage)
         yield required
         labels = ["owner", "period"]
-        owner_quota = _gauge("owner_quota_amount", "The owner's quota for the period.", labels)
-        owner_won = _gauge("owner_won_amount", "The owner's won amount in the period.", labels)
-        attainment = _gauge("quota_attainment_ratio", "won / quota of the owner.", labels)
+        owner_quota = gauge("owner_quota_amount", "The owner's quota for the period.", labels)
+        owner_won = gauge("owner_won_amount", "The owner's won amount in the period.", labels)
+        attainment = gauge("quota_attainment_ratio", "won / quota of the owner.", labels)
         for a in report.attainment:
             row = [a.owner, a.period]
             owner_quota.add_metric(row, cents_to_units(a.quota_cents))
@@ -404,12 +394,12 @@ class PulseCollector(Collector):
 
     def _leads(self, report: Report) -> Iterator[Metric]:
         labels = ["source", "window"]
-        created = _gauge("created_leads", "Leads created in the window, by source.", labels)
-        converted = _gauge("leads_converted", "Leads converted in the window, by source.",
+        created = gauge("created_leads", "Leads created in the window, by source.", labels)
+        converted = gauge("leads_converted", "Leads converted in the window, by source.",
                            labels)
-        disqualified = _gauge("leads_disqualified", "Leads disqualified in the window.",
+        disqualified = gauge("leads_disqualified", "Leads disqualified in the window.",
                               labels)
-        conversion = _gauge("lead_conversion_ratio", "converted / created in the window.",
+        conversion = gauge("lead_conversion_ratio", "converted / created in the window.",
                             labels)
         for lead in report.leads:
             row = [lead.source, lead.window]
@@ -420,10 +410,10 @@ class PulseCollector(Collector):
                 conversion.add_metric(row, lead.conversion)
         yield from (created, converted, disqualified, conversion)
         labels = ["band", "window"]
-        closed = _gauge("lead_band_closed", "Leads closed in the window whose score at the "
+        closed = gauge("lead_band_closed", "Leads closed in the window whose score at the "
                         "close was in the band.", labels)
-        band_converted = _gauge("lead_band_converted", "Of those, converted.", labels)
-        band_ratio = _gauge("lead_band_conversion_ratio", "converted / closed, by score band.",
+        band_converted = gauge("lead_band_converted", "Of those, converted.", labels)
+        band_ratio = gauge("lead_band_conversion_ratio", "converted / closed, by score band.",
                             labels)
         for band in report.lead_bands:
             row = [band.band, band.window]
@@ -452,16 +442,16 @@ class PulseCollector(Collector):
             ("hot_leads_waiting", "Hot leads still open PULSE_HOT_LEAD_WAIT_HOURS after "
              "they turned hot.", scores.waiting),
         ):
-            family = _gauge(name, doc, [])
+            family = gauge(name, doc, [])
             family.add_metric([], value)
             yield family
 
     def _activities(self, report: Report) -> Iterator[Metric]:
-        team = _gauge("activities", "Activities (calls, emails, meetings) logged in the window.",
+        team = gauge("activities", "Activities (calls, emails, meetings) logged in the window.",
                       ["team", "kind", "window"])
-        per_won = _gauge("activities_per_won_deal", "Activities logged in the window / deals "
+        per_won = gauge("activities_per_won_deal", "Activities logged in the window / deals "
                          "won in the window (pulse_deals_won).", ["team", "window"])
-        owner = _gauge("owner_activities", "Activities logged in the window by an owner "
+        owner = gauge("owner_activities", "Activities logged in the window by an owner "
                        "(owner label capped by PULSE_MAX_OWNERS).", ["owner", "kind", "window"])
         for a in report.activities:
             for kind, n in zip(ACTIVITY_KINDS, a.counts, strict=True):
@@ -472,6 +462,36 @@ class PulseCollector(Collector):
             for kind, n in zip(ACTIVITY_KINDS, o.counts, strict=True):
                 owner.add_metric([o.owner, kind, o.window], n)
         yield from (team, per_won, owner)
+
+    def _owner_deals(self, report: Report) -> Iterator[Metric]:
+        """Sums only: an owner's deals are spread over every worker's partitions, so the
+        owner's win rate, average deal size and cycle are recording rules over them."""
+        wl = ["owner", "window"]
+        windowed = (
+            (gauge("owner_created_deals", "Deals the owner created in the window.", wl),
+             lambda d: d.created),
+            (gauge("owner_deals_won", "The owner's deals won in the window.", wl),
+             lambda d: d.won),
+            (gauge("owner_deals_lost", "The owner's deals lost in the window.", wl),
+             lambda d: d.lost),
+            (gauge("owner_won_deals_amount", "Won amount of the owner's deals won in the "
+                   "window.", wl), lambda d: cents_to_units(d.won_cents)),
+            (gauge("owner_won_deals_cycle_seconds", "Sum over the owner's deals won in the "
+                   "window of seconds from created to won.", wl), lambda d: d.cycle_ms / 1000),
+        )
+        for d in report.owner_deals:
+            for family, value in windowed:
+                family.add_metric([d.owner, d.window], value(d))
+        yield from (family for family, _ in windowed)
+        open_deals = gauge("owner_open_deals", "The owner's open deals at T.", ["owner"])
+        amount = gauge("owner_open_pipeline_amount", "The owner's open amount at T.", ["owner"])
+        weighted = gauge("owner_open_pipeline_weighted_amount",
+                         "The owner's open amount x stage win probability.", ["owner"])
+        for p in report.owner_pipeline:
+            open_deals.add_metric([p.owner], p.open_deals)
+            amount.add_metric([p.owner], cents_to_units(p.cents))
+            weighted.add_metric([p.owner], p.weighted_cents / 100)
+        yield from (open_deals, amount, weighted)
 
     def _clv(self, clv: ClvKpis) -> Iterator[Metric]:
         parts = (
@@ -490,7 +510,7 @@ class PulseCollector(Collector):
              clv.max_years),
         )
         for name, doc, value in parts:
-            family = _gauge(name, doc, [])
+            family = gauge(name, doc, [])
             family.add_metric([], value)
             yield family
         ratios = (
@@ -505,80 +525,6 @@ class PulseCollector(Collector):
         )
         for name, doc, ratio in ratios:
             if ratio is not None:
-                family = _gauge(name, doc, [])
+                family = gauge(name, doc, [])
                 family.add_metric([], ratio)
                 yield family
-
-    def _operations(self, stats: OperationalStats) -> Iterator[Metric]:
-        yield _counter("events_processed", "Valid events applied or replayed, by type.", "type",
-                       stats.processed)
-        yield _counter("events_rejected", "Events sent to the dead-letter topic, by reason.",
-                       "reason", stats.rejected)
-        yield _counter("events_duplicate", "Events skipped as duplicates of a seen id.", "type",
-                       stats.duplicates)
-        yield _counter("events_late",
-                       "Events applied although older than their partition's latest event "
-                       "time minus the grace period.", "type", stats.late)
-        unavailable = CounterMetricFamily(
-            "pulse_dedup_unavailable", "Events processed while Redis was unreachable."
-        )
-        unavailable.add_metric([], stats.dedup_unavailable)
-        yield unavailable
-        replayed = CounterMetricFamily(
-            "pulse_events_replayed",
-            "Messages read again at the position where they were first read (after a crash "
-            "or a rebalance before their offset was committed); folded idempotently.")
-        replayed.add_metric([], stats.replays)
-        yield replayed
-        lag = _gauge("consumer_lag_messages", "Messages behind the high watermark.",
-                     ["topic", "partition"])
-        for (topic, partition), n in sorted(stats.lag().items()):
-            lag.add_metric([topic, str(partition)], n)
-        yield lag
-        position = _gauge("consumer_next_offset", "Offset after the last message applied.",
-                          ["topic", "partition"])
-        for (topic, partition), n in sorted(stats.next_offsets().items()):
-            position.add_metric([topic, str(partition)], n)
-        yield position
-        if stats.kafka_connections is not None:
-            kafka = _gauge("kafka_connected_brokers",
-                           "Open connections of the worker's consumer to Kafka brokers (0: "
-                           "the cluster is unreachable; the client keeps reconnecting).", [])
-            kafka.add_metric([], stats.kafka_connections)
-            yield kafka
-        if stats.loop_lag_seconds is not None:
-            loop = _gauge("event_loop_lag_seconds",
-                          "Largest lateness of the event loop over the last 10 s (a probe "
-                          "task's sleep overrun); /livez fails above "
-                          "PULSE_LIVENESS_MAX_LOOP_LAG_SECONDS.", [])
-            loop.add_metric([], stats.loop_lag_seconds)
-            yield loop
-        yield from self._recovery(stats)
-
-    def _recovery(self, stats: OperationalStats) -> Iterator[Metric]:
-        yield _counter(
-            "changelog_records_applied",
-            "Changelog records applied to local state (recovery and standby), by table.",
-            "table", stats.changelog_applied,
-        )
-        yield _counter(
-            "changelog_records_dropped",
-            "Of those, records not restored: older than the record already restored for "
-            "their key (a late write of a worker that lost its partition), by table.",
-            "table", stats.changelog_dropped,
-        )
-        recoveries = CounterMetricFamily("pulse_recoveries", "Table recoveries completed.")
-        recoveries.add_metric([], stats.recoveries)
-        yield recoveries
-        running = _gauge("recovery_in_progress", "1 while tables are being restored.", [])
-        running.add_metric([], 1 if stats.recovery_in_progress else 0)
-        yield running
-        remaining = _gauge("recovery_remaining_records",
-                           "Changelog records left to restore for active partitions.", [])
-        remaining.add_metric([], stats.recovery_remaining)
-        yield remaining
-        if stats.last_recovery_seconds is not None:
-            took = _gauge("last_recovery_duration_seconds",
-                          "Seconds the last completed recovery took.", [])
-            took.add_metric([], stats.last_recovery_seconds)
-            yield took

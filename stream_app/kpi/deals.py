@@ -46,6 +46,8 @@ from stream_app.events.models import DealCreated, DealEvent, DealLost, DealStage
 from stream_app.kpi.kinds import (
     COMPETITOR_DAY,
     OPEN_PIPELINE,
+    OWNER_DAY,
+    OWNER_OPEN,
     PRODUCT_DAY,
     SOURCE_DAY,
     STAGE_STINT,
@@ -64,6 +66,8 @@ KIND = {
     "stint": STAGE_STINT,
     "waterfall": WATERFALL,
     "competitor_day": COMPETITOR_DAY,
+    "owner_day": OWNER_DAY,
+    "owner_open": OWNER_OPEN,
 }
 
 
@@ -283,13 +287,17 @@ def deal_contributions(state: DealState, pricing: Pricing) -> Contributions:
       (forward, backward or lost) and its histogram bucket;
     - ``(WATERFALL, team, "day:movement")``: the waterfall (count, cents) of each movement on
       the day it happened;
-    - ``(COMPETITOR_DAY, competitor, close_day)``: won, lost, priced, summed price gap (1e-15).
+    - ``(COMPETITOR_DAY, competitor, close_day)``: won, lost, priced, summed price gap (1e-15);
+    - ``(OWNER_DAY, owner, day)``: created, won, lost, won cents, cycle ms, as ``TEAM_DAY``
+      for the owner of the ``deal.created``; ``(OWNER_OPEN, owner, stage)`` while open: 1
+      and the current amount.
     """
     timeline = deal_timeline(state, pricing.stage_rank)
     if timeline is None or state.created is None:
         return {}
     created_at, _, info = state.created
     team = str(info["team"])
+    owner = str(info["owner_id"])
     currency = str(info["currency"])
     dims = ((SOURCE_DAY, info.get("source") or NO_VALUE),
             (PRODUCT_DAY, info.get("product") or NO_VALUE))
@@ -300,6 +308,7 @@ def deal_contributions(state: DealState, pricing: Pricing) -> Contributions:
         return pricing.to_cents(amount, currency)
 
     add_vector(out, (TEAM_DAY, team, created_day), (1, 0, 0, 0, 0, 0))
+    add_vector(out, (OWNER_DAY, owner, created_day), (1, 0, 0, 0, 0))
     for kind, value in dims:
         add_vector(out, (kind, value, created_day), (1, 0, 0, 0))
     def movement(name: str, at_ms: int, amount_cents: int) -> None:
@@ -316,8 +325,9 @@ def deal_contributions(state: DealState, pricing: Pricing) -> Contributions:
     for stint in timeline.stints:
         if stint.end_ms is None:
             since_day = day_of(stint.start_ms)
-            add_vector(out, (OPEN_PIPELINE, team, f"{since_day}:{stint.stage}"),
-                       (1, cents(timeline.amounts[-1])))
+            open_cents = cents(timeline.amounts[-1])
+            add_vector(out, (OPEN_PIPELINE, team, f"{since_day}:{stint.stage}"), (1, open_cents))
+            add_vector(out, (OWNER_OPEN, owner, stint.stage), (1, open_cents))
             continue
         length = stint.end_ms - stint.start_ms
         vector = [1, length, stint.exit == "forward", stint.exit == "backward",
@@ -335,11 +345,14 @@ def deal_contributions(state: DealState, pricing: Pricing) -> Contributions:
             has_account = int(bool(info.get("account_id")))
             add_vector(out, (TEAM_DAY, team, closed_day),
                        (0, 1, 0, won_cents, closed_at - created_at, has_account))
+            add_vector(out, (OWNER_DAY, owner, closed_day),
+                       (0, 1, 0, won_cents, closed_at - created_at))
             for dim, value in dims:
                 add_vector(out, (dim, value, closed_day), (0, 1, 0, won_cents))
             movement("won", closed_at, won_cents)
         else:
             add_vector(out, (TEAM_DAY, team, closed_day), (0, 0, 1, 0, 0, 0))
+            add_vector(out, (OWNER_DAY, owner, closed_day), (0, 0, 1, 0, 0))
             for dim, value in dims:
                 add_vector(out, (dim, value, closed_day), (0, 0, 1, 0))
             movement("lost", closed_at, cents(our_amount))

@@ -30,7 +30,9 @@ __all__ = [
     "NEW_CUSTOMER",
     "OPEN_PIPELINE",
     "OWNER_ACTIVITY",
+    "OWNER_DAY",
     "OWNER_ENTITY",
+    "OWNER_OPEN",
     "OWNER_QUOTA",
     "OWNER_WIN_ENTITY",
     "OWNER_WIN_SOURCE",
@@ -68,6 +70,10 @@ CHURN = "c"
 CHURN_TO_COMPETITOR = "m"
 #: +1 / -1 on the days an account starts / stops being an active customer.
 ACTIVE_CUSTOMERS = "l"
+#: Deals by (owner, day): created, won, lost, won cents, cycle ms.
+OWNER_DAY = "s"
+#: Open deals by (owner, current stage): count, cents.
+OWNER_OPEN = "j"
 #: Quotas by (owner, "period|team"): cents, 1.
 OWNER_QUOTA = "a"
 #: Won cents by (owner, month).
@@ -88,6 +94,7 @@ POSITION = "p"
 #: Every aggregate kind: a key whose first field is not one of them is an entity key.
 AGGREGATE_KINDS = frozenset({
     TEAM_DAY, OPEN_PIPELINE, SOURCE_DAY, PRODUCT_DAY, STAGE_STINT, WATERFALL, COMPETITOR_DAY,
+    OWNER_DAY, OWNER_OPEN,
     NEW_CUSTOMER, CHURN, CHURN_TO_COMPETITOR, ACTIVE_CUSTOMERS, OWNER_QUOTA, OWNER_WON,
     LEAD_SOURCE_DAY, LEAD_BAND, TEAM_ACTIVITY, OWNER_ACTIVITY, CLOCK, POSITION,
 })

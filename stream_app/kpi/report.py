@@ -22,6 +22,8 @@ Definitions (the README repeats them with their formulas):
 - lead conversion = leads converted / leads created in the window, per source;
   conversion by score band over leads closed in the window; the live score of
   each open lead at T (see :mod:`stream_app.kpi.scoring`);
+- per owner (the owner of each ``deal.created``): deals created, won, lost, won amount and
+  summed cycle in each window, and open deals, open amount and weighted open amount at T;
 - activities (calls, emails, meetings) logged in the window per team and per owner;
   activities per won deal = activities of the team logged in the window / deals of
   the team won in the window.
@@ -59,6 +61,8 @@ from stream_app.kpi.rows import (
     LeadKpis,
     LeadScoreKpis,
     OwnerActivityKpis,
+    OwnerDealKpis,
+    OwnerPipelineKpis,
     QuotaKpis,
     Report,
     RequiredCoverageKpis,
@@ -217,6 +221,23 @@ def _activity_kpis(snap: Snapshot, cfg: ReportConfig, as_of_day: int,
     owner_rows = [OwnerActivityKpis(owner, name, tuple(by_owner[name][owner]))
                   for name in by_owner for owner in owners]
     return team_rows, owner_rows
+
+
+def _owner_deal_kpis(snap: Snapshot, cfg: ReportConfig, as_of_day: int
+                     ) -> tuple[list[OwnerDealKpis], list[OwnerPipelineKpis]]:
+    owners = sorted({owner for owner, _ in snap.owner_deals}
+                    | {owner for owner, _ in snap.owner_open})
+    sums = _windowed_sums(snap.owner_deals, cfg, as_of_day, 5)
+    deals = [OwnerDealKpis(owner, name, *sums[name][owner])
+             for name in sums for owner in owners]
+    pipeline: dict[str, list[Any]] = {owner: [0, 0, Decimal(0)] for owner in owners}
+    for (owner, stage), (count, cents) in snap.owner_open.items():
+        row = pipeline[owner]
+        row[0] += count
+        row[1] += cents
+        row[2] += Decimal(cents) * cfg.probability.get(stage, Decimal(0))
+    return deals, [OwnerPipelineKpis(owner, count, cents, float(weighted))
+                   for owner, (count, cents, weighted) in pipeline.items()]
 
 
 def _lead_band_kpis(snap: Snapshot, cfg: ReportConfig, as_of_day: int) -> list[LeadBandKpis]:
@@ -416,6 +437,7 @@ def build_report(snap: Snapshot, as_of_ms: int, cfg: ReportConfig) -> Report:
     windows = _window_kpis(snap, cfg, as_of_day, teams, open_by_group)
     activities, owner_activities = _activity_kpis(snap, cfg, as_of_day, windows)
     owner_rows = _owner_rows(snap, current_periods(as_of_day).values())
+    owner_deals, owner_pipeline = _owner_deal_kpis(snap, cfg, as_of_day)
     return Report(
         as_of_ms=as_of_ms,
         windows=tuple(windows),
@@ -437,5 +459,7 @@ def build_report(snap: Snapshot, as_of_ms: int, cfg: ReportConfig) -> Report:
         lead_scores=_lead_score_kpis(snap, cfg, as_of_ms),
         activities=tuple(activities),
         owner_activities=tuple(owner_activities),
+        owner_deals=tuple(owner_deals),
+        owner_pipeline=tuple(owner_pipeline),
         latest_event_ms=snap.latest_event_ms,
     )

@@ -16,6 +16,8 @@ __all__ = [
     "LeadKpis",
     "LeadScoreKpis",
     "OwnerActivityKpis",
+    "OwnerDealKpis",
+    "OwnerPipelineKpis",
     "QuotaKpis",
     "Report",
     "RequiredCoverageKpis",
@@ -404,6 +406,50 @@ class OwnerActivityKpis:
 
 
 @dataclass(frozen=True, slots=True)
+class OwnerDealKpis:
+    """Deals of one owner (the owner their ``deal.created`` names) over one window.
+
+    The ratios are for a single worker's view; an owner's deals are spread over every
+    worker's partitions, so the exported series are the sums, and the recording rules
+    divide the sums over workers.
+    """
+
+    owner: str
+    window: str
+    created: int
+    won: int
+    lost: int
+    won_cents: int
+    cycle_ms: int
+
+    @property
+    def win_rate(self) -> float | None:
+        """won / (won + lost)."""
+        return _ratio(self.won, self.won + self.lost)
+
+    @property
+    def average_deal_cents(self) -> float | None:
+        """won amount / won, in cents."""
+        return _ratio(self.won_cents, self.won)
+
+    @property
+    def sales_cycle_seconds(self) -> float | None:
+        """Mean seconds from created to won over the owner's deals won in the window."""
+        return _ratio(self.cycle_ms / _MS_PER_S, self.won)
+
+
+@dataclass(frozen=True, slots=True)
+class OwnerPipelineKpis:
+    """One owner's open deals at T: count, amount (cents) and amount x stage
+    probability (cents)."""
+
+    owner: str
+    open_deals: int
+    cents: int
+    weighted_cents: float
+
+
+@dataclass(frozen=True, slots=True)
 class ChurnKpis:
     """Customer churn of one calendar month: ``month_to_date`` or ``last_month``.
 
@@ -447,5 +493,7 @@ class Report:
     lead_scores: LeadScoreKpis | None = None
     activities: tuple[ActivityKpis, ...] = ()
     owner_activities: tuple[OwnerActivityKpis, ...] = ()
+    owner_deals: tuple[OwnerDealKpis, ...] = ()
+    owner_pipeline: tuple[OwnerPipelineKpis, ...] = ()
     #: Latest event time folded into the snapshot's partitions (None when none has one).
     latest_event_ms: int | None = None

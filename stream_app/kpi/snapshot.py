@@ -36,6 +36,8 @@ from stream_app.kpi.kinds import (
     NEW_CUSTOMER,
     OPEN_PIPELINE,
     OWNER_ACTIVITY,
+    OWNER_DAY,
+    OWNER_OPEN,
     OWNER_QUOTA,
     OWNER_WON,
     POSITION,
@@ -57,7 +59,8 @@ RESERVED_GROUPS = frozenset({ALL_GROUP, OTHER_GROUP})
 KIND_LABEL = {TEAM_DAY: "team", OPEN_PIPELINE: "team", STAGE_STINT: "team", WATERFALL: "team",
               OWNER_QUOTA: "owner", OWNER_WON: "owner", SOURCE_DAY: "source",
               LEAD_SOURCE_DAY: "source", PRODUCT_DAY: "product", COMPETITOR_DAY: "competitor",
-              CHURN_TO_COMPETITOR: "competitor", TEAM_ACTIVITY: "team", OWNER_ACTIVITY: "owner"}
+              CHURN_TO_COMPETITOR: "competitor", TEAM_ACTIVITY: "team", OWNER_ACTIVITY: "owner",
+              OWNER_DAY: "owner", OWNER_OPEN: "owner"}
 _DIMENSION = {SOURCE_DAY: "source", PRODUCT_DAY: "product"}
 
 
@@ -84,6 +87,8 @@ class Snapshot:
     bands: dict[tuple[str, int], list[int]] = field(default_factory=dict)
     activities: dict[tuple[str, int], list[int]] = field(default_factory=dict)
     owner_activities: dict[tuple[str, int], list[int]] = field(default_factory=dict)
+    owner_deals: dict[tuple[str, int], list[int]] = field(default_factory=dict)
+    owner_open: dict[tuple[str, str], list[int]] = field(default_factory=dict)
     open_leads: list[ScoreInputs] = field(default_factory=list)
     latest_event_ms: int | None = None
     partitions: frozenset[int] = frozenset()
@@ -216,6 +221,10 @@ def snapshot_from_cells(
             add_vector(snap.activities, (group, int(part)), value)
         elif kind == OWNER_ACTIVITY:
             add_vector(snap.owner_activities, (group, int(part)), value)
+        elif kind == OWNER_DAY:
+            add_vector(snap.owner_deals, (group, int(part)), value)
+        elif kind == OWNER_OPEN:
+            add_vector(snap.owner_open, (group, part), value)
         elif kind == CLOCK and (snap.latest_event_ms is None or value > snap.latest_event_ms):
             snap.latest_event_ms = value
     snap.folded = dict(folded)

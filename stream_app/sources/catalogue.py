@@ -100,6 +100,7 @@ def deal_labels(events: Iterable[DealEvent]) -> dict[str, set[str]]:
     for event in events:
         if isinstance(event, DealCreated):
             found["team"].add(event.data.team)
+            found["owner"].add(event.data.owner_id)
             found["source"].add(event.data.source or NO_VALUE)
             found["product"].add(event.data.product or NO_VALUE)
         elif isinstance(event, DealWon | DealLost) and event.data.competitor:

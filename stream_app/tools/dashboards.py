@@ -54,6 +54,8 @@ _GRAFANA_CURRENCIES = frozenset({
 RED, AMBER, GREEN = "red", "orange", "green"
 STINT_BUCKETS = "pulse_stage_stint_duration_seconds_bucket"
 GRID_COLUMNS = 24
+#: What a rep's ratio panels show when the window holds no deal to divide by.
+NOTHING_WON, NOTHING_CLOSED = "no deal won", "no deal closed"
 
 
 @dataclass(frozen=True)
@@ -93,7 +95,7 @@ TEAM = _variable("team", "Team", "label_values(team_window:pulse_win_rate:ratio,
 WINDOW = _variable("window", "Window",
                    "label_values(team_window:pulse_win_rate:ratio, window)", "90d")
 OWNER = _variable("owner", "Owner",
-                  "label_values(owner_period:pulse_quota_attainment:ratio, owner)", "")
+                  "label_values(owner_window:pulse_owner_created_deals:sum, owner)", "")
 SOURCE = _variable("source", "Lead source",
                    "label_values(source_window:pulse_lead_conversion:ratio, source)", "all")
 
@@ -112,9 +114,14 @@ def _query(expr: str, legend: str = "", ref: str = "A", instant: bool = False
 
 
 def _stat(title: str, expr: str, unit: str, description: str,
-          thresholds: dashboard.ThresholdsConfig | None = None, span: int = 6) -> stat.Panel:
+          thresholds: dashboard.ThresholdsConfig | None = None, span: int = 6,
+          no_value: str | None = None) -> stat.Panel:
+    """A single value; ``no_value`` is shown when the ratio has no denominator (the
+    panel's query is then rightly empty)."""
     panel = (stat.Panel().title(title).description(description).datasource(_SOURCE)
              .unit(unit).with_target(_query(expr)).height(5).span(span))
+    if no_value is not None:
+        panel = panel.no_value(no_value)
     return panel.thresholds(thresholds) if thresholds is not None else panel
 
 
@@ -299,8 +306,8 @@ def competitors(cfg: BoardSettings) -> dashboard.Dashboard:
 
 
 def rep(cfg: BoardSettings) -> dashboard.Dashboard:
-    """One rep's scorecard: attainment, won against quota, activities."""
-    owner = 'owner="$owner"'
+    """One rep's scorecard: attainment, pipeline, win rate, cycle, deals, activities."""
+    owner, window = 'owner="$owner"', 'window="$window"'
     return _board("pulse-rep", "Pipeline Pulse / Rep scorecard", [
         _stat("Attainment this month",
               f'owner_period:pulse_quota_attainment:ratio{{{owner},period="month"}}',
@@ -314,12 +321,38 @@ def rep(cfg: BoardSettings) -> dashboard.Dashboard:
               cfg.money, "Won amount of the owner's deals this month."),
         _stat("Quota this month", f'sum(pulse_owner_quota_amount{{{owner},period="month"}})',
               cfg.money, "The owner's quota for this month."),
+        _stat("Open pipeline", f"owner:pulse_owner_open_pipeline_amount:sum{{{owner}}}",
+              cfg.money, "Open amount of the owner's deals now."),
+        _stat("Weighted pipeline",
+              f"owner:pulse_owner_open_pipeline_weighted_amount:sum{{{owner}}}", cfg.money,
+              "Open amount x the stage's win probability (PULSE_STAGES)."),
+        _stat("Open deals", f"owner:pulse_owner_open_deals:sum{{{owner}}}", "none",
+              "The owner's deals not yet won or lost."),
+        _stat("Deals created", f"owner_window:pulse_owner_created_deals:sum{{{owner},{window}}}",
+              "none", "Deals the owner created in the window."),
+        _stat("Win rate", f"owner_window:pulse_owner_win_rate:ratio{{{owner},{window}}}",
+              "percentunit", "won / (won + lost) of the owner's deals closed in the window.",
+              no_value=NOTHING_CLOSED),
+        _stat("Average deal size",
+              f"owner_window:pulse_owner_average_deal_size:ratio{{{owner},{window}}}",
+              cfg.money, "Won amount / deals won in the window.", no_value=NOTHING_WON),
+        _stat("Sales cycle",
+              f"owner_window:pulse_owner_sales_cycle_seconds:ratio{{{owner},{window}}}", "s",
+              "Mean time from creation to won, over the owner's deals won in the window.",
+              no_value=NOTHING_WON),
+        _stat("Won in the window",
+              f"owner_window:pulse_owner_won_deals_amount:sum{{{owner},{window}}}", cfg.money,
+              "Won amount of the owner's deals won in the window."),
         _series("Won against quota",
                 [(f"sum by (period) (pulse_owner_won_amount{{{owner}}})", "won {{period}}"),
                  (f"sum by (period) (pulse_owner_quota_amount{{{owner}}})", "quota {{period}}")],
                 cfg.money, "Won amount and quota per period."),
+        _bars("Deals closed",
+              [(f"owner_window:pulse_owner_deals_won:sum{{{owner},{window}}}", "won"),
+               (f"owner_window:pulse_owner_deals_lost:sum{{{owner},{window}}}", "lost")],
+              "none", "The owner's deals won and lost in the window."),
         _bars("Activities by kind",
-              [(f'sum by (kind) (pulse_owner_activities{{{owner},window="$window"}})',
+              [(f'sum by (kind) (pulse_owner_activities{{{owner},{window}}})',
                 "{{kind}}")], "none", "Calls, emails and meetings the owner logged."),
     ], (OWNER, WINDOW))
 

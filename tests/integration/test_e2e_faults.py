@@ -485,8 +485,8 @@ def test_three_workers_one_replaced_mid_stream_stay_exact_and_never_double_expor
 
 #: Distinct teams and owners in the label flood.
 FLOOD = 40_000
-#: Of them, owners that also set a quota and log an activity (owners are admitted from
-#: quota, activity and owner-win events; deals alone never flood them).
+#: Of them, owners that also set a quota and log an activity (every flood deal names an
+#: owner of its own, so all of them are over the owner cap).
 OWNER_FLOOD = 1_500
 
 
@@ -578,7 +578,7 @@ def test_label_flood_and_abusive_messages_stay_within_the_series_budget(
         assert len(admitted_owners) == base_settings.max_owners
         assert owners == admitted_owners | {"(other)"}
         assert samples[("pulse_label_values_folded", (("label", "owner"),))] == \
-            OWNER_FLOOD - base_settings.max_owners
+            FLOOD - base_settings.max_owners  # every deal has an owner of its own
         admitted = {"team": admitted_teams}
         caps = {"source": base_settings.max_sources, "product": base_settings.max_products,
                 "competitor": base_settings.max_competitors}

@@ -86,6 +86,8 @@ def test_contributions_of_a_won_deal_that_went_back_a_stage() -> None:
         ("f", "T", f"{_day('2026-01-09T10:00:00Z')}:Prospecting"): _stint(4, "forward", 2),
         ("f", "T", f"{_day('2026-01-12T10:00:00Z')}:Engaging"): _stint(3, "backward", 1),
         ("f", "T", f"{won}:Prospecting"): _stint(20, "forward", 4),
+        ("s", "o1", created): (1, 0, 0, 0, 0),
+        ("s", "o1", won): (0, 1, 0, 151200, cycle),
     }
 
 
@@ -96,6 +98,8 @@ def test_open_deal_counts_in_its_latest_stage_since_it_entered_it() -> None:
     since = _day("2026-01-12T10:00:00Z")
     assert contributions[("o", "T", f"{since}:Prospecting")] == (1, 162000)
     assert [key for key in contributions if key[0] == "o"] == [("o", "T", f"{since}:Prospecting")]
+    assert contributions[("j", "o1", "Prospecting")] == (1, 162000)
+    assert [key for key in contributions if key[0] == "j"] == [("j", "o1", "Prospecting")]
 
 
 def test_lost_deal_with_a_competitor_price_and_changes_outside_its_life() -> None:
@@ -117,6 +121,8 @@ def test_lost_deal_with_a_competitor_price_and_changes_outside_its_life() -> Non
     assert not [k for k in c if k[0] == "w" and k[2].endswith(("advanced", "regressed"))]
     assert c[("f", "T", f"{lost}:Prospecting")] == _stint(10, "lost", 3)
     assert c[("r", "Web", lost)] == (0, 0, 1, 0) and c[("u", "Pro", lost)] == (0, 0, 1, 0)
+    assert c[("s", "o1", lost)] == (0, 0, 1, 0, 0)
+    assert not [k for k in c if k[0] == "j"]
 
 
 @pytest.mark.parametrize(("days", "bucket"), [

@@ -258,3 +258,35 @@ def test_owner_and_quota_team_caps_apply_at_export() -> None:
     report = build_report(snap, _ms("2026-03-10"), CFG)
     quotas = {(q.group, q.period): q.owners_at_quota for q in report.quotas}
     assert quotas[("(other)", "month")] == 1 and quotas[("all", "month")] == 1
+
+
+@pytest.mark.parametrize(("kept", "owners"), [
+    ({"o1", "o2"}, {"o1": (2, 1, 1, 400, 2), "o2": (1, 0, 0, 0, 0)}),
+    ({"o1"}, {"o1": (2, 1, 1, 400, 2), "(other)": (1, 0, 0, 0, 0)}),
+    (set(), {"(other)": (3, 1, 1, 400, 2)}),
+])
+def test_owner_deals_and_pipeline_per_window_with_the_owner_cap(
+    kept: set[str], owners: dict[str, tuple[int, ...]]
+) -> None:
+    day = _d("2026-03-01")
+    items = [(f"s\x1f0\x1fo1\x1f{day}", {"g": {}, "v": [2, 1, 1, 400, 2 * 86_400_000]}),
+             (f"s\x1f1\x1fo1\x1f{day - 60}", {"g": {}, "v": [5, 5, 0, 1_000, 0]}),
+             (f"s\x1f1\x1fo2\x1f{day}", {"g": {}, "v": [1, 0, 0, 0, 0]}),
+             ("j\x1f0\x1fo1\x1fEngaging", {"g": {}, "v": [2, 1_000]}),
+             ("j\x1f1\x1fo2\x1fProspecting", {"g": {}, "v": [1, 400]}),
+             ("j\x1f1\x1fo2\x1fGone", {"g": {}, "v": [1, 100]})]
+    snap = snapshot_from_aggregates(items, {0, 1}, lambda label, value: value in kept)
+    report = build_report(snap, _ms("2026-03-10"), CFG)
+    window = {d.owner: (d.created, d.won, d.lost, d.won_cents, d.sales_cycle_seconds)
+              for d in report.owner_deals if d.window == "30d"}
+    want = {owner: (*v[:4], v[4] * 86_400.0 / v[1] if v[1] else None)
+            for owner, v in owners.items()}
+    assert window == want
+    everything = {d.owner: d.won for d in report.owner_deals if d.window == "all"}
+    assert sum(everything.values()) == 6
+    pipeline = {p.owner: (p.open_deals, p.cents, p.weighted_cents)
+                for p in report.owner_pipeline}
+    o1, o2 = (2, 1_000, 500.0), (2, 500, 100.0)  # a stage not configured weighs nothing
+    assert pipeline == ({"o1": o1, "o2": o2} if kept == {"o1", "o2"} else
+                        {"o1": o1, "(other)": o2} if kept else {"(other)": (4, 1_500, 600.0)})
+    assert snap.folded == ({"owner": {"o1", "o2"} - kept} if kept != {"o1", "o2"} else {})
