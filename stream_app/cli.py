@@ -26,10 +26,11 @@ from stream_app.config import Settings
 SETTINGS_HELP = """\
 settings:
   Every setting is a PULSE_* environment variable, in groups: Kafka, Redis, Topics,
-  KPIs, Label caps, Operations. `stream-app config` prints each effective value, where
-  it came from (environment or default) and its group; secrets are masked. Lists and
-  maps take 30,90 / USD=1,EUR=1.08 / Prospecting=0.1,Proposal=0.6 (or JSON). An invalid
-  setting stops a command with one line per variable and exit code 2.
+  KPIs, Label caps, Operations, Ingest gateway. `stream-app config` prints each
+  effective value, where it came from (environment or default) and its group; secrets
+  are masked. Lists and maps take 30,90 / USD=1,EUR=1.08 / Prospecting=0.1,Proposal=0.6
+  (or JSON). An invalid setting stops a command with one line per variable and exit
+  code 2.
 """
 
 EPILOG = SETTINGS_HELP + """
@@ -75,6 +76,29 @@ a mapping file (YAML; copy a preset to start):
 """
 
 
+INGEST_HELP = """\
+Serve POST /events on PULSE_INGEST_HOST:PULSE_INGEST_PORT (127.0.0.1:8080): CloudEvents
+over HTTP in structured (Content-Type application/cloudevents+json), batched
+(application/cloudevents-batch+json, a JSON array) or binary mode (ce-* headers, an
+application/json body holding the data). Every event is checked by the worker's
+contract; the answer is 202 {"accepted": n} only once the broker acknowledged every
+event of the request (acks=all).
+
+answers:
+  202  every event is on the broker
+  400  invalid events (each with its index, id, field, reason; nothing was sent),
+       or a body that is not JSON / nested deeper than PULSE_INGEST_MAX_JSON_DEPTH
+  401  no or unknown bearer token      408  body not sent within the read timeout
+  413  body or batch over its limit    415  not a CloudEvents content mode
+  429  over the token's rate (Retry-After)
+  503  the broker did not acknowledge in time (Retry-After): send the same request
+       again; events that did land are dropped by the worker as repeats
+
+Needs PULSE_KAFKA_BOOTSTRAP and PULSE_INGEST_TOKENS ("name=token,name=token"; send
+Authorization: Bearer <token>). /healthz and /metrics need no token. Stop with
+Ctrl-C or SIGTERM (requests in flight are answered first).
+"""
+
 #: Exit code of a command stopped by invalid settings.
 EXIT_INVALID_SETTINGS = 2
 
@@ -114,6 +138,8 @@ def _parser() -> argparse.ArgumentParser:
             "Exit codes: 0 stopped, 2 invalid settings or state lost, 3 Kafka never became "
             "reachable. Stop it with "
             "Ctrl-C or SIGTERM (the batch in hand finishes and is committed first).")
+    command("ingest", help="serve the HTTP gateway that puts CRM events on the topics",
+            description=INGEST_HELP)
     config = command("config", help="print the effective settings and where each came from",
                      description="Every PULSE_* setting with its effective value (secrets "
                      "masked), its source (environment or default) and its group.")
@@ -370,6 +396,18 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _run_worker(_settings())
     if args.command == "servers":
         return _run_servers()
+    if args.command == "ingest":
+        from stream_app.ingest.gateway import run_gateway
+
+        settings = _settings()
+        missing = [name for name, value in (("PULSE_KAFKA_BOOTSTRAP", settings.kafka_bootstrap),
+                                            ("PULSE_INGEST_TOKENS", settings.ingest_tokens))
+                   if not value]
+        if missing:
+            print(f"stream-app ingest: set {' and '.join(missing)} (see `stream-app ingest "
+                  "--help`)", file=sys.stderr)
+            return EXIT_INVALID_SETTINGS
+        return run_gateway(settings)
     if args.command == "config":
         from stream_app.settings_report import effective_settings, render_settings
 

@@ -16,6 +16,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from stream_app.events.codec import ContractRules
 from stream_app.events.routing import ROUTES
+from stream_app.ingest.access import parse_tokens
 from stream_app.kpi.money import Pricing
 from stream_app.kpi.report import ReportConfig
 from stream_app.kpi.scoring import ScoringRules
@@ -229,6 +230,37 @@ class Settings(BaseSettings):
         "without it (deduplication by id resumes when Redis answers).")
     liveness_max_loop_lag_seconds: float = Field(
         10.0, gt=0, description="/livez answers 503 when the event loop ran this late.")
+
+    ingest_host: str = Field("127.0.0.1", description="Address `stream-app ingest` binds "
+                             "(0.0.0.0 in a container).")
+    ingest_port: int = Field(8080, ge=1, le=65535, description="Port of the ingest gateway.")
+    ingest_tokens: SecretStr | None = Field(
+        None, description="Bearer tokens the gateway accepts, name=token pairs separated by "
+        "commas (the name labels metrics and the rate limit; tokens of 16+ characters, "
+        "never logged). Required by `stream-app ingest`.")
+    ingest_max_body_bytes: int = Field(1024 * 1024, ge=1024,
+                                       description="Largest request body (413 above).")
+    ingest_max_events_per_request: int = Field(
+        500, ge=1, le=100_000, description="Most events in one batched request (413 above).")
+    ingest_max_json_depth: int = Field(32, ge=4, le=1000,
+                                       description="Deepest JSON nesting accepted (400 above).")
+    ingest_rate_per_second: float = Field(
+        50.0, gt=0, description="Requests a second per token, sustained (429 above).")
+    ingest_rate_burst: int = Field(100, ge=1, description="Requests a token may send at once.")
+    ingest_produce_timeout_seconds: float = Field(
+        10.0, gt=0, description="How long a request waits for the broker's acknowledgement "
+        "before it is answered 503 (Retry-After).")
+    ingest_read_timeout_seconds: float = Field(
+        10.0, gt=0, description="How long a client may take to send its body (408 after).")
+    ingest_retry_after_seconds: int = Field(
+        5, ge=1, description="Retry-After of a 503 (the broker did not acknowledge).")
+
+    @field_validator("ingest_tokens")
+    @classmethod
+    def _tokens_well_formed(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            parse_tokens(value.get_secret_value())
+        return value
 
     _lists = field_validator("windows_days", mode="before")(parse_list)
     _maps = field_validator("fx_rates", mode="before")(parse_map)

@@ -30,6 +30,7 @@ GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
                     "max_competitors")),
     ("Operations", ("web_", "log_", "startup_", "liveness_", "recovery_", "data_dir",
                     "require_redis")),
+    ("Ingest gateway", ("ingest_",)),
 )
 
 _MASK = "********"

@@ -154,7 +154,8 @@ class SourcePipeline:
         valid: list[tuple[EventT[Any], Any]] = []
         for event in events:
             msg = event.message
-            decoded = decode_event(msg.value, msg.key, self.spec.role, context.rules)
+            decoded = decode_event(msg.value, msg.key, self.spec.role, context.rules,
+                                   msg.headers)
             if isinstance(decoded, Rejection):
                 self._note_position(event, None)
                 self._dead_letter(batch, event, decoded)

@@ -13,9 +13,11 @@ __all__ = [
     "decode_event",
     "encode_event",
     "entity_id",
+    "validate_event",
 ]
 
 import json
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,6 +59,12 @@ class Rejection:
     detail: str
     event_id: str | None = None
     event_type: str | None = None
+
+    @property
+    def field(self) -> str | None:
+        """The field the detail names first (``data.amount``, ``type``), if any."""
+        name, colon, _ = self.detail.partition(":")
+        return name if colon and " " not in name else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,13 +154,51 @@ def _check_rules(event: CrmEvent, rules: ContractRules) -> Rejection | None:
     return None
 
 
+def validate_event(raw: dict[str, Any], rules: ContractRules) -> CrmEvent | Rejection:
+    """The contract's verdict on one parsed event (the worker's and the ingest
+    gateway's): the model, then the configured currencies and stages."""
+    try:
+        event = crm_event_adapter.validate_python(raw)
+    except ValidationError as exc:
+        return _from_validation_error(exc, raw)
+    except RecursionError:
+        return Rejection("invalid_field", "data nested too deeply")
+    rejected = _check_rules(event, rules)
+    return rejected if rejected is not None else event
+
+
+#: Kafka headers of a binary-mode CloudEvent: ``ce_<attribute>``.
+KAFKA_ATTRIBUTE_PREFIX = "ce_"
+Headers = Mapping[str, bytes] | Iterable[tuple[str, bytes]]
+
+
+def _binary_attributes(headers: Headers | None) -> dict[str, str] | None:
+    """The CloudEvent attributes of a Kafka binary-mode message (``ce_specversion`` says
+    it is one, as the CloudEvents Kafka binding writes it); None for a structured one."""
+    if not headers:
+        return None
+    pairs = headers.items() if isinstance(headers, Mapping) else headers
+    found: dict[str, str] = {}
+    for name, value in pairs:
+        if value is None:
+            continue
+        if name.startswith(KAFKA_ATTRIBUTE_PREFIX):
+            found[name[len(KAFKA_ATTRIBUTE_PREFIX):]] = value.decode("utf-8", "replace")
+        elif name.lower() == "content-type":  # the binding's place for datacontenttype
+            found["datacontenttype"] = value.decode("utf-8", "replace")
+    return found if "specversion" in found else None
+
+
 def decode_event(
     value: bytes | None,
     key: bytes | None,
     role: TopicRole,
     rules: ContractRules,
+    headers: Headers | None = None,
 ) -> CrmEvent | Rejection:
-    """Decode and validate one Kafka message of the topic with the given role."""
+    """Decode and validate one Kafka message of the topic with the given role: a
+    structured-mode event (the whole event in the value), or a binary-mode one (the
+    attributes in ``ce_*`` headers, the value its ``data``)."""
     if value is None:
         return Rejection("not_json", "message has no value (tombstone)")
     if len(value) > rules.max_event_bytes:
@@ -170,14 +216,14 @@ def decode_event(
         return Rejection("not_json", "JSON nested too deeply")
     except ValueError as exc:
         return Rejection("not_json", f"not JSON: {exc}")
+    attributes = _binary_attributes(headers)
+    if attributes is not None:
+        raw = {**attributes, "data": raw}
     if not isinstance(raw, dict):
         return Rejection("not_an_object", f"expected a JSON object, got {type(raw).__name__}")
-    try:
-        event = crm_event_adapter.validate_python(raw)
-    except ValidationError as exc:
-        return _from_validation_error(exc, raw)
-    except RecursionError:
-        return Rejection("invalid_field", "data nested too deeply")
+    event = validate_event(raw, rules)
+    if isinstance(event, Rejection):
+        return event
     expected_role = ROUTES[event.type.partition(".")[0]].role
     if expected_role != role:
         return Rejection(
@@ -186,9 +232,6 @@ def decode_event(
             event.id,
             event.type,
         )
-    rejected = _check_rules(event, rules)
-    if rejected is not None:
-        return rejected
     expected_key = entity_id(event)
     got_key = key.decode("utf-8", "replace") if key is not None else None
     if got_key != expected_key:

@@ -8,7 +8,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from stream_app.config import Settings
+from stream_app.config import Settings, contract_rules
 from stream_app.events.codec import (
     ContractRules,
     Rejection,
@@ -99,3 +99,35 @@ def test_every_event_type_has_one_route_that_codec_and_replay_share() -> None:
         "time": "2026-03-01T00:00:00Z",
         "data": {"deal_id": "D-9", "amount": "10", "currency": "USD"}})
     assert entity_id(won) == "D-9"
+
+
+@pytest.mark.parametrize("kind", sorted(VALID_EXAMPLES))
+def test_kafka_binary_mode_written_by_the_cloudevents_sdk_decodes_as_structured(
+        kind: str) -> None:
+    import datetime as dt
+
+    from cloudevents.core.bindings import kafka as ce_kafka
+    from cloudevents.core.v1.event import CloudEvent
+
+    raw = json.loads((SCHEMAS / "examples" / "valid" / f"{kind}.json").read_text())
+    role = ROUTES[kind.split(".")[0]].role
+    key = route(Settings(), raw)[1] or b""
+    attributes = {k: v for k, v in raw.items() if k != "data"}
+    attributes["time"] = dt.datetime.fromisoformat(raw["time"].replace("Z", "+00:00"))
+    message = ce_kafka.to_binary_event(CloudEvent(attributes=attributes, data=raw["data"]))
+    assert "ce_specversion" in message.headers
+    rules = contract_rules(Settings())
+    binary = decode_event(message.value, key, role, rules,
+                          headers=list(message.headers.items()))
+    structured = decode_event(json.dumps(raw).encode(), key, role, rules)
+    assert not isinstance(binary, Rejection), binary
+    assert binary == structured
+
+
+def test_a_kafka_binary_mode_event_with_a_bad_attribute_names_it() -> None:
+    headers = {"ce_specversion": b"1.0", "ce_id": b"x", "ce_source": b"crm",
+               "ce_type": b"deal.won", "ce_time": b"2026-11-02T09:30:00"}
+    rejected = decode_event(b'{"deal_id": "D1", "amount": "5"}', b"D1", "deals", RULES,
+                            headers=headers)
+    assert isinstance(rejected, Rejection)
+    assert (rejected.reason, rejected.field) == ("naive_timestamp", "time")

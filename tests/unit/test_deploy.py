@@ -20,17 +20,21 @@ def test_compose_workers_use_only_known_settings() -> None:
     services = compose["services"]
     assert {"kafka", "redis", "worker-1", "worker-2", "prometheus"} <= set(services)
     fields = {f"PULSE_{name.upper()}" for name in Settings.model_fields}
-    for name in ("worker-1", "worker-2"):
-        env = services[name]["environment"]
+    for name in ("worker-1", "worker-2", "ingest"):
+        env = {k: ("gateway=0123456789abcdef" if v.startswith("${PULSE_INGEST_TOKENS") else v)
+               for k, v in services[name]["environment"].items()}
         assert set(env) <= fields, set(env) - fields
         settings = Settings(**{k[6:].lower(): v for k, v in env.items()})
         assert settings.kafka_bootstrap == "kafka:9092"
+    assert services["ingest"]["command"] == ["ingest"]
 
 
 def test_prometheus_scrapes_both_workers() -> None:
     config = yaml.safe_load((ROOT / "deploy/prometheus/prometheus.yml").read_text())
-    targets = config["scrape_configs"][0]["static_configs"][0]["targets"]
-    assert targets == ["worker-1:6066", "worker-2:6066"]
+    targets = {job["job_name"]: job["static_configs"][0]["targets"]
+               for job in config["scrape_configs"]}
+    assert targets == {"pipeline-pulse": ["worker-1:6066", "worker-2:6066"],
+                       "pipeline-pulse-ingest": ["ingest:8080"]}
 
 
 def test_dockerfile_runs_the_worker() -> None:
@@ -104,12 +108,18 @@ def test_docker_compose_validates_the_stack() -> None:
     from tests.prometheus_tools import require_binary
 
     compose = require_binary("docker-compose")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GRAFANA_")}
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("GRAFANA_", "PULSE_INGEST_TOKENS"))}
     refused = subprocess.run([compose, "config", "-q"], cwd=ROOT, capture_output=True,
-                             text=True, timeout=120, env=env)
+                             text=True, timeout=120,
+                             env={**env, "PULSE_INGEST_TOKENS": "crm=0123456789abcdef"})
     assert refused.returncode != 0 and "set GRAFANA_ADMIN_PASSWORD" in refused.stderr
+    no_tokens = subprocess.run([compose, "config", "-q"], cwd=ROOT, capture_output=True,
+                               text=True, timeout=120, env={**env, "GRAFANA_ADMIN_PASSWORD": "x"})
+    assert no_tokens.returncode != 0 and "set PULSE_INGEST_TOKENS" in no_tokens.stderr
     done = subprocess.run([compose, "config", "-q"], cwd=ROOT, capture_output=True, text=True,
-                          timeout=120, env={**env, "GRAFANA_ADMIN_PASSWORD": "x"})
+                          timeout=120, env={**env, "GRAFANA_ADMIN_PASSWORD": "x",
+                                            "PULSE_INGEST_TOKENS": "crm=0123456789abcdef"})
     assert done.returncode == 0, done.stdout + done.stderr
 
 

@@ -1,0 +1,1 @@
+"""The ingest gateway: CRM events over HTTP into the CRM topics (`stream-app ingest`)."""

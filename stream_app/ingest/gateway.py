@@ -1,0 +1,217 @@
+"""``stream-app ingest``: an HTTP gateway that puts CRM CloudEvents on the CRM topics.
+
+``POST /events`` takes the CloudEvents HTTP binding (structured, batched or binary
+mode), validates every event by the worker's own contract
+(:func:`~stream_app.events.codec.validate_event`), and answers 2xx only after the
+broker acknowledged every event of the request (``acks=all``). A batch is all or
+nothing: one invalid event refuses the whole request (400, each bad event with its
+index, field and reason) and nothing of it is produced. A broker that does not
+acknowledge in time gives 503 with ``Retry-After``; some events of that request may
+still land, and the sender's retry (same event ids) is dropped by the worker as a
+repeat, so each event counts once.
+
+Every route but ``/healthz`` and ``/metrics`` needs ``Authorization: Bearer <token>``
+(``PULSE_INGEST_TOKENS``). Limits: body size (413), events per request (413), JSON
+depth (400), requests per token (429 with ``Retry-After``), time to send the body (408).
+"""
+
+from __future__ import annotations
+
+__all__ = ["IngestGateway", "run_gateway"]
+
+import asyncio
+import logging
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from stream_app.config import Settings, contract_rules
+from stream_app.events.codec import Rejection, encode_event, entity_id, validate_event
+from stream_app.events.routing import ROUTES
+from stream_app.ingest.access import RateLimiter, TokenBook, parse_tokens
+from stream_app.ingest.http_binding import BindingError, events_of_request
+from stream_app.ingest.sink import EventSink, KafkaSink, Record, SinkUnavailable
+
+log = logging.getLogger("stream_app.ingest")
+
+#: Routes whose answers say nothing about the CRM data: no token needed.
+OPEN_ROUTES = frozenset({"/healthz", "/metrics"})
+#: Route label of requests to a path the gateway does not serve (bounded label set).
+UNKNOWN_ROUTE = "(unknown)"
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _error(status: int, reason: str, detail: str, **extra: Any) -> web.Response:
+    body = {"error": reason, "detail": detail, **extra}
+    return web.json_response(body, status=status)
+
+
+class _Metrics:
+    """The gateway's own series (a registry of its own: never the worker's)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter("pulse_ingest_requests", "HTTP requests by route and status.",
+                                ["route", "status"], registry=self.registry)
+        self.produced = Counter("pulse_ingest_events_produced",
+                                "Events acknowledged by the broker, by type.", ["type"],
+                                registry=self.registry)
+        self.rejected = Counter("pulse_ingest_events_rejected",
+                                "Events or requests refused, by reason.", ["reason"],
+                                registry=self.registry)
+        self.latency = Histogram("pulse_ingest_request_duration_seconds",
+                                 "Time from the request's arrival to its answer.", ["route"],
+                                 buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5,
+                                          10, 30), registry=self.registry)
+        self.kafka_up = Gauge("pulse_ingest_kafka_up",
+                              "1 if the broker acknowledged the last send.",
+                              registry=self.registry)
+
+
+class IngestGateway:
+    """The aiohttp application of ``stream-app ingest`` over an :class:`EventSink`."""
+
+    def __init__(self, settings: Settings, sink: EventSink,
+                 clock: Callable[[], float] = time.monotonic):
+        tokens = settings.ingest_tokens
+        self._settings = settings
+        self._rules = contract_rules(settings)
+        self._tokens = TokenBook(parse_tokens(tokens.get_secret_value()) if tokens else {})
+        self._limiter = RateLimiter(settings.ingest_rate_per_second, settings.ingest_rate_burst,
+                                    clock)
+        self._sink = sink
+        self.metrics = _Metrics()
+        self.app = web.Application(client_max_size=settings.ingest_max_body_bytes,
+                                   middlewares=[self._observe, self._authorize])
+        self.app.router.add_post("/events", self._events)
+        self.app.router.add_get("/healthz", self._health)
+        self.app.router.add_get("/metrics", self._metrics)
+
+    @web.middleware
+    async def _observe(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        started = time.perf_counter()
+        info = request.match_info.route.resource
+        route = info.canonical if info is not None else UNKNOWN_ROUTE
+        try:
+            response = await handler(request)
+        except web.HTTPRequestEntityTooLarge:
+            self.metrics.rejected.labels("body_too_large").inc()
+            response = _error(413, "body_too_large", "the body is over "
+                              f"{self._settings.ingest_max_body_bytes} bytes "
+                              "(PULSE_INGEST_MAX_BODY_BYTES)")
+        except web.HTTPException as exc:
+            response = _error(exc.status, exc.reason.lower().replace(" ", "_"), exc.reason)
+        self.metrics.requests.labels(route, str(response.status)).inc()
+        self.metrics.latency.labels(route).observe(time.perf_counter() - started)
+        return response
+
+    @web.middleware
+    async def _authorize(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path in OPEN_ROUTES or request.match_info.route.resource is None:
+            return await handler(request)
+        scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
+        caller = self._tokens.holder(presented.strip()) if scheme.lower() == "bearer" else None
+        if caller is None:
+            self.metrics.rejected.labels("unauthorized").inc()
+            response = _error(401, "unauthorized", "send Authorization: Bearer <token> with a "
+                              "token of PULSE_INGEST_TOKENS")
+            response.headers["WWW-Authenticate"] = 'Bearer realm="pipeline-pulse"'
+            return response
+        wait = self._limiter.admit(caller)
+        if wait:
+            self.metrics.rejected.labels("rate_limited").inc()
+            response = _error(429, "rate_limited", f"over {self._settings.ingest_rate_per_second:g}"
+                              " requests a second for this token (PULSE_INGEST_RATE_PER_SECOND)")
+            response.headers["Retry-After"] = RateLimiter.retry_after(wait)
+            return response
+        return await handler(request)
+
+    async def _body(self, request: web.Request) -> bytes:
+        try:
+            return await asyncio.wait_for(request.read(),
+                                          self._settings.ingest_read_timeout_seconds)
+        except TimeoutError:
+            raise web.HTTPRequestTimeout() from None
+
+    async def _events(self, request: web.Request) -> web.Response:
+        body = await self._body(request)
+        try:
+            raws = events_of_request(request.headers, body,
+                                     max_events=self._settings.ingest_max_events_per_request,
+                                     max_depth=self._settings.ingest_max_json_depth)
+        except BindingError as exc:
+            self.metrics.rejected.labels(exc.reason).inc()
+            return _error(exc.status, exc.reason, exc.detail)
+        records: list[Record] = []
+        types: list[str] = []
+        errors: list[dict[str, Any]] = []
+        for index, raw in enumerate(raws):
+            event = validate_event(raw, self._rules)
+            if isinstance(event, Rejection):
+                errors.append({"index": index, "id": event.event_id, "field": event.field,
+                               "reason": event.reason, "detail": event.detail})
+                self.metrics.rejected.labels(event.reason).inc()
+                continue
+            route = ROUTES[event.type.partition(".")[0]]
+            records.append((getattr(self._settings, route.topic_setting),
+                            entity_id(event).encode(), encode_event(event)))
+            types.append(event.type)
+        if errors:
+            return _error(400, "invalid_events", f"{len(errors)} of {len(raws)} events break "
+                          "the contract; nothing of this request was sent", errors=errors)
+        return await self._produce(records, types)
+
+    async def _produce(self, records: list[Record], types: list[str]) -> web.Response:
+        try:
+            await self._sink.send(records)
+        except SinkUnavailable as exc:
+            self.metrics.kafka_up.set(0)
+            self.metrics.rejected.labels("kafka_unavailable").inc()
+            response = _error(503, "kafka_unavailable", f"{exc}; retry the whole request "
+                              "(events already on the broker are dropped as repeats)")
+            response.headers["Retry-After"] = str(self._settings.ingest_retry_after_seconds)
+            return response
+        self.metrics.kafka_up.set(1)
+        for event_type in types:
+            self.metrics.produced.labels(event_type).inc()
+        return web.json_response({"accepted": len(records)}, status=202)
+
+    async def _health(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok", "kafka": self._sink.connected})
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(self.metrics.registry),
+                            headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def _serve(settings: Settings, ready: Callable[[str], None]) -> None:
+    sink = KafkaSink(settings)
+    gateway = IngestGateway(settings, sink)
+    runner = web.AppRunner(gateway.app, access_log=None, handler_cancellation=True)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.ingest_host, settings.ingest_port)
+    await site.start()
+    ready(f"http://{settings.ingest_host}:{settings.ingest_port}")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+        await sink.close()
+
+
+def run_gateway(settings: Settings) -> int:
+    """Serve until SIGINT or SIGTERM (requests in flight are answered first)."""
+    def ready(url: str) -> None:
+        log.warning("ingest gateway on %s (POST /events; /healthz, /metrics), producing to "
+                    "%s", url, settings.kafka_bootstrap)
+    asyncio.run(_serve(settings, ready))
+    return 0
