@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 # Tests run in this many processes: an end-to-end test keeps about one core busy (its
 # worker), so two share 2 cores well. PYTEST_WORKERS=0 runs them in this process.
 PYTEST_WORKERS ?= 2
-PYTEST := $(BIN)/python -m pytest -q -p no:cacheprovider -n $(PYTEST_WORKERS) --dist worksteal
+PYTEST := $(BIN)/python -m pytest -q -p no:cacheprovider -n $(PYTEST_WORKERS) --dist worksteal --durations=12
 
 .PHONY: dashboards manifests demo test quick unit e2e lint schemas bench clean help prometheus-tools
 

@@ -94,9 +94,24 @@ answers:
   503  the broker did not acknowledge in time (Retry-After): send the same request
        again; events that did land are dropped by the worker as repeats
 
+CRM webhooks (each route exists once its mapping file is set):
+  POST /webhooks/pipedrive   Pipedrive webhooks v2 on deals (PULSE_INGEST_PIPEDRIVE_MAPPING;
+                             example: deploy/ingest/pipedrive.example.yml)
+  POST /webhooks/salesforce  Opportunity change events of Change Data Capture, one or a
+                             JSON array (PULSE_INGEST_SALESFORCE_MAPPING; example:
+                             deploy/ingest/salesforce.example.yml)
+  POST /webhooks/hubspot     HubSpot deal webhooks, signed (X-HubSpot-Signature-v3; no
+                             token); what they do not say is read from HubSpot's API as
+                             of the event (PULSE_INGEST_HUBSPOT_MAPPING, _CLIENT_SECRET,
+                             _API_TOKEN; example: deploy/ingest/hubspot.example.yml)
+  200/202 as above; 422 for a stage or owner the mapping lacks (the CRM retries; add it
+  and restart). Deletions, reopened deals, owner changes and Salesforce gap events are
+  counted in pulse_ingest_changes_ignored_total and logged, not modelled yet.
+
 Needs PULSE_KAFKA_BOOTSTRAP and PULSE_INGEST_TOKENS ("name=token,name=token"; send
-Authorization: Bearer <token>). /healthz and /metrics need no token. Stop with
-Ctrl-C or SIGTERM (requests in flight are answered first).
+Authorization: Bearer <token>, or HTTP Basic with the token's name and the token).
+/healthz and /metrics need no token. Stop with Ctrl-C or SIGTERM (requests in flight
+are answered first).
 """
 
 #: Exit code of a command stopped by invalid settings.
@@ -406,6 +421,13 @@ def _dispatch(args: argparse.Namespace) -> int:
         if missing:
             print(f"stream-app ingest: set {' and '.join(missing)} (see `stream-app ingest "
                   "--help`)", file=sys.stderr)
+            return EXIT_INVALID_SETTINGS
+        from stream_app.ingest.gateway import vendor_mappings
+
+        try:
+            vendor_mappings(settings)
+        except ValueError as exc:
+            print(f"stream-app ingest: {exc}", file=sys.stderr)
             return EXIT_INVALID_SETTINGS
         return run_gateway(settings)
     if args.command == "config":

@@ -254,6 +254,27 @@ class Settings(BaseSettings):
         10.0, gt=0, description="How long a client may take to send its body (408 after).")
     ingest_retry_after_seconds: int = Field(
         5, ge=1, description="Retry-After of a 503 (the broker did not acknowledge).")
+    ingest_pipedrive_mapping: str | None = Field(
+        None, description="Mapping file (YAML) of POST /webhooks/pipedrive: stage ids, owner "
+        "teams, default currency; unset: the route answers 404.")
+    ingest_salesforce_mapping: str | None = Field(
+        None, description="Mapping file (YAML) of POST /webhooks/salesforce (Opportunity "
+        "change events): StageName values, won and lost stages, owner teams, default "
+        "currency; unset: the route answers 404.")
+    ingest_hubspot_mapping: str | None = Field(
+        None, description="Mapping file (YAML) of POST /webhooks/hubspot: dealstage ids, won "
+        "and lost stages, owner teams, default currency; unset: the route answers 404.")
+    ingest_hubspot_client_secret: SecretStr | None = Field(
+        None, description="The HubSpot app's client secret: checks X-HubSpot-Signature-v3 "
+        "(required with PULSE_INGEST_HUBSPOT_MAPPING).")
+    ingest_hubspot_api_token: SecretStr | None = Field(
+        None, description="A HubSpot private app token (scope crm.objects.deals.read): the "
+        "gateway reads what a webhook does not say (required with the mapping).")
+    ingest_hubspot_api_url: str = Field(
+        "https://api.hubapi.com", description="Base URL of HubSpot's API.")
+    ingest_public_url: str | None = Field(
+        None, description="The gateway's URL as the CRM calls it (https://host[:port]), "
+        "when a proxy stands in front: HubSpot signs that URL. Unset: the request's own.")
 
     @field_validator("ingest_tokens")
     @classmethod

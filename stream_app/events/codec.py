@@ -137,13 +137,13 @@ def _check_rules(event: CrmEvent, rules: ContractRules) -> Rejection | None:
             )
         if isinstance(event, QuotaSet):
             return None
-        stages = {"data.stage": event.data.stage}
+        stages: dict[str, str | None] = {"data.stage": event.data.stage}
     elif isinstance(event, DealStageChanged):
         stages = {"data.from_stage": event.data.from_stage, "data.to_stage": event.data.to_stage}
     else:
         return None
     for field, stage in stages.items():
-        if stage not in rules.stages:
+        if stage is not None and stage not in rules.stages:
             accepted = ", ".join(sorted(rules.stages))
             return Rejection(
                 "unknown_stage",

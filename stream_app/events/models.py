@@ -75,10 +75,12 @@ class DealCreatedData(_Data):
 
 
 class DealStageChangedData(_Data):
-    """Payload of ``deal.stage_changed``; ``amount`` is a new amount, when given."""
+    """Payload of ``deal.stage_changed``; ``amount`` is a new amount, when given.
+    ``from_stage`` is informative (the stage the deal leaves is read off its own events)
+    and may be null when the CRM does not say (Salesforce change events)."""
 
     deal_id: Id
-    from_stage: Label
+    from_stage: Label | None = None
     to_stage: Label
     amount: Money | None = None
 

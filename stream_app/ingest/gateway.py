@@ -10,9 +10,13 @@ acknowledge in time gives 503 with ``Retry-After``; some events of that request 
 still land, and the sender's retry (same event ids) is dropped by the worker as a
 repeat, so each event counts once.
 
+``POST /webhooks/<vendor>`` (one per mapping file configured, see :data:`VENDORS`)
+turns a CRM's webhook into CloudEvents of the contract and produces them the same way.
+
 Every route but ``/healthz`` and ``/metrics`` needs ``Authorization: Bearer <token>``
-(``PULSE_INGEST_TOKENS``). Limits: body size (413), events per request (413), JSON
-depth (400), requests per token (429 with ``Retry-After``), time to send the body (408).
+or HTTP Basic ``<token name>:<token>`` (``PULSE_INGEST_TOKENS``). Limits: body size
+(413), events per request (413), JSON depth (400), requests per token (429 with
+``Retry-After``), time to send the body (408).
 """
 
 from __future__ import annotations
@@ -20,10 +24,13 @@ from __future__ import annotations
 __all__ = ["IngestGateway", "run_gateway"]
 
 import asyncio
+import base64
+import binascii
 import logging
 import signal
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -34,8 +41,22 @@ from stream_app.config import Settings, contract_rules
 from stream_app.events.codec import Rejection, encode_event, entity_id, validate_event
 from stream_app.events.routing import ROUTES
 from stream_app.ingest.access import RateLimiter, TokenBook, parse_tokens
-from stream_app.ingest.http_binding import BindingError, events_of_request
+from stream_app.ingest.http_binding import BindingError, events_of_request, parse_json
 from stream_app.ingest.sink import EventSink, KafkaSink, Record, SinkUnavailable
+from stream_app.ingest.vendors.hubspot import (
+    HubSpotApi,
+    ReaderUnavailable,
+    hubspot_events,
+    verify_signature,
+)
+from stream_app.ingest.vendors.mapping import (
+    Translation,
+    TranslationError,
+    VendorMapping,
+    load_vendor_mapping,
+)
+from stream_app.ingest.vendors.pipedrive import pipedrive_events
+from stream_app.ingest.vendors.salesforce import salesforce_events
 
 log = logging.getLogger("stream_app.ingest")
 
@@ -44,6 +65,34 @@ OPEN_ROUTES = frozenset({"/healthz", "/metrics"})
 #: Route label of requests to a path the gateway does not serve (bounded label set).
 UNKNOWN_ROUTE = "(unknown)"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Translator = Callable[[Any, VendorMapping], Translation]
+#: Vendor webhook routes: name -> the settings field of its mapping file.
+VENDORS: dict[str, str] = {
+    "pipedrive": "ingest_pipedrive_mapping",
+    "salesforce": "ingest_salesforce_mapping",
+    "hubspot": "ingest_hubspot_mapping",
+}
+#: Translators that need nothing but the payload (HubSpot's reads its API too).
+_PLAIN: dict[str, Translator] = {"pipedrive": pipedrive_events,
+                                 "salesforce": salesforce_events}
+#: Routes a CRM signs instead of sending a token.
+HUBSPOT_ROUTE = "/webhooks/hubspot"
+
+
+def vendor_mappings(settings: Settings) -> dict[str, VendorMapping]:
+    """The mapping file of each vendor route that has one configured (ValueError: a
+    file that cannot be used, naming it and the key at fault)."""
+    found = {}
+    for vendor, setting in VENDORS.items():
+        path = getattr(settings, setting)
+        if path:
+            found[vendor] = load_vendor_mapping(Path(path), vendor)
+    if "hubspot" in found and not (settings.ingest_hubspot_client_secret
+                                   and settings.ingest_hubspot_api_token):
+        raise ValueError("PULSE_INGEST_HUBSPOT_MAPPING needs PULSE_INGEST_HUBSPOT_CLIENT_SECRET "
+                         "(to check signatures) and PULSE_INGEST_HUBSPOT_API_TOKEN (to read "
+                         "what a webhook does not say)")
+    return found
 
 
 def _error(status: int, reason: str, detail: str, **extra: Any) -> web.Response:
@@ -71,6 +120,10 @@ class _Metrics:
         self.kafka_up = Gauge("pulse_ingest_kafka_up",
                               "1 if the broker acknowledged the last send.",
                               registry=self.registry)
+        self.ignored = Counter("pulse_ingest_changes_ignored",
+                               "CRM changes in webhooks that are not modelled yet (deletions, "
+                               "reopened deals, owner changes), by vendor and reason.",
+                               ["vendor", "reason"], registry=self.registry)
 
 
 class IngestGateway:
@@ -85,10 +138,17 @@ class IngestGateway:
         self._limiter = RateLimiter(settings.ingest_rate_per_second, settings.ingest_rate_burst,
                                     clock)
         self._sink = sink
+        self._mappings = vendor_mappings(settings)
+        self._hubspot: HubSpotApi | None = None
+        if "hubspot" in self._mappings and settings.ingest_hubspot_api_token:
+            self._hubspot = HubSpotApi(settings.ingest_hubspot_api_url,
+                                       settings.ingest_hubspot_api_token.get_secret_value())
         self.metrics = _Metrics()
         self.app = web.Application(client_max_size=settings.ingest_max_body_bytes,
                                    middlewares=[self._observe, self._authorize])
         self.app.router.add_post("/events", self._events)
+        for vendor in self._mappings:
+            self.app.router.add_post(f"/webhooks/{vendor}", self._webhook)
         self.app.router.add_get("/healthz", self._health)
         self.app.router.add_get("/metrics", self._metrics)
 
@@ -114,12 +174,14 @@ class IngestGateway:
     async def _authorize(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.path in OPEN_ROUTES or request.match_info.route.resource is None:
             return await handler(request)
-        scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
-        caller = self._tokens.holder(presented.strip()) if scheme.lower() == "bearer" else None
+        if request.path == HUBSPOT_ROUTE:
+            return await self._signed(request, handler)
+        caller = self._caller(request.headers.get("Authorization", ""))
         if caller is None:
             self.metrics.rejected.labels("unauthorized").inc()
-            response = _error(401, "unauthorized", "send Authorization: Bearer <token> with a "
-                              "token of PULSE_INGEST_TOKENS")
+            response = _error(401, "unauthorized", "send Authorization: Bearer <token> (or "
+                              "HTTP Basic with the token's name and the token, as CRM webhook "
+                              "settings do) with a token of PULSE_INGEST_TOKENS")
             response.headers["WWW-Authenticate"] = 'Bearer realm="pipeline-pulse"'
             return response
         wait = self._limiter.admit(caller)
@@ -130,6 +192,42 @@ class IngestGateway:
             response.headers["Retry-After"] = RateLimiter.retry_after(wait)
             return response
         return await handler(request)
+
+    async def _signed(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """HubSpot signs its requests (v3) instead of sending a token."""
+        secret = self._settings.ingest_hubspot_client_secret
+        assert secret is not None  # vendor_mappings requires it with the mapping
+        body = await self._body(request)
+        public = self._settings.ingest_public_url
+        uri = public.rstrip("/") + request.path_qs if public else str(request.url)
+        headers = {name.lower(): value for name, value in request.headers.items()}
+        problem = verify_signature(secret.get_secret_value(), request.method, uri, body,
+                                   headers, int(time.time() * 1000))
+        if problem is not None:
+            self.metrics.rejected.labels("bad_signature").inc()
+            return _error(401, "bad_signature", problem)
+        wait = self._limiter.admit("hubspot")
+        if wait:
+            self.metrics.rejected.labels("rate_limited").inc()
+            response = _error(429, "rate_limited", "over the rate limit")
+            response.headers["Retry-After"] = RateLimiter.retry_after(wait)
+            return response
+        return await handler(request)
+
+    def _caller(self, authorization: str) -> str | None:
+        """The token name of a Bearer token, or of HTTP Basic ``name:token``."""
+        scheme, _, presented = authorization.partition(" ")
+        if scheme.lower() == "bearer":
+            return self._tokens.holder(presented.strip())
+        if scheme.lower() != "basic":
+            return None
+        try:
+            user, _, password = base64.b64decode(presented.strip(), validate=True) \
+                .decode("utf-8").partition(":")
+        except (binascii.Error, UnicodeDecodeError):
+            return None
+        holder = self._tokens.holder(password)
+        return holder if holder is not None and holder == user else None
 
     async def _body(self, request: web.Request) -> bytes:
         try:
@@ -166,6 +264,49 @@ class IngestGateway:
                           "the contract; nothing of this request was sent", errors=errors)
         return await self._produce(records, types)
 
+    async def _webhook(self, request: web.Request) -> web.Response:
+        """A vendor's webhook: its changes as CloudEvents of the contract, produced like a
+        batch of ``/events`` (all or nothing; 2xx only once Kafka has them)."""
+        vendor = request.path.rsplit("/", 1)[1]
+        mapping = self._mappings[vendor]
+        body = await self._body(request)
+        try:
+            payload = parse_json(body, self._settings.ingest_max_json_depth)
+            if self._hubspot is not None and vendor == "hubspot":
+                translation = await hubspot_events(payload, mapping, self._hubspot)
+            else:
+                translation = _PLAIN[vendor](payload, mapping)
+        except ReaderUnavailable as exc:
+            self.metrics.rejected.labels("crm_api_unavailable").inc()
+            response = _error(503, "crm_api_unavailable", f"{exc}; retry later")
+            response.headers["Retry-After"] = str(self._settings.ingest_retry_after_seconds)
+            return response
+        except BindingError as exc:
+            self.metrics.rejected.labels(exc.reason).inc()
+            return _error(exc.status, exc.reason, exc.detail)
+        except TranslationError as exc:
+            self.metrics.rejected.labels(exc.reason).inc()
+            log.warning("%s webhook refused: %s", vendor, exc)
+            return _error(exc.status, exc.reason, exc.detail, field=exc.field)
+        for reason, detail in translation.ignored:
+            self.metrics.ignored.labels(vendor, reason).inc()
+            log.warning("%s webhook: %s", vendor, detail)
+        records: list[Record] = []
+        types: list[str] = []
+        for index, raw in enumerate(translation.events):
+            event = validate_event(raw, self._rules)
+            if isinstance(event, Rejection):
+                self.metrics.rejected.labels(event.reason).inc()
+                return _error(422, event.reason, f"{vendor} change {index} breaks the "
+                              f"contract: {event.detail}", field=event.field)
+            route = ROUTES[event.type.partition(".")[0]]
+            records.append((getattr(self._settings, route.topic_setting),
+                            entity_id(event).encode(), encode_event(event)))
+            types.append(event.type)
+        if not records:
+            return web.json_response({"accepted": 0, "ignored": len(translation.ignored)})
+        return await self._produce(records, types)
+
     async def _produce(self, records: list[Record], types: list[str]) -> web.Response:
         try:
             await self._sink.send(records)
@@ -180,6 +321,11 @@ class IngestGateway:
         for event_type in types:
             self.metrics.produced.labels(event_type).inc()
         return web.json_response({"accepted": len(records)}, status=202)
+
+    async def close(self) -> None:
+        """Release the CRM API clients."""
+        if self._hubspot is not None:
+            await self._hubspot.close()
 
     async def _health(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "ok", "kafka": self._sink.connected})
@@ -205,6 +351,7 @@ async def _serve(settings: Settings, ready: Callable[[str], None]) -> None:
         await stop.wait()
     finally:
         await runner.cleanup()
+        await gateway.close()
         await sink.close()
 
 

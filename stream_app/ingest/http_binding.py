@@ -21,6 +21,7 @@ __all__ = [
     "BindingError",
     "events_of_request",
     "json_depth",
+    "parse_json",
 ]
 
 import json
@@ -60,6 +61,12 @@ def json_depth(value: Any) -> int:
 
 def _media_type(content_type: str | None) -> str:
     return (content_type or "").split(";", 1)[0].strip().lower()
+
+
+def parse_json(body: bytes, max_depth: int) -> Any:
+    """A UTF-8 JSON body nested at most ``max_depth`` deep; :class:`BindingError` (400)
+    otherwise."""
+    return _parse(body, max_depth)
 
 
 def _parse(body: bytes, max_depth: int) -> Any:

@@ -10,9 +10,11 @@ import os
 import random
 import signal
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -27,13 +29,13 @@ from stream_app.adapters.embedded import EmbeddedServers
 from stream_app.adapters.kafka import client_kwargs
 from stream_app.adapters.processes import free_port, spawn, stop_process, wait_for_port
 from stream_app.config import Settings, worker_env
+from stream_app.ingest.vendors.hubspot import signature_v3
 from stream_app.tools.replay import route
 from tests.integration.conftest import last_time, small_stream
 from tests.integration.harness import (
     Worker,
     assert_matches,
     metric_total,
-    produce,
     settled,
     worker_settings,
 )
@@ -47,10 +49,52 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 PRODUCE_TIMEOUT_SECONDS = 2.0
 
 
+PIPEDRIVE = Path(__file__).resolve().parents[1] / "fixtures" / "pipedrive"
+SALESFORCE = Path(__file__).resolve().parents[1] / "fixtures" / "salesforce"
+HUBSPOT = Path(__file__).resolve().parents[1] / "fixtures" / "hubspot"
+HUBSPOT_SECRET = "e2e-hubspot-client-secret"
+
+
+class _HubSpotApi(BaseHTTPRequestHandler):
+    """Answers GET /crm/v3/objects/deals/{id} as HubSpot's CRM API does."""
+
+    deals: dict[str, Any] = json.loads((HUBSPOT / "deal_webhooks.json").read_text())["api_deals"]
+
+    def do_GET(self) -> None:
+        deal_id = self.path.split("?")[0].rsplit("/", 1)[1]
+        found = self.deals.get(deal_id)
+        body = json.dumps(found or {"status": "error"}).encode()
+        self.send_response(200 if found else 404)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
 @pytest.fixture
-def gateway(base_settings: Settings, tmp_path: Path) -> Iterator[str]:
+def hubspot_api() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _HubSpotApi)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+
+
+@pytest.fixture
+def gateway(base_settings: Settings, tmp_path: Path, hubspot_api: str) -> Iterator[str]:
     port = free_port()
     env = worker_env(base_settings, PULSE_INGEST_TOKENS=f"e2e={TOKEN}",
+                     PULSE_INGEST_HUBSPOT_MAPPING=str(HUBSPOT / "mapping.yml"),
+                     PULSE_INGEST_HUBSPOT_CLIENT_SECRET=HUBSPOT_SECRET,
+                     PULSE_INGEST_HUBSPOT_API_TOKEN="pat-e2e",
+                     PULSE_INGEST_HUBSPOT_API_URL=hubspot_api,
+                     PULSE_INGEST_PIPEDRIVE_MAPPING=str(PIPEDRIVE / "mapping.yml"),
+                     PULSE_INGEST_SALESFORCE_MAPPING=str(SALESFORCE / "mapping.yml"),
                      PULSE_INGEST_PORT=str(port), PULSE_INGEST_RATE_PER_SECOND="10000",
                      PULSE_INGEST_RATE_BURST="10000",
                      PULSE_INGEST_PRODUCE_TIMEOUT_SECONDS=str(PRODUCE_TIMEOUT_SECONDS),
@@ -96,32 +140,6 @@ def _send_all(client: httpx.Client, url: str, events: list[dict[str, Any]]) -> C
     return modes
 
 
-def test_events_sent_in_every_mode_reach_the_kpis_exactly(
-    base_settings: Settings, gateway: str, tmp_path: Path
-) -> None:
-    events = small_stream(seed=21, months=4, per_day=5.0, leads=0.5)
-    rng = random.Random(21)
-    shuffled = events + rng.sample(events, len(events) // 25)  # redeliveries
-    rng.shuffle(shuffled)
-    worker = Worker(worker_settings(base_settings), tmp_path / "worker.log").start()
-    try:
-        with httpx.Client(timeout=30) as client:
-            modes = _send_all(client, gateway, shuffled)
-            assert min(modes.values()) > 0, modes
-            metrics = client.get(f"{gateway}/metrics").text
-        as_of = last_time(events)
-        [samples] = settled([worker], base_settings.partitions, as_of)
-        expected = expected_metrics(events, as_of)
-        assert assert_matches(expected, samples) == len(expected)
-        produced = sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
-                       if line.startswith("pulse_ingest_events_produced_total{"))
-        assert produced == len(shuffled)
-        print(f"\n{len(shuffled)} events ({len(shuffled) - len(events)} redelivered) in "
-              f"{dict(modes)} requests: {len(expected)} KPI series equal to the reference")
-    finally:
-        worker.discard()
-
-
 async def _produce_binary(settings: Settings, events: list[dict[str, Any]]) -> None:
     producer = AIOKafkaProducer(acks="all", **client_kwargs(settings))
     await producer.start()
@@ -139,24 +157,95 @@ async def _produce_binary(settings: Settings, events: list[dict[str, Any]]) -> N
         await producer.stop()
 
 
-def test_kafka_binary_mode_messages_count_as_structured_ones(
-    base_settings: Settings, tmp_path: Path
+def _send_pipedrive(client: httpx.Client, url: str
+                    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The Pipedrive sequence (creation, stage moves, an amount change, a win, a loss, a
+    reopening and a deletion, both ignored), shuffled and partly delivered twice; returns
+    the events written by hand for it and the webhooks sent."""
+    sequence = json.loads((PIPEDRIVE / "deal_sequence.json").read_text())["deliveries"]
+    deliveries = sequence + [sequence[i] for i in (1, 3, 5, 9)]
+    random.Random(8).shuffle(deliveries)
+    for delivery in deliveries:
+        answer = client.post(f"{url}/webhooks/pipedrive", json=delivery["body"],
+                             auth=httpx.BasicAuth("e2e", TOKEN))
+        assert answer.status_code in (200, 202), (delivery["name"], answer.text)
+    return [event for d in sequence for event in d["expected_events"]], deliveries
+
+
+def _send_salesforce(client: httpx.Client, url: str
+                     ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The Salesforce change events (creation, stage moves, an amount change, a win, a
+    deal created lost, a bulk move, an owner change, a deletion and a gap, the last
+    three ignored), in reverse order, some twice, two per request."""
+    sequence = json.loads((SALESFORCE / "opportunity_changes.json").read_text())["deliveries"]
+    deliveries = list(reversed(sequence)) + [sequence[i] for i in (3, 5)]
+    for first in range(0, len(deliveries), 2):
+        pair = deliveries[first:first + 2]
+        body = [change for d in pair for change in
+                (d["body"] if isinstance(d["body"], list) else [d["body"]])]
+        answer = client.post(f"{url}/webhooks/salesforce", json=body, headers=AUTH)
+        assert answer.status_code in (200, 202), ([d["name"] for d in pair], answer.text)
+    return [event for d in sequence for event in d["expected_events"]], deliveries
+
+
+def _send_hubspot(client: httpx.Client, url: str
+                  ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The HubSpot webhook requests, signed, in reverse order, two of them twice."""
+    sequence = json.loads((HUBSPOT / "deal_webhooks.json").read_text())["deliveries"]
+    deliveries = list(reversed(sequence)) + [sequence[i] for i in (1, 3)]
+    for delivery in deliveries:
+        body = json.dumps(delivery["body"]).encode()
+        stamp = str(int(time.time() * 1000))
+        signature = signature_v3(HUBSPOT_SECRET, "POST", f"{url}/webhooks/hubspot", body,
+                                 stamp)
+        answer = client.post(f"{url}/webhooks/hubspot", content=body, headers={
+            "Content-Type": "application/json", "X-HubSpot-Signature-v3": signature,
+            "X-HubSpot-Request-Timestamp": stamp})
+        assert answer.status_code in (200, 202), (delivery["name"], answer.text)
+    return [event for d in sequence for event in d["expected_events"]], deliveries
+
+
+def test_every_way_in_reaches_the_kpis_exactly(
+    base_settings: Settings, gateway: str, tmp_path: Path
 ) -> None:
-    """Knative and many bridges write CloudEvents to Kafka in binary mode (attributes in
-    ``ce_*`` headers, the data as the value): half the stream arrives so."""
-    events = small_stream(seed=23, months=2, per_day=4.0, leads=0.5)
-    binary = events[::2]
+    """One stream, shuffled and partly redelivered, arriving every way there is: through
+    the gateway in batched, structured and binary requests (written by the CloudEvents
+    SDK), straight to Kafka in binary mode (``ce_*`` headers, as Knative writes), a
+    Pipedrive webhook sequence, Salesforce change events and signed HubSpot webhooks
+    (the rest read from a HubSpot API server): the KPIs equal the reference over the
+    events."""
+    events = small_stream(seed=21, months=3, per_day=4.0, leads=0.5)
+    rng = random.Random(21)
+    shuffled = events + rng.sample(events, len(events) // 25)
+    rng.shuffle(shuffled)
+    kafka_binary, over_http = shuffled[: len(shuffled) // 4], shuffled[len(shuffled) // 4:]
     worker = Worker(worker_settings(base_settings), tmp_path / "worker.log").start()
     try:
-        asyncio.run(_produce_binary(base_settings, binary))
-        produce(base_settings, events[1::2])
-        as_of = last_time(events)
+        asyncio.run(_produce_binary(base_settings, kafka_binary))
+        with httpx.Client(timeout=30) as client:
+            modes = _send_all(client, gateway, over_http)
+            assert min(modes.values()) > 0, modes
+            pipedrive, webhooks = _send_pipedrive(client, gateway)
+            salesforce, changes = _send_salesforce(client, gateway)
+            hubspot, requests = _send_hubspot(client, gateway)
+            metrics = client.get(f"{gateway}/metrics").text
+        everything = events + pipedrive + salesforce + hubspot
+        as_of = last_time(everything)
         [samples] = settled([worker], base_settings.partitions, as_of)
-        expected = expected_metrics(events, as_of)
+        expected = expected_metrics(everything, as_of)
         assert assert_matches(expected, samples) == len(expected)
         assert metric_total(samples, "pulse_events_rejected_total") == 0
-        print(f"\n{len(binary)} binary-mode and {len(events) - len(binary)} structured events: "
-              f"{len(expected)} KPI series equal to the reference")
+        produced = sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
+                       if line.startswith("pulse_ingest_events_produced_total{"))
+        assert produced == len(over_http) + sum(len(d["expected_events"])
+                                                for d in webhooks + changes + requests)
+        assert 'reason="deal_reopened",vendor="pipedrive"} 1.0' in metrics
+        assert 'reason="deal_deleted",vendor="pipedrive"} 2.0' in metrics
+        print(f"\n{len(shuffled)} events ({len(shuffled) - len(events)} redelivered): "
+              f"{len(kafka_binary)} in Kafka binary mode, the rest in {dict(modes)} requests; "
+              f"{len(webhooks)} Pipedrive webhooks, {len(changes)} Salesforce and "
+              f"{len(requests)} HubSpot deliveries: {len(expected)} KPI series equal to the "
+              "reference")
     finally:
         worker.discard()
 
@@ -168,6 +257,17 @@ def _new_deal(n: int) -> dict[str, Any]:
             "data": {"deal_id": f"FZ-{n}", "account_id": None, "owner_id": "fz-rep",
                      "team": "Frozen", "amount": "100", "currency": "USD",
                      "stage": "Prospecting", "source": None, "product": None}}
+
+
+def _freeze(pid: int) -> None:
+    """SIGSTOP, then wait until every thread of the process is stopped (state T)."""
+    os.kill(pid, signal.SIGSTOP)
+    deadline = time.monotonic() + 10
+    tasks = Path(f"/proc/{pid}/task")
+    while any((task / "stat").read_text().rsplit(")", 1)[1].split()[0] != "T"
+              for task in tasks.iterdir()):
+        assert time.monotonic() < deadline, "the broker did not stop"
+        time.sleep(0.01)
 
 
 def _created(samples: dict[Any, float]) -> float:
@@ -193,10 +293,10 @@ def test_a_frozen_broker_gets_503s_and_after_it_thaws_each_accepted_event_counts
 
             for n in range(40):
                 assert post(n) == 202
-            os.kill(servers.broker.pid, signal.SIGSTOP)
+            _freeze(servers.broker.pid)
             try:
                 frozen_at = time.monotonic()
-                for n in range(40, 50):
+                for n in range(40, 45):
                     started = time.monotonic()
                     assert post(n) == 503
                     assert time.monotonic() - started < PRODUCE_TIMEOUT_SECONDS + 5
@@ -204,24 +304,24 @@ def test_a_frozen_broker_gets_503s_and_after_it_thaws_each_accepted_event_counts
             finally:
                 os.kill(servers.broker.pid, signal.SIGCONT)
             deadline = time.monotonic() + 60
-            while post(50) != 202:
+            while post(45) != 202:
                 assert time.monotonic() < deadline, "the gateway never recovered"
                 time.sleep(1)
-            for n in range(51, 60):
+            for n in range(46, 55):
                 assert post(n) == 202
             refused = [n for n, status in statuses.items() if status == 503]
-            assert set(refused) == set(range(40, 50))
+            assert set(refused) == set(range(40, 45))
             [before_retry] = settled([worker], base_settings.partitions, None)
             accepted = sum(1 for status in statuses.values() if status == 202)
             assert accepted <= _created(before_retry) <= accepted + len(refused)
             for n in refused:  # what a CRM does after a 503: the same event again
                 assert post(n) == 202
         [samples] = settled([worker], base_settings.partitions, None)
-        assert _created(samples) == 60
-        sent = [_new_deal(n) for n in range(60)]
+        assert _created(samples) == 55
+        sent = [_new_deal(n) for n in range(55)]
         expected = expected_metrics(sent, last_time(sent))
         assert assert_matches(expected, samples) == len(expected)
-        print(f"\n10 requests answered 503 while the broker was stopped; "
+        print(f"\n{len(refused)} requests answered 503 while the broker was stopped; "
               f"{_created(before_retry) - accepted:.0f} of their events had landed anyway; "
               "after the retries every event counts once")
     finally:

@@ -1,0 +1,1 @@
+"""CRM webhooks to CloudEvents of the contract, one module per vendor."""

@@ -1,0 +1,145 @@
+"""Pipedrive webhooks v2 (https://pipedrive.readme.io/docs/guide-for-webhooks-v2) to
+CloudEvents of the contract.
+
+A v2 webhook is ``{"meta": {"action": "create" | "change" | "delete", "entity": "deal",
+"entity_id", "attempt", "timestamp", ...}, "data": <the whole deal>, "previous": <the
+changed fields' former values> | null}``. What becomes what:
+
+- ``create``: ``deal.created`` at ``add_time`` (stage by ``stage_id``, amount ``value``,
+  ``currency``, ``owner_id``, team from the mapping's owners or ``default_team``),
+  then ``deal.won`` / ``deal.lost`` when the deal is created closed;
+- ``change`` with ``stage_id`` in ``previous``: ``deal.stage_changed`` at
+  ``stage_change_time`` (with the amount); with only ``value``: ``deal.stage_changed``
+  to the stage the deal is in, carrying the new amount (the contract's amount update);
+- ``status`` from open to won / lost: ``deal.won`` at ``won_time`` with ``value`` /
+  ``deal.lost`` at ``lost_time`` with ``lost_reason``.
+
+Not modelled yet, so counted and logged, never guessed: deletions, reopened deals
+(won or lost back to open), owner changes, currency changes. Event ids derive from the
+deal id and Pipedrive's own times of each change, so a redelivered webhook (a higher
+``meta.attempt``) produces the same ids and the worker drops it as a repeat.
+"""
+
+from __future__ import annotations
+
+__all__ = ["pipedrive_events"]
+
+from typing import Any
+
+from stream_app.ingest.vendors.mapping import (
+    Translation,
+    TranslationError,
+    VendorMapping,
+    amount_text,
+    iso_time,
+)
+
+_OPEN, _WON, _LOST = "open", "won", "lost"
+
+
+def _object(value: Any, where: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise TranslationError(400, "invalid_field", where,
+                               f"expected an object, got {type(value).__name__}")
+    return value
+
+
+def pipedrive_events(payload: Any, mapping: VendorMapping) -> Translation:
+    """The CloudEvents of one Pipedrive v2 webhook (see the module's docstring)."""
+    body = _object(payload, "body")
+    meta = _object(body.get("meta"), "meta")
+    if meta.get("entity") != "deal":
+        return Translation([], [("not_a_deal", f"entity {meta.get('entity')!r} is not "
+                                 "modelled; subscribe the webhook to deals only")])
+    action = meta.get("action")
+    deal_id = str(meta.get("entity_id") or "")
+    if action == "delete":
+        return Translation([], [("deal_deleted", f"deal {deal_id} deleted in Pipedrive: "
+                                 "deletions are not modelled yet, its KPIs stay")])
+    if action not in ("create", "change"):
+        raise TranslationError(400, "invalid_field", "meta.action",
+                               f"expected create, change or delete, got {action!r}")
+    deal = _object(body.get("data"), "data")
+    deal_id = str(deal.get("id") or deal_id)
+    if not deal_id:
+        raise TranslationError(400, "missing_field", "data.id", "the deal has no id")
+    builder = _Builder(mapping, deal_id, deal)
+    if action == "create":
+        builder.created()
+        builder.closed(_OPEN)
+    else:
+        previous = body.get("previous") or {}
+        builder.changed(_object(previous, "previous"))
+    return Translation(builder.events, builder.ignored)
+
+
+class _Builder:
+    def __init__(self, mapping: VendorMapping, deal_id: str, deal: dict[str, Any]):
+        self.mapping, self.deal_id, self.deal = mapping, deal_id, deal
+        self.events: list[dict[str, Any]] = []
+        self.ignored: list[tuple[str, str]] = []
+
+    def _event(self, kind: str, suffix: str, time: str, data: dict[str, Any]) -> None:
+        self.events.append({
+            "specversion": "1.0", "id": f"pipedrive-{self.deal_id}-{suffix}",
+            "source": self.mapping.source, "type": f"deal.{kind}", "time": time,
+            "subject": self.deal_id, "datacontenttype": "application/json",
+            "data": {"deal_id": self.deal_id, **data}})
+
+    def _stage(self) -> str:
+        return self.mapping.stage(self.deal.get("stage_id"), "data.stage_id")
+
+    def created(self) -> None:
+        owner = str(self.deal.get("owner_id") or "")
+        if not owner:
+            raise TranslationError(400, "missing_field", "data.owner_id", "the deal has no owner")
+        self._event("created", "created", iso_time(self.deal.get("add_time"), "data.add_time"), {
+            "account_id": None if self.deal.get("org_id") is None else str(self.deal["org_id"]),
+            "owner_id": owner, "team": self.mapping.team(owner, "data.owner_id"),
+            "amount": amount_text(self.deal.get("value"), "data.value"),
+            "currency": self.deal.get("currency") or self.mapping.default_currency,
+            "stage": self._stage(),
+            "expected_close": self.deal.get("expected_close_date") or None})
+
+    def changed(self, previous: dict[str, Any]) -> None:
+        updated = iso_time(self.deal.get("update_time"), "data.update_time")
+        if "stage_id" in previous and previous["stage_id"] != self.deal.get("stage_id"):
+            at = iso_time(self.deal.get("stage_change_time") or updated, "data.stage_change_time")
+            self._event("stage_changed", f"stage-{at}", at, {
+                "from_stage": self.mapping.stage(previous["stage_id"], "previous.stage_id"),
+                "to_stage": self._stage(),
+                "amount": amount_text(self.deal.get("value"), "data.value")})
+        elif "value" in previous:
+            stage = self._stage()
+            self._event("stage_changed", f"value-{updated}", updated, {
+                "from_stage": stage, "to_stage": stage,
+                "amount": amount_text(self.deal.get("value"), "data.value")})
+        for name, reason in (("owner_id", "owner_changed"), ("currency", "currency_changed")):
+            if name in previous:
+                self.ignored.append((reason, f"deal {self.deal_id}: {name} changed from "
+                                     f"{previous[name]!r}; not modelled yet (the deal keeps "
+                                     "the one of its creation)"))
+        if "status" in previous:
+            self.closed(str(previous["status"]))
+
+    def closed(self, before: str) -> None:
+        status = self.deal.get("status")
+        if status == before:
+            return
+        if status == _WON and before == _OPEN:
+            at = iso_time(self.deal.get("won_time") or self.deal.get("update_time"),
+                       "data.won_time")
+            self._event("won", "won", at, {"amount": amount_text(self.deal.get("value"),
+                                                             "data.value")})
+        elif status == _LOST and before == _OPEN:
+            at = iso_time(self.deal.get("lost_time") or self.deal.get("update_time"),
+                       "data.lost_time")
+            reason = self.deal.get("lost_reason")
+            self._event("lost", "lost", at, {"reason": None if reason is None
+                                             else str(reason)[:512]})
+        elif status == _OPEN and before in (_WON, _LOST):
+            self.ignored.append(("deal_reopened", f"deal {self.deal_id} went from {before} "
+                                 "back to open: not modelled yet, its close stays"))
+        elif status not in (_OPEN, _WON, _LOST):
+            self.ignored.append(("deal_deleted" if status == "deleted" else "unknown_status",
+                                 f"deal {self.deal_id}: status {status!r} is not modelled"))
