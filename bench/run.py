@@ -36,6 +36,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from bench.ingest import gateway_load
 from stream_app.adapters.embedded import (
     EmbeddedServers,
     start_embedded_broker,
@@ -69,6 +70,8 @@ TARGETS = {
     "scrape_ms": "< 100",
     "scrape_after_new_events_ms": "< 100",
     "stretch events_per_s.pipeline_pulse": "> 20,000",
+    "ingest.routes.events_batched.saturation.events_per_s": ">= 2,000",
+    "ingest.routes.*.half_load.p99_ms": "< 50",
 }
 
 
@@ -520,6 +523,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         finally:
             worker.stop()
         memory = recovery_and_memory(settings, args.open_deals, logs)
+        ingest = gateway_load(settings, logs)
     rates = {"raw_aiokafka": _rate(raw), "faust_passthrough": _rate(passthrough),
              "naive_faust_tables": _rate(naive) if naive else None,
              "pipeline_pulse": _rate(pulse)}
@@ -554,6 +558,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "scrape_bytes": scrape["bytes"],
         "scrape_series": scrape["series"],
         "scrape_ms_with_open_deals": memory["scrape_ms_at_full"],
+        "ingest": ingest,
         "targets": TARGETS,
     }
 
@@ -588,6 +593,24 @@ def _verdicts(r: dict[str, Any]) -> list[tuple[str, str, str, str]]:
         ("first scrape after the stream, ms", fmt(r["scrape_first_ms"], ".1f"), "", ""),
         ("scrape, series / bytes", f"{r['scrape_series']:,} / {r['scrape_bytes']:,}", "", ""),
     ]
+    if r.get("ingest"):
+        rows.extend(ingest_rows(r["ingest"]))
+    return rows
+
+
+def ingest_rows(ingest: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    """The gateway's figures next to their targets."""
+    rows = []
+    for route, figures in ingest["routes"].items():
+        events = figures["saturation"]["events_per_s"]
+        p99 = figures["half_load"]["p99_ms"]
+        target = ">= 2,000" if route == "events_batched" else ""
+        verdict = ("met" if events >= 2000 else "not met") if target else ""
+        rows.append((f"ingest {route}: events/s (requests/s)",
+                     f"{events:,.0f} ({figures['saturation']['requests_per_s']:,.0f})",
+                     target, verdict))
+        rows.append((f"ingest {route}: p99 ms at half load", f"{p99:.1f}", "< 50",
+                     "met" if p99 < 50 else "not met"))
     return rows
 
 
@@ -623,6 +646,24 @@ def _scrape_only(settings: Settings, stream: list[dict[str, Any]], logs: Path,
             "scrape_bytes": scrape["bytes"], "scrape_series": scrape["series"]}
 
 
+def _ingest_only(args: argparse.Namespace) -> int:
+    logs = Path(tempfile.mkdtemp(prefix="pipeline-pulse-bench-"))
+    with EmbeddedServers() as servers:
+        start_embedded_broker(servers, str(logs / "broker.log"))
+        settings = Settings(kafka_bootstrap=servers.kafka_bootstrap, partitions=args.partitions,
+                            app_id="pulse-bench")
+        asyncio.run(ensure_topics(settings))
+        ingest = gateway_load(settings, logs)
+    console.print_json(json.dumps({"machine": _machine(), "ingest": ingest}))
+    table = Table(title="Ingest gateway")
+    for column in ("measure", "value", "target", "verdict"):
+        table.add_column(column, justify="left" if column == "measure" else "right")
+    for row in ingest_rows(ingest):
+        table.add_row(*row)
+    console.print(table)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m bench``."""
     parser = argparse.ArgumentParser(
@@ -646,9 +687,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scrape-only", action="store_true",
                         help="only replay the stream into one worker and measure /metrics "
                         "(prints JSON; bench/results.json is left alone)")
+    parser.add_argument("--ingest-only", action="store_true",
+                        help="only load the ingest gateway's routes (prints JSON and a "
+                        "table; bench/results.json is left alone)")
     parser.add_argument("--out", type=Path, default=ROOT / "results.json",
                         help="where to write the JSON results (default bench/results.json)")
     args = parser.parse_args(argv)
+    if args.ingest_only:
+        return _ingest_only(args)
     results = run(args)
     if args.scrape_only:
         console.print_json(json.dumps(results))

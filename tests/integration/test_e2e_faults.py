@@ -485,8 +485,10 @@ def test_three_workers_one_replaced_mid_stream_stay_exact_and_never_double_expor
 
 #: Distinct teams and owners in the label flood.
 FLOOD = 40_000
-#: Of them, owners that also set a quota and log an activity (every flood deal names an
-#: owner of its own, so all of them are over the owner cap).
+#: Distinct owners the flood's deals name (deal i is owner i mod DEAL_OWNERS's); all but
+#: PULSE_MAX_OWNERS of them are over the owner cap.
+DEAL_OWNERS = 3_000
+#: Of them, owners that also set a quota and log an activity.
 OWNER_FLOOD = 1_500
 
 
@@ -495,9 +497,10 @@ FLOOD_DIMENSIONS = {"source": 45, "product": 40, "competitor": 45}
 
 
 def _flood(count: int, owners: int) -> list[dict]:
-    """``count`` valid deals, each with its own owner and team, cycling through
-    :data:`FLOOD_DIMENSIONS` sources and products, one in twenty lost to one of as many
-    competitors; for the first ``owners`` of them a quota for August and a call."""
+    """``count`` valid deals, each with its own team and one of ``DEAL_OWNERS`` owners,
+    cycling through :data:`FLOOD_DIMENSIONS` sources and products, one in twenty lost to
+    one of as many competitors; for the first ``owners`` owners a quota for August and a
+    call."""
     start = dt.datetime(2026, 8, 1, tzinfo=dt.UTC)
     stages = ("Prospecting", "Qualification", "Engaging", "Proposal", "Negotiation")
 
@@ -507,6 +510,7 @@ def _flood(count: int, owners: int) -> list[dict]:
                 "data": {"owner_id": f"owner-{i}", "team": f"team-{i}", **data}}
 
     deals = [event(i, "deal", "deal.created", deal_id=f"FD-{i}", account_id=f"FA-{i % 997}",
+                   owner_id=f"owner-{i % DEAL_OWNERS}",
                    amount=f"{100 + i % 9000}.50", currency="USD", stage=stages[i % 5],
                    source=f"src-{i % FLOOD_DIMENSIONS['source']}",
                    product=f"prod-{i % FLOOD_DIMENSIONS['product']}")
@@ -578,7 +582,7 @@ def test_label_flood_and_abusive_messages_stay_within_the_series_budget(
         assert len(admitted_owners) == base_settings.max_owners
         assert owners == admitted_owners | {"(other)"}
         assert samples[("pulse_label_values_folded", (("label", "owner"),))] == \
-            FLOOD - base_settings.max_owners  # every deal has an owner of its own
+            DEAL_OWNERS - base_settings.max_owners
         admitted = {"team": admitted_teams}
         caps = {"source": base_settings.max_sources, "product": base_settings.max_products,
                 "competitor": base_settings.max_competitors}
@@ -597,7 +601,8 @@ def test_label_flood_and_abusive_messages_stay_within_the_series_budget(
         assert rejected == len(abuse)
         rss = _rss_mib(worker.proc.pid)
         assert rss < 1024, f"worker RSS {rss:.0f} MiB after {FLOOD:,} teams"
-        print(f"\n{FLOOD:,} distinct teams and owners ({OWNER_FLOOD:,} with quotas and "
+        print(f"\n{FLOOD:,} distinct teams, {DEAL_OWNERS:,} owners ({OWNER_FLOOD:,} with "
+              "quotas and "
               f"activities): {len(series)} series "
               f"(budget {budget}), worker RSS {rss:.0f} MiB")
     finally:

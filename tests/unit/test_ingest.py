@@ -225,3 +225,25 @@ async def test_a_token_over_its_rate_gets_429_with_retry_after() -> None:
         assert [a.status for a in answers] == [202, 202, 429]
         assert answers[2].headers["Retry-After"] == "2"
         assert len(sink.records) == 2
+
+
+async def test_a_client_that_trickles_its_body_gets_408_and_holds_nobody_up() -> None:
+    import asyncio
+
+    sink = MemorySink()
+    gateway = IngestGateway(_settings(ingest_read_timeout_seconds=0.5), sink)
+    async with TestClient(TestServer(gateway.app)) as client:
+        host, port = client.server.host, client.server.port
+        reader, writer = await asyncio.open_connection(host, port)
+        writer.write(("POST /events HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                      f"application/cloudevents+json\r\nAuthorization: Bearer {TOKEN}\r\n"
+                      "Content-Length: 1000\r\n\r\n{").encode())
+        await writer.drain()
+        others = await client.post("/events", data=json.dumps(deal_created(9)),
+                                   headers={**AUTH, "Content-Type": STRUCTURED})
+        assert others.status == 202
+        assert not reader.at_eof() and not reader._buffer  # still waiting for its body
+        status_line = await asyncio.wait_for(reader.readline(), 5)
+        assert b" 408 " in status_line
+        writer.close()
+    assert len(sink.records) == 1
