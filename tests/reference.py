@@ -137,9 +137,10 @@ def expected_metrics(events: list[dict[str, Any]], as_of: dt.datetime,
             else:
                 lost_rows.append((team, _t(end).date()))
             continue
-        changes = [e for e in deal_events if e["type"] == "deal.stage_changed"
+        changes = [e for e in deal_events if e["type"] in ("deal.stage_changed", "deal.updated")
                    and _order(e) >= _order(c)]
-        stage = max(changes, key=_order)["data"]["to_stage"] if changes else c["data"]["stage"]
+        moves = [e for e in changes if e["type"] == "deal.stage_changed"]
+        stage = max(moves, key=_order)["data"]["to_stage"] if moves else c["data"]["stage"]
         amounts = [e for e in changes if e["data"].get("amount") is not None]
         amount = (max(amounts, key=_order)["data"]["amount"] if amounts
                   else c["data"]["amount"])
@@ -261,7 +262,7 @@ def _walk_deals(events: list[dict[str, Any]], cfg: ReferenceConfig) -> list[_Pat
         end = ends[0] if ends else None
         stage, since, amount = data["stage"], _t(c), data["amount"]
         for e in deal_events:
-            if e["type"] != "deal.stage_changed" or _order(e) < _order(c):
+            if e["type"] not in ("deal.stage_changed", "deal.updated") or _order(e) < _order(c):
                 continue
             if end is not None and _order(e) >= _order(end):
                 break
@@ -272,7 +273,7 @@ def _walk_deals(events: list[dict[str, Any]], cfg: ReferenceConfig) -> list[_Pat
                     path.moves.append(("increased" if change > 0 else "decreased", abs(change),
                                        _t(e)))
                 amount = new_amount
-            to = e["data"]["to_stage"]
+            to = e["data"].get("to_stage", stage)  # deal.updated moves nothing
             if to != stage:
                 forward = order.index(to) > order.index(stage)
                 path.stints.append((stage, since, _t(e), "forward" if forward else "backward"))

@@ -10,6 +10,7 @@ __all__ = [
     "ACTIVITY_KINDS",
     "ENGAGEMENT_ACTIONS",
     "EVENT_TYPES",
+    "FORECAST_CATEGORIES",
     "PERIOD_PATTERN",
     "ActivityLogged",
     "ActivityLoggedData",
@@ -24,6 +25,8 @@ __all__ = [
     "DealLostData",
     "DealStageChanged",
     "DealStageChangedData",
+    "DealUpdated",
+    "DealUpdatedData",
     "DealWon",
     "DealWonData",
     "LeadConverted",
@@ -45,7 +48,7 @@ import datetime as dt
 from decimal import Decimal
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
 _PRINTABLE = r"^[^\x00-\x1f\x7f]+$"
 Id = Annotated[str, Field(min_length=1, max_length=128, pattern=_PRINTABLE)]
@@ -83,6 +86,30 @@ class DealStageChangedData(_Data):
     from_stage: Label | None = None
     to_stage: Label
     amount: Money | None = None
+
+
+#: A CRM's forecast categories, normalised (Salesforce's "Best Case" is best_case).
+FORECAST_CATEGORIES = ("pipeline", "best_case", "commit", "omitted")
+
+
+class DealUpdatedData(_Data):
+    """Payload of ``deal.updated``: what changed on a deal without a stage move; each
+    field null when it did not change, at least one given. A new ``amount`` counts as a
+    change of the deal's amount at the event's time (as an amount on
+    ``deal.stage_changed``); ``expected_close`` and ``forecast_category`` are carried for
+    the forecast (no KPI reads them yet)."""
+
+    deal_id: Id
+    amount: Money | None = None
+    expected_close: dt.date | None = None
+    forecast_category: Literal["pipeline", "best_case", "commit", "omitted"] | None = None
+
+    @model_validator(mode="after")
+    def _something_changed(self) -> DealUpdatedData:
+        if self.amount is None and self.expected_close is None and \
+                self.forecast_category is None:
+            raise ValueError("give at least one of amount, expected_close, forecast_category")
+        return self
 
 
 class DealWonData(_Data):
@@ -210,6 +237,13 @@ class DealStageChanged(_CloudEvent):
     data: DealStageChangedData
 
 
+class DealUpdated(_CloudEvent):
+    """A deal's amount, expected close or forecast category changed (no stage move)."""
+
+    type: Literal["deal.updated"]
+    data: DealUpdatedData
+
+
 class DealWon(_CloudEvent):
     """A deal closed as won."""
 
@@ -273,12 +307,13 @@ class ActivityLogged(_CloudEvent):
     data: ActivityLoggedData
 
 
-DealEvent = DealCreated | DealStageChanged | DealWon | DealLost
+DealEvent = DealCreated | DealStageChanged | DealUpdated | DealWon | DealLost
 CustomerEvent = CustomerChurned
 QuotaEvent = QuotaSet
 LeadEvent = LeadCreated | LeadEngaged | LeadConverted | LeadDisqualified
 CrmEvent = Annotated[
-    DealCreated | DealStageChanged | DealWon | DealLost | CustomerChurned | QuotaSet
+    DealCreated | DealStageChanged | DealUpdated | DealWon | DealLost | CustomerChurned
+    | QuotaSet
     | LeadCreated | LeadEngaged | LeadConverted | LeadDisqualified | ActivityLogged,
     Field(discriminator="type"),
 ]
@@ -287,6 +322,7 @@ EVENT_TYPES: dict[str, type[_CloudEvent]] = {
     "deal.stage_changed": DealStageChanged,
     "deal.won": DealWon,
     "deal.lost": DealLost,
+    "deal.updated": DealUpdated,
     "customer.churned": CustomerChurned,
     "quota.set": QuotaSet,
     "lead.created": LeadCreated,

@@ -31,6 +31,9 @@ VALID_EXAMPLES: dict[str, dict[str, Any]] = {
     "deal.stage_changed": _envelope("deal.stage_changed", "evt-0002", {
         "deal_id": "D-1001", "from_stage": "Prospecting", "to_stage": "Qualification",
         "amount": "14000.00"}),
+    "deal.updated": _envelope("deal.updated", "evt-0012", {
+        "deal_id": "D-1001", "amount": "15500.00", "expected_close": "2027-02-01",
+        "forecast_category": "best_case"}),
     "deal.won": _envelope("deal.won", "evt-0003", {
         "deal_id": "D-1001", "amount": "13800.00", "competitor": "Globex",
         "competitor_price": "12900.00"}),
@@ -84,6 +87,8 @@ INVALID_EXAMPLES: dict[str, tuple[str, dict[str, Any]]] = {
     "unknown-currency": ("unknown_currency", _mutate("deal.created", {"data.currency": "XYZ"})),
     "unknown-stage": ("unknown_stage", _mutate("deal.stage_changed", {"data.to_stage": "Maybe"})),
     "wrong-specversion": ("invalid_field", _mutate("deal.lost", {"specversion": "0.3"})),
+    "empty-update": ("invalid_field", _mutate("deal.updated", {
+        "data.amount": None, "data.expected_close": None, "data.forecast_category": None})),
     "unknown-activity-kind": ("invalid_field",
                               _mutate("activity.logged", {"data.kind": "lunch"})),
     "amount-not-a-number": ("invalid_field", _mutate("deal.won", {"data.amount": "lots"})),

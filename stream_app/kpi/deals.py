@@ -42,7 +42,14 @@ from fractions import Fraction
 from itertools import pairwise
 from typing import Any, NamedTuple
 
-from stream_app.events.models import DealCreated, DealEvent, DealLost, DealStageChanged, DealWon
+from stream_app.events.models import (
+    DealCreated,
+    DealEvent,
+    DealLost,
+    DealStageChanged,
+    DealUpdated,
+    DealWon,
+)
 from stream_app.kpi.kinds import (
     COMPETITOR_DAY,
     OPEN_PIPELINE,
@@ -107,13 +114,14 @@ class DealState:
     """What is known of one deal. Tuples start with (time_ms, event_id) for ordering.
 
     ``changes`` holds every stage change as (time_ms, event_id, to_stage, amount or
-    None), sorted; ``closed`` is (time_ms, event_id, "won" or "lost", won amount or
+    None), and every amount update (``deal.updated``) as (time_ms, event_id, None,
+    amount), sorted; ``closed`` is (time_ms, event_id, "won" or "lost", won amount or
     None, competitor or None, competitor price or None).
     """
 
     deal_id: str
     created: tuple[int, str, dict[str, Any]] | None = None
-    changes: tuple[tuple[int, str, str, str | None], ...] = ()
+    changes: tuple[tuple[int, str, str | None, str | None], ...] = ()
     closed: tuple[int, str, str, str | None, str | None, str | None] | None = None
 
     def to_json(self) -> dict[str, Any]:
@@ -204,11 +212,14 @@ def apply_deal_event(state: DealState, event: DealEvent) -> DealState:
             "product": d.product,
         }
         return replace(state, created=earliest(state.created, (at, event.id, info)))
-    if isinstance(event, DealStageChanged):
+    if isinstance(event, DealStageChanged | DealUpdated):
         if any(change[1] == event.id for change in state.changes):
             return state
         amount = None if event.data.amount is None else str(event.data.amount)
-        change = (at, event.id, event.data.to_stage, amount)
+        if isinstance(event, DealUpdated) and amount is None:
+            return state  # expected close / forecast category: no KPI reads them yet
+        to_stage = event.data.to_stage if isinstance(event, DealStageChanged) else None
+        change = (at, event.id, to_stage, amount)
         return replace(state, changes=tuple(sorted((*state.changes, change),
                                                    key=lambda c: (c[0], c[1]))))
     if isinstance(event, DealWon | DealLost):
@@ -243,7 +254,7 @@ def deal_timeline(state: DealState, rank: dict[str, int] | None = None) -> Timel
         if amount is not None and amount != amounts[-1]:
             amounts.append(amount)
             amounts_at.append(at)
-        if to_stage == stage:
+        if to_stage is None or to_stage == stage:
             continue
         forward = rank is None or rank.get(to_stage, 0) > rank.get(stage, 0)
         stints.append(Stint(stage, since, at, "forward" if forward else "backward"))

@@ -36,8 +36,40 @@ def _ratio(numerator: float, denominator: float) -> float | None:
     return numerator / denominator if denominator else None
 
 
+class _WinRatios:
+    """Win rate and average deal size of rows holding ``won``, ``lost`` and
+    ``won_cents``."""
+
+    __slots__ = ()
+    won: int
+    lost: int
+    won_cents: int
+
+    @property
+    def win_rate(self) -> float | None:
+        """won / (won + lost)."""
+        return _ratio(self.won, self.won + self.lost)
+
+    @property
+    def average_deal_cents(self) -> float | None:
+        """won amount / won, in cents."""
+        return _ratio(self.won_cents, self.won)
+
+
+class _DealRatios(_WinRatios):
+    """Also the sales cycle, of rows holding ``cycle_ms`` too."""
+
+    __slots__ = ()
+    cycle_ms: int
+
+    @property
+    def sales_cycle_seconds(self) -> float | None:
+        """Mean seconds from created to won over the deals won in the window."""
+        return _ratio(self.cycle_ms / _MS_PER_S, self.won)
+
+
 @dataclass(frozen=True, slots=True)
-class WindowKpis:
+class WindowKpis(_DealRatios):
     """Deal KPIs of one group (a team or ``all``) over one window."""
 
     group: str
@@ -55,24 +87,9 @@ class WindowKpis:
         return self.won + self.lost
 
     @property
-    def win_rate(self) -> float | None:
-        """won / (won + lost)."""
-        return _ratio(self.won, self.closed)
-
-    @property
     def conversion(self) -> float | None:
         """won / created."""
         return _ratio(self.won, self.created)
-
-    @property
-    def average_deal_cents(self) -> float | None:
-        """won amount / won, in cents."""
-        return _ratio(self.won_cents, self.won)
-
-    @property
-    def sales_cycle_seconds(self) -> float | None:
-        """Mean seconds from created to won over deals won in the window."""
-        return _ratio(self.cycle_ms / _MS_PER_S, self.won)
 
     @property
     def velocity_deals_per_second(self) -> float | None:
@@ -90,7 +107,7 @@ class WindowKpis:
 
 
 @dataclass(frozen=True, slots=True)
-class DimensionKpis:
+class DimensionKpis(_WinRatios):
     """Deals of one lead source or product (``dimension``) over one window."""
 
     dimension: str
@@ -100,16 +117,6 @@ class DimensionKpis:
     won: int
     lost: int
     won_cents: int
-
-    @property
-    def win_rate(self) -> float | None:
-        """won / (won + lost)."""
-        return _ratio(self.won, self.won + self.lost)
-
-    @property
-    def average_deal_cents(self) -> float | None:
-        """won amount / won, in cents."""
-        return _ratio(self.won_cents, self.won)
 
 
 @dataclass(frozen=True, slots=True)
@@ -406,7 +413,7 @@ class OwnerActivityKpis:
 
 
 @dataclass(frozen=True, slots=True)
-class OwnerDealKpis:
+class OwnerDealKpis(_DealRatios):
     """Deals of one owner (the owner their ``deal.created`` names) over one window.
 
     The ratios are for a single worker's view; an owner's deals are spread over every
@@ -421,21 +428,6 @@ class OwnerDealKpis:
     lost: int
     won_cents: int
     cycle_ms: int
-
-    @property
-    def win_rate(self) -> float | None:
-        """won / (won + lost)."""
-        return _ratio(self.won, self.won + self.lost)
-
-    @property
-    def average_deal_cents(self) -> float | None:
-        """won amount / won, in cents."""
-        return _ratio(self.won_cents, self.won)
-
-    @property
-    def sales_cycle_seconds(self) -> float | None:
-        """Mean seconds from created to won over the owner's deals won in the window."""
-        return _ratio(self.cycle_ms / _MS_PER_S, self.won)
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,6 +7,7 @@ import datetime as dt
 import json
 import random
 from collections import deque
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -133,12 +134,31 @@ class _Source:
         return {spec.topic: frozenset({0}) for spec in self._run.specs}
 
 
+def with_deal_updates(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``events`` and a ``deal.updated`` for every third deal: a new amount 1, 10 or 40
+    days after its creation (so before, between and after its stage moves, or after its
+    close, where it must be ignored), or only a forecast category (no KPI effect)."""
+    out = list(events)
+    created = [e for e in events if e["type"] == "deal.created"]
+    for n, event in enumerate(created[::3]):
+        at = dt.datetime.fromisoformat(event["time"]) + dt.timedelta(days=(1, 10, 40)[n % 3])
+        data: dict[str, Any] = {"deal_id": event["data"]["deal_id"]}
+        if n % 4 == 3:
+            data["forecast_category"] = "commit"
+        else:
+            data["amount"] = str((Decimal(event["data"]["amount"]) * Decimal("1.1")
+                                  ).quantize(Decimal("0.01")))
+        out.append({**event, "id": f"{event['id']}-update", "type": "deal.updated",
+                    "time": at.isoformat(), "data": data})
+    return out
+
+
 @pytest.mark.parametrize("seed", [3, 17])
 def test_the_catalogue_folded_in_memory_equals_the_reference(seed: int) -> None:
     end = dt.datetime(2026, 10, 20, 12, tzinfo=dt.UTC)
-    events = list(generate_events(GeneratorSettings(
+    events = with_deal_updates(list(generate_events(GeneratorSettings(
         seed=seed, start=end - dt.timedelta(days=200), end=end, deals_per_day=3,
-        accounts=80, churn_probability=0.5, leads_per_deal=1.0)))
+        accounts=80, churn_probability=0.5, leads_per_deal=1.0))))
     rng = random.Random(seed)
     shuffled = events + rng.sample(events, len(events) // 20)  # duplicates, other ids' order
     rng.shuffle(shuffled)

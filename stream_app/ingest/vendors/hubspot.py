@@ -20,8 +20,8 @@ same events:
   stage listed first, then closed at once;
 - ``deal.propertyChange`` of ``dealstage``: to a won stage ``deal.won`` with the amount
   the deal had at ``occurredAt``, to a lost stage ``deal.lost``, else
-  ``deal.stage_changed`` (``from_stage`` null); of ``amount``: ``deal.stage_changed`` to
-  the stage the deal was in at ``occurredAt``, with the new amount;
+  ``deal.stage_changed`` (``from_stage`` null); of ``amount`` or ``closedate``:
+  ``deal.updated`` at ``occurredAt``;
 - deletions, restores, merges, owner and close-date changes: counted and logged, not
   modelled yet.
 
@@ -174,7 +174,10 @@ async def _one(event: dict[str, Any], mapping: VendorMapping, reader: DealReader
         if name == "dealstage":
             await builder.stage_changed(str(value), reader)
         elif name == "amount":
-            await builder.amount_changed(value, reader)
+            builder.updated({"amount": amount_text(value or None, f"{where}propertyValue")})
+        elif name == "closedate" and value:
+            epoch_ms = int(value) if str(value).isdigit() else value  # HubSpot sends ms text
+            builder.updated({"expected_close": iso_time(epoch_ms, f"{where}propertyValue")[:10]})
         else:
             out.ignored.append((f"{name}_changed", f"deal {deal_id}: {name} changed; not "
                                 "modelled yet"))
@@ -249,14 +252,5 @@ class _Builder:
                 "from_stage": None,
                 "to_stage": self.mapping.stage(stage, f"{self.where}propertyValue")})
 
-    async def amount_changed(self, value: Any, reader: DealReader) -> None:
-        deal = await reader.deal(self.deal_id)
-        stage = None if deal is None else str(_as_of(deal, "dealstage", self.at) or "")
-        if stage is None or stage in self.mapping.won_stages | self.mapping.lost_stages:
-            self.ignored.append(("closed_amount_changed", f"deal {self.deal_id}: amount "
-                                 "changed on a closed or vanished deal; not modelled"))
-            return
-        mapped = self.mapping.stage(stage, "deal.dealstage")
-        self._event("stage_changed", self.at, {
-            "from_stage": mapped, "to_stage": mapped,
-            "amount": amount_text(value or None, f"{self.where}propertyValue")})
+    def updated(self, data: dict[str, Any]) -> None:
+        self._event("updated", self.at, data)

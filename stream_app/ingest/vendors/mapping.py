@@ -5,7 +5,7 @@ the currency of amounts without one, the CloudEvent source. Pure: no HTTP, no Ka
 from __future__ import annotations
 
 __all__ = ["Translation", "TranslationError", "VendorMapping", "amount_text", "iso_time",
-           "load_vendor_mapping"]
+           "json_object", "load_vendor_mapping"]
 
 import datetime as dt
 from collections.abc import Mapping
@@ -136,3 +136,11 @@ def amount_text(value: Any, where: str) -> str:
         raise TranslationError(400, "invalid_field", where,
                                f"expected a number, got {value!r}") from None
     return str(amount)
+
+
+def json_object(value: Any, where: str) -> dict[str, Any]:
+    """``value`` when it is a JSON object; else a 400 naming ``where``."""
+    if not isinstance(value, dict):
+        raise TranslationError(400, "invalid_field", where,
+                               f"expected an object, got {type(value).__name__}")
+    return value

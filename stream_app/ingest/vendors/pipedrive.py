@@ -9,8 +9,8 @@ changed fields' former values> | null}``. What becomes what:
   ``currency``, ``owner_id``, team from the mapping's owners or ``default_team``),
   then ``deal.won`` / ``deal.lost`` when the deal is created closed;
 - ``change`` with ``stage_id`` in ``previous``: ``deal.stage_changed`` at
-  ``stage_change_time`` (with the amount); with only ``value``: ``deal.stage_changed``
-  to the stage the deal is in, carrying the new amount (the contract's amount update);
+  ``stage_change_time`` (with the amount); with ``value`` (and no stage move) or
+  ``expected_close_date``: ``deal.updated`` at ``update_time`` with what changed;
 - ``status`` from open to won / lost: ``deal.won`` at ``won_time`` with ``value`` /
   ``deal.lost`` at ``lost_time`` with ``lost_reason``.
 
@@ -32,22 +32,16 @@ from stream_app.ingest.vendors.mapping import (
     VendorMapping,
     amount_text,
     iso_time,
+    json_object,
 )
 
 _OPEN, _WON, _LOST = "open", "won", "lost"
 
 
-def _object(value: Any, where: str) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise TranslationError(400, "invalid_field", where,
-                               f"expected an object, got {type(value).__name__}")
-    return value
-
-
 def pipedrive_events(payload: Any, mapping: VendorMapping) -> Translation:
     """The CloudEvents of one Pipedrive v2 webhook (see the module's docstring)."""
-    body = _object(payload, "body")
-    meta = _object(body.get("meta"), "meta")
+    body = json_object(payload, "body")
+    meta = json_object(body.get("meta"), "meta")
     if meta.get("entity") != "deal":
         return Translation([], [("not_a_deal", f"entity {meta.get('entity')!r} is not "
                                  "modelled; subscribe the webhook to deals only")])
@@ -59,7 +53,7 @@ def pipedrive_events(payload: Any, mapping: VendorMapping) -> Translation:
     if action not in ("create", "change"):
         raise TranslationError(400, "invalid_field", "meta.action",
                                f"expected create, change or delete, got {action!r}")
-    deal = _object(body.get("data"), "data")
+    deal = json_object(body.get("data"), "data")
     deal_id = str(deal.get("id") or deal_id)
     if not deal_id:
         raise TranslationError(400, "missing_field", "data.id", "the deal has no id")
@@ -69,7 +63,7 @@ def pipedrive_events(payload: Any, mapping: VendorMapping) -> Translation:
         builder.closed(_OPEN)
     else:
         previous = body.get("previous") or {}
-        builder.changed(_object(previous, "previous"))
+        builder.changed(json_object(previous, "previous"))
     return Translation(builder.events, builder.ignored)
 
 
@@ -109,11 +103,13 @@ class _Builder:
                 "from_stage": self.mapping.stage(previous["stage_id"], "previous.stage_id"),
                 "to_stage": self._stage(),
                 "amount": amount_text(self.deal.get("value"), "data.value")})
-        elif "value" in previous:
-            stage = self._stage()
-            self._event("stage_changed", f"value-{updated}", updated, {
-                "from_stage": stage, "to_stage": stage,
-                "amount": amount_text(self.deal.get("value"), "data.value")})
+        update: dict[str, Any] = {}
+        if "value" in previous and "stage_id" not in previous:
+            update["amount"] = amount_text(self.deal.get("value"), "data.value")
+        if "expected_close_date" in previous and self.deal.get("expected_close_date"):
+            update["expected_close"] = self.deal["expected_close_date"]
+        if update:
+            self._event("updated", f"update-{updated}", updated, update)
         for name, reason in (("owner_id", "owner_changed"), ("currency", "currency_changed")):
             if name in previous:
                 self.ignored.append((reason, f"deal {self.deal_id}: {name} changed from "

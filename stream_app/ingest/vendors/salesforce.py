@@ -8,9 +8,8 @@ A change event is the changed fields of an Opportunity plus a ``ChangeEventHeade
 deliver; the route takes one event or a JSON array of them.
 
 An UPDATE carries only the fields that changed, so the channel must be enriched with
-``StageName`` and ``Amount`` (Salesforce's "enriched fields" of a channel member): a
-won deal's amount and the stage of an amount change then come with every event.
-Without them the event is refused (422) rather than guessed.
+``Amount`` (Salesforce's "enriched fields" of a channel member): a won deal's amount
+then comes with the event. Without it a win is refused (422) rather than guessed.
 
 - CREATE: ``deal.created`` at ``CreatedDate`` (``StageName`` through the mapping's
   stages, ``Amount``, ``CurrencyIsoCode`` or the default, ``OwnerId``, ``AccountId``,
@@ -18,8 +17,7 @@ Without them the event is refused (422) rather than guessed.
   stage and closes at once (as the CSV importer does);
 - UPDATE of ``StageName``: to a won stage ``deal.won`` with ``Amount``, to a lost stage
   ``deal.lost``, else ``deal.stage_changed`` (``from_stage`` unknown: the event does not
-  say); of ``Amount`` alone: ``deal.stage_changed`` to the stage it is in, with the
-  amount;
+  say); of ``Amount`` (without a stage move) or ``CloseDate``: ``deal.updated``;
 - DELETE, UNDELETE, owner changes: not modelled yet, counted and logged;
 - GAP_* events (Salesforce could not say what changed): counted and logged, never
   guessed; resynchronise from an export.
@@ -41,16 +39,10 @@ from stream_app.ingest.vendors.mapping import (
     VendorMapping,
     amount_text,
     iso_time,
+    json_object,
 )
 
 HEADER = "ChangeEventHeader"
-
-
-def _object(value: Any, where: str) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise TranslationError(400, "invalid_field", where,
-                               f"expected an object, got {type(value).__name__}")
-    return value
 
 
 def salesforce_events(payload: Any, mapping: VendorMapping) -> Translation:
@@ -60,14 +52,14 @@ def salesforce_events(payload: Any, mapping: VendorMapping) -> Translation:
     ignored: list[tuple[str, str]] = []
     for index, change in enumerate(changes):
         where = f"[{index}]" if isinstance(payload, list) else ""
-        translation = _one(_object(change, where or "body"), mapping, where)
+        translation = _one(json_object(change, where or "body"), mapping, where)
         events.extend(translation.events)
         ignored.extend(translation.ignored)
     return Translation(events, ignored)
 
 
 def _one(change: dict[str, Any], mapping: VendorMapping, where: str) -> Translation:
-    header = _object(change.get(HEADER), f"{where}{HEADER}".lstrip("."))
+    header = json_object(change.get(HEADER), f"{where}{HEADER}".lstrip("."))
     entity = header.get("entityName")
     kind = header.get("changeType")
     if entity != "Opportunity":
@@ -177,14 +169,11 @@ class _Builder:
                 data["amount"] = amount_text(self._required("Amount", "for the new amount"),
                                              self._field("Amount"))
             self._event("stage_changed", self.at, data)
-        elif "Amount" in changed:
-            stage_name = str(self._required("StageName", "for the stage of an amount change"))
-            if stage_name in self.mapping.won_stages | self.mapping.lost_stages:
-                self.ignored.append(("closed_amount_changed", f"opportunity {self.deal_id}: "
-                                     "amount changed after the close; not modelled"))
-                return
-            stage = self.mapping.stage(stage_name, self._field("StageName"))
-            self._event("stage_changed", self.at, {
-                "from_stage": stage, "to_stage": stage,
-                "amount": amount_text(self._required("Amount", "for the new amount"),
-                                      self._field("Amount"))})
+        update: dict[str, Any] = {}
+        if "Amount" in changed and "StageName" not in changed:
+            update["amount"] = amount_text(self._required("Amount", "for the new amount"),
+                                           self._field("Amount"))
+        if "CloseDate" in changed and self.change.get("CloseDate"):
+            update["expected_close"] = self.change["CloseDate"]
+        if update:
+            self._event("updated", self.at, update)
