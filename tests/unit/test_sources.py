@@ -235,3 +235,53 @@ def test_published_messages_validate_against_their_models() -> None:
             parsed = model.model_validate_json(value)
             assert key == getattr(parsed, "account_id", None) or key == getattr(
                 parsed, "owner_id", None) or key == getattr(parsed, "subject", None)
+
+
+def _rep_event(n: int, kind: str, when: str, **data: Any) -> dict[str, Any]:
+    return {"specversion": "1.0", "id": f"move-{n}", "source": "crm/test", "type": kind,
+            "time": when, "data": data}
+
+
+def test_a_rep_moving_team_leaves_past_and_open_deals_with_their_creation_team() -> None:
+    """Ana sells for A in September, then for B: a deal keeps the team of its
+    ``deal.created`` (won and open alike), a quota the team of its ``quota.set``, and
+    the owner's own series follow her across both (README, "A rep moving team")."""
+    def created(n: int, deal: str, team: str, when: str) -> dict[str, Any]:
+        return _rep_event(n, "deal.created", when, deal_id=deal, account_id=None,
+                          owner_id="ana", team=team, amount="1000", currency="USD",
+                          stage="Prospecting")
+
+    events = [
+        _rep_event(1, "quota.set", "2026-09-01T08:00:00Z", owner_id="ana", team="A",
+                   period="2026-09", amount="1000", currency="USD"),
+        created(2, "D1", "A", "2026-09-02T09:00:00Z"),
+        _rep_event(3, "deal.won", "2026-09-20T09:00:00Z", deal_id="D1", amount="1000"),
+        created(4, "D3", "A", "2026-09-25T09:00:00Z"),
+        _rep_event(5, "quota.set", "2026-10-01T08:00:00Z", owner_id="ana", team="B",
+                   period="2026-10", amount="2000", currency="USD"),
+        created(6, "D2", "B", "2026-10-05T09:00:00Z"),
+        _rep_event(7, "deal.won", "2026-10-06T09:00:00Z", deal_id="D4", amount="500"),
+        created(8, "D4", "B", "2026-10-03T09:00:00Z"),
+    ]
+    run = MemoryRun(_specs())
+    run.run(events, random.Random(1))
+    from prometheus_client import CollectorRegistry
+
+    registry = CollectorRegistry()
+    PulseCollector(_Source(run), registry)
+    exported = parse_metrics(render(registry).decode())
+    as_of = dt.datetime(2026, 10, 6, 9, tzinfo=dt.UTC)
+    expected = expected_metrics(events, as_of)
+    assert assert_matches(expected, exported) == len(expected)
+
+    def value(name: str, **labels: str) -> float:
+        return float(expected[(name, tuple(sorted(labels.items())))])
+
+    assert value("pulse_open_deals", team="A", stage="Prospecting") == 1  # D3 stays in A
+    assert value("pulse_open_deals", team="B", stage="Prospecting") == 1  # D2
+    assert value("pulse_deals_won", team="A", window="all") == 1  # D1, won for A
+    assert value("pulse_deals_won", team="B", window="all") == 1  # D4, won for B
+    assert value("pulse_owner_open_deals", owner="ana") == 2
+    assert value("pulse_owner_deals_won", owner="ana", window="all") == 2
+    assert value("pulse_quota_won_amount", team="A", period="last_month") == 1000
+    assert value("pulse_quota_won_amount", team="B", period="month") == 500
