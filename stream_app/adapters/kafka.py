@@ -66,7 +66,10 @@ def topic_configs(settings: Settings, name: str) -> dict[str, str]:
     """Topic-level configs of a topic the worker creates."""
     configs = {}
     if name == settings.topic_quotas:
-        configs["cleanup.policy"] = "compact"
+        # Keyed by owner, one quota per owner and period: compaction would keep only an
+        # owner's latest quota.set. Quotas are few, so the topic keeps them all.
+        configs.update({"cleanup.policy": "delete", "retention.ms": "-1",
+                        "retention.bytes": "-1"})
     if settings.min_insync_replicas is not None:
         configs["min.insync.replicas"] = str(settings.min_insync_replicas)
     return configs

