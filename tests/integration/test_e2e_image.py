@@ -132,3 +132,65 @@ def test_the_image_command_as_an_unprivileged_user_in_a_read_only_directory_expo
     finally:
         worker.discard()
         shutil.rmtree(base, ignore_errors=True)
+
+
+def test_the_ingest_service_runs_as_compose_runs_it_and_answers_its_healthcheck(
+        servers: EmbeddedServers, tmp_path: Path) -> None:
+    """compose's ``ingest`` service: the image's entry point with ``command: [ingest]``,
+    as a user that owns nothing, in a read-only directory, with only the environment
+    compose sets (its token variable filled in, the optional mapping variables empty);
+    an event gets 202 and compose's healthcheck command passes."""
+    import json
+    import urllib.request
+
+    from stream_app.adapters.processes import stop_process, wait_for_port
+
+    as_root = os.geteuid() == 0
+    workdir = Path(tempfile.mkdtemp(prefix="pulse-ingest-image-"))
+    workdir.chmod(0o555)
+    service = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]["ingest"]
+    token = "compose-ingest-token-0123456789"
+    env = {k: v for k, v in _image_env().items() if not k.startswith("PULSE_")}
+    for name, value in service["environment"].items():
+        env[name] = (f"crm={token}" if name == "PULSE_INGEST_TOKENS"
+                     else "" if str(value).startswith("${") else str(value))
+    port = free_port()
+    env.update({"PULSE_KAFKA_BOOTSTRAP": servers.kafka_bootstrap or "",
+                "PULSE_INGEST_PORT": str(port), "HOME": "/nonexistent",
+                "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin"})
+    argv = [_entrypoint()[0], *service["command"]]
+    assert argv == ["stream-app", "ingest"]
+    if as_root:
+        argv, extra = _as_nobody(argv)
+        env.update(extra)
+    log = tmp_path / "ingest.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(argv, env=env, cwd=workdir, stdout=out,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True, user=NOBODY if as_root else None,
+                                group=NOBODY if as_root else None,
+                                extra_groups=[] if as_root else None)
+    try:
+        wait_for_port("127.0.0.1", port, timeout=30)
+        event = {"specversion": "1.0", "id": "image-1", "source": "crm/test",
+                 "type": "deal.created", "time": "2026-11-02T09:30:00Z",
+                 "data": {"deal_id": "D-1", "account_id": None, "owner_id": "ana",
+                          "team": "EMEA", "amount": "10", "currency": "USD",
+                          "stage": "Prospecting"}}
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/events", data=json.dumps(event).encode(),
+            headers={"Content-Type": "application/cloudevents+json",
+                     "Authorization": f"Bearer {token}"})
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            assert answer.status == 202
+        check = service["healthcheck"]["test"]
+        assert check[0] == "CMD" and "8080" in check[-1]
+        probe = subprocess.run([sys.executable, *check[2:-1],
+                                check[-1].replace("8080", str(port))],
+                               capture_output=True, text=True, timeout=30)
+        assert probe.returncode == 0, probe.stderr
+        assert list(workdir.iterdir()) == []
+    finally:
+        stop_process(proc)
+        shutil.rmtree(workdir, ignore_errors=True)
+    assert proc.returncode == 0, log.read_text()[-2000:]
