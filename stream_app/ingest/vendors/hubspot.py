@@ -34,7 +34,6 @@ __all__ = ["DEAL_PROPERTIES", "DealReader", "HubSpotApi", "hubspot_events",
            "signature_v3", "verify_signature"]
 
 import base64
-import datetime as dt
 import hashlib
 import hmac
 from typing import Any, Protocol
@@ -46,7 +45,9 @@ from stream_app.ingest.vendors.mapping import (
     TranslationError,
     VendorMapping,
     amount_text,
+    deal_event,
     iso_time,
+    utc_datetime,
 )
 
 #: The deal properties the gateway reads from HubSpot's API.
@@ -76,18 +77,15 @@ def _as_of(deal: dict[str, Any], name: str, moment: str) -> Any:
     history = (deal.get("propertiesWithHistory") or {}).get(name)
     if not isinstance(history, list) or not history:
         return (deal.get("properties") or {}).get(name)
-    dated = sorted(((_moment(iso_time(entry.get("timestamp"), f"history.{name}.timestamp")),
+    dated = sorted(((utc_datetime(entry.get("timestamp"), f"history.{name}.timestamp"),
                      entry.get("value")) for entry in history if isinstance(entry, dict)),
                    key=lambda item: item[0])
+    until = utc_datetime(moment, "moment")
     value = None
     for at, candidate in dated:
-        if at <= _moment(moment):
+        if at <= until:
             value = candidate
     return value
-
-
-def _moment(text: str) -> dt.datetime:
-    return dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
 class HubSpotApi:
@@ -201,11 +199,8 @@ class _Builder:
         self.ignored: list[tuple[str, str]] = []
 
     def _event(self, kind: str, time: str, data: dict[str, Any], suffix: str = "") -> None:
-        self.events.append({
-            "specversion": "1.0", "id": f"{self.event_id}{suffix}",
-            "source": self.mapping.source, "type": f"deal.{kind}", "time": time,
-            "subject": self.deal_id, "datacontenttype": "application/json",
-            "data": {"deal_id": self.deal_id, **data}})
+        self.events.append(deal_event(self.mapping, f"{self.event_id}{suffix}", kind, time,
+                                      self.deal_id, data))
 
     def _closing(self, stage: str, amount: Any, time: str, suffix: str = "") -> bool:
         if stage in self.mapping.won_stages:
@@ -225,7 +220,7 @@ class _Builder:
         created_at = iso_time(properties.get("createdate") or self.at, "deal.createdate")
         stage = str(_as_of(deal, "dealstage", created_at) or "")
         amount = _as_of(deal, "amount", created_at) or None
-        closed = stage in self.mapping.won_stages | self.mapping.lost_stages
+        closed = self.mapping.closes(stage)
         close_date = properties.get("closedate")
         self._event("created", created_at, {
             "account_id": None, "owner_id": owner,

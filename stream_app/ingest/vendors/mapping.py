@@ -4,8 +4,8 @@ the currency of amounts without one, the CloudEvent source. Pure: no HTTP, no Ka
 
 from __future__ import annotations
 
-__all__ = ["Translation", "TranslationError", "VendorMapping", "amount_text", "iso_time",
-           "json_object", "load_vendor_mapping"]
+__all__ = ["Translation", "TranslationError", "VendorMapping", "amount_text", "deal_event",
+           "iso_time", "json_object", "load_vendor_mapping", "utc_datetime"]
 
 import datetime as dt
 from collections.abc import Mapping
@@ -42,6 +42,10 @@ class VendorMapping:
     #: CRM stage ids that mean won / lost (vendors whose deals carry no status field).
     won_stages: frozenset[str] = frozenset()
     lost_stages: frozenset[str] = frozenset()
+
+    def closes(self, crm_stage: str) -> bool:
+        """Whether a CRM stage means won or lost."""
+        return crm_stage in self.won_stages or crm_stage in self.lost_stages
 
     @property
     def first_stage(self) -> str:
@@ -107,13 +111,12 @@ def load_vendor_mapping(path: Path, vendor: str) -> VendorMapping:
         lost_stages=frozenset(str(s) for s in raw.get("lost_stages") or ()))
 
 
-def iso_time(value: Any, where: str) -> str:
+def utc_datetime(value: Any, where: str) -> dt.datetime:
     """A CRM's UTC time ("2024-09-27T14:25:27Z", "2024-09-27T14:25:27.000+0000",
     Pipedrive v1's "2024-09-27 14:25:27", or epoch milliseconds as Salesforce's Pub/Sub
-    API and HubSpot send them) as RFC 3339 with an offset."""
+    API and HubSpot send them) as an aware datetime in UTC."""
     if isinstance(value, int) and not isinstance(value, bool):
-        moment = dt.datetime.fromtimestamp(value / 1000, dt.UTC)
-        return moment.isoformat().replace("+00:00", "Z")
+        return dt.datetime.fromtimestamp(value / 1000, dt.UTC)
     if not isinstance(value, str) or not value:
         raise TranslationError(400, "missing_field", where, "expected a UTC timestamp")
     try:
@@ -123,7 +126,12 @@ def iso_time(value: Any, where: str) -> str:
                                f"expected a UTC timestamp, got {value!r}") from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=dt.UTC)
-    return moment.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+    return moment.astimezone(dt.UTC)
+
+
+def iso_time(value: Any, where: str) -> str:
+    """:func:`utc_datetime` as RFC 3339 text ending in Z."""
+    return utc_datetime(value, where).isoformat().replace("+00:00", "Z")
 
 
 def amount_text(value: Any, where: str) -> str:
@@ -136,6 +144,14 @@ def amount_text(value: Any, where: str) -> str:
         raise TranslationError(400, "invalid_field", where,
                                f"expected a number, got {value!r}") from None
     return str(amount)
+
+
+def deal_event(mapping: VendorMapping, event_id: str, kind: str, time: str, deal_id: str,
+               data: dict[str, Any]) -> dict[str, Any]:
+    """The CloudEvent ``deal.<kind>`` of one deal, in the mapping's source."""
+    return {"specversion": "1.0", "id": event_id, "source": mapping.source,
+            "type": f"deal.{kind}", "time": time, "subject": deal_id,
+            "datacontenttype": "application/json", "data": {"deal_id": deal_id, **data}}
 
 
 def json_object(value: Any, where: str) -> dict[str, Any]:

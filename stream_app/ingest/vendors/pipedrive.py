@@ -31,6 +31,7 @@ from stream_app.ingest.vendors.mapping import (
     TranslationError,
     VendorMapping,
     amount_text,
+    deal_event,
     iso_time,
     json_object,
 )
@@ -74,11 +75,8 @@ class _Builder:
         self.ignored: list[tuple[str, str]] = []
 
     def _event(self, kind: str, suffix: str, time: str, data: dict[str, Any]) -> None:
-        self.events.append({
-            "specversion": "1.0", "id": f"pipedrive-{self.deal_id}-{suffix}",
-            "source": self.mapping.source, "type": f"deal.{kind}", "time": time,
-            "subject": self.deal_id, "datacontenttype": "application/json",
-            "data": {"deal_id": self.deal_id, **data}})
+        self.events.append(deal_event(self.mapping, f"pipedrive-{self.deal_id}-{suffix}", kind,
+                                      time, self.deal_id, data))
 
     def _stage(self) -> str:
         return self.mapping.stage(self.deal.get("stage_id"), "data.stage_id")

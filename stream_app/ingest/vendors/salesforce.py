@@ -30,7 +30,6 @@ from __future__ import annotations
 
 __all__ = ["salesforce_events"]
 
-import datetime as dt
 from typing import Any
 
 from stream_app.ingest.vendors.mapping import (
@@ -38,6 +37,7 @@ from stream_app.ingest.vendors.mapping import (
     TranslationError,
     VendorMapping,
     amount_text,
+    deal_event,
     iso_time,
     json_object,
 )
@@ -84,7 +84,7 @@ def _one(change: dict[str, Any], mapping: VendorMapping, where: str) -> Translat
     if not isinstance(commit, int):
         raise TranslationError(400, "missing_field", f"{where}{HEADER}.commitTimestamp",
                                "expected epoch milliseconds")
-    at = dt.datetime.fromtimestamp(commit / 1000, dt.UTC).isoformat().replace("+00:00", "Z")
+    at = iso_time(commit, f"{where}{HEADER}.commitTimestamp")
     identity = f"{header.get('transactionKey')}-{header.get('sequenceNumber')}"
     out = Translation([], [])
     for record in records:
@@ -110,11 +110,8 @@ class _Builder:
         return f"{self.where}{name}"
 
     def _event(self, kind: str, time: str, data: dict[str, Any]) -> None:
-        self.events.append({
-            "specversion": "1.0", "source": self.mapping.source,
-            "id": f"salesforce-{self.deal_id}-{self.identity}-{kind}",
-            "type": f"deal.{kind}", "time": time, "subject": self.deal_id,
-            "datacontenttype": "application/json", "data": {"deal_id": self.deal_id, **data}})
+        event_id = f"salesforce-{self.deal_id}-{self.identity}-{kind}"
+        self.events.append(deal_event(self.mapping, event_id, kind, time, self.deal_id, data))
 
     def _required(self, name: str, why: str) -> Any:
         value = self.change.get(name)
@@ -138,7 +135,7 @@ class _Builder:
     def created(self) -> None:
         owner = self._required("OwnerId", "for the deal's owner")
         stage_name = str(self._required("StageName", "for the deal's stage"))
-        closed = stage_name in self.mapping.won_stages | self.mapping.lost_stages
+        closed = self.mapping.closes(stage_name)
         stage = (self.mapping.first_stage if closed
                  else self.mapping.stage(stage_name, self._field("StageName")))
         created_at = iso_time(self.change.get("CreatedDate") or self.at,
