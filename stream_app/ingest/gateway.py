@@ -30,6 +30,7 @@ import logging
 import signal
 import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +40,8 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from stream_app.config import Settings, contract_rules
 from stream_app.events.codec import Rejection, encode_event, entity_id, validate_event
-from stream_app.events.routing import ROUTES
+from stream_app.events.models import CrmEvent
+from stream_app.events.routing import route_of
 from stream_app.ingest.access import RateLimiter, TokenBook, parse_tokens
 from stream_app.ingest.http_binding import BindingError, events_of_request, parse_json
 from stream_app.ingest.sink import EventSink, KafkaSink, Record, SinkUnavailable
@@ -65,16 +67,13 @@ OPEN_ROUTES = frozenset({"/healthz", "/metrics"})
 #: Route label of requests to a path the gateway does not serve (bounded label set).
 UNKNOWN_ROUTE = "(unknown)"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-Translator = Callable[[Any, VendorMapping], Translation]
+Translator = Callable[[Any, VendorMapping], Awaitable[Translation]]
 #: Vendor webhook routes: name -> the settings field of its mapping file.
 VENDORS: dict[str, str] = {
     "pipedrive": "ingest_pipedrive_mapping",
     "salesforce": "ingest_salesforce_mapping",
     "hubspot": "ingest_hubspot_mapping",
 }
-#: Translators that need nothing but the payload (HubSpot's reads its API too).
-_PLAIN: dict[str, Translator] = {"pipedrive": pipedrive_events,
-                                 "salesforce": salesforce_events}
 #: Routes a CRM signs instead of sending a token.
 HUBSPOT_ROUTE = "/webhooks/hubspot"
 
@@ -140,9 +139,12 @@ class IngestGateway:
         self._sink = sink
         self._mappings = vendor_mappings(settings)
         self._hubspot: HubSpotApi | None = None
+        self._translators: dict[str, Translator] = {
+            "pipedrive": _plain(pipedrive_events), "salesforce": _plain(salesforce_events)}
         if "hubspot" in self._mappings and settings.ingest_hubspot_api_token:
             self._hubspot = HubSpotApi(settings.ingest_hubspot_api_url,
                                        settings.ingest_hubspot_api_token.get_secret_value())
+            self._translators["hubspot"] = partial(hubspot_events, reader=self._hubspot)
         self.metrics = _Metrics()
         self.app = web.Application(client_max_size=settings.ingest_max_body_bytes,
                                    middlewares=[self._observe, self._authorize])
@@ -184,14 +186,18 @@ class IngestGateway:
                               "settings do) with a token of PULSE_INGEST_TOKENS")
             response.headers["WWW-Authenticate"] = 'Bearer realm="pipeline-pulse"'
             return response
+        return self._rate_limited(caller) or await handler(request)
+
+    def _rate_limited(self, caller: str) -> web.Response | None:
+        """429 with ``Retry-After`` when ``caller`` is over its rate, else None."""
         wait = self._limiter.admit(caller)
-        if wait:
-            self.metrics.rejected.labels("rate_limited").inc()
-            response = _error(429, "rate_limited", f"over {self._settings.ingest_rate_per_second:g}"
-                              " requests a second for this token (PULSE_INGEST_RATE_PER_SECOND)")
-            response.headers["Retry-After"] = RateLimiter.retry_after(wait)
-            return response
-        return await handler(request)
+        if not wait:
+            return None
+        self.metrics.rejected.labels("rate_limited").inc()
+        response = _error(429, "rate_limited", f"over {self._settings.ingest_rate_per_second:g}"
+                          f" requests a second for {caller} (PULSE_INGEST_RATE_PER_SECOND)")
+        response.headers["Retry-After"] = RateLimiter.retry_after(wait)
+        return response
 
     async def _signed(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         """HubSpot signs its requests (v3) instead of sending a token."""
@@ -206,13 +212,7 @@ class IngestGateway:
         if problem is not None:
             self.metrics.rejected.labels("bad_signature").inc()
             return _error(401, "bad_signature", problem)
-        wait = self._limiter.admit("hubspot")
-        if wait:
-            self.metrics.rejected.labels("rate_limited").inc()
-            response = _error(429, "rate_limited", "over the rate limit")
-            response.headers["Retry-After"] = RateLimiter.retry_after(wait)
-            return response
-        return await handler(request)
+        return self._rate_limited("hubspot") or await handler(request)
 
     def _caller(self, authorization: str) -> str | None:
         """The token name of a Bearer token, or of HTTP Basic ``name:token``."""
@@ -255,9 +255,7 @@ class IngestGateway:
                                "reason": event.reason, "detail": event.detail})
                 self.metrics.rejected.labels(event.reason).inc()
                 continue
-            route = ROUTES[event.type.partition(".")[0]]
-            records.append((getattr(self._settings, route.topic_setting),
-                            entity_id(event).encode(), encode_event(event)))
+            records.append(self._record(event))
             types.append(event.type)
         if errors:
             return _error(400, "invalid_events", f"{len(errors)} of {len(raws)} events break "
@@ -268,14 +266,10 @@ class IngestGateway:
         """A vendor's webhook: its changes as CloudEvents of the contract, produced like a
         batch of ``/events`` (all or nothing; 2xx only once Kafka has them)."""
         vendor = request.path.rsplit("/", 1)[1]
-        mapping = self._mappings[vendor]
         body = await self._body(request)
         try:
             payload = parse_json(body, self._settings.ingest_max_json_depth)
-            if self._hubspot is not None and vendor == "hubspot":
-                translation = await hubspot_events(payload, mapping, self._hubspot)
-            else:
-                translation = _PLAIN[vendor](payload, mapping)
+            translation = await self._translators[vendor](payload, self._mappings[vendor])
         except ReaderUnavailable as exc:
             self.metrics.rejected.labels("crm_api_unavailable").inc()
             response = _error(503, "crm_api_unavailable", f"{exc}; retry later")
@@ -299,13 +293,18 @@ class IngestGateway:
                 self.metrics.rejected.labels(event.reason).inc()
                 return _error(422, event.reason, f"{vendor} change {index} breaks the "
                               f"contract: {event.detail}", field=event.field)
-            route = ROUTES[event.type.partition(".")[0]]
-            records.append((getattr(self._settings, route.topic_setting),
-                            entity_id(event).encode(), encode_event(event)))
+            records.append(self._record(event))
             types.append(event.type)
         if not records:
             return web.json_response({"accepted": 0, "ignored": len(translation.ignored)})
         return await self._produce(records, types)
+
+    def _record(self, event: CrmEvent) -> Record:
+        """The Kafka record of a valid event: its family's topic, keyed by its entity."""
+        route = route_of(event.type)
+        assert route is not None  # the contract admits routed types only
+        return (getattr(self._settings, route.topic_setting), entity_id(event).encode(),
+                encode_event(event))
 
     async def _produce(self, records: list[Record], types: list[str]) -> web.Response:
         try:
@@ -333,6 +332,13 @@ class IngestGateway:
     async def _metrics(self, request: web.Request) -> web.Response:
         return web.Response(body=generate_latest(self.metrics.registry),
                             headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def _plain(translate: Callable[[Any, VendorMapping], Translation]) -> Translator:
+    """A translator that reads nothing but the payload, as the gateway awaits them."""
+    async def translated(payload: Any, mapping: VendorMapping) -> Translation:
+        return translate(payload, mapping)
+    return translated
 
 
 async def _serve(settings: Settings, ready: Callable[[str], None]) -> None:
