@@ -105,8 +105,12 @@ CRM webhooks (each route exists once its mapping file is set):
                              of the event (PULSE_INGEST_HUBSPOT_MAPPING, _CLIENT_SECRET,
                              _API_TOKEN; example: deploy/ingest/hubspot.example.yml)
   200/202 as above; 422 for a stage or owner the mapping lacks (the CRM retries; add it
-  and restart). Deletions, reopened deals, owner changes and Salesforce gap events are
-  counted in pulse_ingest_changes_ignored_total and logged, not modelled yet.
+  and restart); 503 roster_loading while the gateway reads the roster topic at start.
+  An owner's team: the roster (rep.updated events on PULSE_TOPIC_REPS, read from the
+  beginning and followed), else the mapping's owners, else its default_team.
+  Reopened deals become deal.reopened, deletions deal.deleted (restores deal.restored);
+  owner and currency changes, HubSpot merges and Salesforce gap events are counted in
+  pulse_ingest_changes_ignored_total and logged, not modelled yet.
 
 Needs PULSE_KAFKA_BOOTSTRAP and PULSE_INGEST_TOKENS ("name=token,name=token"; send
 Authorization: Bearer <token>, or HTTP Basic with the token's name and the token).

@@ -115,10 +115,12 @@ class Settings(BaseSettings):
     topic_deals: str = "crm.deals"
     topic_customers: str = "crm.customers"
     topic_quotas: str = Field("crm.quotas", description="quota.set events, keyed by owner_id "
-                              "(created compacted).")
+                              "(created with unlimited retention).")
     topic_leads: str = Field("crm.leads", description="lead.* events, keyed by lead_id.")
     topic_activities: str = Field("crm.activities", description="activity.logged events "
                                   "(calls, emails, meetings), keyed by owner_id.")
+    topic_reps: str = Field("crm.reps", description="rep.updated events (the roster: owner "
+                            "ids to names and teams), keyed by owner_id.")
     topic_lead_scores: str = Field(
         "crm.lead-scores", description="Published lead.hot events (a lead crossed the hot "
         "score), keyed by lead_id, for the CRM to act on."

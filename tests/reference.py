@@ -95,11 +95,43 @@ def unique_by_id(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def resolve_lifecycles(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The events as if each deal's final state had always held. A deal whose last
+    ``deal.deleted`` / ``deal.restored`` (in time order) is a deletion loses every event.
+    Each deal's closes and reopenings are replayed in time order (a reopening before a
+    close of the same time): a reopening drops every close seen so far and becomes a
+    ``deal.stage_changed`` to its stage (when it names one). Deletions,
+    restores and reopenings leave the list."""
+    dropped: set[str] = set()
+    moves: list[dict[str, Any]] = []
+    for deal_events in _by_entity(events, "deal.", "deal_id").values():
+        toggles = [e for e in deal_events if e["type"] in ("deal.deleted", "deal.restored")]
+        if toggles and toggles[-1]["type"] == "deal.deleted":
+            dropped.update(e["id"] for e in deal_events)
+            continue
+        dropped.update(e["id"] for e in toggles)
+        closes_so_far: list[str] = []
+        for e in sorted(deal_events, key=lambda e: (_t(e), e["type"] != "deal.reopened",
+                                                    e["id"])):
+            if e["type"] in ("deal.won", "deal.lost"):
+                closes_so_far.append(e["id"])
+            elif e["type"] == "deal.reopened":
+                dropped.update(closes_so_far)
+                closes_so_far = []
+                dropped.add(e["id"])
+                if e["data"].get("stage") is not None:
+                    moves.append({**e, "type": "deal.stage_changed",
+                                  "data": {"deal_id": e["data"]["deal_id"],
+                                           "to_stage": e["data"]["stage"]}})
+    return [e for e in events if e["id"] not in dropped] + moves
+
+
 def expected_metrics(events: list[dict[str, Any]], as_of: dt.datetime,
                      cfg: ReferenceConfig | None = None) -> dict[Key, Fraction]:
     """Every KPI sample the worker should export at ``as_of``, as exact fractions."""
     cfg = cfg or ReferenceConfig()
-    events = unique_by_id(events)
+    received = unique_by_id(events)
+    events = resolve_lifecycles(received)
     as_of_date = as_of.astimezone(dt.UTC).date()
     by_deal: dict[str, list[dict]] = defaultdict(list)
     for event in events:
@@ -216,11 +248,23 @@ def expected_metrics(events: list[dict[str, Any]], as_of: dt.datetime,
         out[_key("pulse_period_start_timestamp_seconds", period=period)] = Fraction(
             _epoch_ms(dt.datetime.combine(start, dt.time(), dt.UTC)), 1000)
     out[_key("pulse_asof_timestamp_seconds")] = Fraction(_epoch_ms(as_of), 1000)
-    if events:
+    if received:
         out[_key("pulse_last_event_timestamp_seconds")] = Fraction(
-            _epoch_ms(max(_t(e) for e in events)), 1000)
+            _epoch_ms(max(_t(e) for e in received)), 1000)
     out.update(expected_catalogue(events, as_of, cfg))
+    out.update(_expected_roster(events))
     return out
+
+
+def _expected_roster(events: list[dict[str, Any]]) -> dict[Key, Fraction]:
+    """``pulse_owner_info{owner,name,team}`` = 1 for each owner's latest ``rep.updated``
+    (by time, then id); a profile without a team shows "(none)"."""
+    latest: dict[str, dict[str, Any]] = {}
+    for e in sorted((e for e in events if e["type"] == "rep.updated"), key=_order):
+        latest[e["data"]["owner_id"]] = e["data"]
+    return {("pulse_owner_info", tuple(sorted({"owner": owner, "name": data["name"],
+                                               "team": data.get("team") or "(none)"}.items()))):
+            Fraction(1) for owner, data in latest.items()}
 
 
 @dataclass

@@ -65,9 +65,10 @@ def topic_plan(settings: Settings) -> dict[str, int]:
 def topic_configs(settings: Settings, name: str) -> dict[str, str]:
     """Topic-level configs of a topic the worker creates."""
     configs = {}
-    if name == settings.topic_quotas:
+    if name in (settings.topic_quotas, settings.topic_reps):
         # Keyed by owner, one quota per owner and period: compaction would keep only an
-        # owner's latest quota.set. Quotas are few, so the topic keeps them all.
+        # owner's latest quota.set. The roster's latest profile is the latest in event
+        # time, not in offset order. Both are few, so the topics keep them all.
         configs.update({"cleanup.policy": "delete", "retention.ms": "-1",
                         "retention.bytes": "-1"})
     if settings.min_insync_replicas is not None:

@@ -492,6 +492,12 @@ class PulseCollector(Collector):
             amount.add_metric([p.owner], cents_to_units(p.cents))
             weighted.add_metric([p.owner], p.weighted_cents / 100)
         yield from (open_deals, amount, weighted)
+        info = gauge("owner_info", "The roster (rep.updated): 1 per owner with the owner's "
+                     "name and team; join it to show names: * on(owner) group_left(name) "
+                     "pulse_owner_info.", ["owner", "name", "team"])
+        for owner, (name, team) in sorted(report.owner_profiles.items()):
+            info.add_metric([owner, name, team], 1)
+        yield info
 
     def _clv(self, clv: ClvKpis) -> Iterator[Metric]:
         parts = (

@@ -27,6 +27,7 @@ from stream_app.events.models import (
     EVENT_TYPES,
     CrmEvent,
     DealCreated,
+    DealReopened,
     DealStageChanged,
     QuotaSet,
     crm_event_adapter,
@@ -140,6 +141,8 @@ def _check_rules(event: CrmEvent, rules: ContractRules) -> Rejection | None:
         stages: dict[str, str | None] = {"data.stage": event.data.stage}
     elif isinstance(event, DealStageChanged):
         stages = {"data.from_stage": event.data.from_stage, "data.to_stage": event.data.to_stage}
+    elif isinstance(event, DealReopened):
+        stages = {"data.stage": event.data.stage}
     else:
         return None
     for field, stage in stages.items():

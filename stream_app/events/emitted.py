@@ -3,7 +3,8 @@
 - ``lead.hot`` (a CloudEvent on the lead-scores topic): a lead's score crossed the hot
   threshold; downstream consumers (routing, alerting a rep) read it.
 - Re-keyed wins (plain JSON on internal topics): a won deal re-keyed by its account
-  and by its owner, so the tables keyed by account and by owner can fold it.
+  and by its owner, so the tables keyed by account and by owner can fold it; with its
+  reopenings and deletions, so a withdrawn win leaves them too.
 
 Their JSON Schemas are generated into ``schemas/emitted/`` with the CRM events'.
 """
@@ -16,11 +17,12 @@ __all__ = [
     "LeadHot",
     "LeadHotData",
     "OwnerWinRecord",
+    "WinMarks",
 ]
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from stream_app.events.models import Id, Label, _CloudEvent, _Data
 
@@ -42,26 +44,70 @@ class LeadHot(_CloudEvent):
     data: LeadHotData
 
 
-class AccountWinRecord(BaseModel):
-    """A won deal re-keyed by account (internal topic ``PULSE_TOPIC_ACCOUNT_WINS``)."""
+class WinMarks(BaseModel):
+    """A deal's closes, reopenings and deletions as the receivers of its win fold them
+    (:mod:`stream_app.kpi.lifecycle`): they keep the union of every record's marks, so
+    records read in any order, or again, leave the same state."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+    closes: Annotated[list[tuple[int, str, Literal["won", "lost"], int]], Field(
+        description="(event time ms, event id, won or lost, won amount in reporting-currency "
+                    "cents, 0 for a loss)")] = []
+    reopenings: Annotated[list[tuple[int, str]], Field(
+        description="(event time ms, event id) of deal.reopened")] = []
+    deletions: Annotated[list[tuple[int, str, bool]], Field(
+        description="(event time ms, event id, true for deal.deleted, false for "
+                    "deal.restored)")] = []
+
+    @property
+    def latest_ms(self) -> int:
+        """The latest event time among the marks (0 without any)."""
+        return max((mark[0] for marks in (self.closes, self.reopenings, self.deletions)
+                    for mark in marks), default=0)
+
+
+class _WinRecord(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    deal_id: Id
+    marks: WinMarks | None = None
+    won_at_ms: Annotated[int | None, Field(
+        description="Records written before marks existed: the event time of the win, ms "
+                    "since the epoch.")] = None
+
+    @model_validator(mode="after")
+    def _marks_or_win(self) -> _WinRecord:
+        if self.marks is None and self.won_at_ms is None:
+            raise ValueError("give marks (or, in records written before them, won_at_ms)")
+        return self
+
+    @property
+    def time_ms(self) -> int:
+        """The record's event time: its latest mark, or its win."""
+        return self.marks.latest_ms if self.marks is not None else int(self.won_at_ms or 0)
+
+
+class AccountWinRecord(_WinRecord):
+    """A deal with a win (or a withdrawn one) re-keyed by account (internal topic
+    ``PULSE_TOPIC_ACCOUNT_WINS``)."""
 
     account_id: Id
-    won_at_ms: Annotated[int, Field(description="Event time of the win, ms since the epoch.")]
-    deal_id: Id
 
 
-class OwnerWinRecord(BaseModel):
-    """A won deal re-keyed by owner (internal topic ``PULSE_TOPIC_OWNER_WINS``), its
-    amount already in reporting-currency cents."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
+class OwnerWinRecord(_WinRecord):
+    """A deal with a win (or a withdrawn one) re-keyed by owner (internal topic
+    ``PULSE_TOPIC_OWNER_WINS``), amounts already in reporting-currency cents."""
 
     owner_id: Id
-    won_at_ms: int
-    deal_id: Id
-    cents: int
+    cents: Annotated[int | None, Field(
+        description="Records written before marks existed: the won amount in cents.")] = None
+
+    @model_validator(mode="after")
+    def _cents_with_win(self) -> OwnerWinRecord:
+        if self.marks is None and self.cents is None:
+            raise ValueError("a record without marks gives won_at_ms and cents")
+        return self
 
 
 #: Schema file name (without ``.schema.json``) -> model, for ``schemas/emitted/``.

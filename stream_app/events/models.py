@@ -20,9 +20,14 @@ __all__ = [
     "CustomerEvent",
     "DealCreated",
     "DealCreatedData",
+    "DealDeleted",
+    "DealDeletedData",
     "DealEvent",
     "DealLost",
     "DealLostData",
+    "DealReopened",
+    "DealReopenedData",
+    "DealRestored",
     "DealStageChanged",
     "DealStageChangedData",
     "DealUpdated",
@@ -41,6 +46,9 @@ __all__ = [
     "QuotaEvent",
     "QuotaSet",
     "QuotaSetData",
+    "RepEvent",
+    "RepUpdated",
+    "RepUpdatedData",
     "crm_event_adapter",
 ]
 
@@ -130,6 +138,22 @@ class DealLostData(_Data):
     competitor_price: Money | None = None
 
 
+class DealReopenedData(_Data):
+    """Payload of ``deal.reopened``: a won or lost deal is open again, in ``stage`` (null:
+    in the stage it closed from, as when a CRM switches a won deal to lost and sends the
+    reopening with the new close). The close it undoes leaves every KPI of its day, as if
+    it had never happened."""
+
+    deal_id: Id
+    stage: Label | None = None
+
+
+class DealDeletedData(_Data):
+    """Payload of ``deal.deleted`` and ``deal.restored``."""
+
+    deal_id: Id
+
+
 class CustomerChurnedData(_Data):
     """Payload of ``customer.churned``."""
 
@@ -212,6 +236,15 @@ class QuotaSetData(_Data):
     currency: Currency
 
 
+class RepUpdatedData(_Data):
+    """Payload of ``rep.updated``: who a CRM owner id is. The latest event (time, then id)
+    for an owner is the owner's profile."""
+
+    owner_id: Id
+    name: Label
+    team: Label | None = None
+
+
 class _CloudEvent(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
 
@@ -258,6 +291,27 @@ class DealLost(_CloudEvent):
     data: DealLostData
 
 
+class DealReopened(_CloudEvent):
+    """A won or lost deal went back to an open stage."""
+
+    type: Literal["deal.reopened"]
+    data: DealReopenedData
+
+
+class DealDeleted(_CloudEvent):
+    """A deal was deleted in the CRM: it leaves every KPI, past days included."""
+
+    type: Literal["deal.deleted"]
+    data: DealDeletedData
+
+
+class DealRestored(_CloudEvent):
+    """A deleted deal was restored (undeleted): it counts again."""
+
+    type: Literal["deal.restored"]
+    data: DealDeletedData
+
+
 class CustomerChurned(_CloudEvent):
     """A customer (an account with a won deal) stopped buying."""
 
@@ -300,6 +354,13 @@ class QuotaSet(_CloudEvent):
     data: QuotaSetData
 
 
+class RepUpdated(_CloudEvent):
+    """A sales rep (a CRM owner id) got or changed a name or a team: the roster."""
+
+    type: Literal["rep.updated"]
+    data: RepUpdatedData
+
+
 class ActivityLogged(_CloudEvent):
     """A rep logged a call, an email or a meeting."""
 
@@ -307,13 +368,15 @@ class ActivityLogged(_CloudEvent):
     data: ActivityLoggedData
 
 
-DealEvent = DealCreated | DealStageChanged | DealUpdated | DealWon | DealLost
+DealEvent = (DealCreated | DealStageChanged | DealUpdated | DealWon | DealLost | DealReopened
+             | DealDeleted | DealRestored)
 CustomerEvent = CustomerChurned
 QuotaEvent = QuotaSet
+RepEvent = RepUpdated
 LeadEvent = LeadCreated | LeadEngaged | LeadConverted | LeadDisqualified
 CrmEvent = Annotated[
-    DealCreated | DealStageChanged | DealUpdated | DealWon | DealLost | CustomerChurned
-    | QuotaSet
+    DealCreated | DealStageChanged | DealUpdated | DealWon | DealLost | DealReopened
+    | DealDeleted | DealRestored | CustomerChurned | QuotaSet | RepUpdated
     | LeadCreated | LeadEngaged | LeadConverted | LeadDisqualified | ActivityLogged,
     Field(discriminator="type"),
 ]
@@ -323,8 +386,12 @@ EVENT_TYPES: dict[str, type[_CloudEvent]] = {
     "deal.won": DealWon,
     "deal.lost": DealLost,
     "deal.updated": DealUpdated,
+    "deal.reopened": DealReopened,
+    "deal.deleted": DealDeleted,
+    "deal.restored": DealRestored,
     "customer.churned": CustomerChurned,
     "quota.set": QuotaSet,
+    "rep.updated": RepUpdated,
     "lead.created": LeadCreated,
     "lead.engaged": LeadEngaged,
     "lead.converted": LeadConverted,

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 #: The CRM topics by what they carry (a worker reads each with one agent).
-TopicRole = Literal["deals", "customers", "quotas", "leads", "activities"]
+TopicRole = Literal["deals", "customers", "quotas", "leads", "activities", "reps"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +33,7 @@ ROUTES: dict[str, Route] = {
     "quota": Route("quotas", "topic_quotas", "owner_id"),
     "lead": Route("leads", "topic_leads", "lead_id"),
     "activity": Route("activities", "topic_activities", "owner_id"),
+    "rep": Route("reps", "topic_reps", "owner_id"),
 }
 
 

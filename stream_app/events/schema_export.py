@@ -40,11 +40,17 @@ VALID_EXAMPLES: dict[str, dict[str, Any]] = {
     "deal.lost": _envelope("deal.lost", "evt-0004", {
         "deal_id": "D-1002", "reason": "price", "competitor": "Initech",
         "competitor_price": "9000"}),
+    "deal.reopened": _envelope("deal.reopened", "evt-0013", {
+        "deal_id": "D-1002", "stage": "Qualification"}),
+    "deal.deleted": _envelope("deal.deleted", "evt-0014", {"deal_id": "D-1003"}),
+    "deal.restored": _envelope("deal.restored", "evt-0015", {"deal_id": "D-1003"}),
     "customer.churned": {**_envelope("customer.churned", "evt-0005", {
         "account_id": "A-77", "reason": "budget", "competitor": None}), "subject": "A-77"},
     "quota.set": {**_envelope("quota.set", "evt-0006", {
         "owner_id": "rep-ana", "team": "EMEA", "period": "2026-Q4", "amount": "150000.00",
         "currency": "EUR"}), "subject": "rep-ana"},
+    "rep.updated": {**_envelope("rep.updated", "evt-0016", {
+        "owner_id": "rep-ana", "name": "Ana Lopez", "team": "EMEA"}), "subject": "rep-ana"},
     "lead.created": {**_envelope("lead.created", "evt-0007", {
         "lead_id": "L-555", "source": "Webinar", "owner_id": "rep-ana", "team": "EMEA",
         "industry": "Software", "company_size": 240, "job_title": "VP Sales"}),
@@ -83,7 +89,7 @@ INVALID_EXAMPLES: dict[str, tuple[str, dict[str, Any]]] = {
     "missing-team": ("missing_field", _mutate("deal.created", {}, drop=("data.team",))),
     "negative-amount": ("negative_amount", _mutate("deal.created", {"data.amount": "-10"})),
     "naive-time": ("naive_timestamp", _mutate("deal.won", {"time": "2026-11-02T09:30:00"})),
-    "unknown-type": ("unknown_type", _mutate("deal.won", {"type": "deal.reopened"})),
+    "unknown-type": ("unknown_type", _mutate("deal.won", {"type": "deal.merged"})),
     "unknown-currency": ("unknown_currency", _mutate("deal.created", {"data.currency": "XYZ"})),
     "unknown-stage": ("unknown_stage", _mutate("deal.stage_changed", {"data.to_stage": "Maybe"})),
     "wrong-specversion": ("invalid_field", _mutate("deal.lost", {"specversion": "0.3"})),

@@ -30,6 +30,7 @@ import logging
 import signal
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,7 @@ from stream_app.events.models import CrmEvent
 from stream_app.events.routing import route_of
 from stream_app.ingest.access import RateLimiter, TokenBook, parse_tokens
 from stream_app.ingest.http_binding import BindingError, events_of_request, parse_json
+from stream_app.ingest.roster import Roster, RosterFollower
 from stream_app.ingest.sink import EventSink, KafkaSink, Record, SinkUnavailable
 from stream_app.ingest.vendors.hubspot import (
     HubSpotApi,
@@ -119,9 +121,12 @@ class _Metrics:
         self.kafka_up = Gauge("pulse_ingest_kafka_up",
                               "1 if the broker acknowledged the last send.",
                               registry=self.registry)
+        self.roster_owners = Gauge("pulse_ingest_roster_owners",
+                                   "Owners the gateway's roster (rep.updated) knows.",
+                                   registry=self.registry)
         self.ignored = Counter("pulse_ingest_changes_ignored",
-                               "CRM changes in webhooks that are not modelled yet (deletions, "
-                               "reopened deals, owner changes), by vendor and reason.",
+                               "CRM changes in webhooks that are not modelled yet (owner and "
+                               "currency changes, merges, gaps), by vendor and reason.",
                                ["vendor", "reason"], registry=self.registry)
 
 
@@ -137,7 +142,11 @@ class IngestGateway:
         self._limiter = RateLimiter(settings.ingest_rate_per_second, settings.ingest_rate_burst,
                                     clock)
         self._sink = sink
-        self._mappings = vendor_mappings(settings)
+        self.roster = Roster()
+        #: Set by the server once the roster topic is read; None: no roster to wait for.
+        self.roster_loaded: asyncio.Event | None = None
+        self._mappings = {vendor: replace(mapping, roster=self.roster.team)
+                          for vendor, mapping in vendor_mappings(settings).items()}
         self._hubspot: HubSpotApi | None = None
         self._translators: dict[str, Translator] = {
             "pipedrive": _plain(pipedrive_events), "salesforce": _plain(salesforce_events)}
@@ -146,6 +155,7 @@ class IngestGateway:
                                        settings.ingest_hubspot_api_token.get_secret_value())
             self._translators["hubspot"] = partial(hubspot_events, reader=self._hubspot)
         self.metrics = _Metrics()
+        self.metrics.roster_owners.set_function(lambda: len(self.roster))
         self.app = web.Application(client_max_size=settings.ingest_max_body_bytes,
                                    middlewares=[self._observe, self._authorize])
         self.app.router.add_post("/events", self._events)
@@ -266,6 +276,12 @@ class IngestGateway:
         """A vendor's webhook: its changes as CloudEvents of the contract, produced like a
         batch of ``/events`` (all or nothing; 2xx only once Kafka has them)."""
         vendor = request.path.rsplit("/", 1)[1]
+        if self.roster_loaded is not None and not self.roster_loaded.is_set():
+            self.metrics.rejected.labels("roster_loading").inc()
+            response = _error(503, "roster_loading", "the gateway is still reading the "
+                              "roster (owners' teams); retry shortly")
+            response.headers["Retry-After"] = str(self._settings.ingest_retry_after_seconds)
+            return response
         body = await self._body(request)
         try:
             payload = parse_json(body, self._settings.ingest_max_json_depth)
@@ -327,7 +343,10 @@ class IngestGateway:
             await self._hubspot.close()
 
     async def _health(self, request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok", "kafka": self._sink.connected})
+        loading = self.roster_loaded is not None and not self.roster_loaded.is_set()
+        return web.json_response({"status": "ok", "kafka": self._sink.connected,
+                                  "roster": "loading" if loading else "loaded",
+                                  "roster_owners": len(self.roster)})
 
     async def _metrics(self, request: web.Request) -> web.Response:
         return web.Response(body=generate_latest(self.metrics.registry),
@@ -344,6 +363,9 @@ def _plain(translate: Callable[[Any, VendorMapping], Translation]) -> Translator
 async def _serve(settings: Settings, ready: Callable[[str], None]) -> None:
     sink = KafkaSink(settings)
     gateway = IngestGateway(settings, sink)
+    follower = RosterFollower(settings, gateway.roster)
+    gateway.roster_loaded = follower.loaded
+    follower.start()
     runner = web.AppRunner(gateway.app, access_log=None, handler_cancellation=True)
     await runner.setup()
     site = web.TCPSite(runner, settings.ingest_host, settings.ingest_port)
@@ -357,6 +379,7 @@ async def _serve(settings: Settings, ready: Callable[[str], None]) -> None:
         await stop.wait()
     finally:
         await runner.cleanup()
+        await follower.stop()
         await gateway.close()
         await sink.close()
 

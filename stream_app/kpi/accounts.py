@@ -1,9 +1,11 @@
 """Per-account state for churn and lifetime value: won deals and churn events.
 
-An account becomes a customer at its first won deal. It churns at the earliest
-``customer.churned`` strictly after that first win; a churn event at or before the
-first win (an earlier relationship that ended before a win-back) is kept, since a
-win that arrives late may come before it, but is not the customer's churn.
+An account becomes a customer at its first won deal (a deal whose close in effect is a
+win: a reopened or deleted deal's win is withdrawn, :mod:`stream_app.kpi.lifecycle`).
+It churns at the earliest ``customer.churned`` strictly after that first win; a churn
+event at or before the first win (an earlier relationship that ended before a win-back)
+is kept, since a win that arrives late may come before it, but is not the customer's
+churn.
 
 A churn is a *starting-cohort* churn when the customer was won before the calendar
 month of the churn began (it was active at that month's start), and a *new-customer*
@@ -29,6 +31,7 @@ from typing import Any
 
 from stream_app.kpi.deals import Contributions
 from stream_app.kpi.kinds import ACTIVE_CUSTOMERS, CHURN, CHURN_TO_COMPETITOR, NEW_CUSTOMER
+from stream_app.kpi.lifecycle import WON, Lifecycle
 from stream_app.kpi.windows import day_of, month_bounds
 
 #: An account counts as a buyer on each of the days from a win's day to this many days on.
@@ -44,39 +47,57 @@ ChurnEvent = tuple[int, str, str | None]
 
 @dataclass(frozen=True, slots=True)
 class AccountState:
-    """Won deals as sorted (time_ms, deal_id), one per deal (its earliest known win
-    time), and the churn events that can still decide the churn, sorted by (time, id):
-    every one at or before the first win, and the earliest after it."""
+    """The account's deals with a win, as (deal_id, marks) sorted by deal id (the union of
+    the marks their records carried: :mod:`stream_app.kpi.lifecycle`), and its churn
+    events sorted by (time, id)."""
 
     account_id: str
-    wins: tuple[tuple[int, str], ...] = ()
+    deals: tuple[tuple[str, Lifecycle], ...] = ()
     churns: tuple[ChurnEvent, ...] = ()
+
+    @property
+    def wins(self) -> tuple[tuple[int, str], ...]:
+        """(won_at_ms, deal_id) of each deal whose close in effect is a win (not reopened,
+        not deleted), sorted."""
+        wins = []
+        for deal_id, lifecycle in self.deals:
+            close = lifecycle.close
+            if close is not None and close[2] == WON and not lifecycle.deleted:
+                wins.append((int(close[0]), deal_id))
+        return tuple(sorted(wins))
 
     @property
     def churned(self) -> ChurnEvent | None:
         """The customer's churn: the earliest churn event strictly after the first win."""
-        if not self.wins:
+        wins = self.wins
+        if not wins:
             return None
-        first = self.wins[0][0]
+        first = wins[0][0]
         return next((churn for churn in self.churns if churn[0] > first), None)
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready form for the state table."""
         return {
             "id": self.account_id,
-            "w": [list(win) for win in self.wins],
+            "d": [[deal_id, lifecycle.to_json()] for deal_id, lifecycle in self.deals],
             "cs": [list(churn) for churn in self.churns],
         }
 
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> AccountState:
-        """Inverse of :meth:`to_json`; also reads records that kept one churn (``"c"``)."""
+        """Inverse of :meth:`to_json`; also reads records that kept one win per deal
+        (``"w"``) and one churn (``"c"``)."""
         listed = raw["cs"] if "cs" in raw else ([raw["c"]] if raw.get("c") else [])
-        return _pruned(cls(
+        if "d" in raw:
+            deals = tuple((str(deal), Lifecycle.from_json(marks)) for deal, marks in raw["d"])
+        else:
+            deals = tuple(sorted((str(deal), Lifecycle(closes=((int(at), "", WON, 0),)))
+                                 for at, deal in raw["w"]))
+        return cls(
             account_id=raw["id"],
-            wins=tuple((int(at), str(deal)) for at, deal in raw["w"]),
+            deals=deals,
             churns=_in_order((int(at), str(event), competitor) for at, event, competitor in listed),
-        ))
+        )
 
 
 def _in_order(churns: Iterable[ChurnEvent]) -> tuple[ChurnEvent, ...]:
@@ -84,36 +105,26 @@ def _in_order(churns: Iterable[ChurnEvent]) -> tuple[ChurnEvent, ...]:
     return tuple(sorted(churns, key=lambda churn: churn[:2]))
 
 
-def _pruned(state: AccountState) -> AccountState:
-    """Drop churn events after the earliest one past the first win: a first win only
-    moves earlier, so they can never become the churn."""
-    if not state.wins:
+def apply_account_win(state: AccountState, deal_id: str, lifecycle: Lifecycle) -> AccountState:
+    """Add a record's marks to the deal's (a union: any order, any repeat)."""
+    current = dict(state.deals)
+    mine = current.get(deal_id, Lifecycle())
+    merged = mine.with_marks(lifecycle.closes, lifecycle.reopenings, lifecycle.deletions)
+    if deal_id in current and merged is mine:
         return state
-    first = state.wins[0][0]
-    kept: list[ChurnEvent] = []
-    for churn in state.churns:
-        kept.append(churn)
-        if churn[0] > first:
-            break
-    return state if len(kept) == len(state.churns) else replace(state, churns=tuple(kept))
-
-
-def apply_account_win(state: AccountState, won_at_ms: int, deal_id: str) -> AccountState:
-    """Record a won deal of the account (keeps each deal's earliest win time)."""
-    others = [win for win in state.wins if win[1] != deal_id]
-    mine = [win for win in state.wins if win[1] == deal_id]
-    if mine and mine[0][0] <= won_at_ms:
-        return state
-    return _pruned(replace(state, wins=tuple(sorted((*others, (won_at_ms, deal_id))))))
+    current[deal_id] = merged
+    return replace(state, deals=tuple(sorted(current.items())))
 
 
 def apply_account_churn(state: AccountState, churned_at_ms: int, event_id: str,
                         competitor: str | None = None) -> AccountState:
-    """Record a churn event of the account (each event once, in any order)."""
+    """Record a churn event of the account (each event once, in any order). Every one is
+    kept: a win withdrawn later (a reopened or deleted deal) can move the first win
+    later, past churns that did not count before."""
     event = (churned_at_ms, event_id, competitor)
     if any(churn[:2] == event[:2] for churn in state.churns):
         return state
-    return _pruned(replace(state, churns=_in_order((*state.churns, event))))
+    return replace(state, churns=_in_order((*state.churns, event)))
 
 
 def account_contributions(state: AccountState) -> Contributions:
@@ -121,9 +132,10 @@ def account_contributions(state: AccountState) -> Contributions:
     COHORT_CHURN or NEW_CUSTOMER_CHURN, d)`` and ``(CHURN_TO_COMPETITOR, competitor, d)``
     on the churn day; ``(ACTIVE_CUSTOMERS, "", d)`` +1 / -1 where the account starts /
     stops being a buyer of the trailing 365 days."""
-    if not state.wins:
+    wins = state.wins
+    if not wins:
         return {}
-    first_day = day_of(state.wins[0][0])
+    first_day = day_of(wins[0][0])
     out: dict[tuple[str, str, Any], tuple[int, ...]] = {(NEW_CUSTOMER, "", first_day): (1,)}
     churn = state.churned
     if churn is not None:
@@ -134,7 +146,7 @@ def account_contributions(state: AccountState) -> Contributions:
         if churn[2]:
             out[(CHURN_TO_COMPETITOR, churn[2], churn_day)] = (1,)
     intervals: list[list[int]] = []
-    for day in sorted({day_of(at) for at, _ in state.wins}):
+    for day in sorted({day_of(at) for at, _ in wins}):
         if intervals and day <= intervals[-1][1]:
             intervals[-1][1] = day + ACTIVE_BUYER_DAYS
         else:

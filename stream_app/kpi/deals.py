@@ -1,15 +1,19 @@
 """Per-deal state that any order of a deal's events folds to the same value.
 
 Each field keeps the winner of a commutative choice: the earliest ``deal.created``,
-the set of stage changes (by event id), the earliest terminal event (won or lost),
-each ordered by (event time, event id). Duplicates and shuffles within a deal
-therefore give the same state, and KPI contributions are a pure function of the
-state (:func:`deal_contributions`).
+the set of stage changes, amount updates and reopenings (by event id), and the marks of
+:mod:`stream_app.kpi.lifecycle` (closes, reopenings, deletions and restores), each
+ordered by (event time, event id). Duplicates and shuffles within a deal therefore give
+the same state, and KPI contributions are a pure function of the state
+(:func:`deal_contributions`).
 
 A deal's timeline is read off the state: it starts at ``deal.created`` in its
-initial stage; each stage change after creation and before the close moves it
-(a change to the stage it is already in only updates the amount); the close ends
-it. Stage changes timed before the creation or after the close are ignored.
+initial stage; each stage change (and each reopening, a move to its stage) after
+creation and before the close in effect moves it (a change to the stage it is already in
+only updates the amount); the close in effect ends it. The close in effect is the
+earliest close after the latest reopening: a reopened deal's earlier close leaves every
+KPI of its day. Stage changes timed before the creation or after the close are ignored.
+A deleted deal contributes nothing, on any day, until it is restored.
 """
 
 from __future__ import annotations
@@ -37,15 +41,18 @@ __all__ = [
 ]
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from itertools import pairwise
 from typing import Any, NamedTuple
 
 from stream_app.events.models import (
     DealCreated,
+    DealDeleted,
     DealEvent,
     DealLost,
+    DealReopened,
+    DealRestored,
     DealStageChanged,
     DealUpdated,
     DealWon,
@@ -61,6 +68,7 @@ from stream_app.kpi.kinds import (
     TEAM_DAY,
     WATERFALL,
 )
+from stream_app.kpi.lifecycle import LOST, WON, Close, Lifecycle
 from stream_app.kpi.money import Pricing
 from stream_app.kpi.windows import MS_PER_DAY, day_of, ms_from_datetime
 
@@ -114,30 +122,49 @@ class DealState:
     """What is known of one deal. Tuples start with (time_ms, event_id) for ordering.
 
     ``changes`` holds every stage change as (time_ms, event_id, to_stage, amount or
-    None), and every amount update (``deal.updated``) as (time_ms, event_id, None,
-    amount), sorted; ``closed`` is (time_ms, event_id, "won" or "lost", won amount or
-    None, competitor or None, competitor price or None).
+    None), every amount update (``deal.updated``) as (time_ms, event_id, None, amount) and
+    every reopening as (time_ms, event_id, stage, None), sorted; ``lifecycle`` holds the
+    closes (time_ms, event_id, "won" or "lost", won amount or None, competitor or None,
+    competitor price or None), reopenings, deletions and restores
+    (:mod:`stream_app.kpi.lifecycle`).
     """
 
     deal_id: str
     created: tuple[int, str, dict[str, Any]] | None = None
     changes: tuple[tuple[int, str, str | None, str | None], ...] = ()
-    closed: tuple[int, str, str, str | None, str | None, str | None] | None = None
+    lifecycle: Lifecycle = field(default_factory=Lifecycle)
+
+    @property
+    def closed(self) -> Close | None:
+        """The close in effect (see :attr:`Lifecycle.close`), or None while open."""
+        return self.lifecycle.close
+
+    @property
+    def deleted(self) -> bool:
+        """Whether the deal is deleted (it then contributes to no KPI)."""
+        return self.lifecycle.deleted
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready form for the state table; the ``deal.created`` fields are written
         as a list in :data:`CREATED_FIELDS` order (a record per open deal, so the names
-        would be a seventh of the worker's memory)."""
+        would be a seventh of the worker's memory). A single close is ``x``; several are
+        ``xs``; reopenings ``r`` and deletions ``del`` appear only when there are some."""
         created = None
         if self.created:
             at, event_id, info = self.created
             created = [at, event_id, [info.get(name) for name in CREATED_FIELDS]]
-        return {
+        closes = self.lifecycle.closes
+        out: dict[str, Any] = {
             "id": self.deal_id,
             "c": created,
             "h": [list(change) for change in self.changes],
-            "x": list(self.closed) if self.closed else None,
+            "x": list(closes[0]) if len(closes) == 1 else None,
         }
+        if len(closes) > 1:
+            out["xs"] = [list(close) for close in closes]
+        marks = self.lifecycle.to_json()
+        marks.pop("x", None)
+        return out | marks
 
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> DealState:
@@ -148,11 +175,12 @@ class DealState:
             if isinstance(info, list):
                 info = dict(zip(CREATED_FIELDS, info, strict=True))
             created = (at, event_id, info)
+        closes = raw.get("xs") or ([raw["x"]] if raw.get("x") else [])
         return cls(
             deal_id=raw["id"],
             created=created or None,
             changes=tuple(tuple(change) for change in raw["h"]),
-            closed=tuple(raw["x"]) if raw["x"] else None,
+            lifecycle=Lifecycle.from_json({**raw, "x": closes}),
         )
 
 
@@ -212,14 +240,23 @@ def apply_deal_event(state: DealState, event: DealEvent) -> DealState:
             "product": d.product,
         }
         return replace(state, created=earliest(state.created, (at, event.id, info)))
-    if isinstance(event, DealStageChanged | DealUpdated):
+    if isinstance(event, DealStageChanged | DealUpdated | DealReopened):
         if any(change[1] == event.id for change in state.changes):
             return state
-        amount = None if event.data.amount is None else str(event.data.amount)
-        if isinstance(event, DealUpdated) and amount is None:
-            return state  # expected close / forecast category: no KPI reads them yet
-        to_stage = event.data.to_stage if isinstance(event, DealStageChanged) else None
-        change = (at, event.id, to_stage, amount)
+        if isinstance(event, DealReopened):
+            lifecycle = state.lifecycle.with_marks(reopenings=((at, event.id),))
+            if lifecycle != state.lifecycle:
+                state = replace(state, lifecycle=lifecycle)
+            if event.data.stage is None:
+                return state
+            change: tuple[int, str, str | None, str | None] = (at, event.id, event.data.stage,
+                                                               None)
+        else:
+            amount = None if event.data.amount is None else str(event.data.amount)
+            if isinstance(event, DealUpdated) and amount is None:
+                return state  # expected close / forecast category: no KPI reads them yet
+            to_stage = event.data.to_stage if isinstance(event, DealStageChanged) else None
+            change = (at, event.id, to_stage, amount)
         return replace(state, changes=tuple(sorted((*state.changes, change),
                                                    key=lambda c: (c[0], c[1]))))
     if isinstance(event, DealWon | DealLost):
@@ -227,9 +264,14 @@ def apply_deal_event(state: DealState, event: DealEvent) -> DealState:
         price = (None if closing.competitor_price is None
                  else str(closing.competitor_price))
         won = str(event.data.amount) if isinstance(event, DealWon) else None
-        kind = "won" if isinstance(event, DealWon) else "lost"
-        return replace(state, closed=earliest(
-            state.closed, (at, event.id, kind, won, closing.competitor, price)))
+        kind = WON if isinstance(event, DealWon) else LOST
+        lifecycle = state.lifecycle.with_marks(
+            closes=((at, event.id, kind, won, closing.competitor, price),))
+        return state if lifecycle is state.lifecycle else replace(state, lifecycle=lifecycle)
+    if isinstance(event, DealDeleted | DealRestored):
+        lifecycle = state.lifecycle.with_marks(
+            deletions=((at, event.id, isinstance(event, DealDeleted)),))
+        return state if lifecycle is state.lifecycle else replace(state, lifecycle=lifecycle)
     raise TypeError(f"not a deal event: {type(event).__name__}")
 
 
@@ -304,7 +346,7 @@ def deal_contributions(state: DealState, pricing: Pricing) -> Contributions:
       and the current amount.
     """
     timeline = deal_timeline(state, pricing.stage_rank)
-    if timeline is None or state.created is None:
+    if timeline is None or state.created is None or state.deleted:
         return {}
     created_at, _, info = state.created
     team = str(info["team"])

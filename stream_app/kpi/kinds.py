@@ -33,6 +33,7 @@ __all__ = [
     "OWNER_DAY",
     "OWNER_ENTITY",
     "OWNER_OPEN",
+    "OWNER_PROFILE",
     "OWNER_QUOTA",
     "OWNER_WIN_ENTITY",
     "OWNER_WIN_SOURCE",
@@ -40,6 +41,8 @@ __all__ = [
     "POSITION",
     "PRODUCT_DAY",
     "QUOTA_SOURCE",
+    "REP_ENTITY",
+    "REP_SOURCE",
     "SOURCE_DAY",
     "STAGE_STINT",
     "TEAM_ACTIVITY",
@@ -78,6 +81,8 @@ OWNER_OPEN = "j"
 OWNER_QUOTA = "a"
 #: Won cents by (owner, month).
 OWNER_WON = "y"
+#: The roster: 1 by (owner, '["name", "team"]') of the owner's latest rep.updated.
+OWNER_PROFILE = "i"
 #: Leads by (source, day): created, converted, disqualified.
 LEAD_SOURCE_DAY = "e"
 #: Leads closed by (score band, close day): closed, converted.
@@ -96,6 +101,7 @@ AGGREGATE_KINDS = frozenset({
     TEAM_DAY, OPEN_PIPELINE, SOURCE_DAY, PRODUCT_DAY, STAGE_STINT, WATERFALL, COMPETITOR_DAY,
     OWNER_DAY, OWNER_OPEN,
     NEW_CUSTOMER, CHURN, CHURN_TO_COMPETITOR, ACTIVE_CUSTOMERS, OWNER_QUOTA, OWNER_WON,
+    OWNER_PROFILE,
     LEAD_SOURCE_DAY, LEAD_BAND, TEAM_ACTIVITY, OWNER_ACTIVITY, CLOCK, POSITION,
 })
 
@@ -106,6 +112,7 @@ OWNER_ENTITY = "owner"
 OWNER_WIN_ENTITY = "ownerwin"
 LEAD_ENTITY = "lead"
 ACTIVITY_ENTITY = "act"
+REP_ENTITY = "rep"
 
 # -- guard sources (which stream a guard's offset counts) --------------------------------
 DEAL_SOURCE = "d"
@@ -115,3 +122,4 @@ OWNER_WIN_SOURCE = "w"
 QUOTA_SOURCE = "q"
 LEAD_SOURCE = "l"
 ACTIVITY_SOURCE = "v"
+REP_SOURCE = "r"

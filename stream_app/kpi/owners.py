@@ -7,10 +7,11 @@ owner reached the quota.
 - :class:`OwnerState`: the latest ``quota.set`` (event time, then id) per period;
   contributes ``(OWNER_QUOTA, owner, "period|team")`` = (quota cents, 1) (the 1 keeps a zero
   quota visible).
-- :class:`OwnerWin`: one won deal, keyed by deal (its earliest known win), so a
-  repeated or replayed win changes nothing; contributes ``(OWNER_WON, owner, "YYYY-MM")``
-  = (won cents,) in the month of the win. A quarter's won amount is the sum of its
-  three months.
+- :class:`OwnerWin`: one won deal, keyed by deal, holding the union of the closes,
+  reopenings and deletions its records carried (:mod:`stream_app.kpi.lifecycle`), so a
+  repeated or replayed record changes nothing and a reopened or deleted deal's win is
+  withdrawn; contributes ``(OWNER_WON, owner, "YYYY-MM")`` = (won cents,) in the month of
+  the win in effect. A quarter's won amount is the sum of its three months.
 """
 
 from __future__ import annotations
@@ -19,11 +20,12 @@ __all__ = ["OwnerState", "OwnerWin", "apply_owner_win", "apply_quota", "month_na
            "owner_contributions", "win_contributions"]
 
 import datetime as dt
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from stream_app.kpi.deals import Contributions
 from stream_app.kpi.kinds import OWNER_QUOTA, OWNER_WON
+from stream_app.kpi.lifecycle import WON, Lifecycle
 from stream_app.kpi.money import Pricing
 from stream_app.kpi.windows import MS_PER_DAY
 
@@ -54,19 +56,35 @@ class OwnerState:
 
 @dataclass(frozen=True, slots=True)
 class OwnerWin:
-    """A won deal of an owner: (won_at_ms, owner_id, cents) of its earliest known win."""
+    """A deal of an owner with a win: its owner and the union of the marks its records
+    carried (closes as (time_ms, event_id, "won" | "lost", won cents))."""
 
     deal_id: str
-    win: tuple[int, str, int] | None = None
+    owner_id: str | None = None
+    lifecycle: Lifecycle = field(default_factory=Lifecycle)
+
+    @property
+    def win(self) -> tuple[int, str, int] | None:
+        """(won_at_ms, owner_id, cents) of the win in effect; None when there is none (no
+        win yet, a loss, a reopened or a deleted deal)."""
+        close = self.lifecycle.close
+        if close is None or close[2] != WON or self.lifecycle.deleted or self.owner_id is None:
+            return None
+        return int(close[0]), self.owner_id, int(close[3])
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready form for the state table."""
-        return {"id": self.deal_id, "w": list(self.win) if self.win else None}
+        return {"id": self.deal_id, "o": self.owner_id, **self.lifecycle.to_json()}
 
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> OwnerWin:
-        """Inverse of :meth:`to_json`."""
-        return cls(deal_id=raw["id"], win=tuple(raw["w"]) if raw["w"] else None)
+        """Inverse of :meth:`to_json`; also reads records that kept one win (``"w"``)."""
+        if "w" in raw:
+            if not raw["w"]:
+                return cls(deal_id=raw["id"])
+            won_at, owner, cents = raw["w"]
+            return cls(raw["id"], owner, Lifecycle(closes=((won_at, "", WON, cents),)))
+        return cls(raw["id"], raw.get("o"), Lifecycle.from_json(raw))
 
 
 def apply_quota(state: OwnerState, period: str, time_ms: int, event_id: str, team: str,
@@ -80,11 +98,13 @@ def apply_quota(state: OwnerState, period: str, time_ms: int, event_id: str, tea
     return replace(state, quotas=tuple(sorted((*others, quota))))
 
 
-def apply_owner_win(state: OwnerWin, won_at_ms: int, owner_id: str, cents: int) -> OwnerWin:
-    """Record the deal's win (keeps the earliest)."""
-    if state.win is not None and state.win[0] <= won_at_ms:
+def apply_owner_win(state: OwnerWin, owner_id: str, lifecycle: Lifecycle) -> OwnerWin:
+    """Add a record's marks to the deal's (a union: any order, any repeat)."""
+    merged = state.lifecycle.with_marks(lifecycle.closes, lifecycle.reopenings,
+                                        lifecycle.deletions)
+    if merged is state.lifecycle and state.owner_id == owner_id:
         return state
-    return replace(state, win=(won_at_ms, owner_id, cents))
+    return replace(state, owner_id=owner_id, lifecycle=merged)
 
 
 def owner_contributions(state: OwnerState, pricing: Pricing) -> Contributions:
@@ -95,8 +115,9 @@ def owner_contributions(state: OwnerState, pricing: Pricing) -> Contributions:
 
 
 def win_contributions(state: OwnerWin) -> Contributions:
-    """``(OWNER_WON, owner, month)`` = (won cents,)."""
-    if state.win is None:
+    """``(OWNER_WON, owner, month)`` = (won cents,) of the win in effect."""
+    win = state.win
+    if win is None:
         return {}
-    won_at, owner, cents = state.win
+    won_at, owner, cents = win
     return {(OWNER_WON, owner, month_name(won_at)): (cents,)}

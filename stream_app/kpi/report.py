@@ -461,5 +461,6 @@ def build_report(snap: Snapshot, as_of_ms: int, cfg: ReportConfig) -> Report:
         owner_activities=tuple(owner_activities),
         owner_deals=tuple(owner_deals),
         owner_pipeline=tuple(owner_pipeline),
+        owner_profiles=dict(snap.owner_profiles),
         latest_event_ms=snap.latest_event_ms,
     )

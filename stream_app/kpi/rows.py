@@ -487,5 +487,7 @@ class Report:
     owner_activities: tuple[OwnerActivityKpis, ...] = ()
     owner_deals: tuple[OwnerDealKpis, ...] = ()
     owner_pipeline: tuple[OwnerPipelineKpis, ...] = ()
+    #: The roster: owner -> (name, team), for the owners the caps admit.
+    owner_profiles: dict[str, tuple[str, str]] = field(default_factory=dict)
     #: Latest event time folded into the snapshot's partitions (None when none has one).
     latest_event_ms: int | None = None

@@ -17,13 +17,14 @@ __all__ = [
     "update_cell",
 ]
 
+import json
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from stream_app.kpi.accounts import NEW_CUSTOMER_CHURN
-from stream_app.kpi.deals import add_vector
+from stream_app.kpi.deals import NO_VALUE, add_vector
 from stream_app.kpi.fold import parse_aggregate_key
 from stream_app.kpi.kinds import (
     ACTIVE_CUSTOMERS,
@@ -38,6 +39,7 @@ from stream_app.kpi.kinds import (
     OWNER_ACTIVITY,
     OWNER_DAY,
     OWNER_OPEN,
+    OWNER_PROFILE,
     OWNER_QUOTA,
     OWNER_WON,
     POSITION,
@@ -89,6 +91,8 @@ class Snapshot:
     owner_activities: dict[tuple[str, int], list[int]] = field(default_factory=dict)
     owner_deals: dict[tuple[str, int], list[int]] = field(default_factory=dict)
     owner_open: dict[tuple[str, str], list[int]] = field(default_factory=dict)
+    #: The roster: owner -> (name, team) of the owner's latest ``rep.updated``.
+    owner_profiles: dict[str, tuple[str, str]] = field(default_factory=dict)
     open_leads: list[ScoreInputs] = field(default_factory=list)
     latest_event_ms: int | None = None
     partitions: frozenset[int] = frozenset()
@@ -98,7 +102,7 @@ class Snapshot:
         """Take the account and owner aggregates of another table's snapshot."""
         for name in ("new_customers", "churned", "new_churned", "churned_to", "buyer_deltas",
                      "quota_cents", "quota_team", "owner_won", "owner_kept", "leads", "bands",
-                     "activities", "owner_activities"):
+                     "activities", "owner_activities", "owner_profiles"):
             if getattr(other, name):
                 setattr(self, name, getattr(other, name))
         for label, values in other.folded.items():
@@ -179,6 +183,9 @@ def snapshot_from_cells(
     snap = Snapshot(partitions=frozenset(partitions))
     folded: dict[str, set[str]] = defaultdict(set)
     for (kind, group, part), value in cells.items():
+        if kind == OWNER_PROFILE:
+            _owner_profile(snap, group, part, value, keep)
+            continue
         if kind in (OWNER_QUOTA, OWNER_WON):
             _owner_aggregate(snap, kind, group, part, value, keep, folded)
             continue
@@ -229,6 +236,21 @@ def snapshot_from_cells(
             snap.latest_event_ms = value
     snap.folded = dict(folded)
     return snap
+
+
+def _owner_profile(snap: Snapshot, owner: str, part: str, value: list[int],
+                   keep: Callable[[str, str], bool] | None) -> None:
+    """An owner's roster profile, for owners and teams the caps admit (a profile is not a
+    KPI: an owner the cap refuses has no name to show, and is not counted as folded)."""
+    if not value[0] or (keep is not None and not keep("owner", owner)):
+        return
+    name, team = json.loads(part)
+    team = team or NO_VALUE
+    if keep is not None and not keep("team", team):
+        team = OTHER_GROUP
+    elif team in RESERVED_GROUPS:
+        team += "_"
+    snap.owner_profiles[owner + "_" if owner in RESERVED_GROUPS else owner] = (name, team)
 
 
 def _owner_aggregate(snap: Snapshot, kind: str, owner: str, part: str, value: list[int],

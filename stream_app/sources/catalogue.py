@@ -1,4 +1,4 @@
-"""The five sources of Pipeline Pulse, each declared once.
+"""The six sources of Pipeline Pulse, each declared once.
 
 ========== ================== ======================================= =================
 source     keyed by           feeds (guard tag)                       publishes
@@ -12,6 +12,7 @@ owners     owner              quota topic: quotas (``q``);            -
 leads      lead               lead topic (``l``)                      ``lead.hot``
 activities owner (topic key), activity topic (``v``)                  -
            activity (entity)
+reps       owner              roster topic (``r``)                    -
 ========== ================== ======================================= =================
 
 A sixth source is one kpi module (state, pure apply, contributions) and one more
@@ -21,7 +22,7 @@ snapshot loop over the specs.
 
 from __future__ import annotations
 
-__all__ = ["LeadBook", "catalogue", "deal_labels"]
+__all__ = ["LeadBook", "catalogue", "deal_labels", "win_lifecycle"]
 
 import json
 from collections import defaultdict
@@ -33,7 +34,13 @@ from pydantic import BaseModel, ValidationError
 
 from stream_app.config import Settings
 from stream_app.events.codec import Rejection
-from stream_app.events.emitted import AccountWinRecord, LeadHot, LeadHotData, OwnerWinRecord
+from stream_app.events.emitted import (
+    AccountWinRecord,
+    LeadHot,
+    LeadHotData,
+    OwnerWinRecord,
+    WinMarks,
+)
 from stream_app.events.models import (
     ActivityLogged,
     CustomerChurned,
@@ -44,6 +51,7 @@ from stream_app.events.models import (
     LeadCreated,
     LeadEvent,
     QuotaSet,
+    RepUpdated,
 )
 from stream_app.kpi.accounts import (
     AccountState,
@@ -68,6 +76,8 @@ from stream_app.kpi.kinds import (
     OWNER_WIN_ENTITY,
     OWNER_WIN_SOURCE,
     QUOTA_SOURCE,
+    REP_ENTITY,
+    REP_SOURCE,
 )
 from stream_app.kpi.leads import (
     LeadState,
@@ -77,6 +87,7 @@ from stream_app.kpi.leads import (
     lead_contributions,
     score_inputs,
 )
+from stream_app.kpi.lifecycle import WON, Lifecycle
 from stream_app.kpi.money import Pricing
 from stream_app.kpi.owners import (
     OwnerState,
@@ -86,6 +97,7 @@ from stream_app.kpi.owners import (
     owner_contributions,
     win_contributions,
 )
+from stream_app.kpi.reps import RepState, apply_rep_update, rep_contributions
 from stream_app.kpi.scoring import ScoringRules
 from stream_app.kpi.snapshot import Snapshot
 from stream_app.kpi.windows import datetime_from_ms, ms_from_datetime
@@ -106,6 +118,17 @@ def deal_labels(events: Iterable[DealEvent]) -> dict[str, set[str]]:
         elif isinstance(event, DealWon | DealLost) and event.data.competitor:
             found["competitor"].add(event.data.competitor)
     return found
+
+
+def win_lifecycle(record: AccountWinRecord | OwnerWinRecord) -> Lifecycle:
+    """The marks a re-keyed win record carries; a record written before marks existed
+    is one win (closes as (time_ms, event_id, kind, won cents))."""
+    marks = record.marks
+    if marks is None:
+        cents = record.cents if isinstance(record, OwnerWinRecord) else 0
+        return Lifecycle(closes=((int(record.won_at_ms or 0), "", WON, int(cents or 0)),))
+    return Lifecycle().with_marks(tuple(marks.closes), tuple(marks.reopenings),
+                                  tuple(marks.deletions))
 
 
 def _parser(model: type[M]) -> Callable[[bytes | None], M | Rejection]:
@@ -177,25 +200,36 @@ def catalogue(settings: Settings, pricing: Pricing, scoring: ScoringRules
                   partial(lead_contributions, rules=scoring))
     activity = Entity(ACTIVITY_ENTITY, ActivityState, ActivityState.from_json,
                       ActivityState.to_json, activity_contributions)
+    rep = Entity(REP_ENTITY, RepState, RepState.from_json, RepState.to_json,
+                 rep_contributions)
 
     def forward_win(_: DealState, state: DealState, __: DealEvent) -> list[Outgoing]:
-        """A won deal re-keyed by account and by owner (sent again on every replay: the
-        receivers keep each deal's earliest win, so repeats change nothing)."""
-        if state.created is None or state.closed is None or state.closed[2] != "won":
+        """A deal with a win, re-keyed by account and by owner with its closes,
+        reopenings and deletions, so a win withdrawn later (reopened, deleted) leaves
+        the receivers too. Sent again on every replay: the receivers keep the union of
+        the marks, so repeats change nothing. A deal never won, reopened or deleted
+        sends nothing."""
+        lifecycle = state.lifecycle
+        if state.created is None or not (
+                lifecycle.revised or any(close[2] == WON for close in lifecycle.closes)):
             return []
-        info, won_at = state.created[2], state.closed[0]
+        info = state.created[2]
+        currency = str(info["currency"])
+        marks = WinMarks(
+            closes=[(at, event_id, kind,
+                     pricing.to_cents(str(won), currency) if kind == WON else 0)
+                    for at, event_id, kind, won, *_ in lifecycle.closes],
+            reopenings=list(lifecycle.reopenings), deletions=list(lifecycle.deletions))
         out = []
         account_id = info.get("account_id")
         if account_id:
-            record = AccountWinRecord(account_id=account_id, won_at_ms=won_at,
-                                      deal_id=state.deal_id)
+            record = AccountWinRecord(account_id=account_id, deal_id=state.deal_id, marks=marks)
             out.append(Outgoing(s.topic_account_wins, account_id,
-                                record.model_dump_json().encode()))
+                                record.model_dump_json(exclude_none=True).encode()))
         owner_id = str(info["owner_id"])
-        cents = pricing.to_cents(str(state.closed[3]), str(info["currency"]))
-        win = OwnerWinRecord(owner_id=owner_id, won_at_ms=won_at, deal_id=state.deal_id,
-                             cents=cents)
-        out.append(Outgoing(s.topic_owner_wins, owner_id, win.model_dump_json().encode()))
+        win = OwnerWinRecord(owner_id=owner_id, deal_id=state.deal_id, marks=marks)
+        out.append(Outgoing(s.topic_owner_wins, owner_id,
+                            win.model_dump_json(exclude_none=True).encode()))
         return out
 
     def publish_hot(before: LeadState, state: LeadState, event: LeadEvent) -> list[Outgoing]:
@@ -238,6 +272,10 @@ def catalogue(settings: Settings, pricing: Pricing, scoring: ScoringRules
         return {"owner": {a.data.owner_id for a in activities},
                 "team": {a.data.team for a in activities}}
 
+    def rep_labels(reps: Sequence[RepUpdated]) -> LabelValues:
+        return {"owner": {r.data.owner_id for r in reps},
+                "team": {r.data.team for r in reps if r.data.team}}
+
     return (
         SourceSpec("deals", "deals", (
             Feed(s.topic_deals, DEAL_SOURCE, emit=forward_win,
@@ -251,9 +289,9 @@ def catalogue(settings: Settings, pricing: Pricing, scoring: ScoringRules
                                              churned_at_ms=ms_from_datetime(e.time),
                                              event_id=e.id, competitor=e.data.competitor))),
             Feed(s.topic_account_wins, ACCOUNT_WIN_SOURCE, parse=_parser(AccountWinRecord),
-                 fold=lambda w: Fold(account, w.account_id, w.won_at_ms,
-                                     partial(apply_account_win, won_at_ms=w.won_at_ms,
-                                             deal_id=w.deal_id))),
+                 fold=lambda w: Fold(account, w.account_id, w.time_ms,
+                                     partial(apply_account_win, deal_id=w.deal_id,
+                                             lifecycle=win_lifecycle(w)))),
         ), churn_labels),
         SourceSpec("owners", "quotas", (
             Feed(s.topic_quotas, QUOTA_SOURCE,
@@ -263,9 +301,9 @@ def catalogue(settings: Settings, pricing: Pricing, scoring: ScoringRules
                                              team=q.data.team, amount=str(q.data.amount),
                                              currency=q.data.currency))),
             Feed(s.topic_owner_wins, OWNER_WIN_SOURCE, parse=_parser(OwnerWinRecord),
-                 fold=lambda w: Fold(owner_win, w.deal_id, w.won_at_ms,
-                                     partial(apply_owner_win, won_at_ms=w.won_at_ms,
-                                             owner_id=w.owner_id, cents=w.cents))),
+                 fold=lambda w: Fold(owner_win, w.deal_id, w.time_ms,
+                                     partial(apply_owner_win, owner_id=w.owner_id,
+                                             lifecycle=win_lifecycle(w)))),
         ), quota_labels),
         SourceSpec("leads", "leads", (
             Feed(s.topic_leads, LEAD_SOURCE, emit=publish_hot,
@@ -278,4 +316,11 @@ def catalogue(settings: Settings, pricing: Pricing, scoring: ScoringRules
                                      ms_from_datetime(a.time),
                                      partial(apply_activity_event, event=a))),
         ), activity_labels),
+        SourceSpec("reps", "reps", (
+            Feed(s.topic_reps, REP_SOURCE,
+                 fold=lambda r: Fold(rep, r.data.owner_id, ms_from_datetime(r.time),
+                                     partial(apply_rep_update, time_ms=ms_from_datetime(r.time),
+                                             event_id=r.id, name=r.data.name,
+                                             team=r.data.team))),
+        ), rep_labels),
     )

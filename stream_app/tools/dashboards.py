@@ -28,6 +28,7 @@ from grafana_foundation_sdk.builders import (
     timeseries,
 )
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
+from grafana_foundation_sdk.models.common import BigValueTextMode
 from grafana_foundation_sdk.models.dashboard import (
     DataSourceRef,
     Threshold,
@@ -94,8 +95,9 @@ def _variable(name: str, label: str, query: str, default: str) -> dashboard.Quer
 TEAM = _variable("team", "Team", "label_values(team_window:pulse_win_rate:ratio, team)", "all")
 WINDOW = _variable("window", "Window",
                    "label_values(team_window:pulse_win_rate:ratio, window)", "90d")
-OWNER = _variable("owner", "Owner",
-                  "label_values(owner_window:pulse_owner_created_deals:sum, owner)", "")
+OWNER = _variable("owner", "Owner", "label_values(owner:pulse_owner_info:latest, owner)", "")
+#: Joined to a per-owner query: adds the owner's roster name (the id when it has none).
+WITH_NAME = " * on (owner) group_left (name) owner:pulse_owner_info:latest"
 SOURCE = _variable("source", "Lead source",
                    "label_values(source_window:pulse_lead_conversion:ratio, source)", "all")
 
@@ -123,6 +125,14 @@ def _stat(title: str, expr: str, unit: str, description: str,
     if no_value is not None:
         panel = panel.no_value(no_value)
     return panel.thresholds(thresholds) if thresholds is not None else panel
+
+
+def _name(expr: str, description: str) -> stat.Panel:
+    """The series' ``name`` and ``team`` labels as text (the roster)."""
+    return (stat.Panel().title("Rep").description(description).datasource(_SOURCE)
+            .unit("none").with_target(_query(expr, "{{name}} ({{team}})"))
+            .text_mode(BigValueTextMode.NAME)
+            .height(5).span(24))
 
 
 def _series(title: str, queries: list[tuple[str, str]], unit: str,
@@ -210,8 +220,10 @@ def executive(cfg: BoardSettings) -> dashboard.Dashboard:
         _series("Win rate by team", [(f"team_window:pulse_win_rate:ratio{{{window}}}",
                                       "{{team}}")], "percentunit", "won / (won + lost)."),
         _table("Attainment by owner, this month",
-               'sort_desc(owner_period:pulse_quota_attainment:ratio{period="month"})',
-               "percentunit", "Won amount / quota per owner, highest first.", span=24),
+               'sort_desc(owner_period:pulse_quota_attainment:ratio{period="month"}'
+               f"{WITH_NAME})", "percentunit",
+               "Won amount / quota per owner (with the roster's name), highest first.",
+               span=24),
     ], (TEAM, WINDOW))
 
 
@@ -256,7 +268,8 @@ def pipeline(cfg: BoardSettings) -> dashboard.Dashboard:
               [(f"team_window:pulse_activities_per_won_deal:ratio{{{window}}}", "{{team}}")],
               "none", "Activities logged / deals won, both in the window."),
         _bars("Most active owners",
-              [(f"topk(10, sum by (owner) (pulse_owner_activities{{{window}}}))", "{{owner}}")],
+              [(f"topk(10, sum by (owner) (pulse_owner_activities{{{window}}})){WITH_NAME}",
+                "{{name}}")],
               "none", "Owners with the most activities logged in the window."),
     ], (TEAM, WINDOW))
 
@@ -309,6 +322,9 @@ def rep(cfg: BoardSettings) -> dashboard.Dashboard:
     """One rep's scorecard: attainment, pipeline, win rate, cycle, deals, activities."""
     owner, window = 'owner="$owner"', 'window="$window"'
     return _board("pulse-rep", "Pipeline Pulse / Rep scorecard", [
+        _name(f"owner:pulse_owner_info:latest{{{owner}}}",
+              "The rep's name and team from the roster (rep.updated); the owner id when "
+              "the CRM sent no profile."),
         _stat("Attainment this month",
               f'owner_period:pulse_quota_attainment:ratio{{{owner},period="month"}}',
               "percentunit", "Won amount / quota this month; red below 60%.",

@@ -3,7 +3,9 @@
 Deals arrive on working days, move through the configured stages with
 plausible dwell times (sometimes one stage back), and close as won (more often
 for seasoned reps) or lost; amounts are log-normal per product; some accounts
-churn months after their first win; every rep gets a monthly and a quarterly
+churn months after their first win; every rep has a name (``rep.updated``, the
+roster); a few closed deals are reopened (and closed
+again), a few deals deleted (and some restored); every rep gets a monthly and a quarterly
 quota (sometimes changed mid-period); most deals start as a lead with engagements,
 and about as many leads again are disqualified or stay open; reps log calls, emails
 and meetings on their deals (and some on no deal), a few sent twice by the CRM
@@ -32,6 +34,10 @@ INDUSTRIES = ("Software", "Financial Services", "Healthcare", "Manufacturing", "
               "Retail", None)
 TITLES = ("CEO", "VP Sales", "Director of IT", "Head of Operations", "IT Manager",
           "Team Lead", "Analyst", "Engineer", "Office Assistant", None)
+FIRST_NAMES = ("Ana", "Ben", "Chloe", "Dev", "Elif", "Femi", "Grace", "Hugo", "Ines", "Jon",
+               "Kira", "Luis", "Mei", "Noor", "Omar")
+LAST_NAMES = ("Lopez", "Okafor", "Schmidt", "Rossi", "Nakamura", "Dubois", "Silva", "Novak",
+              "Haddad", "Berg", "Kowalski")
 ACTIONS = (("email_open", 30), ("email_click", 12), ("site_visit", 25), ("form_submit", 6),
            ("content_download", 10), ("webinar", 5), ("demo_request", 3))
 
@@ -54,6 +60,10 @@ class GeneratorSettings:
     quota_level: float = 1.0
     leads_per_deal: float = 1.5
     activities_per_deal: float = 1.0
+    #: Share of closed deals reopened (won or lost back to open) some days later.
+    reopen_probability: float = 0.03
+    #: Share of deals deleted in the CRM (a third of them restored days later).
+    delete_probability: float = 0.01
     source: str = "crm/generator"
 
 
@@ -99,8 +109,14 @@ def generate_events(cfg: GeneratorSettings) -> Iterator[dict[str, Any]]:
         seq += 1
         events.append((at, seq, _event(ids, kind, at, data, cfg.source)))
 
+    for n, (team, team_reps) in enumerate(sorted(reps.items())):
+        for i, rep in enumerate(team_reps):
+            name = f"{FIRST_NAMES[(n * 7 + i) % len(FIRST_NAMES)]} " \
+                   f"{LAST_NAMES[(n * 3 + i * 5) % len(LAST_NAMES)]}"
+            emit("rep.updated", cfg.start, {"owner_id": rep, "name": name, "team": team})
     day = cfg.start
     deal_no = 0
+    lifecycle_rng = random.Random(cfg.seed * 104_729 + 3)
     while day < cfg.end:
         weekday_factor = 0.25 if day.weekday() >= 5 else 1.0
         expected = cfg.deals_per_day * weekday_factor
@@ -154,10 +170,13 @@ def generate_events(cfg: GeneratorSettings) -> Iterator[dict[str, Any]]:
                                       "competitor": competitor, "competitor_price": price})
                 if account is not None and (account not in first_win or at < first_win[account]):
                     first_win[account] = at
-            elif rng.random() < 0.85:
+            lost = not won and rng.random() < 0.85
+            if lost:
                 emit("deal.lost", at, {"deal_id": deal_id, "reason": rng.choice(LOSS_REASONS),
                                        "competitor": competitor, "competitor_price": price})
             worked.append((deal_id, team, owner, created_at, at))
+            _emit_lifecycle(lifecycle_rng, cfg, emit, deal_id, created_at,
+                            at if won or lost else None, _money(amount))
         day += dt.timedelta(days=1)
     for account, won_at in sorted(first_win.items()):
         if rng.random() < cfg.churn_probability:
@@ -176,6 +195,27 @@ def generate_events(cfg: GeneratorSettings) -> Iterator[dict[str, Any]]:
     for at, _, event in events:
         if at < cfg.end:
             yield event
+
+
+def _emit_lifecycle(rng: random.Random, cfg: GeneratorSettings, emit: Any, deal_id: str,
+                    created_at: dt.datetime, closed_at: dt.datetime | None,
+                    amount: str) -> None:
+    """A closed deal reopened (and closed again, or not), or a deal deleted (and restored)."""
+    if closed_at is not None and rng.random() < cfg.reopen_probability:
+        at = closed_at + dt.timedelta(days=rng.uniform(1, 20))
+        emit("deal.reopened", at, {"deal_id": deal_id, "stage": rng.choice(cfg.stages[1:])})
+        if rng.random() < 0.7:
+            at += dt.timedelta(days=rng.uniform(3, 30))
+            if rng.random() < 0.5:
+                emit("deal.won", at, {"deal_id": deal_id, "amount": amount})
+            else:
+                emit("deal.lost", at, {"deal_id": deal_id, "reason": rng.choice(LOSS_REASONS)})
+    if rng.random() < cfg.delete_probability:
+        at = created_at + dt.timedelta(days=rng.uniform(0.5, 30))
+        emit("deal.deleted", at, {"deal_id": deal_id})
+        if rng.random() < 1 / 3:
+            emit("deal.restored", at + dt.timedelta(days=rng.uniform(1, 10)),
+                 {"deal_id": deal_id})
 
 
 def _emit_lead(rng: random.Random, emit: Any, lead_id: str, source: str, team: str | None,

@@ -20,13 +20,13 @@ from typing import Any
 
 import httpx
 import pytest
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from cloudevents.core.bindings import http as ce_http
 from cloudevents.core.bindings import kafka as ce_kafka
 from cloudevents.core.v1.event import CloudEvent
 
 from stream_app.adapters.embedded import EmbeddedServers
-from stream_app.adapters.kafka import client_kwargs
+from stream_app.adapters.kafka import client_kwargs, ensure_topics
 from stream_app.adapters.processes import free_port, spawn, stop_process, wait_for_port
 from stream_app.config import Settings, worker_env
 from stream_app.ingest.vendors.hubspot import signature_v3
@@ -239,8 +239,13 @@ def test_every_way_in_reaches_the_kpis_exactly(
                        if line.startswith("pulse_ingest_events_produced_total{"))
         assert produced == len(over_http) + sum(len(d["expected_events"])
                                                 for d in webhooks + changes + requests)
-        assert 'reason="deal_reopened",vendor="pipedrive"} 1.0' in metrics
-        assert 'reason="deal_deleted",vendor="pipedrive"} 2.0' in metrics
+        for kind in ("deal.reopened", "deal.deleted", "deal.restored"):
+            vendors = sum(1 for d in webhooks + changes + requests
+                          for e in d["expected_events"] if e["type"] == kind)
+            sent = vendors + sum(1 for e in over_http if e["type"] == kind)
+            assert vendors > 0 and f'pulse_ingest_events_produced_total{{type="{kind}"}} ' \
+                f'{float(sent)}' in metrics, kind
+        assert 'reason="owner_changed",vendor="salesforce"} 1.0' in metrics
         print(f"\n{len(shuffled)} events ({len(shuffled) - len(events)} redelivered): "
               f"{len(kafka_binary)} in Kafka binary mode, the rest in {dict(modes)} requests; "
               f"{len(webhooks)} Pipedrive webhooks, {len(changes)} Salesforce and "
@@ -326,3 +331,59 @@ def test_a_frozen_broker_gets_503s_and_after_it_thaws_each_accepted_event_counts
               "after the retries every event counts once")
     finally:
         worker.discard()
+
+
+def _roster(client: httpx.Client, gateway: str) -> dict[str, Any]:
+    answer = client.get(f"{gateway}/healthz").json()
+    assert isinstance(answer, dict)
+    return answer
+
+
+def _wait_for(predicate: Any, what: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+async def _deal_events(settings: Settings, deal_id: str) -> list[dict[str, Any]]:
+    """The events of ``deal_id`` on the deal topic, read from the beginning."""
+    consumer = AIOKafkaConsumer(settings.topic_deals, group_id=None, enable_auto_commit=False,
+                                auto_offset_reset="earliest", **client_kwargs(settings))
+    await consumer.start()
+    try:
+        found: list[dict[str, Any]] = []
+        deadline = time.monotonic() + 30
+        while not found and time.monotonic() < deadline:
+            for messages in (await consumer.getmany(timeout_ms=500)).values():
+                found += [json.loads(m.value) for m in messages if m.key == deal_id.encode()]
+        return found
+    finally:
+        await consumer.stop()
+
+
+def test_a_rep_updated_on_the_roster_topic_gives_webhooks_of_that_owner_its_team(
+    base_settings: Settings, gateway: str
+) -> None:
+    """The gateway reads crm.reps from the beginning, then follows it: an owner the
+    mapping file does not list (its default team is EMEA) gets the roster's team."""
+    asyncio.run(ensure_topics(base_settings))
+    profile = {"specversion": "1.0", "id": "roster-e2e-905", "source": "crm/hr",
+               "type": "rep.updated", "time": "2026-09-01T08:00:00Z",
+               "data": {"owner_id": "905", "name": "Zoe Park", "team": "APAC"}}
+    deal = json.loads(json.dumps(json.loads((PIPEDRIVE / "deal_sequence.json").read_text())[
+        "deliveries"][0]["body"]))
+    deal["data"].update(id=90501, owner_id=905)
+    with httpx.Client(timeout=30) as client:
+        _wait_for(lambda: _roster(client, gateway)["roster"] == "loaded", "the roster")
+        before = _roster(client, gateway)["roster_owners"]
+        answer = client.post(f"{gateway}/events", json=profile,
+                             headers={**AUTH, "Content-Type": "application/cloudevents+json"})
+        assert answer.status_code == 202, answer.text
+        _wait_for(lambda: _roster(client, gateway)["roster_owners"] == before + 1,
+                  "the gateway to read the new profile")
+        answer = client.post(f"{gateway}/webhooks/pipedrive", json=deal,
+                             auth=httpx.BasicAuth("e2e", TOKEN))
+        assert answer.status_code == 202, answer.text
+    [created] = asyncio.run(_deal_events(base_settings, "90501"))
+    assert (created["type"], created["data"]["team"]) == ("deal.created", "APAC")

@@ -36,7 +36,7 @@ def test_valid_examples_pass_the_json_schema_and_the_decoder(kind: str) -> None:
     event = json.loads((SCHEMAS / "examples" / "valid" / f"{kind}.json").read_text())
     jsonschema.validate(event, json.loads((SCHEMAS / "cloudevent.schema.json").read_text()))
     role = {"customer": "customers", "deal": "deals", "quota": "quotas",
-            "lead": "leads", "activity": "activities"}[kind.split(".")[0]]
+            "lead": "leads", "activity": "activities", "rep": "reps"}[kind.split(".")[0]]
     key = route(Settings(), event)[1] or b""
     decoded = decode_event(json.dumps(event).encode(), key, role, RULES)
     assert not isinstance(decoded, Rejection), decoded

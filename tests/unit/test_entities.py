@@ -18,6 +18,7 @@ from stream_app.kpi.accounts import (
     apply_account_win,
 )
 from stream_app.kpi.kinds import CHURN
+from stream_app.kpi.lifecycle import WON, Lifecycle
 from stream_app.kpi.money import Pricing
 from stream_app.kpi.owners import (
     OwnerState,
@@ -29,6 +30,12 @@ from stream_app.kpi.owners import (
 )
 
 PRICING = Pricing({"USD": Decimal(1), "EUR": Decimal("1.08")}, {"P": Decimal("0.5")})
+
+
+def _won(state: AccountState, at_ms: int, deal_id: str) -> AccountState:
+    """``state`` with a record of ``deal_id`` won at ``at_ms``."""
+    return apply_account_win(state, deal_id, Lifecycle(closes=((at_ms, f"{deal_id}-won", WON,
+                                                                 0),)))
 
 
 def _day(text: str) -> int:
@@ -51,7 +58,7 @@ def test_buyer_intervals_merge_wins_less_than_a_year_apart(wins: list[str],
                                                            deltas: dict[str, int]) -> None:
     state = AccountState("A")
     for i, day in enumerate(wins):
-        state = apply_account_win(state, _ms(day), f"deal-{i}")
+        state = _won(state, _ms(day), f"deal-{i}")
     got = {k[2]: v[0] for k, v in account_contributions(state).items() if k[0] == "l"}
     assert got == {_day(day): n for day, n in deltas.items()}
 
@@ -64,7 +71,7 @@ def test_buyer_intervals_merge_wins_less_than_a_year_apart(wins: list[str],
 def test_churn_counts_after_the_first_win_and_names_the_competitor(
     churn: str, competitor: str | None, counted: bool,
 ) -> None:
-    state = apply_account_win(AccountState("A"), _ms("2026-01-10"), "d1")
+    state = _won(AccountState("A"), _ms("2026-01-10"), "d1")
     state = apply_account_churn(state, _ms(churn), "e1", competitor)
     c = account_contributions(state)
     assert c[("n", "", _day("2026-01-10"))] == (1,)
@@ -82,7 +89,7 @@ WIN_BACK = [("win", "2026-03-10", "d1"), ("churn", "2026-01-05", "e0"),
 def _apply(state: AccountState, step: tuple[str, str, str]) -> AccountState:
     kind, day, ident = step
     if kind == "win":
-        return apply_account_win(state, _ms(day), ident)
+        return _won(state, _ms(day), ident)
     return apply_account_churn(state, _ms(day), ident, f"rival-{ident}")
 
 
@@ -112,7 +119,7 @@ def test_a_churn_notice_before_the_first_win_does_not_hide_the_later_churn(
 def test_a_churn_counts_in_the_cohort_only_when_won_before_its_month(
     win: str, churn: str, group: str | None,
 ) -> None:
-    state = apply_account_churn(apply_account_win(AccountState("A"), _ms(win), "d1"),
+    state = apply_account_churn(_won(AccountState("A"), _ms(win), "d1"),
                                 _ms(churn), "e1")
     churned = {k[1] for k in account_contributions(state) if k[0] == CHURN}
     assert churned == ({group} if group is not None else set())
@@ -153,5 +160,5 @@ def test_a_deal_counts_once_in_the_month_of_its_earliest_win(
 ) -> None:
     state = OwnerWin("d1")
     for at, amount in wins:
-        state = apply_owner_win(state, at, "o1", amount)
+        state = apply_owner_win(state, "o1", Lifecycle(closes=((at, f"won-{at}", WON, amount),)))
     assert win_contributions(state) == {("y", "o1", month): (cents,)}

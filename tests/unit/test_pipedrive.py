@@ -90,9 +90,13 @@ async def test_the_route_takes_basic_auth_and_answers_with_what_it_produced_and_
         won = await client.post("/webhooks/pipedrive", headers=BASIC,
                                 json=SEQUENCE["deliveries"][3]["body"])
         assert won.status == 202 and await won.json() == {"accepted": 1}
-        deleted = await client.post("/webhooks/pipedrive", headers=BASIC,
-                                    json=SEQUENCE["deliveries"][9]["body"])
-        assert deleted.status == 200 and await deleted.json() == {"accepted": 0, "ignored": 1}
+        renamed = await client.post("/webhooks/pipedrive", headers=BASIC, json=next(
+            d["body"] for d in SEQUENCE["deliveries"] if d["name"] == "103 renamed (no event)"))
+        assert renamed.status == 200 and await renamed.json() == {"accepted": 0, "ignored": 0}
+        owner_changed = json.loads(json.dumps(SEQUENCE["deliveries"][3]["body"]))
+        owner_changed["previous"] = {"owner_id": 901}
+        ignored = await client.post("/webhooks/pipedrive", headers=BASIC, json=owner_changed)
+        assert ignored.status == 200 and await ignored.json() == {"accepted": 0, "ignored": 1}
         wrong_user = {"Authorization": "Basic " + base64.b64encode(
             f"ops:{TOKEN}".encode()).decode()}
         assert (await client.post("/webhooks/pipedrive", headers=wrong_user,
@@ -107,7 +111,7 @@ async def test_the_route_takes_basic_auth_and_answers_with_what_it_produced_and_
         assert foreign.status == 422 and (await foreign.json())["error"] == "unknown_currency"
         metrics = await (await client.get("/metrics")).text()
     assert [(t, k) for t, k, _ in sink.records] == [(settings.topic_deals, b"101")]
-    assert ('pulse_ingest_changes_ignored_total{reason="deal_deleted",vendor="pipedrive"} 1.0'
+    assert ('pulse_ingest_changes_ignored_total{reason="owner_changed",vendor="pipedrive"} 1.0'
             in metrics)
 
 

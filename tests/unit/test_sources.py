@@ -153,19 +153,75 @@ def with_deal_updates(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def with_deal_lifecycles(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``events`` and, for every fifth closed deal, a ``deal.reopened`` 2 days after the
+    close (every second one closed again 10 days later, won or lost, and every third one
+    reopened again); every eleventh switched between won and lost (a reopening with no
+    stage and the other close at one time); a ``deal.reopened`` of an open deal (a stage
+    move); for every ninth
+    deal a ``deal.deleted`` 5 days after its creation, every second one restored 3 days
+    later."""
+    out = list(events)
+    stages = [stage.name for stage in SETTINGS.stages]
+    created = {e["data"]["deal_id"]: e for e in events if e["type"] == "deal.created"}
+
+    def add(base: dict[str, Any], suffix: str, kind: str, days: float,
+            data: dict[str, Any]) -> None:
+        at = dt.datetime.fromisoformat(base["time"]) + dt.timedelta(days=days)
+        out.append({**base, "id": f"{base['id']}-{suffix}", "type": kind,
+                    "time": at.isoformat(), "data": {"deal_id": base["data"]["deal_id"], **data}})
+
+    closes = [e for e in events if e["type"] in ("deal.won", "deal.lost")]
+    for n, close in enumerate(closes[::5]):
+        add(close, "reopened", "deal.reopened", 2, {"stage": stages[n % len(stages)]})
+        if n % 2 == 0:
+            amount = created[close["data"]["deal_id"]]["data"]["amount"]
+            kind, data = (("deal.won", {"amount": amount}) if n % 4 == 0
+                          else ("deal.lost", {"reason": "timing"}))
+            add(close, "closed-again", kind, 12, data)
+        if n % 3 == 0:
+            add(close, "reopened-again", "deal.reopened", 20, {"stage": stages[0]})
+    for close in closes[2::11]:  # switched won <-> lost: a reopening with no stage, at once
+        add(close, "switch", "deal.reopened", 3, {})
+        kind, data = (("deal.lost", {"reason": "switched"}) if close["type"] == "deal.won"
+                      else ("deal.won", {"amount": "10.00"}))
+        add(close, "switched", kind, 3, data)
+    for n, deal in enumerate(list(created.values())[1::9]):
+        add(deal, "deleted", "deal.deleted", 5, {})
+        if n % 2 == 0:
+            add(deal, "restored", "deal.restored", 8, {})
+        else:
+            add(deal, "reopened-open", "deal.reopened", 1, {"stage": stages[-1]})
+    return out
+
+
+def with_roster_changes(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``events`` and, for every third rep, a rename 30 days after the roster's start and a
+    profile without a team 10 days before it (older: it must not win)."""
+    out = list(events)
+    for n, rep in enumerate([e for e in events if e["type"] == "rep.updated"][::3]):
+        for suffix, days, data in (("renamed", 30, {"name": f"{rep['data']['name']} Jr"}),
+                                   ("older", -10, {"name": "Old Name", "team": None})):
+            at = dt.datetime.fromisoformat(rep["time"]) + dt.timedelta(days=days + n)
+            out.append({**rep, "id": f"{rep['id']}-{suffix}", "time": at.isoformat(),
+                        "data": {**rep["data"], **data}})
+    return out
+
+
 @pytest.mark.parametrize("seed", [3, 17])
 def test_the_catalogue_folded_in_memory_equals_the_reference(seed: int) -> None:
     end = dt.datetime(2026, 10, 20, 12, tzinfo=dt.UTC)
-    events = with_deal_updates(list(generate_events(GeneratorSettings(
-        seed=seed, start=end - dt.timedelta(days=200), end=end, deals_per_day=3,
-        accounts=80, churn_probability=0.5, leads_per_deal=1.0))))
+    events = with_roster_changes(with_deal_lifecycles(with_deal_updates(list(generate_events(
+        GeneratorSettings(seed=seed, start=end - dt.timedelta(days=200), end=end,
+                          deals_per_day=3, accounts=80, churn_probability=0.5,
+                          leads_per_deal=1.0))))))
     rng = random.Random(seed)
     shuffled = events + rng.sample(events, len(events) // 20)  # duplicates, other ids' order
     rng.shuffle(shuffled)
     run = MemoryRun(_specs())
     run.run(shuffled, rng)
     assert {spec.name for spec in run.specs if run.stores[spec.name]} == {
-        "deals", "accounts", "owners", "leads", "activities"}
+        "deals", "accounts", "owners", "leads", "activities", "reps"}
     as_of = max(dt.datetime.fromisoformat(e["time"]) for e in events)
     from prometheus_client import CollectorRegistry
 

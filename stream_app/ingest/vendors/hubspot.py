@@ -20,10 +20,12 @@ same events:
   stage listed first, then closed at once;
 - ``deal.propertyChange`` of ``dealstage``: to a won stage ``deal.won`` with the amount
   the deal had at ``occurredAt``, to a lost stage ``deal.lost``, else
-  ``deal.stage_changed`` (``from_stage`` null); of ``amount`` or ``closedate``:
-  ``deal.updated`` at ``occurredAt``;
-- deletions, restores, merges, owner and close-date changes: counted and logged, not
-  modelled yet.
+  ``deal.stage_changed`` (``from_stage`` null); from a won or lost stage (the stage the
+  history shows just before ``occurredAt``) to an open one: ``deal.reopened`` in it;
+  from won to lost or back: ``deal.reopened`` with no stage, then the new close; of
+  ``amount`` or ``closedate``: ``deal.updated`` at ``occurredAt``;
+- ``deal.deletion``: ``deal.deleted``; ``deal.restore``: ``deal.restored``;
+- merges and owner changes: counted and logged, not modelled yet.
 
 Event ids are ``hubspot-<deal>-<eventId>``: HubSpot keeps an event's id across retries.
 """
@@ -71,19 +73,20 @@ class DealReader(Protocol):
         None when HubSpot no longer has it."""
 
 
-def _as_of(deal: dict[str, Any], name: str, moment: str) -> Any:
-    """The value ``name`` had at ``moment`` (RFC 3339), from the deal's history; the
-    current value when HubSpot gave no history."""
+def _as_of(deal: dict[str, Any], name: str, moment: str, before: bool = False) -> Any:
+    """The value ``name`` had at ``moment`` (RFC 3339; ``before``: just before it), from
+    the deal's history; the current value when HubSpot gave no history (None for
+    ``before``)."""
     history = (deal.get("propertiesWithHistory") or {}).get(name)
     if not isinstance(history, list) or not history:
-        return (deal.get("properties") or {}).get(name)
+        return None if before else (deal.get("properties") or {}).get(name)
     dated = sorted(((utc_datetime(entry.get("timestamp"), f"history.{name}.timestamp"),
                      entry.get("value")) for entry in history if isinstance(entry, dict)),
                    key=lambda item: item[0])
     until = utc_datetime(moment, "moment")
     value = None
     for at, candidate in dated:
-        if at <= until:
+        if at < until or (at == until and not before):
             value = candidate
     return value
 
@@ -179,10 +182,10 @@ async def _one(event: dict[str, Any], mapping: VendorMapping, reader: DealReader
         else:
             out.ignored.append((f"{name}_changed", f"deal {deal_id}: {name} changed; not "
                                 "modelled yet"))
-    elif kind in ("deal.deletion", "deal.restore", "deal.merge"):
-        reason = {"deal.deletion": "deal_deleted", "deal.restore": "deal_restored",
-                  "deal.merge": "deal_merged"}[kind]
-        out.ignored.append((reason, f"{kind} of deal {deal_id}: not modelled yet"))
+    elif kind in ("deal.deletion", "deal.restore"):
+        builder.deleted(kind == "deal.deletion")
+    elif kind == "deal.merge":
+        out.ignored.append(("deal_merged", f"{kind} of deal {deal_id}: not modelled yet"))
     else:
         out.ignored.append(("not_a_deal_change", f"{kind!r} is not modelled; subscribe to "
                             "deal.creation and deal.propertyChange (dealstage, amount)"))
@@ -235,17 +238,29 @@ class _Builder:
             self._closing(stage, amount, created_at, "-closed")
 
     async def stage_changed(self, stage: str, reader: DealReader) -> None:
-        if stage in self.mapping.won_stages:
-            deal = await reader.deal(self.deal_id)
-            if deal is None:
-                self.ignored.append(("deal_not_found", f"deal {self.deal_id} won, then gone "
-                                     "before its amount could be read"))
-                return
-            self._closing(stage, _as_of(deal, "amount", self.at) or None, self.at)
-        elif not self._closing(stage, None, self.at):
+        deal = await reader.deal(self.deal_id)
+        if deal is None and stage in self.mapping.won_stages:
+            self.ignored.append(("deal_not_found", f"deal {self.deal_id} won, then gone "
+                                 "before its amount could be read"))
+            return
+        before = None if deal is None else _as_of(deal, "dealstage", self.at, before=True)
+        was_closed = before is not None and self.mapping.closes(str(before))
+        if self.mapping.closes(stage):
+            if was_closed and (str(before) in self.mapping.won_stages) != (
+                    stage in self.mapping.won_stages):
+                self._event("reopened", self.at, {"stage": None}, "-reopened")
+            amount = None if deal is None else _as_of(deal, "amount", self.at) or None
+            self._closing(stage, amount, self.at)
+        elif was_closed:
+            self._event("reopened", self.at, {
+                "stage": self.mapping.stage(stage, f"{self.where}propertyValue")})
+        else:
             self._event("stage_changed", self.at, {
                 "from_stage": None,
                 "to_stage": self.mapping.stage(stage, f"{self.where}propertyValue")})
+
+    def deleted(self, deleted: bool) -> None:
+        self._event("deleted" if deleted else "restored", self.at, {})
 
     def updated(self, data: dict[str, Any]) -> None:
         self._event("updated", self.at, data)

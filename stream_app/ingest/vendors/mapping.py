@@ -8,7 +8,7 @@ __all__ = ["Translation", "TranslationError", "VendorMapping", "amount_text", "d
            "iso_time", "json_object", "load_vendor_mapping", "utc_datetime"]
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -42,6 +42,8 @@ class VendorMapping:
     #: CRM stage ids that mean won / lost (vendors whose deals carry no status field).
     won_stages: frozenset[str] = frozenset()
     lost_stages: frozenset[str] = frozenset()
+    #: The live roster (owner id -> team from ``rep.updated``), consulted first.
+    roster: Callable[[str], str | None] | None = field(default=None, compare=False)
 
     def closes(self, crm_stage: str) -> bool:
         """Whether a CRM stage means won or lost."""
@@ -63,8 +65,10 @@ class VendorMapping:
         return name
 
     def team(self, owner_id: str, where: str) -> str:
-        """The owner's team from the mapping, else ``default_team``; 422 without either."""
-        team = self.owner_teams.get(owner_id, self.default_team)
+        """The owner's team in the roster, else in the mapping's ``owners``, else
+        ``default_team``; 422 without any."""
+        team = (self.roster(owner_id) if self.roster is not None else None) or \
+            self.owner_teams.get(owner_id, self.default_team)
         if team is None:
             raise TranslationError(422, "unmapped_owner", where,
                                    f"owner {owner_id!r} has no team in the {self.vendor} "

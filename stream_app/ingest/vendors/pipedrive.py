@@ -12,12 +12,18 @@ changed fields' former values> | null}``. What becomes what:
   ``stage_change_time`` (with the amount); with ``value`` (and no stage move) or
   ``expected_close_date``: ``deal.updated`` at ``update_time`` with what changed;
 - ``status`` from open to won / lost: ``deal.won`` at ``won_time`` with ``value`` /
-  ``deal.lost`` at ``lost_time`` with ``lost_reason``.
+  ``deal.lost`` at ``lost_time`` with ``lost_reason``;
+- ``status`` from won / lost back to open: ``deal.reopened`` at ``update_time`` in the
+  deal's stage; from won to lost (or back) directly: ``deal.reopened`` (no stage) and
+  the new close;
+- ``delete``: ``deal.deleted`` at ``meta.timestamp`` (RFC 3339, or epoch seconds or
+  milliseconds); ``status`` to ``deleted`` (webhooks v1 style): ``deal.deleted`` at
+  ``update_time``; ``status`` from ``deleted`` back: ``deal.restored``.
 
-Not modelled yet, so counted and logged, never guessed: deletions, reopened deals
-(won or lost back to open), owner changes, currency changes. Event ids derive from the
-deal id and Pipedrive's own times of each change, so a redelivered webhook (a higher
-``meta.attempt``) produces the same ids and the worker drops it as a repeat.
+Not modelled yet, so counted and logged, never guessed: owner changes, currency
+changes. Event ids derive from the deal id and Pipedrive's own times of each change, so
+a redelivered webhook (a higher ``meta.attempt``) produces the same ids and the worker
+drops it as a repeat.
 """
 
 from __future__ import annotations
@@ -36,7 +42,17 @@ from stream_app.ingest.vendors.mapping import (
     json_object,
 )
 
-_OPEN, _WON, _LOST = "open", "won", "lost"
+_OPEN, _WON, _LOST, _DELETED = "open", "won", "lost", "deleted"
+_CLOSED = (_WON, _LOST)
+#: Epoch numbers above this are milliseconds, below it seconds.
+_MS_EPOCH_FLOOR = 10**11
+
+
+def _meta_time(value: Any) -> str:
+    """``meta.timestamp`` as RFC 3339: text as is, an epoch number in seconds or ms."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        value = int(value if value >= _MS_EPOCH_FLOOR else value * 1000)
+    return iso_time(value, "meta.timestamp")
 
 
 def pipedrive_events(payload: Any, mapping: VendorMapping) -> Translation:
@@ -49,8 +65,11 @@ def pipedrive_events(payload: Any, mapping: VendorMapping) -> Translation:
     action = meta.get("action")
     deal_id = str(meta.get("entity_id") or "")
     if action == "delete":
-        return Translation([], [("deal_deleted", f"deal {deal_id} deleted in Pipedrive: "
-                                 "deletions are not modelled yet, its KPIs stay")])
+        if not deal_id:
+            raise TranslationError(400, "missing_field", "meta.entity_id", "the deal has no id")
+        at = _meta_time(meta.get("timestamp"))
+        return Translation([deal_event(mapping, f"pipedrive-{deal_id}-deleted-{at}",
+                                       "deleted", at, deal_id, {})], [])
     if action not in ("create", "change"):
         raise TranslationError(400, "invalid_field", "meta.action",
                                f"expected create, change or delete, got {action!r}")
@@ -116,24 +135,36 @@ class _Builder:
         if "status" in previous:
             self.closed(str(previous["status"]))
 
+    def _updated_at(self) -> str:
+        return iso_time(self.deal.get("update_time"), "data.update_time")
+
     def closed(self, before: str) -> None:
         status = self.deal.get("status")
         if status == before:
             return
-        if status == _WON and before == _OPEN:
-            at = iso_time(self.deal.get("won_time") or self.deal.get("update_time"),
-                       "data.won_time")
-            self._event("won", "won", at, {"amount": amount_text(self.deal.get("value"),
-                                                             "data.value")})
-        elif status == _LOST and before == _OPEN:
-            at = iso_time(self.deal.get("lost_time") or self.deal.get("update_time"),
-                       "data.lost_time")
-            reason = self.deal.get("lost_reason")
-            self._event("lost", "lost", at, {"reason": None if reason is None
-                                             else str(reason)[:512]})
-        elif status == _OPEN and before in (_WON, _LOST):
-            self.ignored.append(("deal_reopened", f"deal {self.deal_id} went from {before} "
-                                 "back to open: not modelled yet, its close stays"))
-        elif status not in (_OPEN, _WON, _LOST):
-            self.ignored.append(("deal_deleted" if status == "deleted" else "unknown_status",
+        if before == _DELETED:
+            at = self._updated_at()
+            self._event("restored", f"restored-{at}", at, {})
+        if status == _DELETED:
+            at = self._updated_at()
+            self._event("deleted", f"deleted-{at}", at, {})
+            return
+        if status not in (_OPEN, *_CLOSED):
+            self.ignored.append(("unknown_status",
                                  f"deal {self.deal_id}: status {status!r} is not modelled"))
+            return
+        if before in _CLOSED:
+            at = self._updated_at()
+            stage = self._stage() if status == _OPEN else None
+            self._event("reopened", f"reopened-{at}", at, {"stage": stage})
+        if status == _WON:
+            at = iso_time(self.deal.get("won_time") or self.deal.get("update_time"),
+                          "data.won_time")
+            self._event("won", f"won-{at}", at, {
+                "amount": amount_text(self.deal.get("value"), "data.value")})
+        elif status == _LOST:
+            at = iso_time(self.deal.get("lost_time") or self.deal.get("update_time"),
+                          "data.lost_time")
+            reason = self.deal.get("lost_reason")
+            self._event("lost", f"lost-{at}", at, {"reason": None if reason is None
+                                                   else str(reason)[:512]})

@@ -18,7 +18,11 @@ then comes with the event. Without it a win is refused (422) rather than guessed
 - UPDATE of ``StageName``: to a won stage ``deal.won`` with ``Amount``, to a lost stage
   ``deal.lost``, else ``deal.stage_changed`` (``from_stage`` unknown: the event does not
   say); of ``Amount`` (without a stage move) or ``CloseDate``: ``deal.updated``;
-- DELETE, UNDELETE, owner changes: not modelled yet, counted and logged;
+- a closed opportunity reopened (``IsClosed`` among the changed fields, now false):
+  ``deal.reopened`` in its new stage; switched between won and lost (``IsWon`` changed,
+  ``IsClosed`` not): ``deal.reopened`` with no stage, then the new close, at one time;
+- DELETE: ``deal.deleted``; UNDELETE: ``deal.restored`` (at ``commitTimestamp``);
+- owner changes: not modelled yet, counted and logged;
 - GAP_* events (Salesforce could not say what changed): counted and logged, never
   guessed; resynchronise from an export.
 
@@ -69,10 +73,7 @@ def _one(change: dict[str, Any], mapping: VendorMapping, where: str) -> Translat
         return Translation([], [("gap_event", f"{kind} for {header.get('recordIds')}: "
                                  "Salesforce could not send the change; resynchronise these "
                                  "records from an export")])
-    if kind in ("DELETE", "UNDELETE"):
-        return Translation([], [("deal_deleted" if kind == "DELETE" else "deal_restored",
-                                 f"{kind} of {header.get('recordIds')}: not modelled yet")])
-    if kind not in ("CREATE", "UPDATE"):
+    if kind not in ("CREATE", "UPDATE", "DELETE", "UNDELETE"):
         raise TranslationError(400, "invalid_field", f"{where}{HEADER}.changeType",
                                f"expected CREATE, UPDATE, DELETE, UNDELETE or GAP_*, got "
                                f"{kind!r}")
@@ -91,6 +92,8 @@ def _one(change: dict[str, Any], mapping: VendorMapping, where: str) -> Translat
         builder = _Builder(mapping, str(record), change, identity, at, where)
         if kind == "CREATE":
             builder.created()
+        elif kind in ("DELETE", "UNDELETE"):
+            builder.deleted(kind == "DELETE")
         else:
             builder.updated([str(f) for f in header.get("changedFields") or ()])
         out.events.extend(builder.events)
@@ -151,13 +154,23 @@ class _Builder:
         if closed:
             self._closing(stage_name, self.at)
 
+    def deleted(self, deleted: bool) -> None:
+        self._event("deleted" if deleted else "restored", self.at, {})
+
     def updated(self, changed: list[str]) -> None:
         if "OwnerId" in changed:
             self.ignored.append(("owner_changed", f"opportunity {self.deal_id}: owner changed; "
                                  "not modelled yet (the deal keeps the owner of its creation)"))
         if "StageName" in changed:
             stage_name = str(self._required("StageName", "for the new stage"))
+            closes = self.mapping.closes(stage_name)
+            if closes and "IsWon" in changed and "IsClosed" not in changed:
+                self._event("reopened", self.at, {"stage": None})
             if self._closing(stage_name, self.at):
+                return
+            if "IsClosed" in changed and self.change.get("IsClosed") is False:
+                self._event("reopened", self.at, {
+                    "stage": self.mapping.stage(stage_name, self._field("StageName"))})
                 return
             data: dict[str, Any] = {
                 "from_stage": None,
