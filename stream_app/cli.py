@@ -108,9 +108,9 @@ CRM webhooks (each route exists once its mapping file is set):
   and restart); 503 roster_loading while the gateway reads the roster topic at start.
   An owner's team: the roster (rep.updated events on PULSE_TOPIC_REPS, read from the
   beginning and followed), else the mapping's owners, else its default_team.
-  Reopened deals become deal.reopened, deletions deal.deleted (restores deal.restored);
-  owner and currency changes, HubSpot merges and Salesforce gap events are counted in
-  pulse_ingest_changes_ignored_total and logged, not modelled yet.
+  Reopened deals become deal.reopened, deletions deal.deleted (restores deal.restored),
+  owner changes deal.updated; currency changes, HubSpot merges and Salesforce gap events
+  are counted in pulse_ingest_changes_ignored_total and logged, not modelled.
 
 Needs PULSE_KAFKA_BOOTSTRAP and PULSE_INGEST_TOKENS ("name=token,name=token"; send
 Authorization: Bearer <token>, or HTTP Basic with the token's name and the token).

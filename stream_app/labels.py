@@ -20,6 +20,8 @@ DIMENSION_FAMILIES = 6
 COMPETITOR_FAMILIES = 7
 OWNER_WINDOW_FAMILIES = 5
 OWNER_PIPELINE_FAMILIES = 3
+#: ``pulse_owner_info``: one series per admitted owner with a roster profile.
+ROSTER_FAMILIES = 1
 
 
 def series_budget(settings: Settings) -> int:
@@ -40,6 +42,6 @@ def series_budget(settings: Settings) -> int:
     kinds = len(ACTIVITY_KINDS)
     activities = windows * (groups * (kinds + 1) + kinds * (settings.max_owners + 1))
     owner_deals = ((OWNER_WINDOW_FAMILIES * windows + OWNER_PIPELINE_FAMILIES)
-                   * (settings.max_owners + 1))
+                   * (settings.max_owners + 1) + ROSTER_FAMILIES * settings.max_owners)
     return (groups * per_team + histogram + dimensions + quotas + leads + activities
             + owner_deals + 96 + 8 * settings.partitions)

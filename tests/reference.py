@@ -283,6 +283,8 @@ class _Path:
     open_stage: tuple[str, dt.datetime, int] | None = None  # stage, since, cents
     closed: tuple[str, dt.datetime, int, Fraction | None, str | None] | None = None
     # kind, time, cents (won amount or amount at loss), price gap, competitor
+    closing_owner: str = ""  # who owned the deal when it closed
+    current_owner: str = ""  # who owns it now (owner changes in deal.updated)
 
 
 def _walk_deals(events: list[dict[str, Any]], cfg: ReferenceConfig) -> list[_Path]:
@@ -302,6 +304,16 @@ def _walk_deals(events: list[dict[str, Any]], cfg: ReferenceConfig) -> list[_Pat
                      data.get("product") or "(none)", data.get("account_id"), _t(c),
                      cents(data["amount"]))
         path.moves.append(("created", path.created_cents, _t(c)))
+        owner_moves = [e for e in deal_events if e["type"] == "deal.updated"
+                       and e["data"].get("owner_id") and _order(e) >= _order(c)]
+
+        def owner_at(moment: dt.datetime, creator: str = data["owner_id"],
+                     moves: list[dict[str, Any]] = owner_moves) -> str:
+            before = [e for e in moves if _t(e) <= moment]
+            return before[-1]["data"]["owner_id"] if before else creator
+
+        path.current_owner = owner_moves[-1]["data"]["owner_id"] if owner_moves \
+            else data["owner_id"]
         ends = [e for e in deal_events if e["type"] in ("deal.won", "deal.lost")]
         end = ends[0] if ends else None
         stage, since, amount = data["stage"], _t(c), data["amount"]
@@ -335,6 +347,7 @@ def _walk_deals(events: list[dict[str, Any]], cfg: ReferenceConfig) -> list[_Pat
                    if price is not None and Decimal(price) != 0 else None)
             path.closed = ("won" if won else "lost", _t(end), cents(ours), gap,
                            end["data"].get("competitor"))
+            path.closing_owner = owner_at(_t(end))
         paths.append(path)
     return paths
 
@@ -526,11 +539,14 @@ def expected_catalogue(events: list[dict[str, Any]], as_of: dt.datetime,
 
 def _expected_owner_deals(paths: list[_Path], today: dt.date,
                           cfg: ReferenceConfig) -> dict[Key, Fraction]:
-    """Each owner's deals (the owner named by their ``deal.created``): created, won,
-    lost, won amount and summed cycle in each window; open deals and pipeline at T."""
+    """Each owner's deals: created (by the owner named in ``deal.created``), won, lost,
+    won amount and summed cycle (by the owner at the close) in each window; open deals
+    and pipeline at T (by the current owner)."""
     out: dict[Key, Fraction] = {}
-    for owner in sorted({p.owner for p in paths}):
-        mine = [p for p in paths if p.owner == owner]
+    for owner in sorted({o for p in paths for o in (p.owner, p.current_owner,
+                                                      p.closing_owner) if o}):
+        created = [p for p in paths if p.owner == owner]
+        mine = [p for p in paths if p.closing_owner == owner]
         for window, first in _windows(today, cfg):
             def inside(moment: dt.datetime, first: dt.date | None = first) -> bool:
                 return moment.date() <= today and (first is None or moment.date() >= first)
@@ -541,13 +557,13 @@ def _expected_owner_deals(paths: list[_Path], today: dt.date,
                            for p in won if p.closed)
             lab = {"owner": owner, "window": window}
             out[_key("pulse_owner_created_deals", **lab)] = Fraction(
-                sum(1 for p in mine if inside(p.created)))
+                sum(1 for p in created if inside(p.created)))
             out[_key("pulse_owner_deals_won", **lab)] = Fraction(len(won))
             out[_key("pulse_owner_deals_lost", **lab)] = Fraction(len(lost))
             out[_key("pulse_owner_won_deals_amount", **lab)] = Fraction(
                 sum(p.closed[2] for p in won if p.closed), 100)
             out[_key("pulse_owner_won_deals_cycle_seconds", **lab)] = Fraction(cycle_ms, 1000)
-        still_open = [p.open_stage for p in mine if p.open_stage]
+        still_open = [p.open_stage for p in paths if p.open_stage and p.current_owner == owner]
         out[_key("pulse_owner_open_deals", owner=owner)] = Fraction(len(still_open))
         out[_key("pulse_owner_open_pipeline_amount", owner=owner)] = Fraction(
             sum(s[2] for s in still_open), 100)
@@ -807,7 +823,7 @@ def _expected_quotas(events: list[dict[str, Any]], paths: list[_Path], today: dt
                 continue
             data = event["data"]
             quota = _cents(cfg, data["amount"], data["currency"])
-            won = sum(p.closed[2] for p in paths if p.owner == owner and p.closed
+            won = sum(p.closed[2] for p in paths if p.closing_owner == owner and p.closed
                       and p.closed[0] == "won" and start <= p.closed[1].date() < end)
             rows.append((data["team"], owner, quota, won))
             lab = {"owner": owner, "period": period}

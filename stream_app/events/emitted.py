@@ -97,11 +97,19 @@ class AccountWinRecord(_WinRecord):
 
 class OwnerWinRecord(_WinRecord):
     """A deal with a win (or a withdrawn one) re-keyed by owner (internal topic
-    ``PULSE_TOPIC_OWNER_WINS``), amounts already in reporting-currency cents."""
+    ``PULSE_TOPIC_OWNER_WINS``), amounts already in reporting-currency cents. A deal that
+    changed owner is sent to each of its owners: the one who owned it at the close
+    counts the win."""
 
     owner_id: Id
     cents: Annotated[int | None, Field(
         description="Records written before marks existed: the won amount in cents.")] = None
+    creation: Annotated[tuple[int, str, Id] | None, Field(
+        description="(event time ms, event id, owner) of the deal.created: with "
+                    "owner_changes, who owned the deal when it closed")] = None
+    owner_changes: Annotated[list[tuple[int, str, Id]], Field(
+        description="(event time ms, event id, new owner) of each deal.updated naming an "
+                    "owner")] = []
 
     @model_validator(mode="after")
     def _cents_with_win(self) -> OwnerWinRecord:

@@ -104,19 +104,23 @@ class DealUpdatedData(_Data):
     """Payload of ``deal.updated``: what changed on a deal without a stage move; each
     field null when it did not change, at least one given. A new ``amount`` counts as a
     change of the deal's amount at the event's time (as an amount on
-    ``deal.stage_changed``); ``expected_close`` and ``forecast_category`` are carried for
-    the forecast (no KPI reads them yet)."""
+    ``deal.stage_changed``); a new ``owner_id`` makes that rep the deal's owner from the
+    event's time on (the rep scorecard and attainment follow it; the deal's team stays the
+    one of its creation); ``expected_close`` and ``forecast_category`` are carried for the
+    forecast (no KPI reads them yet)."""
 
     deal_id: Id
     amount: Money | None = None
+    owner_id: Id | None = None
     expected_close: dt.date | None = None
     forecast_category: Literal["pipeline", "best_case", "commit", "omitted"] | None = None
 
     @model_validator(mode="after")
     def _something_changed(self) -> DealUpdatedData:
-        if self.amount is None and self.expected_close is None and \
-                self.forecast_category is None:
-            raise ValueError("give at least one of amount, expected_close, forecast_category")
+        if self.amount is None and self.owner_id is None and self.expected_close is None \
+                and self.forecast_category is None:
+            raise ValueError("give at least one of amount, owner_id, expected_close, "
+                             "forecast_category")
         return self
 
 

@@ -125,8 +125,8 @@ class _Metrics:
                                    "Owners the gateway's roster (rep.updated) knows.",
                                    registry=self.registry)
         self.ignored = Counter("pulse_ingest_changes_ignored",
-                               "CRM changes in webhooks that are not modelled yet (owner and "
-                               "currency changes, merges, gaps), by vendor and reason.",
+                               "CRM changes in webhooks that are not modelled (currency "
+                               "changes, merges, gaps), by vendor and reason.",
                                ["vendor", "reason"], registry=self.registry)
 
 

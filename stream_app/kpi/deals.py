@@ -68,7 +68,7 @@ from stream_app.kpi.kinds import (
     TEAM_DAY,
     WATERFALL,
 )
-from stream_app.kpi.lifecycle import LOST, WON, Close, Lifecycle
+from stream_app.kpi.lifecycle import LOST, WON, Close, Lifecycle, owner_at
 from stream_app.kpi.money import Pricing
 from stream_app.kpi.windows import MS_PER_DAY, day_of, ms_from_datetime
 
@@ -112,6 +112,8 @@ CREATED_FIELDS = ("account_id", "owner_id", "team", "amount", "currency", "stage
                   "product")
 
 _FEMTO = 10**15
+#: Later than any event time (ms): the owner "now" of an open deal.
+_END_OF_TIME = 2**62
 
 #: Contribution vectors keyed by (kind, group, part).
 Contributions = dict[tuple[str, str, Any], tuple[int, ...]]
@@ -133,6 +135,14 @@ class DealState:
     created: tuple[int, str, dict[str, Any]] | None = None
     changes: tuple[tuple[int, str, str | None, str | None], ...] = ()
     lifecycle: Lifecycle = field(default_factory=Lifecycle)
+    #: Owner changes (``deal.updated`` with an owner_id): (time_ms, event_id, owner), sorted.
+    owners: tuple[tuple[int, str, str], ...] = ()
+
+    def owner_at(self, time_ms: int) -> str:
+        """The deal's owner at ``time_ms`` (:func:`stream_app.kpi.lifecycle.owner_at`)."""
+        assert self.created is not None
+        at, event_id, info = self.created
+        return owner_at((at, event_id, str(info["owner_id"])), self.owners, time_ms)
 
     @property
     def closed(self) -> Close | None:
@@ -162,6 +172,8 @@ class DealState:
         }
         if len(closes) > 1:
             out["xs"] = [list(close) for close in closes]
+        if self.owners:
+            out["ow"] = [list(change) for change in self.owners]
         marks = self.lifecycle.to_json()
         marks.pop("x", None)
         return out | marks
@@ -181,6 +193,8 @@ class DealState:
             created=created or None,
             changes=tuple(tuple(change) for change in raw["h"]),
             lifecycle=Lifecycle.from_json({**raw, "x": closes}),
+            owners=tuple((int(at), str(event), str(owner))
+                         for at, event, owner in raw.get("ow") or ()),
         )
 
 
@@ -253,8 +267,12 @@ def apply_deal_event(state: DealState, event: DealEvent) -> DealState:
                                                                None)
         else:
             amount = None if event.data.amount is None else str(event.data.amount)
+            if isinstance(event, DealUpdated) and event.data.owner_id is not None and \
+                    all(change[1] != event.id for change in state.owners):
+                state = replace(state, owners=tuple(sorted(
+                    (*state.owners, (at, event.id, event.data.owner_id)))))
             if isinstance(event, DealUpdated) and amount is None:
-                return state  # expected close / forecast category: no KPI reads them yet
+                return state  # owner, expected close, forecast category: no amount change
             to_stage = event.data.to_stage if isinstance(event, DealStageChanged) else None
             change = (at, event.id, to_stage, amount)
         return replace(state, changes=tuple(sorted((*state.changes, change),
@@ -341,9 +359,10 @@ def deal_contributions(state: DealState, pricing: Pricing) -> Contributions:
     - ``(WATERFALL, team, "day:movement")``: the waterfall (count, cents) of each movement on
       the day it happened;
     - ``(COMPETITOR_DAY, competitor, close_day)``: won, lost, priced, summed price gap (1e-15);
-    - ``(OWNER_DAY, owner, day)``: created, won, lost, won cents, cycle ms, as ``TEAM_DAY``
-      for the owner of the ``deal.created``; ``(OWNER_OPEN, owner, stage)`` while open: 1
-      and the current amount.
+    - ``(OWNER_DAY, owner, day)``: created, won, lost, won cents, cycle ms, as ``TEAM_DAY``:
+      the created count for the owner of the ``deal.created``, the close for the owner at
+      the close (:meth:`DealState.owner_at`); ``(OWNER_OPEN, owner, stage)`` while open: 1
+      and the current amount, for the current owner.
     """
     timeline = deal_timeline(state, pricing.stage_rank)
     if timeline is None or state.created is None or state.deleted:
@@ -380,7 +399,8 @@ def deal_contributions(state: DealState, pricing: Pricing) -> Contributions:
             since_day = day_of(stint.start_ms)
             open_cents = cents(timeline.amounts[-1])
             add_vector(out, (OPEN_PIPELINE, team, f"{since_day}:{stint.stage}"), (1, open_cents))
-            add_vector(out, (OWNER_OPEN, owner, stint.stage), (1, open_cents))
+            add_vector(out, (OWNER_OPEN, state.owner_at(_END_OF_TIME), stint.stage),
+                       (1, open_cents))
             continue
         length = stint.end_ms - stint.start_ms
         vector = [1, length, stint.exit == "forward", stint.exit == "backward",
@@ -398,14 +418,14 @@ def deal_contributions(state: DealState, pricing: Pricing) -> Contributions:
             has_account = int(bool(info.get("account_id")))
             add_vector(out, (TEAM_DAY, team, closed_day),
                        (0, 1, 0, won_cents, closed_at - created_at, has_account))
-            add_vector(out, (OWNER_DAY, owner, closed_day),
+            add_vector(out, (OWNER_DAY, state.owner_at(closed_at), closed_day),
                        (0, 1, 0, won_cents, closed_at - created_at))
             for dim, value in dims:
                 add_vector(out, (dim, value, closed_day), (0, 1, 0, won_cents))
             movement("won", closed_at, won_cents)
         else:
             add_vector(out, (TEAM_DAY, team, closed_day), (0, 0, 1, 0, 0, 0))
-            add_vector(out, (OWNER_DAY, owner, closed_day), (0, 0, 1, 0, 0))
+            add_vector(out, (OWNER_DAY, state.owner_at(closed_at), closed_day), (0, 0, 1, 0, 0))
             for dim, value in dims:
                 add_vector(out, (dim, value, closed_day), (0, 0, 1, 0))
             movement("lost", closed_at, cents(our_amount))

@@ -30,7 +30,9 @@ __all__ = [
     "Close",
     "Deletion",
     "Lifecycle",
+    "OwnerChange",
     "Reopening",
+    "owner_at",
 ]
 
 from dataclasses import dataclass
@@ -45,6 +47,24 @@ Close = tuple[Any, ...]
 Reopening = tuple[int, str]
 #: (time_ms, event_id, deleted): True for ``deal.deleted``, False for ``deal.restored``.
 Deletion = tuple[int, str, bool]
+
+
+#: (time_ms, event_id, owner) of a ``deal.updated`` naming a new owner.
+OwnerChange = tuple[int, str, str]
+
+
+def owner_at(creation: tuple[int, str, str], changes: tuple[OwnerChange, ...],
+             time_ms: int) -> str:
+    """A deal's owner at ``time_ms``: of the owner changes timed at or before it and not
+    before the creation ((time, id) order), the latest; else the creation's owner.
+    ``creation`` is (time_ms, event_id, owner) of ``deal.created``; ``changes`` sorted."""
+    owner = creation[2]
+    for change in changes:
+        if change[0] > time_ms:
+            break
+        if change[:2] >= creation[:2]:
+            owner = change[2]
+    return owner
 
 
 def _order(mark: tuple[Any, ...]) -> tuple[int, str]:

@@ -25,7 +25,7 @@ from typing import Any
 
 from stream_app.kpi.deals import Contributions
 from stream_app.kpi.kinds import OWNER_QUOTA, OWNER_WON
-from stream_app.kpi.lifecycle import WON, Lifecycle
+from stream_app.kpi.lifecycle import WON, Lifecycle, OwnerChange, owner_at
 from stream_app.kpi.money import Pricing
 from stream_app.kpi.windows import MS_PER_DAY
 
@@ -56,25 +56,37 @@ class OwnerState:
 
 @dataclass(frozen=True, slots=True)
 class OwnerWin:
-    """A deal of an owner with a win: its owner and the union of the marks its records
-    carried (closes as (time_ms, event_id, "won" | "lost", won cents))."""
+    """A deal with a win, as one owner's partition sees it: that owner, the union of the
+    marks the deal's records carried (closes as (time_ms, event_id, "won" | "lost", won
+    cents)), and the deal's creation and owner changes (who owned it at the close)."""
 
     deal_id: str
     owner_id: str | None = None
     lifecycle: Lifecycle = field(default_factory=Lifecycle)
+    creation: tuple[int, str, str] | None = None
+    owner_changes: tuple[OwnerChange, ...] = ()
 
     @property
     def win(self) -> tuple[int, str, int] | None:
-        """(won_at_ms, owner_id, cents) of the win in effect; None when there is none (no
-        win yet, a loss, a reopened or a deleted deal)."""
+        """(won_at_ms, owner_id, cents) of the win in effect, if this owner owned the deal
+        at its close; None when there is none (no win yet, a loss, a reopened or deleted
+        deal, another owner's close)."""
         close = self.lifecycle.close
         if close is None or close[2] != WON or self.lifecycle.deleted or self.owner_id is None:
+            return None
+        if self.creation is not None and \
+                owner_at(self.creation, self.owner_changes, int(close[0])) != self.owner_id:
             return None
         return int(close[0]), self.owner_id, int(close[3])
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready form for the state table."""
-        return {"id": self.deal_id, "o": self.owner_id, **self.lifecycle.to_json()}
+        out = {"id": self.deal_id, "o": self.owner_id, **self.lifecycle.to_json()}
+        if self.creation is not None:
+            out["cr"] = list(self.creation)
+        if self.owner_changes:
+            out["ow"] = [list(change) for change in self.owner_changes]
+        return out
 
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> OwnerWin:
@@ -84,7 +96,12 @@ class OwnerWin:
                 return cls(deal_id=raw["id"])
             won_at, owner, cents = raw["w"]
             return cls(raw["id"], owner, Lifecycle(closes=((won_at, "", WON, cents),)))
-        return cls(raw["id"], raw.get("o"), Lifecycle.from_json(raw))
+        creation = raw.get("cr")
+        return cls(raw["id"], raw.get("o"), Lifecycle.from_json(raw),
+                   None if creation is None else (int(creation[0]), str(creation[1]),
+                                                  str(creation[2])),
+                   tuple((int(at), str(event), str(owner))
+                         for at, event, owner in raw.get("ow") or ()))
 
 
 def apply_quota(state: OwnerState, period: str, time_ms: int, event_id: str, team: str,
@@ -98,13 +115,21 @@ def apply_quota(state: OwnerState, period: str, time_ms: int, event_id: str, tea
     return replace(state, quotas=tuple(sorted((*others, quota))))
 
 
-def apply_owner_win(state: OwnerWin, owner_id: str, lifecycle: Lifecycle) -> OwnerWin:
+def apply_owner_win(state: OwnerWin, owner_id: str, lifecycle: Lifecycle,
+                    creation: tuple[int, str, str] | None = None,
+                    owner_changes: tuple[OwnerChange, ...] = ()) -> OwnerWin:
     """Add a record's marks to the deal's (a union: any order, any repeat)."""
     merged = state.lifecycle.with_marks(lifecycle.closes, lifecycle.reopenings,
                                         lifecycle.deletions)
-    if merged is state.lifecycle and state.owner_id == owner_id:
+    known = {change[1] for change in state.owner_changes}
+    changes = state.owner_changes + tuple(c for c in owner_changes if c[1] not in known)
+    kept = creation if state.creation is None or (
+        creation is not None and creation[:2] < state.creation[:2]) else state.creation
+    if merged is state.lifecycle and state.owner_id == owner_id and \
+            len(changes) == len(state.owner_changes) and kept == state.creation:
         return state
-    return replace(state, owner_id=owner_id, lifecycle=merged)
+    return replace(state, owner_id=owner_id, lifecycle=merged, creation=kept,
+                   owner_changes=tuple(sorted(changes)))
 
 
 def owner_contributions(state: OwnerState, pricing: Pricing) -> Contributions:

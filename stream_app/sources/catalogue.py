@@ -22,7 +22,7 @@ snapshot loop over the specs.
 
 from __future__ import annotations
 
-__all__ = ["LeadBook", "catalogue", "deal_labels", "win_lifecycle"]
+__all__ = ["LeadBook", "catalogue", "deal_labels", "owner_win_key", "win_lifecycle"]
 
 import json
 from collections import defaultdict
@@ -47,6 +47,7 @@ from stream_app.events.models import (
     DealCreated,
     DealEvent,
     DealLost,
+    DealUpdated,
     DealWon,
     LeadCreated,
     LeadEvent,
@@ -117,6 +118,8 @@ def deal_labels(events: Iterable[DealEvent]) -> dict[str, set[str]]:
             found["product"].add(event.data.product or NO_VALUE)
         elif isinstance(event, DealWon | DealLost) and event.data.competitor:
             found["competitor"].add(event.data.competitor)
+        elif isinstance(event, DealUpdated) and event.data.owner_id:
+            found["owner"].add(event.data.owner_id)
     return found
 
 
@@ -129,6 +132,16 @@ def win_lifecycle(record: AccountWinRecord | OwnerWinRecord) -> Lifecycle:
         return Lifecycle(closes=((int(record.won_at_ms or 0), "", WON, int(cents or 0)),))
     return Lifecycle().with_marks(tuple(marks.closes), tuple(marks.reopenings),
                                   tuple(marks.deletions))
+
+
+def owner_win_key(record: OwnerWinRecord) -> str:
+    """The owner-win entity of a record: the deal for the owner of its creation (the key
+    records written before owner changes used), ``deal@owner`` for a later owner (each
+    owner's partition holds its own entity, so two of them on one worker never share a
+    record)."""
+    if record.creation is None or record.owner_id == record.creation[2]:
+        return record.deal_id
+    return f"{record.deal_id}@{record.owner_id}"
 
 
 def _parser(model: type[M]) -> Callable[[bytes | None], M | Rejection]:
@@ -226,10 +239,12 @@ def catalogue(settings: Settings, pricing: Pricing, scoring: ScoringRules
             record = AccountWinRecord(account_id=account_id, deal_id=state.deal_id, marks=marks)
             out.append(Outgoing(s.topic_account_wins, account_id,
                                 record.model_dump_json(exclude_none=True).encode()))
-        owner_id = str(info["owner_id"])
-        win = OwnerWinRecord(owner_id=owner_id, deal_id=state.deal_id, marks=marks)
-        out.append(Outgoing(s.topic_owner_wins, owner_id,
-                            win.model_dump_json(exclude_none=True).encode()))
+        creation = (state.created[0], state.created[1], str(info["owner_id"]))
+        for owner_id in dict.fromkeys((creation[2], *(o for _, _, o in state.owners))):
+            win = OwnerWinRecord(owner_id=owner_id, deal_id=state.deal_id, marks=marks,
+                                 creation=creation, owner_changes=list(state.owners))
+            out.append(Outgoing(s.topic_owner_wins, owner_id,
+                                win.model_dump_json(exclude_none=True).encode()))
         return out
 
     def publish_hot(before: LeadState, state: LeadState, event: LeadEvent) -> list[Outgoing]:
@@ -301,9 +316,10 @@ def catalogue(settings: Settings, pricing: Pricing, scoring: ScoringRules
                                              team=q.data.team, amount=str(q.data.amount),
                                              currency=q.data.currency))),
             Feed(s.topic_owner_wins, OWNER_WIN_SOURCE, parse=_parser(OwnerWinRecord),
-                 fold=lambda w: Fold(owner_win, w.deal_id, w.time_ms,
+                 fold=lambda w: Fold(owner_win, owner_win_key(w), w.time_ms,
                                      partial(apply_owner_win, owner_id=w.owner_id,
-                                             lifecycle=win_lifecycle(w)))),
+                                             lifecycle=win_lifecycle(w), creation=w.creation,
+                                             owner_changes=tuple(w.owner_changes)))),
         ), quota_labels),
         SourceSpec("leads", "leads", (
             Feed(s.topic_leads, LEAD_SOURCE, emit=publish_hot,

@@ -4,7 +4,7 @@ Deals arrive on working days, move through the configured stages with
 plausible dwell times (sometimes one stage back), and close as won (more often
 for seasoned reps) or lost; amounts are log-normal per product; some accounts
 churn months after their first win; every rep has a name (``rep.updated``, the
-roster); a few closed deals are reopened (and closed
+roster); a few deals are handed to a teammate, a few closed deals are reopened (and closed
 again), a few deals deleted (and some restored); every rep gets a monthly and a quarterly
 quota (sometimes changed mid-period); most deals start as a lead with engagements,
 and about as many leads again are disqualified or stay open; reps log calls, emails
@@ -64,6 +64,8 @@ class GeneratorSettings:
     reopen_probability: float = 0.03
     #: Share of deals deleted in the CRM (a third of them restored days later).
     delete_probability: float = 0.01
+    #: Share of deals handed to another rep of the team (``deal.updated`` owner_id).
+    handover_probability: float = 0.03
     source: str = "crm/generator"
 
 
@@ -176,7 +178,8 @@ def generate_events(cfg: GeneratorSettings) -> Iterator[dict[str, Any]]:
                                        "competitor": competitor, "competitor_price": price})
             worked.append((deal_id, team, owner, created_at, at))
             _emit_lifecycle(lifecycle_rng, cfg, emit, deal_id, created_at,
-                            at if won or lost else None, _money(amount))
+                            at if won or lost else None, _money(amount),
+                            [rep for rep in reps[team] if rep != owner])
         day += dt.timedelta(days=1)
     for account, won_at in sorted(first_win.items()):
         if rng.random() < cfg.churn_probability:
@@ -199,8 +202,12 @@ def generate_events(cfg: GeneratorSettings) -> Iterator[dict[str, Any]]:
 
 def _emit_lifecycle(rng: random.Random, cfg: GeneratorSettings, emit: Any, deal_id: str,
                     created_at: dt.datetime, closed_at: dt.datetime | None,
-                    amount: str) -> None:
-    """A closed deal reopened (and closed again, or not), or a deal deleted (and restored)."""
+                    amount: str, mates: list[str]) -> None:
+    """A deal handed to a teammate, a closed deal reopened (and closed again, or not), a
+    deal deleted (and restored)."""
+    if mates and rng.random() < cfg.handover_probability:
+        emit("deal.updated", created_at + dt.timedelta(days=rng.uniform(1, 20)),
+             {"deal_id": deal_id, "owner_id": rng.choice(mates)})
     if closed_at is not None and rng.random() < cfg.reopen_probability:
         at = closed_at + dt.timedelta(days=rng.uniform(1, 20))
         emit("deal.reopened", at, {"deal_id": deal_id, "stage": rng.choice(cfg.stages[1:])})

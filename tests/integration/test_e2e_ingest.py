@@ -245,7 +245,7 @@ def test_every_way_in_reaches_the_kpis_exactly(
             sent = vendors + sum(1 for e in over_http if e["type"] == kind)
             assert vendors > 0 and f'pulse_ingest_events_produced_total{{type="{kind}"}} ' \
                 f'{float(sent)}' in metrics, kind
-        assert 'reason="owner_changed",vendor="salesforce"} 1.0' in metrics
+        assert 'reason="gap_event",vendor="salesforce"} 1.0' in metrics
         print(f"\n{len(shuffled)} events ({len(shuffled) - len(events)} redelivered): "
               f"{len(kafka_binary)} in Kafka binary mode, the rest in {dict(modes)} requests; "
               f"{len(webhooks)} Pipedrive webhooks, {len(changes)} Salesforce and "

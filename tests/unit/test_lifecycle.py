@@ -171,3 +171,39 @@ def test_records_written_before_marks_are_still_read() -> None:
     deal = DealState.from_json({"id": "D1", "c": None, "h": [],
                                 "x": [1, "w", "won", "5", None, None]})
     assert deal.closed == (1, "w", "won", "5", None, None)
+
+
+def _handover(ident: str, day: int, owner: str) -> Any:
+    return _event("deal.updated", ident, day, owner_id=owner)
+
+
+@pytest.mark.parametrize(("handovers", "closing", "open_owner"), [
+    ([], "rep", "rep"),
+    ([("h1", 5, "bo")], "bo", "bo"),                      # before the close: bo closes it
+    ([("h1", 11, "bo")], "rep", "bo"),                    # after the close: rep closed it
+    ([("h1", 5, "bo"), ("h2", 8, "cy")], "cy", "cy"),
+    ([("h2", 8, "cy"), ("h1", 5, "bo")], "cy", "cy"),     # in any order
+    ([("h0", -1, "bo")], "rep", "rep"),                   # before the creation: ignored
+])
+def test_the_owner_at_the_close_counts_the_close_and_the_current_owner_the_open_deal(
+        handovers: list[tuple[str, int, str]], closing: str, open_owner: str) -> None:
+    moves = [_handover(*h) for h in handovers]
+    won = deal_contributions(_fold(CREATED, *moves, WON_EVENT), PRICING)
+    assert [key[1] for key in won if key[0] == "s" and key[2] == _day(10)] == [closing]
+    assert [key[1] for key in won if key[0] == "s" and key[2] == _day(0)] == ["rep"]
+    still_open = deal_contributions(_fold(CREATED, *moves), PRICING)
+    assert [key[1] for key in still_open if key[0] == "j"] == [open_owner]
+    state = _fold(CREATED, *moves, WON_EVENT)
+    assert DealState.from_json(state.to_json()) == state
+
+
+def test_each_owner_of_a_handed_over_deal_hears_of_it_and_only_the_closer_counts_it() -> None:
+    creation, handover = (0, "c", "rep"), ((5, "h1", "bo"),)
+    won = Lifecycle(closes=((10, "w", WON, 500),))
+    creator = apply_owner_win(OwnerWin("D1"), "rep", won, creation, handover)
+    closer = apply_owner_win(OwnerWin("D1@bo"), "bo", won, creation, handover)
+    assert win_contributions(creator) == {}
+    assert win_contributions(closer) == {("y", "bo", "1970-01"): (500,)}
+    late = apply_owner_win(closer, "bo", Lifecycle(), creation, ((7, "h2", "rep"),))
+    assert win_contributions(late) == {}  # handed back before the close: rep's win
+    assert OwnerWin.from_json(late.to_json()) == late

@@ -95,6 +95,10 @@ async def test_the_route_takes_basic_auth_and_answers_with_what_it_produced_and_
         assert renamed.status == 200 and await renamed.json() == {"accepted": 0, "ignored": 0}
         owner_changed = json.loads(json.dumps(SEQUENCE["deliveries"][3]["body"]))
         owner_changed["previous"] = {"owner_id": 901}
+        handed_over = await client.post("/webhooks/pipedrive", headers=BASIC,
+                                        json=owner_changed)
+        assert handed_over.status == 202 and await handed_over.json() == {"accepted": 1}
+        owner_changed["previous"] = {"currency": "USD"}
         ignored = await client.post("/webhooks/pipedrive", headers=BASIC, json=owner_changed)
         assert ignored.status == 200 and await ignored.json() == {"accepted": 0, "ignored": 1}
         wrong_user = {"Authorization": "Basic " + base64.b64encode(
@@ -110,9 +114,11 @@ async def test_the_route_takes_basic_auth_and_answers_with_what_it_produced_and_
         foreign = await client.post("/webhooks/pipedrive", headers=BASIC, json=body)
         assert foreign.status == 422 and (await foreign.json())["error"] == "unknown_currency"
         metrics = await (await client.get("/metrics")).text()
-    assert [(t, k) for t, k, _ in sink.records] == [(settings.topic_deals, b"101")]
-    assert ('pulse_ingest_changes_ignored_total{reason="owner_changed",vendor="pipedrive"} 1.0'
-            in metrics)
+    assert [(t, k) for t, k, _ in sink.records] == [(settings.topic_deals, b"101")] * 2
+    handover = json.loads(sink.records[1][2])
+    assert (handover["type"], handover["data"]["owner_id"]) == ("deal.updated", "900")
+    assert ('pulse_ingest_changes_ignored_total{reason="currency_changed",vendor="pipedrive"} '
+            '1.0' in metrics)
 
 
 async def test_without_a_mapping_the_route_does_not_exist() -> None:

@@ -195,6 +195,33 @@ def with_deal_lifecycles(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def with_owner_changes(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``events`` and, for every fifth deal, a ``deal.updated`` handing it to another rep
+    of the deal's team 3, 12 or 60 days after its creation (before, around or after its
+    close: it is the close's owner that counts the win), and for every tenth one a
+    second hand-over back, 1 day before its creation (ignored) or 20 days after it."""
+    out = list(events)
+    reps: dict[str, list[str]] = {}
+    created = [e for e in events if e["type"] == "deal.created"]
+    for event in created:
+        reps.setdefault(event["data"]["team"], [])
+        if event["data"]["owner_id"] not in reps[event["data"]["team"]]:
+            reps[event["data"]["team"]].append(event["data"]["owner_id"])
+    for n, event in enumerate(created[::5]):
+        mates = [r for r in reps[event["data"]["team"]] if r != event["data"]["owner_id"]]
+        if not mates:
+            continue
+        base = dt.datetime.fromisoformat(event["time"])
+        moves = [(f"handover-{n}", (3, 12, 60)[n % 3], mates[n % len(mates)])]
+        if n % 2 == 0:
+            moves.append((f"handback-{n}", (-1, 20)[n % 4 // 2], event["data"]["owner_id"]))
+        for suffix, days, owner in moves:
+            out.append({**event, "id": f"{event['id']}-{suffix}", "type": "deal.updated",
+                        "time": (base + dt.timedelta(days=days)).isoformat(),
+                        "data": {"deal_id": event["data"]["deal_id"], "owner_id": owner}})
+    return out
+
+
 def with_roster_changes(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """``events`` and, for every third rep, a rename 30 days after the roster's start and a
     profile without a team 10 days before it (older: it must not win)."""
@@ -211,10 +238,10 @@ def with_roster_changes(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
 @pytest.mark.parametrize("seed", [3, 17])
 def test_the_catalogue_folded_in_memory_equals_the_reference(seed: int) -> None:
     end = dt.datetime(2026, 10, 20, 12, tzinfo=dt.UTC)
-    events = with_roster_changes(with_deal_lifecycles(with_deal_updates(list(generate_events(
-        GeneratorSettings(seed=seed, start=end - dt.timedelta(days=200), end=end,
-                          deals_per_day=3, accounts=80, churn_probability=0.5,
-                          leads_per_deal=1.0))))))
+    events = with_roster_changes(with_owner_changes(with_deal_lifecycles(with_deal_updates(
+        list(generate_events(GeneratorSettings(
+            seed=seed, start=end - dt.timedelta(days=200), end=end, deals_per_day=3,
+            accounts=80, churn_probability=0.5, leads_per_deal=1.0)))))))
     rng = random.Random(seed)
     shuffled = events + rng.sample(events, len(events) // 20)  # duplicates, other ids' order
     rng.shuffle(shuffled)

@@ -23,9 +23,9 @@ same events:
   ``deal.stage_changed`` (``from_stage`` null); from a won or lost stage (the stage the
   history shows just before ``occurredAt``) to an open one: ``deal.reopened`` in it;
   from won to lost or back: ``deal.reopened`` with no stage, then the new close; of
-  ``amount`` or ``closedate``: ``deal.updated`` at ``occurredAt``;
+  ``amount``, ``hubspot_owner_id`` or ``closedate``: ``deal.updated`` at ``occurredAt``;
 - ``deal.deletion``: ``deal.deleted``; ``deal.restore``: ``deal.restored``;
-- merges and owner changes: counted and logged, not modelled yet.
+- merges: counted and logged, not modelled yet.
 
 Event ids are ``hubspot-<deal>-<eventId>``: HubSpot keeps an event's id across retries.
 """
@@ -176,6 +176,8 @@ async def _one(event: dict[str, Any], mapping: VendorMapping, reader: DealReader
             await builder.stage_changed(str(value), reader)
         elif name == "amount":
             builder.updated({"amount": amount_text(value or None, f"{where}propertyValue")})
+        elif name == "hubspot_owner_id" and value:
+            builder.updated({"owner_id": str(value)})
         elif name == "closedate" and value:
             epoch_ms = int(value) if str(value).isdigit() else value  # HubSpot sends ms text
             builder.updated({"expected_close": iso_time(epoch_ms, f"{where}propertyValue")[:10]})

@@ -9,8 +9,9 @@ changed fields' former values> | null}``. What becomes what:
   ``currency``, ``owner_id``, team from the mapping's owners or ``default_team``),
   then ``deal.won`` / ``deal.lost`` when the deal is created closed;
 - ``change`` with ``stage_id`` in ``previous``: ``deal.stage_changed`` at
-  ``stage_change_time`` (with the amount); with ``value`` (and no stage move) or
-  ``expected_close_date``: ``deal.updated`` at ``update_time`` with what changed;
+  ``stage_change_time`` (with the amount); with ``value`` (and no stage move),
+  ``owner_id`` or ``expected_close_date``: ``deal.updated`` at ``update_time`` with what
+  changed;
 - ``status`` from open to won / lost: ``deal.won`` at ``won_time`` with ``value`` /
   ``deal.lost`` at ``lost_time`` with ``lost_reason``;
 - ``status`` from won / lost back to open: ``deal.reopened`` at ``update_time`` in the
@@ -20,10 +21,9 @@ changed fields' former values> | null}``. What becomes what:
   milliseconds); ``status`` to ``deleted`` (webhooks v1 style): ``deal.deleted`` at
   ``update_time``; ``status`` from ``deleted`` back: ``deal.restored``.
 
-Not modelled yet, so counted and logged, never guessed: owner changes, currency
-changes. Event ids derive from the deal id and Pipedrive's own times of each change, so
-a redelivered webhook (a higher ``meta.attempt``) produces the same ids and the worker
-drops it as a repeat.
+Not modelled, so counted and logged, never guessed: currency changes. Event ids derive
+from the deal id and Pipedrive's own times of each change, so a redelivered webhook (a
+higher ``meta.attempt``) produces the same ids and the worker drops it as a repeat.
 """
 
 from __future__ import annotations
@@ -125,13 +125,14 @@ class _Builder:
             update["amount"] = amount_text(self.deal.get("value"), "data.value")
         if "expected_close_date" in previous and self.deal.get("expected_close_date"):
             update["expected_close"] = self.deal["expected_close_date"]
+        if "owner_id" in previous and self.deal.get("owner_id") is not None:
+            update["owner_id"] = str(self.deal["owner_id"])
         if update:
             self._event("updated", f"update-{updated}", updated, update)
-        for name, reason in (("owner_id", "owner_changed"), ("currency", "currency_changed")):
-            if name in previous:
-                self.ignored.append((reason, f"deal {self.deal_id}: {name} changed from "
-                                     f"{previous[name]!r}; not modelled yet (the deal keeps "
-                                     "the one of its creation)"))
+        if "currency" in previous:
+            self.ignored.append(("currency_changed", f"deal {self.deal_id}: currency changed "
+                                 f"from {previous['currency']!r}; not modelled (the deal keeps "
+                                 "the currency of its creation)"))
         if "status" in previous:
             self.closed(str(previous["status"]))
 

@@ -17,12 +17,12 @@ then comes with the event. Without it a win is refused (422) rather than guessed
   stage and closes at once (as the CSV importer does);
 - UPDATE of ``StageName``: to a won stage ``deal.won`` with ``Amount``, to a lost stage
   ``deal.lost``, else ``deal.stage_changed`` (``from_stage`` unknown: the event does not
-  say); of ``Amount`` (without a stage move) or ``CloseDate``: ``deal.updated``;
+  say); of ``Amount`` (without a stage move), ``OwnerId`` or ``CloseDate``:
+  ``deal.updated``;
 - a closed opportunity reopened (``IsClosed`` among the changed fields, now false):
   ``deal.reopened`` in its new stage; switched between won and lost (``IsWon`` changed,
   ``IsClosed`` not): ``deal.reopened`` with no stage, then the new close, at one time;
 - DELETE: ``deal.deleted``; UNDELETE: ``deal.restored`` (at ``commitTimestamp``);
-- owner changes: not modelled yet, counted and logged;
 - GAP_* events (Salesforce could not say what changed): counted and logged, never
   guessed; resynchronise from an export.
 
@@ -158,9 +158,6 @@ class _Builder:
         self._event("deleted" if deleted else "restored", self.at, {})
 
     def updated(self, changed: list[str]) -> None:
-        if "OwnerId" in changed:
-            self.ignored.append(("owner_changed", f"opportunity {self.deal_id}: owner changed; "
-                                 "not modelled yet (the deal keeps the owner of its creation)"))
         if "StageName" in changed:
             stage_name = str(self._required("StageName", "for the new stage"))
             closes = self.mapping.closes(stage_name)
@@ -185,5 +182,7 @@ class _Builder:
                                            self._field("Amount"))
         if "CloseDate" in changed and self.change.get("CloseDate"):
             update["expected_close"] = self.change["CloseDate"]
+        if "OwnerId" in changed:
+            update["owner_id"] = str(self._required("OwnerId", "for the new owner"))
         if update:
             self._event("updated", self.at, update)
