@@ -189,6 +189,15 @@ async def _drive(url: str, seconds: float, concurrency: int, pid: int) -> dict[s
     return results
 
 
+def _wait_for_roster(url: str, timeout: float = 30.0) -> None:
+    """Until the gateway has read the roster topic (its webhooks answer 503 before)."""
+    deadline = time.monotonic() + timeout
+    while httpx.get(f"{url}/healthz", timeout=5).json().get("roster") != "loaded":
+        if time.monotonic() > deadline:
+            raise RuntimeError("the gateway did not load the roster within 30 s")
+        time.sleep(0.2)
+
+
 def gateway_load(settings: Settings, logs: Path, seconds: float = 10.0,
                  concurrency: int = 16) -> dict[str, Any]:
     """Each route's saturation rate and its latency at half that rate."""
@@ -209,6 +218,7 @@ def gateway_load(settings: Settings, logs: Path, seconds: float = 10.0,
                  log_path=str(logs / "gateway.log"))
     try:
         wait_for_port("127.0.0.1", port, timeout=30)
+        _wait_for_roster(f"http://127.0.0.1:{port}")
         figures = asyncio.run(_drive(f"http://127.0.0.1:{port}", seconds, concurrency,
                                      proc.pid))
     finally:

@@ -259,6 +259,17 @@ def _parser() -> argparse.ArgumentParser:
                        default=dt.datetime(2026, 1, 15, tzinfo=dt.UTC),
                        help="snapshot time, ISO 8601 with offset (2026-01-15T00:00:00+00:00)")
     telco.add_argument("--out", type=Path, default=None, help="file (default: standard output)")
+    roster = imp_sub.add_parser(
+        "roster", help="a roster file (YAML: owner id -> name, team) as rep.updated events",
+        description="reps: {<owner id>: {name: ..., team: ...}} -> one rep.updated per owner, "
+        "at --as-of. Importing the same file again sends repeats (dropped); a changed entry "
+        "is a new profile. Send the output with `stream-app replay`, or POST it to the "
+        "ingest gateway's /events.")
+    roster.add_argument("path", type=Path, help="the roster YAML file")
+    roster.add_argument("--as-of", type=dt.datetime.fromisoformat, default=None,
+                        help="when the profiles take effect, ISO 8601 with offset "
+                        "(default: now)")
+    roster.add_argument("--out", type=Path, default=None, help="file (default: standard output)")
     return parser
 
 
@@ -284,6 +295,13 @@ def _import(args: argparse.Namespace) -> tuple[list[dict[str, Any]], Any]:
                                         _settings().stage_names)
         except (MappingError, OSError) as exc:
             raise SystemExit(f"stream-app import opportunities: {exc}") from None
+    if args.format == "roster":
+        from stream_app.importers.roster import RosterError, import_roster
+
+        try:
+            return import_roster(args.path, args.as_of or dt.datetime.now(dt.UTC))
+        except RosterError as exc:
+            raise SystemExit(f"stream-app import roster: {exc}") from None
     if args.format == "olist":
         from stream_app.importers.olist import import_olist
 

@@ -103,7 +103,10 @@ def gateway(base_settings: Settings, tmp_path: Path, hubspot_api: str) -> Iterat
                  log_path=str(tmp_path / "gateway.log"))
     try:
         wait_for_port("127.0.0.1", port, timeout=30)
-        yield f"http://127.0.0.1:{port}"
+        url = f"http://127.0.0.1:{port}"
+        with httpx.Client(timeout=10) as client:  # webhooks answer 503 until it is read
+            _wait_for(lambda: _roster(client, url)["roster"] == "loaded", "the roster")
+        yield url
     finally:
         stop_process(proc)
 
@@ -375,7 +378,6 @@ def test_a_rep_updated_on_the_roster_topic_gives_webhooks_of_that_owner_its_team
         "deliveries"][0]["body"]))
     deal["data"].update(id=90501, owner_id=905)
     with httpx.Client(timeout=30) as client:
-        _wait_for(lambda: _roster(client, gateway)["roster"] == "loaded", "the roster")
         before = _roster(client, gateway)["roster_owners"]
         answer = client.post(f"{gateway}/events", json=profile,
                              headers={**AUTH, "Content-Type": "application/cloudevents+json"})

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import datetime as dt
 import json
 import random
+import re
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -16,8 +18,10 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from pydantic import SecretStr
 
-from stream_app.config import Settings
+from stream_app.config import Settings, contract_rules
+from stream_app.events.codec import validate_event
 from stream_app.events.models import RepUpdated
+from stream_app.importers.roster import RosterError, import_roster
 from stream_app.ingest.gateway import IngestGateway
 from stream_app.ingest.roster import Roster
 from stream_app.ingest.vendors.mapping import load_vendor_mapping
@@ -94,3 +98,40 @@ async def test_webhooks_wait_for_the_roster_with_503_and_retry_after() -> None:
         later = await client.post("/webhooks/pipedrive", headers=BASIC, json=_created_by(900))
         assert later.status == 202
     assert len(sink.records) == 1
+
+
+AS_OF = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
+
+
+def test_a_roster_file_becomes_valid_rep_updated_events_with_stable_ids(tmp_path: Path) -> None:
+    path = tmp_path / "roster.yml"
+    path.write_text('reps:\n  "0055e000001AbCdAAA": {name: Ana Lopez, team: EMEA}\n'
+                    "  900: {name: Ben Okafor}\n")
+    events, report = import_roster(path, AS_OF)
+    assert [(e["data"]["owner_id"], e["data"]["name"], e["data"]["team"]) for e in events] == [
+        ("0055e000001AbCdAAA", "Ana Lopez", "EMEA"), ("900", "Ben Okafor", None)]
+    assert report.rows == 2 and all(e["time"] == "2026-11-01T00:00:00Z" for e in events)
+    assert all(isinstance(validate_event(e, contract_rules(Settings())), RepUpdated)
+               for e in events)
+    again, _ = import_roster(path, AS_OF + dt.timedelta(days=3))
+    assert [e["id"] for e in again] == [e["id"] for e in events]  # repeats: dropped
+    path.write_text("reps:\n  900: {name: Ben Okafor, team: Americas}\n")
+    [moved], _ = import_roster(path, AS_OF)
+    assert moved["id"] != events[1]["id"]
+
+
+@pytest.mark.parametrize(("text", "problem"), [
+    ("reps: []\n", "expected a mapping 'reps'"),
+    ("people: {}\n", "expected a mapping 'reps'"),
+    ("reps:\n  9: {name: ''}\n", "reps.9.name: expected text"),
+    ("reps:\n  9: {team: EMEA}\n", "reps.9.name: expected text, got None"),
+    ("reps:\n  9: {name: Ana, role: AE}\n", "reps.9: unknown keys ['role']"),
+    ("reps:\n  9: Ana\n", "reps.9: expected {name, team}"),
+    ("reps: [\n", "roster.yml"),
+])
+def test_a_bad_roster_file_names_the_entry_and_what_was_expected(
+        tmp_path: Path, text: str, problem: str) -> None:
+    path = tmp_path / "roster.yml"
+    path.write_text(text)
+    with pytest.raises(RosterError, match=re.escape(problem)):
+        import_roster(path, AS_OF)
