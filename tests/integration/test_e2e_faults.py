@@ -484,7 +484,7 @@ def test_three_workers_one_replaced_mid_stream_stay_exact_and_never_double_expor
 
 
 #: Distinct teams and owners in the label flood.
-FLOOD = 40_000
+FLOOD = 20_000
 #: Distinct owners the flood's deals name (deal i is owner i mod DEAL_OWNERS's); all but
 #: PULSE_MAX_OWNERS of them are over the owner cap.
 DEAL_OWNERS = 3_000
