@@ -36,6 +36,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from bench.handlers import handler_us_per_event
 from bench.ingest import gateway_load
 from stream_app.adapters.embedded import (
     EmbeddedServers,
@@ -485,6 +486,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     """Every measurement, in one process tree; returns the results document."""
     logs = Path(tempfile.mkdtemp(prefix="pipeline-pulse-bench-"))
     console.print(f"logs in {logs}")
+    console.print("handlers in memory ...")
+    handlers = handler_us_per_event()
     with EmbeddedServers() as servers:
         start_embedded_broker(servers, str(logs / "broker.log"))
         start_embedded_redis(servers, str(logs / "redis.log"))
@@ -559,6 +562,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "scrape_series": scrape["series"],
         "scrape_ms_with_open_deals": memory["scrape_ms_at_full"],
         "ingest": ingest,
+        "handler_us_per_event": handlers["us_per_event"],
+        "handler_events": handlers["events"],
         "targets": TARGETS,
     }
 
@@ -592,6 +597,8 @@ def _verdicts(r: dict[str, Any]) -> list[tuple[str, str, str, str]]:
          "< 100", "met" if r["scrape_after_new_events_ms"] < 100 else "not met"),
         ("first scrape after the stream, ms", fmt(r["scrape_first_ms"], ".1f"), "", ""),
         ("scrape, series / bytes", f"{r['scrape_series']:,} / {r['scrape_bytes']:,}", "", ""),
+        ("handlers, us per event (in memory)", fmt(r.get("handler_us_per_event"), ".1f"),
+         "", ""),
     ]
     if r.get("ingest"):
         rows.extend(ingest_rows(r["ingest"]))

@@ -12,6 +12,7 @@ __all__ = ["DEFAULT_RULES_PATH", "ScoringRules", "SizeBand", "TitleTier", "load_
 import itertools
 import re
 from collections.abc import Iterable
+from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -112,8 +113,7 @@ class ScoringRules(BaseModel):
         """Fit points of a lead's firmographics."""
         points = 0.0
         if industry:
-            lowered = {k.lower(): v for k, v in self.fit.industry.items()}
-            points += lowered.get(industry.lower(), 0.0)
+            points += self._industries.get(industry.lower(), 0.0)
         if company_size is not None:
             for band in self.fit.company_size:
                 if band.below is None or company_size < band.below:
@@ -121,11 +121,25 @@ class ScoringRules(BaseModel):
                     break
         if job_title:
             words = job_title.lower()
-            for tier in self.fit.job_title:
-                if any(re.search(rf"\b{re.escape(k.lower())}\b", words) for k in tier.keywords):
-                    points += tier.points
+            for pattern, tier_points in self._title_tiers:
+                if pattern is not None and pattern.search(words):
+                    points += tier_points
                     break
         return points
+
+    @cached_property
+    def _industries(self) -> dict[str, float]:
+        """Industry points by lower-cased name (built once, not per lead)."""
+        return {name.lower(): value for name, value in self.fit.industry.items()}
+
+    @cached_property
+    def _title_tiers(self) -> tuple[tuple[re.Pattern[str] | None, float], ...]:
+        """Per job-title tier, one compiled pattern matching any of its keywords as whole
+        words (None for a tier without keywords), and its points."""
+        return tuple(
+            (re.compile("|".join(rf"\b{re.escape(k.lower())}\b" for k in tier.keywords))
+             if tier.keywords else None, tier.points)
+            for tier in self.fit.job_title)
 
     def score(self, fit: float, engagements: Iterable[tuple[int, str]], at_ms: int) -> float:
         """Score at ``at_ms`` of a lead with ``fit`` points and (time_ms, action)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -15,8 +16,9 @@ from stream_app.kpi.leads import (
     lead_contributions,
     score_inputs,
 )
-from stream_app.kpi.scoring import load_rules
+from stream_app.kpi.scoring import DEFAULT_RULES_PATH, load_rules
 from stream_app.kpi.windows import MS_PER_DAY, day_of, ms_from_datetime
+from tests.reference import _fit_points
 from tests.unit.events import ev
 
 RULES = load_rules()
@@ -36,6 +38,19 @@ RULES = load_rules()
 def test_fit_points(industry: str | None, size: int | None, title: str | None,
                     points: float) -> None:
     assert RULES.fit_points(industry, size, title) == points
+
+
+_KEYWORDS = sorted({k for tier in RULES.fit.job_title for k in tier.keywords})
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from([*_KEYWORDS, "Senior", "of", "-", "_", "x", ",", " ", "Co"]),
+                max_size=6), st.sampled_from(["", " ", "_", "-", "/"]))
+def test_job_title_points_equal_the_references_whole_word_search(
+        parts: list[str], glue: str) -> None:
+    title = glue.join(parts)
+    expected = _fit_points(yaml.safe_load(DEFAULT_RULES_PATH.read_text()), {"job_title": title})
+    assert RULES.fit_points(None, None, title) == expected
 
 
 @pytest.mark.parametrize(("age_days", "points"), [

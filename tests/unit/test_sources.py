@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import random
-from collections import deque
+from collections.abc import Iterable
 from decimal import Decimal
 from typing import Any
 
@@ -14,18 +14,16 @@ import pytest
 
 from stream_app.adapters.exposition import render
 from stream_app.adapters.metrics import PulseCollector
-from stream_app.config import Settings, contract_rules, pricing, report_config
-from stream_app.events.codec import Rejection, decode_event
+from stream_app.config import Settings, pricing, report_config
+from stream_app.events.codec import Rejection
 from stream_app.events.emitted import AccountWinRecord, LeadHot, OwnerWinRecord
-from stream_app.events.routing import ROUTES, route_of
-from stream_app.kpi.fold import BatchWriter
-from stream_app.kpi.report import build_report
+from stream_app.events.routing import ROUTES
 from stream_app.kpi.rows import Report
 from stream_app.kpi.scoring import load_rules
-from stream_app.kpi.snapshot import snapshot_from_aggregates
 from stream_app.ops import OperationalStats
 from stream_app.sources.catalogue import catalogue
-from stream_app.sources.spec import Feed, SourceSpec, fold_message
+from stream_app.sources.memory import InMemoryPipeline
+from stream_app.sources.spec import SourceSpec
 from stream_app.tools.generator import GeneratorSettings, generate_events
 from stream_app.tools.scrape import parse_metrics
 from tests.integration.harness import assert_matches
@@ -38,77 +36,19 @@ def _specs() -> tuple[SourceSpec, ...]:
     return catalogue(SETTINGS, pricing(SETTINGS), load_rules(SETTINGS.lead_scoring_file))
 
 
-class MemoryRun:
-    """The pipeline's semantics on one partition per topic, in memory: CRM events are
-    decoded and deduplicated by id (as the Redis check: the first position of an id is
-    folded, again when read again), every message is folded through its feed at its
-    offset, and what a fold publishes is appended to its topic and folded in turn."""
+class MemoryRun(InMemoryPipeline):
+    """The pipeline in memory (:class:`InMemoryPipeline`) under the test's settings, with
+    one event in twenty redelivered as after a crash."""
 
     def __init__(self, specs: tuple[SourceSpec, ...]):
-        self.specs = specs
-        self.feeds: dict[str, tuple[SourceSpec, Feed]] = {
-            feed.topic: (spec, feed) for spec in specs for feed in spec.feeds}
-        self.stores: dict[str, dict[str, Any]] = {spec.name: {} for spec in specs}
-        self.books = {spec.name: spec.side_book() for spec in specs if spec.side_book}
-        self.logs: dict[str, list[tuple[str, bytes]]] = {}
-        self.seen: dict[str, tuple[str, int]] = {}
-        self.rules = contract_rules(SETTINGS)
+        super().__init__(specs, SETTINGS)
 
-    def send(self, topic: str, key: str, value: bytes) -> int:
-        log = self.logs.setdefault(topic, [])
-        log.append((key, value))
-        return len(log) - 1
+    def run(self, events: Iterable[dict[str, Any]],  # type: ignore[override]
+            rng: random.Random) -> None:
+        super().run(events, redeliver=lambda: rng.random() < 0.05)
 
-    def deliver(self, topic: str, offset: int) -> None:
-        """Fold the message at ``offset`` of ``topic`` (again, if it was folded before)."""
-        spec, feed = self.feeds[topic]
-        key, raw = self.logs[topic][offset]
-        if feed.parse is None:
-            value = decode_event(raw, key.encode(), spec.role, self.rules)
-            assert not isinstance(value, Rejection), value
-            first = self.seen.setdefault(value.id, (topic, offset))
-            if first != (topic, offset):
-                return  # a duplicate; the same message read again is a replay, folded
-
-        else:
-            value = feed.parse(raw)
-            assert not isinstance(value, Rejection), value
-        result = fold_message(BatchWriter(self.stores[spec.name]), feed, 0, offset, value)
-        if spec.name in self.books:
-            self.books[spec.name].note(0, result.state)
-        for out in feed.emit(result.before, result.state, value) if feed.emit else ():
-            offset = self.send(out.topic, out.key, out.value)
-            if out.topic in self.feeds:
-                self.queue.append((out.topic, offset))
-
-    def run(self, events: list[dict[str, Any]], rng: random.Random) -> None:
-        self.queue: deque[tuple[str, int]] = deque()
-        self.redelivered: list[tuple[str, int]] = []
-        for event in events:
-            route = route_of(event["type"])
-            assert route is not None
-            topic = getattr(SETTINGS, route.topic_setting)
-            offset = self.send(topic, str(event["data"][route.key_field]),
-                               json.dumps(event).encode())
-            self.queue.append((topic, offset))
-            if rng.random() < 0.05:
-                self.queue.append((topic, offset))  # redelivered after a crash
-                self.redelivered.append((topic, offset))
-        while self.queue:
-            self.deliver(*self.queue.popleft())
-
-    def report(self) -> Report | None:
-        first, *others = [snapshot_from_aggregates(self.stores[spec.name].items(), {0})
-                          for spec in self.specs]
-        for other in others:
-            first.merge(other)
-            if other.latest_event_ms is not None:
-                first.latest_event_ms = max(first.latest_event_ms or 0, other.latest_event_ms)
-        for book in self.books.values():
-            book.contribute(first, frozenset({0}))
-        assert first.latest_event_ms is not None
-        return build_report(first, first.latest_event_ms,
-                            report_config(SETTINGS, load_rules(SETTINGS.lead_scoring_file)))
+    def report(self) -> Report:  # type: ignore[override]
+        return super().report(report_config(SETTINGS, load_rules(SETTINGS.lead_scoring_file)))
 
 
 class _Source:
