@@ -18,7 +18,6 @@ import sys
 import time
 from collections import deque
 from collections.abc import Awaitable, Sequence
-from dataclasses import replace
 from functools import partial
 from typing import Any, cast
 
@@ -52,6 +51,7 @@ from stream_app.kpi.fold import clock_key, position_key, supersedes
 from stream_app.kpi.report import build_report
 from stream_app.kpi.rows import Report
 from stream_app.kpi.scoring import load_rules
+from stream_app.kpi.snapshot import combined
 from stream_app.ops import LOOP_LAG_WINDOW_SECONDS, OperationalStats
 from stream_app.sources.catalogue import catalogue
 
@@ -520,14 +520,9 @@ class PulseWorker:
         """KPIs of the partitions owned now (the ``KpiSource`` protocol)."""
         parts = [(pipeline, self._active_partitions(pipeline.spec.topic))
                  for pipeline in self.pipelines]
-        first, *others = [pipeline.index.snapshot(partitions, self._labels.keep,
-                                                  self._labels.version)
-                          for pipeline, partitions in parts]
-        local = [v for v in (first.latest_event_ms, *(o.latest_event_ms for o in others))
-                 if v is not None]
-        snap = replace(first, folded=dict(first.folded), latest_event_ms=max(local, default=None))
-        for other in others:
-            snap.merge(other)
+        snap = combined([pipeline.index.snapshot(partitions, self._labels.keep,
+                                                 self._labels.version)
+                         for pipeline, partitions in parts])
         for pipeline, partitions in parts:
             if pipeline.book is not None:
                 pipeline.book.contribute(snap, partitions)

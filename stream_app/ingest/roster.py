@@ -1,7 +1,7 @@
 """The gateway's roster: CRM owner ids to teams from the ``rep.updated`` events on the
 roster topic, so a webhook that carries only an owner id lands in the owner's team.
 
-:class:`Roster` keeps each owner's latest event (time, then id), as the worker does;
+:class:`Roster` keeps each owner's latest event (time, then id) by the worker's rule;
 :class:`RosterFollower` reads the whole topic from the beginning at start, then follows
 it (no consumer group: every gateway process reads every partition). A team from the
 roster comes before the mapping file's ``owners`` (the roster's start) and its
@@ -24,6 +24,7 @@ from stream_app.adapters.kafka import client_kwargs
 from stream_app.config import Settings, contract_rules
 from stream_app.events.codec import Rejection, decode_event
 from stream_app.events.models import RepUpdated
+from stream_app.kpi.reps import RepState, apply_rep_update
 from stream_app.kpi.windows import ms_from_datetime
 
 log = logging.getLogger(__name__)
@@ -33,25 +34,26 @@ TOPIC_POLL_SECONDS = 5.0
 
 
 class Roster:
-    """Each owner's latest ``rep.updated``: (time_ms, event_id, team or None)."""
+    """Each owner's profile, kept by the worker's rule (:func:`apply_rep_update`: the
+    latest event by time, then id)."""
 
     def __init__(self) -> None:
-        self._latest: dict[str, tuple[int, str, str | None]] = {}
+        self._states: dict[str, RepState] = {}
 
     def note(self, event: RepUpdated) -> None:
-        """Keep the event if it is the owner's latest (any order, any repeat)."""
-        mark = (ms_from_datetime(event.time), event.id)
-        current = self._latest.get(event.data.owner_id)
-        if current is None or current[:2] < mark:
-            self._latest[event.data.owner_id] = (*mark, event.data.team)
+        """Fold the event into its owner's profile (any order, any repeat)."""
+        owner = event.data.owner_id
+        self._states[owner] = apply_rep_update(
+            self._states.get(owner) or RepState(owner), ms_from_datetime(event.time),
+            event.id, event.data.name, event.data.team)
 
     def team(self, owner_id: str) -> str | None:
         """The owner's team in the roster; None when unknown or the profile names none."""
-        found = self._latest.get(owner_id)
-        return None if found is None else found[2]
+        found = self._states.get(owner_id)
+        return None if found is None or found.profile is None else found.profile[3]
 
     def __len__(self) -> int:
-        return len(self._latest)
+        return len(self._states)
 
 
 class RosterFollower:

@@ -68,7 +68,7 @@ from stream_app.kpi.kinds import (
     TEAM_DAY,
     WATERFALL,
 )
-from stream_app.kpi.lifecycle import LOST, WON, Close, Lifecycle, owner_at
+from stream_app.kpi.lifecycle import LOST, WON, Close, Lifecycle, merged_marks, owner_at
 from stream_app.kpi.money import Pricing
 from stream_app.kpi.windows import MS_PER_DAY, day_of, ms_from_datetime
 
@@ -259,7 +259,7 @@ def apply_deal_event(state: DealState, event: DealEvent) -> DealState:
             return state
         if isinstance(event, DealReopened):
             lifecycle = state.lifecycle.with_marks(reopenings=((at, event.id),))
-            if lifecycle != state.lifecycle:
+            if lifecycle is not state.lifecycle:
                 state = replace(state, lifecycle=lifecycle)
             if event.data.stage is None:
                 return state
@@ -267,10 +267,10 @@ def apply_deal_event(state: DealState, event: DealEvent) -> DealState:
                                                                None)
         else:
             amount = None if event.data.amount is None else str(event.data.amount)
-            if isinstance(event, DealUpdated) and event.data.owner_id is not None and \
-                    all(change[1] != event.id for change in state.owners):
-                state = replace(state, owners=tuple(sorted(
-                    (*state.owners, (at, event.id, event.data.owner_id)))))
+            if isinstance(event, DealUpdated) and event.data.owner_id is not None:
+                owners = merged_marks(state.owners, ((at, event.id, event.data.owner_id),))
+                if owners is not state.owners:
+                    state = replace(state, owners=owners)
             if isinstance(event, DealUpdated) and amount is None:
                 return state  # owner, expected close, forecast category: no amount change
             to_stage = event.data.to_stage if isinstance(event, DealStageChanged) else None

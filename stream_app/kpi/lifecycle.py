@@ -32,6 +32,7 @@ __all__ = [
     "Lifecycle",
     "OwnerChange",
     "Reopening",
+    "merged_marks",
     "owner_at",
 ]
 
@@ -71,8 +72,9 @@ def _order(mark: tuple[Any, ...]) -> tuple[int, str]:
     return int(mark[0]), str(mark[1])
 
 
-def _merged(marks: tuple[Any, ...], new: tuple[Any, ...]) -> tuple[Any, ...]:
-    """``marks`` and ``new`` sorted by (time, id), one per event id (the first kept)."""
+def merged_marks(marks: tuple[Any, ...], new: tuple[Any, ...]) -> tuple[Any, ...]:
+    """``marks`` and ``new`` sorted by (time, id), one per event id (the first kept);
+    ``marks`` itself when ``new`` adds nothing."""
     seen = {mark[1] for mark in marks}
     fresh = []
     for mark in new:
@@ -111,9 +113,12 @@ class Lifecycle:
     def with_marks(self, closes: tuple[Close, ...] = (), reopenings: tuple[Reopening, ...] = (),
                    deletions: tuple[Deletion, ...] = ()) -> Lifecycle:
         """These marks added (repeats by event id ignored), then :meth:`pruned`."""
-        merged = Lifecycle(_merged(self.closes, closes), _merged(self.reopenings, reopenings),
-                           _merged(self.deletions, deletions))
-        return merged.pruned()
+        merged = (merged_marks(self.closes, closes), merged_marks(self.reopenings, reopenings),
+                  merged_marks(self.deletions, deletions))
+        if all(new is old for new, old in zip(
+                merged, (self.closes, self.reopenings, self.deletions), strict=True)):
+            return self  # nothing new: callers tell an unchanged state by identity
+        return Lifecycle(*merged).pruned()
 
     def pruned(self) -> Lifecycle:
         """Only the marks that can still decide an answer: the latest reopening, the closes

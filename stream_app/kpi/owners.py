@@ -25,7 +25,7 @@ from typing import Any
 
 from stream_app.kpi.deals import Contributions
 from stream_app.kpi.kinds import OWNER_QUOTA, OWNER_WON
-from stream_app.kpi.lifecycle import WON, Lifecycle, OwnerChange, owner_at
+from stream_app.kpi.lifecycle import WON, Lifecycle, OwnerChange, merged_marks, owner_at
 from stream_app.kpi.money import Pricing
 from stream_app.kpi.windows import MS_PER_DAY
 
@@ -121,15 +121,14 @@ def apply_owner_win(state: OwnerWin, owner_id: str, lifecycle: Lifecycle,
     """Add a record's marks to the deal's (a union: any order, any repeat)."""
     merged = state.lifecycle.with_marks(lifecycle.closes, lifecycle.reopenings,
                                         lifecycle.deletions)
-    known = {change[1] for change in state.owner_changes}
-    changes = state.owner_changes + tuple(c for c in owner_changes if c[1] not in known)
+    changes = merged_marks(state.owner_changes, owner_changes)
     kept = creation if state.creation is None or (
         creation is not None and creation[:2] < state.creation[:2]) else state.creation
     if merged is state.lifecycle and state.owner_id == owner_id and \
-            len(changes) == len(state.owner_changes) and kept == state.creation:
+            changes is state.owner_changes and kept == state.creation:
         return state
     return replace(state, owner_id=owner_id, lifecycle=merged, creation=kept,
-                   owner_changes=tuple(sorted(changes)))
+                   owner_changes=changes)
 
 
 def owner_contributions(state: OwnerState, pricing: Pricing) -> Contributions:

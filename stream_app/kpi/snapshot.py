@@ -19,8 +19,8 @@ __all__ = [
 
 import json
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from stream_app.kpi.accounts import NEW_CUSTOMER_CHURN
@@ -109,6 +109,18 @@ class Snapshot:
             self.folded[label] = self.folded.get(label, set()) | values
 
 
+def combined(snapshots: Sequence[Snapshot]) -> Snapshot:
+    """One snapshot of every table's: the first (the deals') with the others' account and
+    owner aggregates merged in and the latest event time of all; the inputs are left as
+    they are (they may be cached)."""
+    first, *others = snapshots
+    latest = [s.latest_event_ms for s in snapshots if s.latest_event_ms is not None]
+    snap = replace(first, folded=dict(first.folded), latest_event_ms=max(latest, default=None))
+    for other in others:
+        snap.merge(other)
+    return snap
+
+
 def _split(part: str) -> tuple[int, str]:
     day, _, name = part.partition(":")
     return int(day), name
@@ -191,11 +203,7 @@ def snapshot_from_cells(
             continue
         label = KIND_LABEL.get(kind)
         if label is not None:
-            if keep is not None and not keep(label, group):
-                folded[label].add(group)
-                group = OTHER_GROUP
-            elif group in RESERVED_GROUPS:
-                group += "_"
+            group = _exported(label, group, keep, folded)
         if kind == TEAM_DAY:
             add_vector(snap.buckets, (group, int(part)), value)
         elif kind == OPEN_PIPELINE:
@@ -238,6 +246,17 @@ def snapshot_from_cells(
     return snap
 
 
+def _exported(label: str, value: str, keep: Callable[[str, str], bool] | None,
+              folded: dict[str, set[str]] | None) -> str:
+    """A label value as exported: :data:`OTHER_GROUP` when ``keep`` refuses it (noted in
+    ``folded`` when given), a reserved value with a trailing "_", else itself."""
+    if keep is not None and not keep(label, value):
+        if folded is not None:
+            folded[label].add(value)
+        return OTHER_GROUP
+    return value + "_" if value in RESERVED_GROUPS else value
+
+
 def _owner_profile(snap: Snapshot, owner: str, part: str, value: list[int],
                    keep: Callable[[str, str], bool] | None) -> None:
     """An owner's roster profile, for owners and teams the caps admit (a profile is not a
@@ -245,12 +264,8 @@ def _owner_profile(snap: Snapshot, owner: str, part: str, value: list[int],
     if not value[0] or (keep is not None and not keep("owner", owner)):
         return
     name, team = json.loads(part)
-    team = team or NO_VALUE
-    if keep is not None and not keep("team", team):
-        team = OTHER_GROUP
-    elif team in RESERVED_GROUPS:
-        team += "_"
-    snap.owner_profiles[owner + "_" if owner in RESERVED_GROUPS else owner] = (name, team)
+    snap.owner_profiles[_exported("owner", owner, None, None)] = (
+        name, _exported("team", team or NO_VALUE, keep, None))
 
 
 def _owner_aggregate(snap: Snapshot, kind: str, owner: str, part: str, value: list[int],
@@ -268,10 +283,5 @@ def _owner_aggregate(snap: Snapshot, kind: str, owner: str, part: str, value: li
     if not value[1]:
         return
     period, _, team = part.partition("|")
-    if keep is not None and not keep("team", team):
-        folded["team"].add(team)
-        team = OTHER_GROUP
-    elif team in RESERVED_GROUPS:
-        team += "_"
     _count(snap.quota_cents, (owner, period), value[0])
-    snap.quota_team[(owner, period)] = team
+    snap.quota_team[(owner, period)] = _exported("team", team, keep, folded)

@@ -24,7 +24,7 @@ from stream_app.events.routing import route_of
 from stream_app.kpi.fold import BatchWriter
 from stream_app.kpi.report import ReportConfig, build_report
 from stream_app.kpi.rows import Report
-from stream_app.kpi.snapshot import snapshot_from_aggregates
+from stream_app.kpi.snapshot import combined, snapshot_from_aggregates
 from stream_app.sources.spec import Feed, SideBook, SourceSpec, fold_message
 
 
@@ -94,14 +94,10 @@ class InMemoryPipeline:
 
     def report(self, config: ReportConfig) -> Report:
         """Every KPI at the latest event time folded."""
-        first, *others = [snapshot_from_aggregates(self.stores[spec.name].items(), {0})
-                          for spec in self.specs]
-        for other in others:
-            first.merge(other)
-            if other.latest_event_ms is not None:
-                first.latest_event_ms = max(first.latest_event_ms or 0, other.latest_event_ms)
+        snap = combined([snapshot_from_aggregates(self.stores[spec.name].items(), {0})
+                         for spec in self.specs])
         for book in self.books.values():
-            book.contribute(first, frozenset({0}))
-        if first.latest_event_ms is None:
+            book.contribute(snap, frozenset({0}))
+        if snap.latest_event_ms is None:
             raise ValueError("nothing folded yet")
-        return build_report(first, first.latest_event_ms, config)
+        return build_report(snap, snap.latest_event_ms, config)

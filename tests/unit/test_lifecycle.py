@@ -90,6 +90,9 @@ def test_a_record_keeps_only_the_marks_that_can_still_decide() -> None:
     assert lifecycle.reopenings == ((20, "r20"),)
     assert lifecycle.deletions == ((60, "s60", False),)
     assert Lifecycle.from_json(lifecycle.to_json()) == lifecycle
+    # A mark read again changes nothing, down to the object (folds skip the write).
+    assert lifecycle.with_marks(closes=lifecycle.closes,
+                                reopenings=lifecycle.reopenings) is lifecycle
 
 
 def _event(kind: str, ident: str, day: int, **data: Any) -> Any:
