@@ -11,7 +11,14 @@ from typing import Any
 from stream_app.adapters.faust_compat import Table, store_dict
 from stream_app.kpi.fold import parse_aggregate_key
 from stream_app.kpi.kinds import OWNER_QUOTA, POSITION
-from stream_app.kpi.snapshot import KIND_LABEL, Cell, Snapshot, snapshot_from_cells, update_cell
+from stream_app.kpi.snapshot import (
+    KIND_LABEL,
+    Cell,
+    Snapshot,
+    apply_cell_changes,
+    snapshot_from_cells,
+    update_cell,
+)
 
 
 class AggregateIndex:
@@ -27,6 +34,8 @@ class AggregateIndex:
         self._dirty: set[str] = set()
         self._partitions: frozenset[int] | None = None
         self._snapshot: tuple[Any, Snapshot] | None = None
+        #: Moves whenever :meth:`snapshot` gives a snapshot that differs from the last.
+        self.version = 0
 
     def rebuild(self) -> None:
         """After a recovery: index every key again and re-sum at the next read."""
@@ -58,24 +67,35 @@ class AggregateIndex:
 
     def snapshot(self, partitions: frozenset[int], keep: Callable[[str, str], bool],
                  labels_version: int) -> Snapshot:
-        """The table's snapshot; the last one again while no cell, partition or label
-        verdict (``labels_version``) changed. Callers must not modify it."""
-        changed = self._refresh(partitions)
-        if changed or self._snapshot is None or self._snapshot[0] != labels_version:
-            self._snapshot = (labels_version, snapshot_from_cells(self._cells, partitions, keep))
-        return self._snapshot[1]
+        """The table's snapshot: the same object while no cell, partition or label
+        verdict (``labels_version``) changed, moved in place by the cells that changed
+        (built again when the partitions or the verdicts changed, or an owner's quota,
+        win or profile did). :attr:`version` tells the caller whether it changed.
+        Callers must not modify it."""
+        changes = self._refresh(partitions)
+        cached = self._snapshot
+        if (cached is None or changes is None or cached[0] != labels_version
+                or (changes and not apply_cell_changes(cached[1], changes, keep))):
+            snapshot = snapshot_from_cells(self._cells, partitions, keep)
+            self._snapshot = (labels_version, snapshot)
+            self.version += 1
+            return snapshot
+        if changes:
+            self.version += 1
+        return cached[1]
 
-    def _refresh(self, partitions: frozenset[int]) -> bool:
+    def _refresh(self, partitions: frozenset[int]) -> list[tuple[Cell, Any, Any]] | None:
         """Bring the per-cell sums of ``partitions`` up to date: from the keys written
-        since the last call, or from scratch when the partitions changed; returns
-        whether any sum changed."""
+        since the last call, returning each changed cell with its sum before and after,
+        or from scratch when the partitions changed, returning None."""
         data = store_dict(self.table)
-        changed = partitions != self._partitions
-        if changed:
+        rebuilt = partitions != self._partitions
+        if rebuilt:
             self._cells, self._merged = {}, {}
             self._dirty = set(self.keys)
             self._partitions = partitions
         cells, merged, keys = self._cells, self._merged, self.keys
+        before: dict[Cell, Any] = {}
         for key in self._dirty:
             parsed = keys.get(key)
             if parsed is None or parsed[1] not in partitions or parsed[0] == POSITION:
@@ -86,8 +106,13 @@ class AggregateIndex:
             new = record["v"]
             old = merged.get(key)
             if new is not old:
+                cell = (parsed[0], parsed[2], parsed[3])
+                if cell not in before:
+                    before[cell] = cells.get(cell)
                 update_cell(cells, parsed, old, new)
                 merged[key] = new
-                changed = True
         self._dirty = set()
-        return changed
+        if rebuilt:
+            return None
+        return [(cell, old, cells[cell]) for cell, old in before.items()
+                if cells[cell] is not old]

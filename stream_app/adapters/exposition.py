@@ -1,13 +1,16 @@
-"""The text exposition of the worker's registry, written fast."""
+"""The text exposition of the worker's registry, written fast and reused where the
+state did not change."""
 
 from __future__ import annotations
 
-__all__ = ["render"]
+__all__ = ["RowGauge", "TextRenderer", "render"]
 
-from collections.abc import Callable
-from typing import cast
+from collections.abc import Callable, Sequence
+from typing import Any, cast
 
 from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.samples import Sample
 from prometheus_client.utils import floatToGoString as _untyped_float_to_go
 
 #: Prometheus' text form of a sample value (client_python's function, untyped upstream).
@@ -18,32 +21,128 @@ _FAST_TYPES = {"gauge": "gauge", "counter": "counter", "gaugehistogram": "histog
 _SPLIT_SUFFIXES = ("_created", "_gsum", "_gcount")
 
 
-def render(registry: CollectorRegistry) -> bytes:
-    """The text exposition of a registry: byte for byte what prometheus_client's
-    ``generate_latest`` writes, about twice as fast for the families this collector
-    yields (gauges, counters, gauge histograms; anything else goes through the library)."""
-    metrics = list(registry.collect())
-    if any(metric.type not in _FAST_TYPES for metric in metrics):
-        return generate_latest(registry)
-    out: list[str] = []
-    append = out.append
-    for metric in metrics:
-        name = metric.name + "_total" if metric.type == "counter" else metric.name
-        doc = metric.documentation.replace("\\", r"\\").replace("\n", r"\n")
-        append(f"# HELP {name} {doc}\n# TYPE {name} {_FAST_TYPES[metric.type]}\n")
-        split: dict[str, list[str]] = {}
-        for sample in metric.samples:
-            labels = sample.labels
-            text = (",".join(f'{k}="{str(labels[k]).translate(_ESCAPE)}"' for k in sorted(labels))
-                    if labels else "")
-            line = (f"{sample.name}{{{text}}} {_go_float(sample.value)}\n" if text
-                    else f"{sample.name} {_go_float(sample.value)}\n")
-            suffix = sample.name[len(metric.name):]
-            if suffix in _SPLIT_SUFFIXES and sample.name.startswith(metric.name):
-                split.setdefault(suffix, []).append(line)
+class RowGauge(GaugeMetricFamily):
+    """A gauge family that keeps its samples as (label values, value) rows and makes
+    prometheus_client's ``Sample`` objects only when something asks for ``samples``
+    (:class:`TextRenderer` writes the rows directly). Not to be changed once collected:
+    the renderer keeps the text of a family it has written."""
+
+    def __init__(self, name: str, documentation: str, labels: Sequence[str]):
+        self.rows: list[tuple[tuple[str, ...], float]] = []
+        super().__init__(name, documentation, labels=labels)
+
+    def add_metric(self, labels: Sequence[str], value: float,
+                   timestamp: Any = None) -> None:
+        """Add one sample (no timestamp: the exposition never sets one)."""
+        if timestamp is not None:
+            raise ValueError("RowGauge samples carry no timestamp")
+        self.rows.append((tuple(labels), value))
+
+    @property
+    def samples(self) -> list[Sample]:
+        """The rows as prometheus_client samples."""
+        names = self._labelnames
+        return [Sample(self.name, dict(zip(names, labels, strict=True)), value, None)
+                for labels, value in self.rows]
+
+    @samples.setter
+    def samples(self, value: list[Sample]) -> None:
+        if value:
+            raise ValueError("add samples with add_metric")
+
+
+def _header(name: str, documentation: str, kind: str) -> str:
+    doc = documentation.replace("\\", r"\\").replace("\n", r"\n")
+    return f"# HELP {name} {doc}\n# TYPE {name} {kind}\n"
+
+
+class TextRenderer:
+    """Writes the text exposition of a registry: byte for byte what prometheus_client's
+    ``generate_latest`` writes. A :class:`RowGauge` is written from its rows, with the
+    line of a series whose value did not change since the previous call reused, and a
+    family object seen at the previous call (a collector that reused it) reused whole."""
+
+    def __init__(self) -> None:
+        self._lines: dict[str, dict[tuple[str, ...], tuple[float, str]]] = {}
+        self._texts: dict[int, tuple[Metric, str]] = {}
+
+    def render(self, registry: CollectorRegistry) -> bytes:
+        """The exposition of every family ``registry`` collects now."""
+        metrics = list(registry.collect())
+        if any(metric.type not in _FAST_TYPES for metric in metrics):
+            return generate_latest(registry)
+        return self.render_families(metrics)
+
+    def render_families(self, metrics: Sequence[Metric]) -> bytes:
+        """The exposition of ``metrics`` (gauges, counters and gauge histograms)."""
+        texts: dict[int, tuple[Metric, str]] = {}
+        lines: dict[str, dict[tuple[str, ...], tuple[float, str]]] = {}
+        out: list[str] = []
+        for metric in metrics:
+            known = self._texts.get(id(metric))
+            if known is not None and known[0] is metric:
+                text = known[1]
+                if isinstance(metric, RowGauge):
+                    lines[metric.name] = self._lines.get(metric.name, {})
+            elif isinstance(metric, RowGauge):
+                text = self._row_gauge(metric, lines)
             else:
-                append(line)
-        for suffix, lines in sorted(split.items()):
-            append(f"# HELP {metric.name}{suffix} {doc}\n# TYPE {metric.name}{suffix} gauge\n")
-            out.extend(lines)
-    return "".join(out).encode("utf-8")
+                text = _family(metric)
+            if isinstance(metric, RowGauge):
+                texts[id(metric)] = (metric, text)
+            out.append(text)
+        self._texts, self._lines = texts, lines
+        return "".join(out).encode("utf-8")
+
+    def _row_gauge(self, metric: RowGauge,
+                   lines: dict[str, dict[tuple[str, ...], tuple[float, str]]]) -> str:
+        name = metric.name
+        previous = self._lines.get(name, {})
+        current: dict[tuple[str, ...], tuple[float, str]] = {}
+        names = metric._labelnames
+        order = sorted(range(len(names)), key=names.__getitem__)
+        prefixes = [f'{names[i]}="' for i in order]
+        out = [_header(name, metric.documentation, "gauge")]
+        append = out.append
+        for labels, value in metric.rows:
+            known = previous.get(labels)
+            if known is not None and known[0] == value and type(known[0]) is type(value):
+                line = known[1]
+            elif labels:
+                text = '",'.join(prefix + labels[i].translate(_ESCAPE)
+                                 for prefix, i in zip(prefixes, order, strict=True))
+                line = f'{name}{{{text}"}} {_go_float(value)}\n'
+            else:
+                line = f"{name} {_go_float(value)}\n"
+            current[labels] = (value, line)
+            append(line)
+        lines[name] = current
+        return "".join(out)
+
+
+def _family(metric: Metric) -> str:
+    """One family of a fast type from its samples."""
+    name = metric.name + "_total" if metric.type == "counter" else metric.name
+    out = [_header(name, metric.documentation, _FAST_TYPES[metric.type])]
+    append = out.append
+    split: dict[str, list[str]] = {}
+    for sample in metric.samples:
+        labels = sample.labels
+        text = (",".join(f'{k}="{str(labels[k]).translate(_ESCAPE)}"' for k in sorted(labels))
+                if labels else "")
+        line = (f"{sample.name}{{{text}}} {_go_float(sample.value)}\n" if text
+                else f"{sample.name} {_go_float(sample.value)}\n")
+        suffix = sample.name[len(metric.name):]
+        if suffix in _SPLIT_SUFFIXES and sample.name.startswith(metric.name):
+            split.setdefault(suffix, []).append(line)
+        else:
+            append(line)
+    for suffix, split_lines in sorted(split.items()):
+        append(_header(metric.name + suffix, metric.documentation, "gauge"))
+        out.extend(split_lines)
+    return "".join(out)
+
+
+def render(registry: CollectorRegistry) -> bytes:
+    """The text exposition of a registry, written once (see :class:`TextRenderer`)."""
+    return TextRenderer().render(registry)

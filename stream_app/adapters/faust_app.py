@@ -16,7 +16,6 @@ import logging
 import os
 import sys
 import time
-from collections import deque
 from collections.abc import Awaitable, Sequence
 from functools import partial
 from typing import Any, cast
@@ -25,7 +24,6 @@ import faust
 from faust.types import TP, EventT
 from prometheus_client import CollectorRegistry
 
-from stream_app.adapters.exposition import render
 from stream_app.adapters.faust_compat import (
     ChangelogApply,
     Table,
@@ -43,16 +41,16 @@ from stream_app.adapters.faust_compat import (
 )
 from stream_app.adapters.kafka import client_kwargs, committed_offsets, fetched_high_watermarks
 from stream_app.adapters.label_registry import LabelRegistry
+from stream_app.adapters.loop_watch import LoopWatch
 from stream_app.adapters.metrics import PulseCollector
 from stream_app.adapters.pipeline import PipelineContext, SourcePipeline
 from stream_app.adapters.redis_store import RedisStore
+from stream_app.adapters.scrape import Scrape
 from stream_app.config import Settings, contract_rules, pricing, report_config
 from stream_app.kpi.fold import clock_key, position_key, supersedes
-from stream_app.kpi.report import build_report
 from stream_app.kpi.rows import Report
 from stream_app.kpi.scoring import load_rules
-from stream_app.kpi.snapshot import combined
-from stream_app.ops import LOOP_LAG_WINDOW_SECONDS, OperationalStats
+from stream_app.ops import OperationalStats
 from stream_app.sources.catalogue import catalogue
 
 log = logging.getLogger(__name__)
@@ -60,7 +58,6 @@ log = logging.getLogger(__name__)
 FATAL_EXIT_GRACE_SECONDS = 10.0
 
 #: How often the event-loop lag probe sleeps (and so measures).
-LOOP_PROBE_SECONDS = 0.25
 
 
 #: How long a batch being folded when the worker stops may take to finish.
@@ -118,6 +115,7 @@ class PulseWorker:
         self._crashing: asyncio.Future[None] | None = None
         self._recovery_watch: asyncio.Future[None] | None = None
         self._loop_probe: asyncio.Future[None] | None = None
+        self._loop_watch = LoopWatch(self._stats)
         self._ready: frozenset[tuple[str, int]] = frozenset()
         self._recovered: set[str] = set()
         self.redis = RedisStore(
@@ -128,7 +126,9 @@ class PulseWorker:
         self._labels = LabelRegistry(self.redis, settings.label_cap)
         self.app = self._make_app()
         self.registry = CollectorRegistry()
-        PulseCollector(self, self.registry)
+        self._collector = PulseCollector(self, self.registry)
+        self._scrape = Scrape(lambda: self.pipelines, self._active_partitions, self._labels,
+                              self.clock, lambda: self._shared_clock_ms, self._report_config)
         context = PipelineContext(
             rules=contract_rules(settings), redis=self.redis, labels=self._labels,
             stats=self._stats, producer=lambda: self.app.producer,
@@ -215,16 +215,20 @@ class PulseWorker:
         @app.timer(1.0)
         async def _tick() -> None:
             await self._refresh()
+            self._scrape.keep_current()
+            self._loop_watch.freeze_heap()
 
         @app.on_partitions_assigned.connect  # type: ignore[arg-type]  # as for _revoked
         async def _assigned(sender: Any, *args: Any, **kwargs: Any) -> None:
             if self._recovery_watch is None:
                 self._recovery_watch = asyncio.ensure_future(self._watch_recovery_forever())
-                self._loop_probe = asyncio.ensure_future(self._probe_loop_lag())
+                self._loop_probe = asyncio.ensure_future(
+                    self._loop_watch.probe(lambda: self.fatal is None))
 
         @app.page("/metrics")
         async def metrics(web: Any, request: Any) -> Any:
-            return web.bytes(render(self.registry), content_type="text/plain; version=0.0.4")
+            return web.bytes(await self._scrape.exposition(self._collector),
+                             content_type="text/plain; version=0.0.4")
 
         @app.page("/healthz")
         async def healthz(web: Any, request: Any) -> Any:
@@ -240,21 +244,6 @@ class PulseWorker:
             body = self.readiness()
             return web.json(body, status=200 if body["ready"] else 503)
 
-    async def _probe_loop_lag(self) -> None:
-        """Measure how late the event loop wakes a sleeping task (a blocking call, a long
-        scrape), keeping the largest lag of the last few seconds."""
-        stats, recent = self._stats, deque[tuple[float, float]]()
-        while self.fatal is None:
-            asked = time.monotonic()
-            await asyncio.sleep(LOOP_PROBE_SECONDS)
-            now = time.monotonic()
-            lag = max(now - asked - LOOP_PROBE_SECONDS, 0.0)
-            recent.append((now, lag))
-            while recent[0][0] < now - LOOP_LAG_WINDOW_SECONDS:
-                recent.popleft()
-            stats.loop_lag_seconds = max(value for _, value in recent)
-            stats.loop_lag_max_seconds = max(stats.loop_lag_max_seconds, lag)
-
     def liveness(self) -> dict[str, Any]:
         """What ``/livez`` answers: live unless the worker is failing or its event loop
         ran later than ``liveness_max_loop_lag_seconds``."""
@@ -262,7 +251,8 @@ class PulseWorker:
         bound = self.settings.liveness_max_loop_lag_seconds
         live = self.fatal is None and (lag is None or lag < bound)
         return {"live": live, "loop_lag_seconds": lag, "max_loop_lag_seconds": bound,
-                "fatal": self.fatal}
+                "fatal": self.fatal,
+                "recent_loop_lags": self._loop_watch.samples()}
 
     def readiness(self) -> dict[str, Any]:
         """What ``/readyz`` answers: ready once the worker joined the group and every
@@ -297,6 +287,7 @@ class PulseWorker:
         if self._stale_recovery(name):
             return
         self._recovered.add(pipeline.spec.name)
+        self._loop_watch.freeze_heap(force=True)
         self._maybe_ready()
 
     def _stale_recovery(self, table: str) -> bool:
@@ -518,23 +509,7 @@ class PulseWorker:
 
     def report(self) -> Report | None:
         """KPIs of the partitions owned now (the ``KpiSource`` protocol)."""
-        parts = [(pipeline, self._active_partitions(pipeline.spec.topic))
-                 for pipeline in self.pipelines]
-        snap = combined([pipeline.index.snapshot(partitions, self._labels.keep,
-                                                 self._labels.version)
-                         for pipeline, partitions in parts])
-        for pipeline, partitions in parts:
-            if pipeline.book is not None:
-                pipeline.book.contribute(snap, partitions)
-        if self.clock == "wall":
-            as_of = int(time.time() * 1000)
-        else:
-            candidates = [v for v in (snap.latest_event_ms, self._shared_clock_ms)
-                          if v is not None]
-            if not candidates:
-                return None
-            as_of = max(candidates)
-        return build_report(snap, as_of, self._report_config)
+        return self._scrape.report()
 
     def stats(self) -> OperationalStats:
         """Operational counters of this process."""

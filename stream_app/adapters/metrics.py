@@ -10,7 +10,7 @@ from __future__ import annotations
 
 __all__ = ["KpiSource", "PulseCollector"]
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Protocol
 
 from prometheus_client import CollectorRegistry
@@ -71,6 +71,7 @@ class PulseCollector(Collector):
 
     def __init__(self, source: KpiSource, registry: CollectorRegistry | None = None):
         self._source = source
+        self._sections: dict[str, tuple[tuple[object, ...], list[Metric]]] = {}
         if registry is not None:
             registry.register(self)
 
@@ -80,16 +81,30 @@ class PulseCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         """Compute and yield every metric family."""
-        source = self._source
+        yield from self.head()
+        report = self._source.report()
+        if report is not None:
+            yield from self.kpi_families(report)
+        yield from self.tail()
+
+    def head(self) -> Iterator[Metric]:
+        """The build's info family (first in every scrape)."""
         info = GaugeMetricFamily(
             "pulse_info", "Pipeline Pulse build and settings.",
             labels=["reporting_currency", "clock"],
         )
-        info.add_metric([source.reporting_currency, source.clock], 1)
+        info.add_metric([self._source.reporting_currency, self._source.clock], 1)
         yield info
-        report = source.report()
-        if report is not None:
-            yield from self._kpis(report)
+
+    def kpi_families(self, report: Report) -> list[Metric]:
+        """Every KPI family of ``report``; reads nothing but the report, so it may run
+        off the event loop (one call at a time)."""
+        return list(self._kpis(report))
+
+    def tail(self) -> Iterator[Metric]:
+        """Operational families (counters of the running process, read where they are
+        written)."""
+        source = self._source
         yield from operational_families(source.stats())
         up = gauge("dedup_store_up", "1 if the Redis dedup store answered last time.", [])
         up.add_metric([], 1 if source.dedup_up() else 0)
@@ -114,6 +129,51 @@ class PulseCollector(Collector):
                           "Latest event time folded into the partitions this worker exports.", [])
             last.add_metric([], report.latest_event_ms / 1000)
             yield last
+        r = report
+        yield from self._section("windows", (r.windows,), lambda: self._windows(r))
+        yield from self._section("stages", (r.stages,), lambda: self._stages(r))
+        yield from self._section("churn", (r.churn,), lambda: self._churn(r))
+        yield from self._section("dimensions", (r.dimensions,), lambda: self._dimensions(r))
+        yield from self._section("stints", (r.stints, r.bottlenecks), lambda: self._stints(r))
+        yield from self._section("waterfall", (r.waterfall,), lambda: self._waterfall(r))
+        yield from self._section("competitors", (r.competitors,),
+                                 lambda: self._competitors(r))
+        yield from self._section("growth", (r.growth,), lambda: self._growth(r))
+        if r.clv is not None:
+            clv = r.clv
+            yield from self._section("clv", (clv,), lambda: self._clv(clv))
+        yield from self._section("quotas", (r.quotas, r.required_coverage, r.attainment),
+                                 lambda: self._quotas(r))
+        yield from self._section("leads", (r.leads, r.lead_bands, r.lead_scores),
+                                 lambda: self._leads(r))
+        yield from self._section("activities", (r.activities, r.owner_activities),
+                                 lambda: self._activities(r))
+        yield from self._section("owners", (r.owner_deals, r.owner_pipeline,
+                                            r.owner_profiles), lambda: self._owner_deals(r))
+        yield from self._section("folded", (r.folded,), lambda: self._folded(r))
+
+    def _section(self, name: str, inputs: tuple[object, ...],
+                 families: Callable[[], Iterable[Metric]]) -> list[Metric]:
+        """The families of one section of the report: the ones of the previous scrape
+        when it read the very same row objects (a report rebuilt only in part keeps the
+        others), so the renderer reuses their text."""
+        known = self._sections.get(name)
+        if known is not None and len(known[0]) == len(inputs) and all(
+                a is b for a, b in zip(known[0], inputs, strict=True)):
+            return known[1]
+        built = list(families())
+        self._sections[name] = (inputs, built)
+        return built
+
+    def _folded(self, report: Report) -> Iterator[Metric]:
+        folded = gauge("label_values_folded",
+                        "Distinct label values over their cap, summed into the value other.",
+                        ["label"])
+        for label in FOLDED_LABELS:
+            folded.add_metric([label], report.folded.get(label, 0))
+        yield folded
+
+    def _windows(self, report: Report) -> Iterator[Metric]:
         wl = ["team", "window"]
         fams = {
             "created": gauge("created_deals", "Deals created in the window.", wl),
@@ -160,25 +220,6 @@ class PulseCollector(Collector):
                 if value is not None:
                     fams[name].add_metric(labels, value)
         yield from fams.values()
-        yield from self._stages(report)
-        yield from self._churn(report)
-        yield from self._dimensions(report)
-        yield from self._stints(report)
-        yield from self._waterfall(report)
-        yield from self._competitors(report)
-        yield from self._growth(report)
-        if report.clv is not None:
-            yield from self._clv(report.clv)
-        yield from self._quotas(report)
-        yield from self._leads(report)
-        yield from self._activities(report)
-        yield from self._owner_deals(report)
-        folded = gauge("label_values_folded",
-                        "Distinct label values over their cap, summed into the value other.",
-                        ["label"])
-        for label in FOLDED_LABELS:
-            folded.add_metric([label], report.folded.get(label, 0))
-        yield folded
 
     def _stages(self, report: Report) -> Iterator[Metric]:
         sl = ["team", "stage"]

@@ -7,14 +7,15 @@ __all__ = ["counter", "gauge", "operational_families"]
 
 from collections.abc import Iterator, Mapping
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, Metric
 
+from stream_app.adapters.exposition import RowGauge
 from stream_app.ops import OperationalStats
 
 
-def gauge(name: str, doc: str, labels: list[str]) -> GaugeMetricFamily:
+def gauge(name: str, doc: str, labels: list[str]) -> RowGauge:
     """A gauge family named ``pulse_<name>``."""
-    return GaugeMetricFamily(f"pulse_{name}", doc, labels=labels)
+    return RowGauge(f"pulse_{name}", doc, labels)
 
 
 def counter(name: str, doc: str, label: str, counts: Mapping[str, int]) -> Metric:

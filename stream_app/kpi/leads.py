@@ -126,7 +126,7 @@ def score_inputs(state: LeadState, rules: ScoringRules) -> ScoreInputs | None:
         return None
     crossings = hot_crossings(state, rules)
     return ScoreInputs(str(state.created[2]["source"]), _fit(state, rules),
-                       tuple((at, action) for at, _, action in state.engagements),
+                       tuple(sorted((at, action) for at, _, action in state.engagements)),
                        crossings[-1][0] if crossings else None)
 
 

@@ -37,13 +37,14 @@ __all__ = [
     "REQUIRED_COVERAGE_DAYS",
     "ReportConfig",
     "build_report",
+    "lead_score_kpis",
 ]
 
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from stream_app.kpi.accounts import ACTIVE_BUYER_DAYS
 from stream_app.kpi.activities import ACTIVITY_KINDS
@@ -78,14 +79,17 @@ from stream_app.kpi.snapshot import (
     RESERVED_GROUPS,
     Snapshot,
 )
+from stream_app.kpi.trailing import DayCells
 from stream_app.kpi.windows import (
     WindowSpec,
     current_periods,
     day_of,
     month_bounds,
     previous_month_bounds,
-    window_first_day,
 )
+
+if TYPE_CHECKING:
+    from stream_app.kpi.live import ReportMemo
 
 #: Days of the win rate behind the required coverage.
 REQUIRED_COVERAGE_DAYS = 90
@@ -164,38 +168,18 @@ def _windowed_sums(cells: dict[tuple[Any, ...], list[int]], cfg: ReportConfig,
                    as_of_day: int, width: int,
                    total: Callable[[Any], Any] | None = None) -> dict[str, dict[Any, list[int]]]:
     """Per window name: the vectors of cells ``(*group, day)`` summed per group over the
-    window's days, and per ``total(group)`` as well when given.
-
-    Trailing windows all end at the as-of day, so they nest: each cell is added once,
-    to the narrowest window holding it, and each window is the running sum of those.
-    """
-    ordered = sorted(((spec.name, window_first_day(spec, as_of_day)) for spec in cfg.specs),
-                     key=lambda item: -item[1] if item[1] is not None else float("inf"))
-    bands: list[dict[Any, list[int]]] = [{} for _ in ordered]
-    band_of_day: dict[int, dict[Any, list[int]] | None] = {}
-    for key, vector in cells.items():
-        day = key[-1]
-        if day in band_of_day:
-            band = band_of_day[day]
-        else:
-            band = band_of_day[day] = next(
-                (candidate for candidate, (_, first) in zip(bands, ordered, strict=True)
-                 if day <= as_of_day and (first is None or day >= first)), None)
-        if band is None:
-            continue
-        add_vector(band, key[0] if len(key) == 2 else key[:-1], vector)
+    window's days (zeros for a group without any), and per ``total(group)`` as well when
+    given. A snapshot's :class:`DayCells` keep their sums between reports."""
+    day_cells = cells if isinstance(cells, DayCells) else DayCells(cells)
     out: dict[str, dict[Any, list[int]]] = {}
-    running: dict[Any, list[int]] = {}
-    for band, (name, _) in zip(bands, ordered, strict=True):
-        for group, vector in band.items():
-            add_vector(running, group, vector)
+    for name, groups in day_cells.window_sums(cfg.specs, as_of_day).items():
         sums: dict[Any, list[int]] = defaultdict(lambda: [0] * width)
-        for group, vector in running.items():
-            sums[group] = list(vector)
-            if total is not None:
+        sums.update(groups)
+        if total is not None:
+            for group, vector in groups.items():
                 add_vector(sums, total(group), vector)
         out[name] = sums
-    return {spec.name: out[spec.name] for spec in cfg.specs}
+    return out
 
 
 def _to_all(group: Any) -> str:
@@ -248,7 +232,8 @@ def _lead_band_kpis(snap: Snapshot, cfg: ReportConfig, as_of_day: int) -> list[L
             for name in sums for band in cfg.scoring.bands]
 
 
-def _lead_score_kpis(snap: Snapshot, cfg: ReportConfig, as_of_ms: int) -> LeadScoreKpis | None:
+def lead_score_kpis(snap: Snapshot, cfg: ReportConfig, as_of_ms: int) -> LeadScoreKpis | None:
+    """The open leads' scores at T: the only KPI that depends on T beyond T's day."""
     rules = cfg.scoring
     if rules is None:
         return None
@@ -319,11 +304,14 @@ def _dimension_kpis(snap: Snapshot, cfg: ReportConfig, as_of_day: int) -> list[D
 def _stage_kpis(snap: Snapshot, cfg: ReportConfig, as_of_day: int,
                 teams: list[str]) -> list[StageKpis]:
     sums: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0] * 4)
+    stuck_before = as_of_day - cfg.stuck_days
     for (team, stage, since_day), (count, cents) in snap.open.items():
-        stuck = as_of_day - since_day > cfg.stuck_days
-        vector = (count, cents, count if stuck else 0, cents if stuck else 0)
-        add_vector(sums, (team, stage), vector)
-        add_vector(sums, (ALL_GROUP, stage), vector)
+        for total in (sums[(team, stage)], sums[(ALL_GROUP, stage)]):
+            total[0] += count
+            total[1] += cents
+            if since_day < stuck_before:
+                total[2] += count
+                total[3] += cents
     out: list[StageKpis] = []
     for group in (*teams, ALL_GROUP):
         for stage in cfg.stages:
@@ -425,42 +413,84 @@ def _churn_kpis(snap: Snapshot, as_of_day: int) -> list[ChurnKpis]:
             for period, (start, end) in months]
 
 
-def build_report(snap: Snapshot, as_of_ms: int, cfg: ReportConfig) -> Report:
-    """Compute every KPI at as-of time ``as_of_ms`` from a snapshot."""
+#: The fields the team list is read from.
+_TEAM_FIELDS = ("buckets", "open", "stints", "waterfall", "quota_team")
+_QUOTA_FIELDS = ("quota_cents", "quota_team", "owner_won")
+
+
+def build_report(snap: Snapshot, as_of_ms: int, cfg: ReportConfig,
+                 memo: ReportMemo | None = None) -> Report:
+    """Compute every KPI at as-of time ``as_of_ms`` from a snapshot (reusing the parts
+    ``memo`` kept whose inputs did not change)."""
     as_of_day = day_of(as_of_ms)
-    teams = _teams(snap)
-    open_by_group: dict[str, int] = defaultdict(int)
-    for (team, _, _), (count, _) in snap.open.items():
-        open_by_group[team] += count
-        open_by_group[ALL_GROUP] += count
-    stints, bottlenecks = _stint_kpis(snap, cfg, as_of_day, teams)
-    windows = _window_kpis(snap, cfg, as_of_day, teams, open_by_group)
-    activities, owner_activities = _activity_kpis(snap, cfg, as_of_day, windows)
-    owner_rows = _owner_rows(snap, current_periods(as_of_day).values())
-    owner_deals, owner_pipeline = _owner_deal_kpis(snap, cfg, as_of_day)
+
+    def part(name: str, fields: tuple[str, ...], compute: Callable[[], Any]) -> Any:
+        if memo is None:
+            return compute()
+        return memo.part(name, snap, fields, as_of_day, compute)
+
+    teams: list[str] = part("teams", _TEAM_FIELDS, lambda: _teams(snap))
+    open_by_group: dict[str, int] = part("open_by_group", ("open",),
+                                         lambda: _open_by_group(snap))
+    stints, bottlenecks = part("stints", ("stints", *_TEAM_FIELDS), lambda: _frozen(
+        _stint_kpis(snap, cfg, as_of_day, teams)))
+    windows = part("windows", _TEAM_FIELDS, lambda: tuple(
+        _window_kpis(snap, cfg, as_of_day, teams, open_by_group)))
+    activities, owner_activities = part(
+        "activities", ("activities", "owner_activities", *_TEAM_FIELDS), lambda: _frozen(
+            _activity_kpis(snap, cfg, as_of_day, list(windows))))
+    owner_rows = part("owner_rows", _QUOTA_FIELDS,
+                      lambda: _owner_rows(snap, current_periods(as_of_day).values()))
+    owner_deals, owner_pipeline = part("owner_deals", ("owner_deals", "owner_open"),
+                                       lambda: _frozen(_owner_deal_kpis(
+                                           snap, cfg, as_of_day)))
     return Report(
         as_of_ms=as_of_ms,
-        windows=tuple(windows),
-        stages=tuple(_stage_kpis(snap, cfg, as_of_day, teams)),
-        churn=tuple(_churn_kpis(snap, as_of_day)),
+        windows=windows,
+        stages=part("stages", _TEAM_FIELDS, lambda: tuple(
+            _stage_kpis(snap, cfg, as_of_day, teams))),
+        churn=part("churn", ("churned", "new_churned", "new_customers"),
+                   lambda: tuple(_churn_kpis(snap, as_of_day))),
         folded={label: len(values) for label, values in snap.folded.items()},
-        dimensions=tuple(_dimension_kpis(snap, cfg, as_of_day)),
-        stints=tuple(stints),
-        bottlenecks=tuple(bottlenecks),
-        waterfall=tuple(_waterfall_kpis(snap, cfg, as_of_day, teams)),
-        competitors=tuple(_competitor_kpis(snap, cfg, as_of_day)),
-        growth=tuple(_growth_kpis(snap, as_of_day, teams)),
-        clv=_clv_kpis(snap, cfg, as_of_day),
-        quotas=tuple(_quota_kpis(snap, as_of_day, teams, owner_rows)),
-        attainment=tuple(_attainment_kpis(snap, as_of_day, owner_rows)),
-        required_coverage=tuple(_required_coverage(snap, as_of_day, teams)),
-        leads=tuple(_lead_kpis(snap, cfg, as_of_day)),
-        lead_bands=tuple(_lead_band_kpis(snap, cfg, as_of_day)),
-        lead_scores=_lead_score_kpis(snap, cfg, as_of_ms),
-        activities=tuple(activities),
-        owner_activities=tuple(owner_activities),
-        owner_deals=tuple(owner_deals),
-        owner_pipeline=tuple(owner_pipeline),
-        owner_profiles=dict(snap.owner_profiles),
+        dimensions=part("dimensions", ("dimensions",),
+                        lambda: tuple(_dimension_kpis(snap, cfg, as_of_day))),
+        stints=stints,
+        bottlenecks=bottlenecks,
+        waterfall=part("waterfall", _TEAM_FIELDS, lambda: tuple(
+            _waterfall_kpis(snap, cfg, as_of_day, teams))),
+        competitors=part("competitors", ("competitors", "churned_to"),
+                         lambda: tuple(_competitor_kpis(snap, cfg, as_of_day))),
+        growth=part("growth", _TEAM_FIELDS,
+                    lambda: tuple(_growth_kpis(snap, as_of_day, teams))),
+        clv=part("clv", ("buckets", "buyer_deltas", "churned", "new_churned", "new_customers"),
+                 lambda: _clv_kpis(snap, cfg, as_of_day)),
+        quotas=part("quotas", (*_QUOTA_FIELDS, *_TEAM_FIELDS), lambda: tuple(
+            _quota_kpis(snap, as_of_day, teams, owner_rows))),
+        attainment=part("attainment", (*_QUOTA_FIELDS, "owner_kept"), lambda: tuple(
+            _attainment_kpis(snap, as_of_day, owner_rows))),
+        required_coverage=part("required_coverage", _TEAM_FIELDS, lambda: tuple(
+            _required_coverage(snap, as_of_day, teams))),
+        leads=part("leads", ("leads",), lambda: tuple(_lead_kpis(snap, cfg, as_of_day))),
+        lead_bands=part("lead_bands", ("bands",),
+                        lambda: tuple(_lead_band_kpis(snap, cfg, as_of_day))),
+        lead_scores=lead_score_kpis(snap, cfg, as_of_ms),
+        activities=activities,
+        owner_activities=owner_activities,
+        owner_deals=owner_deals,
+        owner_pipeline=owner_pipeline,
+        owner_profiles=part("owner_profiles", ("owner_profiles",),
+                            lambda: dict(snap.owner_profiles)),
         latest_event_ms=snap.latest_event_ms,
     )
+
+
+def _frozen(pair: tuple[list[Any], list[Any]]) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+    return tuple(pair[0]), tuple(pair[1])
+
+
+def _open_by_group(snap: Snapshot) -> dict[str, int]:
+    counts: dict[str, int] = defaultdict(int)
+    for (team, _, _), (count, _) in snap.open.items():
+        counts[team] += count
+        counts[ALL_GROUP] += count
+    return dict(counts)

@@ -145,10 +145,15 @@ class ScoringRules(BaseModel):
         """Score at ``at_ms`` of a lead with ``fit`` points and (time_ms, action)
         engagements, summed in time order."""
         total = fit
+        points, half_life = self.engagement, self._half_life_ms
         for time_ms, action in sorted(engagements):
             if time_ms <= at_ms:
-                total += self.engagement[action] * 0.5 ** ((at_ms - time_ms) / self.half_life_ms)
+                total += points[action] * 0.5 ** ((at_ms - time_ms) / half_life)
         return total
+
+    @cached_property
+    def _half_life_ms(self) -> float:
+        return self.half_life_ms
 
 
 def _fmt(value: float) -> str:

@@ -11,12 +11,14 @@ __all__ = [
     "RESERVED_GROUPS",
     "Cell",
     "Snapshot",
+    "apply_cell_changes",
     "merge_cells",
     "snapshot_from_aggregates",
     "snapshot_from_cells",
     "update_cell",
 ]
 
+import itertools
 import json
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -51,6 +53,7 @@ from stream_app.kpi.kinds import (
     WATERFALL,
 )
 from stream_app.kpi.leads import ScoreInputs
+from stream_app.kpi.trailing import DayCells
 
 ALL_GROUP = "all"
 #: Where label values beyond their cap are summed.
@@ -70,12 +73,12 @@ _DIMENSION = {SOURCE_DAY: "source", PRODUCT_DAY: "product"}
 class Snapshot:
     """Aggregates of the partitions a worker owns, summed over partitions."""
 
-    buckets: dict[tuple[str, int], list[int]] = field(default_factory=dict)
+    buckets: dict[tuple[str, int], list[int]] = field(default_factory=DayCells)
     open: dict[tuple[str, str, int], list[int]] = field(default_factory=dict)
-    dimensions: dict[tuple[str, str, int], list[int]] = field(default_factory=dict)
-    stints: dict[tuple[str, str, int], list[int]] = field(default_factory=dict)
-    waterfall: dict[tuple[str, str, int], list[int]] = field(default_factory=dict)
-    competitors: dict[tuple[str, int], list[int]] = field(default_factory=dict)
+    dimensions: dict[tuple[str, str, int], list[int]] = field(default_factory=DayCells)
+    stints: dict[tuple[str, str, int], list[int]] = field(default_factory=DayCells)
+    waterfall: dict[tuple[str, str, int], list[int]] = field(default_factory=DayCells)
+    competitors: dict[tuple[str, int], list[int]] = field(default_factory=DayCells)
     churned_to: dict[tuple[str, int], int] = field(default_factory=dict)
     new_customers: dict[int, int] = field(default_factory=dict)
     churned: dict[int, int] = field(default_factory=dict)
@@ -85,11 +88,11 @@ class Snapshot:
     quota_team: dict[tuple[str, str], str] = field(default_factory=dict)
     owner_won: dict[tuple[str, str], int] = field(default_factory=dict)
     owner_kept: dict[str, bool] = field(default_factory=dict)
-    leads: dict[tuple[str, int], list[int]] = field(default_factory=dict)
-    bands: dict[tuple[str, int], list[int]] = field(default_factory=dict)
-    activities: dict[tuple[str, int], list[int]] = field(default_factory=dict)
-    owner_activities: dict[tuple[str, int], list[int]] = field(default_factory=dict)
-    owner_deals: dict[tuple[str, int], list[int]] = field(default_factory=dict)
+    leads: dict[tuple[str, int], list[int]] = field(default_factory=DayCells)
+    bands: dict[tuple[str, int], list[int]] = field(default_factory=DayCells)
+    activities: dict[tuple[str, int], list[int]] = field(default_factory=DayCells)
+    owner_activities: dict[tuple[str, int], list[int]] = field(default_factory=DayCells)
+    owner_deals: dict[tuple[str, int], list[int]] = field(default_factory=DayCells)
     owner_open: dict[tuple[str, str], list[int]] = field(default_factory=dict)
     #: The roster: owner -> (name, team) of the owner's latest ``rep.updated``.
     owner_profiles: dict[str, tuple[str, str]] = field(default_factory=dict)
@@ -97,16 +100,31 @@ class Snapshot:
     latest_event_ms: int | None = None
     partitions: frozenset[int] = frozenset()
     folded: dict[str, set[str]] = field(default_factory=dict)
+    #: Per field name, a number that changes whenever the field's content may have (a
+    #: field without one is read again by every report).
+    versions: dict[str, int] = field(default_factory=dict, compare=False)
 
     def merge(self, other: Snapshot) -> None:
         """Take the account and owner aggregates of another table's snapshot."""
-        for name in ("new_customers", "churned", "new_churned", "churned_to", "buyer_deltas",
-                     "quota_cents", "quota_team", "owner_won", "owner_kept", "leads", "bands",
-                     "activities", "owner_activities", "owner_profiles"):
+        for name in _MERGED:
             if getattr(other, name):
                 setattr(self, name, getattr(other, name))
+                if name in other.versions:
+                    self.versions[name] = other.versions[name]
+                else:
+                    self.versions.pop(name, None)
         for label, values in other.folded.items():
             self.folded[label] = self.folded.get(label, set()) | values
+
+
+#: The fields a snapshot takes from another table's (:meth:`Snapshot.merge`).
+_MERGED = ("new_customers", "churned", "new_churned", "churned_to", "buyer_deltas",
+           "quota_cents", "quota_team", "owner_won", "owner_kept", "leads", "bands",
+           "activities", "owner_activities", "owner_profiles")
+#: The fields of a snapshot that hold aggregates (what :attr:`Snapshot.versions` covers).
+_AGGREGATE_FIELDS = ("buckets", "open", "dimensions", "stints", "waterfall", "competitors",
+                     "owner_deals", "owner_open", *_MERGED)
+_versions = itertools.count(1)
 
 
 def combined(snapshots: Sequence[Snapshot]) -> Snapshot:
@@ -115,7 +133,8 @@ def combined(snapshots: Sequence[Snapshot]) -> Snapshot:
     they are (they may be cached)."""
     first, *others = snapshots
     latest = [s.latest_event_ms for s in snapshots if s.latest_event_ms is not None]
-    snap = replace(first, folded=dict(first.folded), latest_event_ms=max(latest, default=None))
+    snap = replace(first, folded=dict(first.folded), latest_event_ms=max(latest, default=None),
+                   versions=dict(first.versions))
     for other in others:
         snap.merge(other)
     return snap
@@ -197,53 +216,113 @@ def snapshot_from_cells(
     for (kind, group, part), value in cells.items():
         if kind == OWNER_PROFILE:
             _owner_profile(snap, group, part, value, keep)
-            continue
-        if kind in (OWNER_QUOTA, OWNER_WON):
+        elif kind in (OWNER_QUOTA, OWNER_WON):
             _owner_aggregate(snap, kind, group, part, value, keep, folded)
-            continue
-        label = KIND_LABEL.get(kind)
-        if label is not None:
-            group = _exported(label, group, keep, folded)
-        if kind == TEAM_DAY:
-            add_vector(snap.buckets, (group, int(part)), value)
-        elif kind == OPEN_PIPELINE:
-            day, stage = _split(part)
-            add_vector(snap.open, (group, stage, day), value)
-        elif kind in _DIMENSION:
-            add_vector(snap.dimensions, (_DIMENSION[kind], group, int(part)), value)
-        elif kind == STAGE_STINT:
-            day, stage = _split(part)
-            add_vector(snap.stints, (group, stage, day), value)
-        elif kind == WATERFALL and ":" in part:
-            day, movement = _split(part)
-            add_vector(snap.waterfall, (group, movement, day), value)
-        elif kind == COMPETITOR_DAY:
-            add_vector(snap.competitors, (group, int(part)), value)
-        elif kind == CHURN_TO_COMPETITOR:
-            _count(snap.churned_to, (group, int(part)), value[0])
-        elif kind == NEW_CUSTOMER:
-            _count(snap.new_customers, int(part), value[0])
-        elif kind == CHURN:
-            _count(snap.new_churned if group == NEW_CUSTOMER_CHURN else snap.churned, int(part),
-                   value[0])
-        elif kind == ACTIVE_CUSTOMERS:
-            _count(snap.buyer_deltas, int(part), value[0])
-        elif kind == LEAD_SOURCE_DAY:
-            add_vector(snap.leads, (group, int(part)), value)
-        elif kind == LEAD_BAND:
-            add_vector(snap.bands, (group, int(part)), value)
-        elif kind == TEAM_ACTIVITY:
-            add_vector(snap.activities, (group, int(part)), value)
-        elif kind == OWNER_ACTIVITY:
-            add_vector(snap.owner_activities, (group, int(part)), value)
-        elif kind == OWNER_DAY:
-            add_vector(snap.owner_deals, (group, int(part)), value)
-        elif kind == OWNER_OPEN:
-            add_vector(snap.owner_open, (group, part), value)
-        elif kind == CLOCK and (snap.latest_event_ms is None or value > snap.latest_event_ms):
-            snap.latest_event_ms = value
+        else:
+            _add_cell(snap, kind, group, part, value, keep, folded)
     snap.folded = dict(folded)
+    stamp = next(_versions)
+    snap.versions = dict.fromkeys(_AGGREGATE_FIELDS, stamp)
     return snap
+
+
+#: Kinds a snapshot cannot take a change of in place (an owner's quota, wins and
+#: profile are decided per owner): a change to one builds the table's snapshot again.
+_NOT_ADDITIVE = frozenset({OWNER_PROFILE, OWNER_QUOTA, OWNER_WON})
+
+
+def apply_cell_changes(snap: Snapshot, changes: Sequence[tuple[Cell, Any, Any]],
+                       keep: Callable[[str, str], bool] | None = None) -> bool:
+    """Move ``snap`` (built by :func:`snapshot_from_cells` with the same ``keep``) from
+    each cell's ``old`` sum (None: the cell did not exist) to its ``new`` one, in place;
+    False, leaving ``snap`` as it was, when a change is of a kind that needs the
+    snapshot built again."""
+    if any(cell[0] in _NOT_ADDITIVE for cell, _, _ in changes):
+        return False
+    folded: dict[str, set[str]] = defaultdict(set, snap.folded)
+    touched: set[str] = set()
+    for (kind, group, part), old, new in changes:
+        if kind == CLOCK or old is None:
+            delta = new
+        else:
+            delta = [n - o for n, o in zip(new, old, strict=True)]
+        touched.add(_add_cell(snap, kind, group, part, delta, keep, folded))
+    snap.folded = dict(folded)
+    stamp = next(_versions)
+    for name in touched:
+        snap.versions[name] = stamp
+    return True
+
+
+def _add(target: dict[Any, list[int]], key: Any, vector: Sequence[int]) -> None:
+    if isinstance(target, DayCells):
+        target.add(key, vector)
+    else:
+        add_vector(target, key, vector)
+
+
+def _add_cell(snap: Snapshot, kind: str, group: str, part: str, value: Any,
+              keep: Callable[[str, str], bool] | None, folded: dict[str, set[str]]) -> str:
+    """Add one cell's value (or a change of it) to the snapshot; a clock takes the
+    max. Returns the name of the field changed ("" for none)."""
+    label = KIND_LABEL.get(kind)
+    if label is not None:
+        group = _exported(label, group, keep, folded)
+    if kind == TEAM_DAY:
+        _add(snap.buckets, (group, int(part)), value)
+        return "buckets"
+    if kind == OPEN_PIPELINE:
+        day, stage = _split(part)
+        add_vector(snap.open, (group, stage, day), value)
+        return "open"
+    if kind in _DIMENSION:
+        _add(snap.dimensions, (_DIMENSION[kind], group, int(part)), value)
+        return "dimensions"
+    if kind == STAGE_STINT:
+        day, stage = _split(part)
+        _add(snap.stints, (group, stage, day), value)
+        return "stints"
+    if kind == WATERFALL and ":" in part:
+        day, movement = _split(part)
+        _add(snap.waterfall, (group, movement, day), value)
+        return "waterfall"
+    if kind == COMPETITOR_DAY:
+        _add(snap.competitors, (group, int(part)), value)
+        return "competitors"
+    if kind == CHURN_TO_COMPETITOR:
+        _count(snap.churned_to, (group, int(part)), value[0])
+        return "churned_to"
+    if kind == NEW_CUSTOMER:
+        _count(snap.new_customers, int(part), value[0])
+        return "new_customers"
+    if kind == CHURN:
+        name = "new_churned" if group == NEW_CUSTOMER_CHURN else "churned"
+        _count(getattr(snap, name), int(part), value[0])
+        return name
+    if kind == ACTIVE_CUSTOMERS:
+        _count(snap.buyer_deltas, int(part), value[0])
+        return "buyer_deltas"
+    if kind == LEAD_SOURCE_DAY:
+        _add(snap.leads, (group, int(part)), value)
+        return "leads"
+    if kind == LEAD_BAND:
+        _add(snap.bands, (group, int(part)), value)
+        return "bands"
+    if kind == TEAM_ACTIVITY:
+        _add(snap.activities, (group, int(part)), value)
+        return "activities"
+    if kind == OWNER_ACTIVITY:
+        _add(snap.owner_activities, (group, int(part)), value)
+        return "owner_activities"
+    if kind == OWNER_DAY:
+        _add(snap.owner_deals, (group, int(part)), value)
+        return "owner_deals"
+    if kind == OWNER_OPEN:
+        add_vector(snap.owner_open, (group, part), value)
+        return "owner_open"
+    if kind == CLOCK and (snap.latest_event_ms is None or value > snap.latest_event_ms):
+        snap.latest_event_ms = value
+    return ""
 
 
 def _exported(label: str, value: str, keep: Callable[[str, str], bool] | None,

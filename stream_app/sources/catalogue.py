@@ -168,9 +168,16 @@ class LeadBook:
         self._rules = rules
         self._open: dict[int, dict[str, ScoreInputs]] = defaultdict(dict)
         self._partitions: dict[str, int] = {}
+        self._version = 0
+
+    @property
+    def version(self) -> int:
+        """Moves at every note and rebuild."""
+        return self._version
 
     def note(self, partition: int, state: LeadState) -> None:
         """The lead's state after a fold: kept while open."""
+        self._version += 1
         self._partitions[entity_key(LEAD_ENTITY, state.lead_id)] = partition
         inputs = score_inputs(state, self._rules)
         if inputs is None:
@@ -185,6 +192,7 @@ class LeadBook:
 
     def rebuild(self, records: Mapping[str, Any]) -> None:
         """The open leads again, from the restored table."""
+        self._version += 1
         self._open.clear()
         for key, partition in list(self._partitions.items()):
             record = records.get(key)

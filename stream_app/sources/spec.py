@@ -92,6 +92,11 @@ class SideBook(Protocol):
     """State a source keeps beside its table for the report (the open leads' score
     inputs), rebuilt from the table after a recovery."""
 
+    @property
+    def version(self) -> int:
+        """Moves at every :meth:`note` and :meth:`rebuild` (what it contributes may
+        have changed)."""
+
     def note(self, partition: int, state: Any) -> None:
         """An entity of ``partition`` now has ``state`` (after a fold)."""
 

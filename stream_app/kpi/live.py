@@ -1,0 +1,75 @@
+"""Reports of a state that changes a little between scrapes: the previous report again
+while its inputs did not change, moved to a later time of the same day when only T
+did."""
+
+from __future__ import annotations
+
+__all__ = ["ReportMemo", "ReportReuse"]
+
+from collections.abc import Callable, Hashable
+from dataclasses import replace
+from typing import Any
+
+from stream_app.kpi.report import ReportConfig, build_report, lead_score_kpis
+from stream_app.kpi.rows import Report
+from stream_app.kpi.snapshot import Snapshot
+from stream_app.kpi.windows import day_of
+
+
+class ReportMemo:
+    """Parts of the last report, each kept with the versions of the snapshot fields it
+    read (:attr:`Snapshot.versions`) and T's day: a part whose fields did not change is
+    the very same object in the next report."""
+
+    def __init__(self) -> None:
+        self._parts: dict[str, tuple[tuple[Any, ...], Any]] = {}
+
+    def part(self, name: str, snap: Snapshot, fields: tuple[str, ...], as_of_day: int,
+             compute: Callable[[], Any]) -> Any:
+        """The part ``name``: kept, or ``compute()``d (and kept when every field read has
+        a version)."""
+        versions = tuple(snap.versions.get(f) for f in fields)
+        key = (as_of_day, versions)
+        known = self._parts.get(name)
+        if known is not None and known[0] == key:
+            return known[1]
+        value = compute()
+        if None in versions:
+            self._parts.pop(name, None)
+        else:
+            self._parts[name] = (key, value)
+        return value
+
+
+class ReportReuse:
+    """Builds reports, reusing the previous one when the caller says its inputs are the
+    same (``inputs``: anything that changes when the snapshot's content may have, such
+    as versions of the tables and partitions exported).
+
+    Every KPI but the live lead scores depends on T through T's day only, so at a later
+    T of the same day the previous report is reused with T and the lead scores
+    recomputed: the other rows stay the very same objects, which lets the exporter
+    reuse their text."""
+
+    def __init__(self, config: ReportConfig):
+        self._config = config
+        self._last: tuple[Hashable, Report] | None = None
+        self._memo = ReportMemo()
+
+    def report(self, inputs: Hashable, snapshot: Snapshot, as_of_ms: int) -> Report:
+        """The report of ``snapshot`` at ``as_of_ms``."""
+        last = self._last
+        if last is not None and last[0] == inputs:
+            previous = last[1]
+            if previous.as_of_ms == as_of_ms:
+                return previous
+            if day_of(previous.as_of_ms) == day_of(as_of_ms):
+                scores = lead_score_kpis(snapshot, self._config, as_of_ms)
+                report = replace(previous, as_of_ms=as_of_ms,
+                                 lead_scores=previous.lead_scores
+                                 if scores == previous.lead_scores else scores)
+                self._last = (inputs, report)
+                return report
+        report = build_report(snapshot, as_of_ms, self._config, self._memo)
+        self._last = (inputs, report)
+        return report

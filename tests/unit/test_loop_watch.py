@@ -1,0 +1,46 @@
+"""The loop probe and the heap freeze of a worker."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import time
+
+import pytest
+
+from stream_app.adapters import loop_watch
+from stream_app.adapters.loop_watch import LoopWatch
+from stream_app.ops import OperationalStats
+
+
+def test_the_heap_is_frozen_when_forced_and_at_most_once_a_period(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    watch = LoopWatch(OperationalStats())
+    try:
+        assert watch.freeze_heap()  # the first time
+        kept = [object() for _ in range(1000)] + [[i] for i in range(1000)]
+        frozen = gc.get_freeze_count()
+        assert not watch.freeze_heap()
+        assert gc.get_freeze_count() == frozen
+        assert watch.freeze_heap(force=True)
+        assert gc.get_freeze_count() >= frozen + 1000
+        monkeypatch.setattr(loop_watch, "HEAP_FREEZE_SECONDS", 0.0)
+        assert watch.freeze_heap()
+        del kept
+    finally:
+        gc.unfreeze()
+
+
+async def test_the_probe_measures_how_late_a_blocked_loop_wakes_it() -> None:
+    stats = OperationalStats()
+    watch = LoopWatch(stats)
+    running = True
+    probe = asyncio.ensure_future(watch.probe(lambda: running))
+    await asyncio.sleep(0.05)
+    time.sleep(0.4)  # the loop is held: the probe wakes late
+    await asyncio.sleep(0.3)
+    running = False
+    await asyncio.wait_for(probe, 2)
+    assert stats.loop_lag_seconds is not None and stats.loop_lag_seconds >= 0.1
+    assert max(late for _, late in watch.samples()) >= 0.1
+    assert all(at <= time.monotonic() for at, _ in watch.samples())

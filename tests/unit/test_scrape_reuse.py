@@ -1,0 +1,122 @@
+"""A scrape that reuses what did not change: the text renderer's kept lines and
+families, the collector's kept sections and the report reused within a day, each
+against what a scrape built from nothing writes."""
+
+from __future__ import annotations
+
+import random
+from decimal import Decimal
+
+from prometheus_client import CollectorRegistry, generate_latest
+
+from stream_app.adapters.exposition import RowGauge, TextRenderer
+from stream_app.adapters.metrics import PulseCollector
+from stream_app.kpi.leads import ScoreInputs
+from stream_app.kpi.live import ReportReuse
+from stream_app.kpi.report import ReportConfig, build_report
+from stream_app.kpi.rows import Report
+from stream_app.kpi.scoring import load_rules
+from stream_app.kpi.snapshot import Snapshot
+from stream_app.kpi.windows import window_specs
+from tests.unit.test_metrics import Source
+
+DAY = 20_500
+MS_PER_DAY = 86_400_000
+CONFIG = ReportConfig(window_specs((3, 30)), ("P", "N"),
+                      {"P": Decimal("0.2"), "N": Decimal("0.9")}, scoring=load_rules(None))
+
+
+class _Changing(CollectorRegistry):
+    """A registry whose one family changes between collections: values move, series
+    come and go, and sometimes the very same family object comes again."""
+
+    def __init__(self, seed: int):
+        super().__init__()
+        self.rng = random.Random(seed)
+        self.family: RowGauge | None = None
+
+    def collect(self):  # type: ignore[no-untyped-def]
+        rng = self.rng
+        if self.family is None or rng.random() < 0.7:
+            family = RowGauge("pulse_thing", 'A "thing"\\n.', ["team", "window"])
+            for team in rng.sample(["A", "B", 'C"q', "D\\n"], rng.randrange(1, 5)):
+                for window in ("3d", "30d"):
+                    family.add_metric([team, window], rng.choice([0, 1, 1.5, 2, 10**9, -3]))
+            self.family = family
+        yield self.family
+
+
+def test_kept_lines_and_families_write_what_prometheus_client_writes() -> None:
+    for seed in range(5):
+        registry, renderer = _Changing(seed), TextRenderer()
+        for _ in range(40):
+            text = renderer.render(registry)
+            assert text == generate_latest(_Frozen(registry.family))
+
+
+class _Frozen(CollectorRegistry):
+    def __init__(self, family: RowGauge | None):
+        super().__init__()
+        self.family = family
+
+    def collect(self):  # type: ignore[no-untyped-def]
+        yield self.family
+
+
+class _Source(Source):
+    """The collector's source, giving the report it is told to."""
+
+    def __init__(self, report: Report):
+        super().__init__(None)
+        self.current = report
+
+    def report(self) -> Report:
+        return self.current
+
+
+def _snapshot(rng: random.Random) -> Snapshot:
+    teams = ["A", "B"]
+    return Snapshot(
+        buckets={(rng.choice(teams), DAY - rng.randrange(40)): [rng.randrange(5) for _ in range(6)]
+                 for _ in range(20)},
+        open={(rng.choice(teams), rng.choice("PN"), DAY - rng.randrange(60)):
+              [rng.randrange(1, 4), rng.randrange(10**6)] for _ in range(10)},
+        owner_deals={(f"o{rng.randrange(6)}", DAY - rng.randrange(40)):
+                     [rng.randrange(3) for _ in range(5)] for _ in range(15)},
+        open_leads=[ScoreInputs("Web", 10.0 * rng.randrange(6),
+                                ((DAY * MS_PER_DAY - rng.randrange(10**9), "demo_request"),),
+                                None) for _ in range(8)])
+
+
+def test_a_collector_reusing_sections_writes_what_a_fresh_one_writes() -> None:
+    rng = random.Random(4)
+    snaps = [_snapshot(rng) for _ in range(3)]
+    first = build_report(snaps[0], DAY * MS_PER_DAY, CONFIG)
+    source = _Source(first)
+    registry, renderer = CollectorRegistry(), TextRenderer()
+    PulseCollector(source, registry)
+    for step in range(30):
+        snap = rng.choice(snaps)
+        source.current = (build_report(snap, (DAY + rng.randrange(2)) * MS_PER_DAY, CONFIG)
+                          if step % 3 else source.current)
+        fresh = CollectorRegistry()
+        PulseCollector(_Source(source.current), fresh)
+        assert renderer.render(registry) == generate_latest(fresh)
+
+
+def test_reports_reused_within_a_day_equal_reports_built_again() -> None:
+    rng = random.Random(9)
+    snap = _snapshot(rng)
+    reuse = ReportReuse(CONFIG)
+    at = DAY * MS_PER_DAY + 1000
+    first = reuse.report("v1", snap, at)
+    assert reuse.report("v1", snap, at) is first
+    later = reuse.report("v1", snap, at + 3_600_000)
+    assert later == build_report(snap, at + 3_600_000, CONFIG)
+    assert later.windows is first.windows and later.lead_scores != first.lead_scores
+    next_day = reuse.report("v1", snap, at + MS_PER_DAY)
+    assert next_day == build_report(snap, at + MS_PER_DAY, CONFIG)
+    assert next_day.windows is not first.windows
+    other = _snapshot(rng)
+    assert reuse.report("v2", other, at + MS_PER_DAY) == build_report(
+        other, at + MS_PER_DAY, CONFIG)
