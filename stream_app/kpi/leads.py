@@ -56,7 +56,7 @@ class LeadState:
 @dataclass(frozen=True, slots=True)
 class ScoreInputs:
     """What the live score of an open lead needs: its fit points, its engagements as
-    (time_ms, action), and when it last turned hot (None if never)."""
+    (time_ms, action) in that order, and when it last turned hot (None if never)."""
 
     source: str
     fit: float

@@ -40,6 +40,7 @@ __all__ = [
     "lead_score_kpis",
 ]
 
+from bisect import bisect_left
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -240,11 +241,12 @@ def lead_score_kpis(snap: Snapshot, cfg: ReportConfig, as_of_ms: int) -> LeadSco
     bounds = rules.histogram_buckets
     counts = [0] * (len(bounds) + 1)
     total, hot, waiting = 0.0, 0, 0
+    score_in_order, threshold = rules.score_in_order, rules.hot_threshold
     for lead in snap.open_leads:
-        score = rules.score(lead.fit, lead.engagements, as_of_ms)
+        score = score_in_order(lead.fit, lead.engagements, as_of_ms)
         total += score
-        counts[next((i for i, b in enumerate(bounds) if score <= b), len(bounds))] += 1
-        if score >= rules.hot_threshold:
+        counts[bisect_left(bounds, score)] += 1  # the first bucket whose bound >= score
+        if score >= threshold:
             hot += 1
             since = lead.hot_since_ms
             if since is not None and as_of_ms - since >= cfg.hot_wait_ms:

@@ -144,9 +144,14 @@ class ScoringRules(BaseModel):
     def score(self, fit: float, engagements: Iterable[tuple[int, str]], at_ms: int) -> float:
         """Score at ``at_ms`` of a lead with ``fit`` points and (time_ms, action)
         engagements, summed in time order."""
+        return self.score_in_order(fit, sorted(engagements), at_ms)
+
+    def score_in_order(self, fit: float, engagements: Iterable[tuple[int, str]],
+                       at_ms: int) -> float:
+        """:meth:`score` of engagements already sorted by (time_ms, action)."""
         total = fit
         points, half_life = self.engagement, self._half_life_ms
-        for time_ms, action in sorted(engagements):
+        for time_ms, action in engagements:
             if time_ms <= at_ms:
                 total += points[action] * 0.5 ** ((at_ms - time_ms) / half_life)
         return total

@@ -226,9 +226,9 @@ def snapshot_from_cells(
     return snap
 
 
-#: Kinds a snapshot cannot take a change of in place (an owner's quota, wins and
-#: profile are decided per owner): a change to one builds the table's snapshot again.
-_NOT_ADDITIVE = frozenset({OWNER_PROFILE, OWNER_QUOTA, OWNER_WON})
+#: Kinds a snapshot cannot take a change of in place (an owner's profile is decided
+#: per owner): a change to one builds the table's snapshot again.
+_NOT_ADDITIVE = frozenset({OWNER_PROFILE})
 
 
 def apply_cell_changes(snap: Snapshot, changes: Sequence[tuple[Cell, Any, Any]],
@@ -246,7 +246,14 @@ def apply_cell_changes(snap: Snapshot, changes: Sequence[tuple[Cell, Any, Any]],
             delta = new
         else:
             delta = [n - o for n, o in zip(new, old, strict=True)]
-        touched.add(_add_cell(snap, kind, group, part, delta, keep, folded))
+        if kind == OWNER_WON:
+            _owner_aggregate(snap, kind, group, part, delta, keep, folded)
+            touched.add("owner_won")
+        elif kind == OWNER_QUOTA:
+            _owner_quota_change(snap, group, part, old, new, keep, folded)
+            touched.update(("quota_cents", "quota_team", "owner_kept"))
+        else:
+            touched.add(_add_cell(snap, kind, group, part, delta, keep, folded))
     snap.folded = dict(folded)
     stamp = next(_versions)
     for name in touched:
@@ -364,3 +371,22 @@ def _owner_aggregate(snap: Snapshot, kind: str, owner: str, part: str, value: li
     period, _, team = part.partition("|")
     _count(snap.quota_cents, (owner, period), value[0])
     snap.quota_team[(owner, period)] = _exported("team", team, keep, folded)
+
+
+def _owner_quota_change(snap: Snapshot, owner: str, part: str, old: list[int] | None,
+                        new: list[int], keep: Callable[[str, str], bool] | None,
+                        folded: dict[str, set[str]]) -> None:
+    """An owner's quota cell moved from ``old`` to ``new`` ([cents, set]: only a set
+    quota counts). A fold keeps one set quota cell per owner and period, so a quota
+    that is no longer set leaves the snapshot, as from a build from scratch."""
+    _owner_aggregate(snap, OWNER_QUOTA, owner, part, [0, 0], keep, folded)
+    period, _, team = part.partition("|")
+    key = (owner, period)
+    if old is not None and old[1]:
+        _count(snap.quota_cents, key, -old[0])
+    if new[1]:
+        _count(snap.quota_cents, key, new[0])
+        snap.quota_team[key] = _exported("team", team, keep, folded)
+    elif old is not None and old[1]:
+        snap.quota_cents.pop(key, None)
+        snap.quota_team.pop(key, None)
