@@ -3,9 +3,9 @@ state did not change."""
 
 from __future__ import annotations
 
-__all__ = ["RowGauge", "TextRenderer", "render"]
+__all__ = ["RowGauge", "RowSamples", "TextRenderer", "render"]
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from typing import Any, cast
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -28,22 +28,34 @@ class RowGauge(GaugeMetricFamily):
     the renderer keeps the text of a family it has written."""
 
     def __init__(self, name: str, documentation: str, labels: Sequence[str]):
-        self.rows: list[tuple[tuple[str, ...], float]] = []
+        #: (label values, value, its text line if already written, else None).
+        self.rows: list[tuple[tuple[str, ...], float, str | None]] = []
         super().__init__(name, documentation, labels=labels)
+        names = self._labelnames
+        self._order = sorted(range(len(names)), key=names.__getitem__)
+        self._prefixes = [f'{names[i]}="' for i in self._order]
 
     def add_metric(self, labels: Sequence[str], value: float,
                    timestamp: Any = None) -> None:
         """Add one sample (no timestamp: the exposition never sets one)."""
         if timestamp is not None:
             raise ValueError("RowGauge samples carry no timestamp")
-        self.rows.append((tuple(labels), value))
+        self.rows.append((tuple(labels), value, None))
+
+    def line(self, labels: tuple[str, ...], value: float) -> str:
+        """The text line of one sample."""
+        if not labels:
+            return f"{self.name} {_go_float(value)}\n"
+        text = '",'.join(prefix + labels[i].translate(_ESCAPE)
+                         for prefix, i in zip(self._prefixes, self._order, strict=True))
+        return f'{self.name}{{{text}"}} {_go_float(value)}\n'
 
     @property
     def samples(self) -> list[Sample]:
         """The rows as prometheus_client samples."""
         names = self._labelnames
         return [Sample(self.name, dict(zip(names, labels, strict=True)), value, None)
-                for labels, value in self.rows]
+                for labels, value, _ in self.rows]
 
     @samples.setter
     def samples(self, value: list[Sample]) -> None:
@@ -99,25 +111,51 @@ class TextRenderer:
         name = metric.name
         previous = self._lines.get(name, {})
         current: dict[tuple[str, ...], tuple[float, str]] = {}
-        names = metric._labelnames
-        order = sorted(range(len(names)), key=names.__getitem__)
-        prefixes = [f'{names[i]}="' for i in order]
         out = [_header(name, metric.documentation, "gauge")]
         append = out.append
-        for labels, value in metric.rows:
+        for labels, value, written in metric.rows:
+            if written is not None:
+                append(written)
+                continue
             known = previous.get(labels)
             if known is not None and known[0] == value and type(known[0]) is type(value):
                 line = known[1]
-            elif labels:
-                text = '",'.join(prefix + labels[i].translate(_ESCAPE)
-                                 for prefix, i in zip(prefixes, order, strict=True))
-                line = f'{name}{{{text}"}} {_go_float(value)}\n'
             else:
-                line = f"{name} {_go_float(value)}\n"
+                line = metric.line(labels, value)
             current[labels] = (value, line)
             append(line)
         lines[name] = current
         return "".join(out)
+
+
+class RowSamples:
+    """The samples report rows give their families, kept from one scrape to the next:
+    a row equal to one of the previous scrape adds the very same samples and text lines
+    to its families without computing them again. One per place that turns rows of
+    one kind into samples of the same families."""
+
+    def __init__(self) -> None:
+        self._previous: dict[Hashable, tuple[tuple[tuple[str, ...], float, str] | None, ...]] = {}
+        self._current: dict[Hashable, tuple[tuple[tuple[str, ...], float, str] | None, ...]] = {}
+
+    def add(self, row: Any, families: Sequence[RowGauge],
+            samples: Callable[[Any], Sequence[tuple[Sequence[str], float] | None]]) -> None:
+        """Add ``row``'s samples to ``families`` (``samples(row)``: one (label values,
+        value) per family, None for none; called only for a row not seen last time)."""
+        entries = self._previous.get(row)
+        if entries is None:
+            entries = tuple(
+                None if sample is None else
+                (tuple(sample[0]), sample[1], family.line(tuple(sample[0]), sample[1]))
+                for family, sample in zip(families, samples(row), strict=True))
+        self._current[row] = entries
+        for family, entry in zip(families, entries, strict=True):
+            if entry is not None:
+                family.rows.append(entry)
+
+    def rotate(self) -> None:
+        """The scrape is written: what it added is what the next one may reuse."""
+        self._previous, self._current = self._current, {}
 
 
 def _family(metric: Metric) -> str:

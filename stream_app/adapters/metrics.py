@@ -23,6 +23,7 @@ from prometheus_client.registry import Collector
 
 from stream_app.adapters.operational_metrics import gauge, operational_families
 from stream_app.adapters.people_metrics import (
+    OwnerRows,
     activity_families,
     bound_text,
     lead_families,
@@ -72,6 +73,7 @@ class PulseCollector(Collector):
     def __init__(self, source: KpiSource, registry: CollectorRegistry | None = None):
         self._source = source
         self._sections: dict[str, tuple[tuple[object, ...], list[Metric]]] = {}
+        self._owner_rows = OwnerRows()
         if registry is not None:
             registry.register(self)
 
@@ -143,13 +145,13 @@ class PulseCollector(Collector):
             clv = r.clv
             yield from self._section("clv", (clv,), lambda: self._clv(clv))
         yield from self._section("quotas", (r.quotas, r.required_coverage, r.attainment),
-                                 lambda: quota_families(r))
+                                 lambda: quota_families(r, self._owner_rows))
         yield from self._section("leads", (r.leads, r.lead_bands, r.lead_scores),
                                  lambda: lead_families(r))
         yield from self._section("activities", (r.activities, r.owner_activities),
-                                 lambda: activity_families(r))
-        yield from self._section("owners", (r.owner_deals, r.owner_pipeline,
-                                            r.owner_profiles), lambda: owner_families(r))
+                                 lambda: activity_families(r, self._owner_rows))
+        yield from self._section("owners", (r.owner_deals, r.owner_pipeline, r.owner_profiles),
+                                 lambda: owner_families(r, self._owner_rows))
         yield from self._section("folded", (r.folded,), lambda: self._folded(r))
 
     def _section(self, name: str, inputs: tuple[object, ...],

@@ -3,16 +3,33 @@ activities, and each owner's deals, pipeline and roster entry."""
 
 from __future__ import annotations
 
-__all__ = ["activity_families", "lead_families", "owner_families", "quota_families"]
+__all__ = [
+    "OwnerRows",
+    "activity_families",
+    "bound_text",
+    "lead_families",
+    "owner_families",
+    "quota_families",
+]
 
 from collections.abc import Iterator
 
 from prometheus_client.core import GaugeHistogramMetricFamily, Metric
 
+from stream_app.adapters.exposition import RowSamples
 from stream_app.adapters.operational_metrics import gauge
 from stream_app.kpi.activities import ACTIVITY_KINDS
 from stream_app.kpi.money import cents_to_units
 from stream_app.kpi.rows import Report
+
+
+class OwnerRows:
+    """The samples of the per-owner rows of the previous scrape, per kind of row (most
+    owners' rows do not change between two scrapes; see :class:`RowSamples`)."""
+
+    def __init__(self) -> None:
+        self.deals, self.pipeline = RowSamples(), RowSamples()
+        self.activities, self.attainment = RowSamples(), RowSamples()
 
 
 def bound_text(value: float | str) -> str:
@@ -22,7 +39,7 @@ def bound_text(value: float | str) -> str:
     return str(int(value)) if float(value).is_integer() else repr(float(value))
 
 
-def quota_families(report: Report) -> Iterator[Metric]:
+def quota_families(report: Report, kept: OwnerRows) -> Iterator[Metric]:
     """Quotas, coverage and attainment per team and per owner."""
     labels = ["team", "period"]
     quota = gauge("quota_amount", "Quota of the period (month, quarter, last_month, "
@@ -65,13 +82,14 @@ def quota_families(report: Report) -> Iterator[Metric]:
     owner_quota = gauge("owner_quota_amount", "The owner's quota for the period.", labels)
     owner_won = gauge("owner_won_amount", "The owner's won amount in the period.", labels)
     attainment = gauge("quota_attainment_ratio", "won / quota of the owner.", labels)
+    families = [owner_quota, owner_won, attainment]
     for a in report.attainment:
-        row = [a.owner, a.period]
-        owner_quota.add_metric(row, cents_to_units(a.quota_cents))
-        owner_won.add_metric(row, cents_to_units(a.won_cents))
-        if a.attainment is not None:
-            attainment.add_metric(row, a.attainment)
-    yield from (owner_quota, owner_won, attainment)
+        kept.attainment.add(a, families, lambda a: [
+            ((a.owner, a.period), cents_to_units(a.quota_cents)),
+            ((a.owner, a.period), cents_to_units(a.won_cents)),
+            None if a.attainment is None else ((a.owner, a.period), a.attainment)])
+    kept.attainment.rotate()
+    yield from families
 
 def lead_families(report: Report) -> Iterator[Metric]:
     """Lead conversion by source and score band, and the live scores at T."""
@@ -128,7 +146,7 @@ def lead_families(report: Report) -> Iterator[Metric]:
         family.add_metric([], value)
         yield family
 
-def activity_families(report: Report) -> Iterator[Metric]:
+def activity_families(report: Report, kept: OwnerRows) -> Iterator[Metric]:
     """Activities per team and per owner."""
     team = gauge("activities", "Activities (calls, emails, meetings) logged in the window.",
                   ["team", "kind", "window"])
@@ -141,12 +159,15 @@ def activity_families(report: Report) -> Iterator[Metric]:
             team.add_metric([a.group, kind, a.window], n)
         if a.per_won_deal is not None:
             per_won.add_metric([a.group, a.window], a.per_won_deal)
+    kinds = [owner] * len(ACTIVITY_KINDS)
     for o in report.owner_activities:
-        for kind, n in zip(ACTIVITY_KINDS, o.counts, strict=True):
-            owner.add_metric([o.owner, kind, o.window], n)
+        kept.activities.add(o, kinds, lambda o: [
+            ((o.owner, kind, o.window), n)
+            for kind, n in zip(ACTIVITY_KINDS, o.counts, strict=True)])
+    kept.activities.rotate()
     yield from (team, per_won, owner)
 
-def owner_families(report: Report) -> Iterator[Metric]:
+def owner_families(report: Report, kept: OwnerRows) -> Iterator[Metric]:
     """Sums only: an owner's deals are spread over every worker's partitions, so the
     owner's win rate, average deal size and cycle are recording rules over them."""
     wl = ["owner", "window"]
@@ -162,19 +183,23 @@ def owner_families(report: Report) -> Iterator[Metric]:
         (gauge("owner_won_deals_cycle_seconds", "Sum over the owner's deals won in the "
                "window of seconds from created to won.", wl), lambda d: d.cycle_ms / 1000),
     )
+    families = [family for family, _ in windowed]
     for d in report.owner_deals:
-        for family, value in windowed:
-            family.add_metric([d.owner, d.window], value(d))
-    yield from (family for family, _ in windowed)
-    open_deals = gauge("owner_open_deals", "The owner's open deals at T.", ["owner"])
-    amount = gauge("owner_open_pipeline_amount", "The owner's open amount at T.", ["owner"])
-    weighted = gauge("owner_open_pipeline_weighted_amount",
-                     "The owner's open amount x stage win probability.", ["owner"])
+        kept.deals.add(d, families, lambda d: [
+            ((d.owner, d.window), value(d)) for _, value in windowed])
+    kept.deals.rotate()
+    yield from families
+    pipeline = [gauge("owner_open_deals", "The owner's open deals at T.", ["owner"]),
+                gauge("owner_open_pipeline_amount", "The owner's open amount at T.",
+                      ["owner"]),
+                gauge("owner_open_pipeline_weighted_amount",
+                      "The owner's open amount x stage win probability.", ["owner"])]
     for p in report.owner_pipeline:
-        open_deals.add_metric([p.owner], p.open_deals)
-        amount.add_metric([p.owner], cents_to_units(p.cents))
-        weighted.add_metric([p.owner], p.weighted_cents / 100)
-    yield from (open_deals, amount, weighted)
+        kept.pipeline.add(p, pipeline, lambda p: [
+            ((p.owner,), p.open_deals), ((p.owner,), cents_to_units(p.cents)),
+            ((p.owner,), p.weighted_cents / 100)])
+    kept.pipeline.rotate()
+    yield from pipeline
     info = gauge("owner_info", "The roster (rep.updated): 1 per owner with the owner's "
                  "name and team; join it to show names: * on(owner) group_left(name) "
                  "pulse_owner_info.", ["owner", "name", "team"])

@@ -25,11 +25,11 @@ class ReportMemo:
         self._parts: dict[str, tuple[tuple[Any, ...], Any]] = {}
 
     def part(self, name: str, snap: Snapshot, fields: tuple[str, ...], as_of_day: int,
-             compute: Callable[[], Any]) -> Any:
+             compute: Callable[[], Any], inputs: tuple[Any, ...] = ()) -> Any:
         """The part ``name``: kept, or ``compute()``d (and kept when every field read has
-        a version)."""
+        a version); ``inputs``: other values it is computed from (compared by value)."""
         versions = tuple(snap.versions.get(f) for f in fields)
-        key = (as_of_day, versions)
+        key = (as_of_day, versions, inputs)
         known = self._parts.get(name)
         if known is not None and known[0] == key:
             return known[1]

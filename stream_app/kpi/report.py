@@ -426,21 +426,24 @@ def build_report(snap: Snapshot, as_of_ms: int, cfg: ReportConfig,
     ``memo`` kept whose inputs did not change)."""
     as_of_day = day_of(as_of_ms)
 
-    def part(name: str, fields: tuple[str, ...], compute: Callable[[], Any]) -> Any:
+    def part(name: str, fields: tuple[str, ...], compute: Callable[[], Any],
+             with_teams: bool = False) -> Any:
         if memo is None:
             return compute()
-        return memo.part(name, snap, fields, as_of_day, compute)
+        return memo.part(name, snap, fields, as_of_day, compute,
+                         tuple(teams) if with_teams else ())
 
-    teams: list[str] = part("teams", _TEAM_FIELDS, lambda: _teams(snap))
+    teams: list[str] = []
+    teams = part("teams", _TEAM_FIELDS, lambda: _teams(snap))
     open_by_group: dict[str, int] = part("open_by_group", ("open",),
                                          lambda: _open_by_group(snap))
-    stints, bottlenecks = part("stints", ("stints", *_TEAM_FIELDS), lambda: _frozen(
-        _stint_kpis(snap, cfg, as_of_day, teams)))
-    windows = part("windows", _TEAM_FIELDS, lambda: tuple(
-        _window_kpis(snap, cfg, as_of_day, teams, open_by_group)))
+    stints, bottlenecks = part("stints", ("stints",), lambda: _frozen(
+        _stint_kpis(snap, cfg, as_of_day, teams)), with_teams=True)
+    windows = part("windows", ("buckets", "open"), lambda: tuple(
+        _window_kpis(snap, cfg, as_of_day, teams, open_by_group)), with_teams=True)
     activities, owner_activities = part(
-        "activities", ("activities", "owner_activities", *_TEAM_FIELDS), lambda: _frozen(
-            _activity_kpis(snap, cfg, as_of_day, list(windows))))
+        "activities", ("activities", "owner_activities", "buckets", "open"), lambda: _frozen(
+            _activity_kpis(snap, cfg, as_of_day, list(windows))), with_teams=True)
     owner_rows = part("owner_rows", _QUOTA_FIELDS,
                       lambda: _owner_rows(snap, current_periods(as_of_day).values()))
     owner_deals, owner_pipeline = part("owner_deals", ("owner_deals", "owner_open"),
@@ -449,8 +452,8 @@ def build_report(snap: Snapshot, as_of_ms: int, cfg: ReportConfig,
     return Report(
         as_of_ms=as_of_ms,
         windows=windows,
-        stages=part("stages", _TEAM_FIELDS, lambda: tuple(
-            _stage_kpis(snap, cfg, as_of_day, teams))),
+        stages=part("stages", ("open",), lambda: tuple(
+            _stage_kpis(snap, cfg, as_of_day, teams)), with_teams=True),
         churn=part("churn", ("churned", "new_churned", "new_customers"),
                    lambda: tuple(_churn_kpis(snap, as_of_day))),
         folded={label: len(values) for label, values in snap.folded.items()},
@@ -458,20 +461,20 @@ def build_report(snap: Snapshot, as_of_ms: int, cfg: ReportConfig,
                         lambda: tuple(_dimension_kpis(snap, cfg, as_of_day))),
         stints=stints,
         bottlenecks=bottlenecks,
-        waterfall=part("waterfall", _TEAM_FIELDS, lambda: tuple(
-            _waterfall_kpis(snap, cfg, as_of_day, teams))),
+        waterfall=part("waterfall", ("waterfall",), lambda: tuple(
+            _waterfall_kpis(snap, cfg, as_of_day, teams)), with_teams=True),
         competitors=part("competitors", ("competitors", "churned_to"),
                          lambda: tuple(_competitor_kpis(snap, cfg, as_of_day))),
-        growth=part("growth", _TEAM_FIELDS,
-                    lambda: tuple(_growth_kpis(snap, as_of_day, teams))),
+        growth=part("growth", ("buckets",),
+                    lambda: tuple(_growth_kpis(snap, as_of_day, teams)), with_teams=True),
         clv=part("clv", ("buckets", "buyer_deltas", "churned", "new_churned", "new_customers"),
                  lambda: _clv_kpis(snap, cfg, as_of_day)),
-        quotas=part("quotas", (*_QUOTA_FIELDS, *_TEAM_FIELDS), lambda: tuple(
-            _quota_kpis(snap, as_of_day, teams, owner_rows))),
+        quotas=part("quotas", (*_QUOTA_FIELDS, "open"), lambda: tuple(
+            _quota_kpis(snap, as_of_day, teams, owner_rows)), with_teams=True),
         attainment=part("attainment", (*_QUOTA_FIELDS, "owner_kept"), lambda: tuple(
             _attainment_kpis(snap, as_of_day, owner_rows))),
-        required_coverage=part("required_coverage", _TEAM_FIELDS, lambda: tuple(
-            _required_coverage(snap, as_of_day, teams))),
+        required_coverage=part("required_coverage", ("buckets",), lambda: tuple(
+            _required_coverage(snap, as_of_day, teams)), with_teams=True),
         leads=part("leads", ("leads",), lambda: tuple(_lead_kpis(snap, cfg, as_of_day))),
         lead_bands=part("lead_bands", ("bands",),
                         lambda: tuple(_lead_band_kpis(snap, cfg, as_of_day))),

@@ -17,11 +17,12 @@ from stream_app.kpi.report import ReportConfig, build_report
 from stream_app.kpi.rows import Report
 from stream_app.kpi.scoring import load_rules
 from stream_app.kpi.snapshot import Snapshot
-from stream_app.kpi.windows import window_specs
+from stream_app.kpi.windows import current_periods, window_specs
 from tests.unit.test_metrics import Source
 
 DAY = 20_500
 MS_PER_DAY = 86_400_000
+MONTH = current_periods(DAY)["month"]
 CONFIG = ReportConfig(window_specs((3, 30)), ("P", "N"),
                       {"P": Decimal("0.2"), "N": Decimal("0.9")}, scoring=load_rules(None))
 
@@ -83,6 +84,11 @@ def _snapshot(rng: random.Random) -> Snapshot:
               [rng.randrange(1, 4), rng.randrange(10**6)] for _ in range(10)},
         owner_deals={(f"o{rng.randrange(6)}", DAY - rng.randrange(40)):
                      [rng.randrange(3) for _ in range(5)] for _ in range(15)},
+        owner_activities={(f"o{rng.randrange(6)}", DAY - rng.randrange(40)):
+                          [rng.randrange(3) for _ in range(3)] for _ in range(15)},
+        quota_cents={(f"o{n}", MONTH): rng.randrange(1, 10**6) for n in range(4)},
+        quota_team={(f"o{n}", MONTH): "A" for n in range(4)},
+        owner_won={(f"o{rng.randrange(6)}", MONTH): rng.randrange(10**6) for _ in range(3)},
         open_leads=[ScoreInputs("Web", 10.0 * rng.randrange(6),
                                 ((DAY * MS_PER_DAY - rng.randrange(10**9), "demo_request"),),
                                 None) for _ in range(8)])
