@@ -69,8 +69,8 @@ class AggregateIndex:
                  labels_version: int) -> Snapshot:
         """The table's snapshot: the same object while no cell, partition or label
         verdict (``labels_version``) changed, moved in place by the cells that changed
-        (built again when the partitions or the verdicts changed, or an owner's quota,
-        win or profile did). :attr:`version` tells the caller whether it changed.
+        (built again when the partitions or the verdicts changed, or a roster profile
+        did). :attr:`version` tells the caller whether it changed.
         Callers must not modify it."""
         changes = self._refresh(partitions)
         cached = self._snapshot

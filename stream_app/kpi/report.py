@@ -433,8 +433,7 @@ def build_report(snap: Snapshot, as_of_ms: int, cfg: ReportConfig,
         return memo.part(name, snap, fields, as_of_day, compute,
                          tuple(teams) if with_teams else ())
 
-    teams: list[str] = []
-    teams = part("teams", _TEAM_FIELDS, lambda: _teams(snap))
+    teams: list[str] = part("teams", _TEAM_FIELDS, lambda: _teams(snap))
     open_by_group: dict[str, int] = part("open_by_group", ("open",),
                                          lambda: _open_by_group(snap))
     stints, bottlenecks = part("stints", ("stints",), lambda: _frozen(

@@ -248,7 +248,7 @@ def apply_cell_changes(snap: Snapshot, changes: Sequence[tuple[Cell, Any, Any]],
             delta = [n - o for n, o in zip(new, old, strict=True)]
         if kind == OWNER_WON:
             _owner_aggregate(snap, kind, group, part, delta, keep, folded)
-            touched.add("owner_won")
+            touched.update(("owner_won", "owner_kept"))
         elif kind == OWNER_QUOTA:
             _owner_quota_change(snap, group, part, old, new, keep, folded)
             touched.update(("quota_cents", "quota_team", "owner_kept"))
@@ -359,10 +359,7 @@ def _owner_aggregate(snap: Snapshot, kind: str, owner: str, part: str, value: li
                      folded: dict[str, set[str]]) -> None:
     """Quotas and wins stay per owner (attainment is decided per owner); the owner and
     team caps are applied when they are exported."""
-    if owner not in snap.owner_kept:
-        snap.owner_kept[owner] = keep is None or keep("owner", owner)
-        if not snap.owner_kept[owner]:
-            folded["owner"].add(owner)
+    _note_owner(snap, owner, keep, folded)
     if kind == OWNER_WON:
         _count(snap.owner_won, (owner, part), value[0])
         return
@@ -373,13 +370,22 @@ def _owner_aggregate(snap: Snapshot, kind: str, owner: str, part: str, value: li
     snap.quota_team[(owner, period)] = _exported("team", team, keep, folded)
 
 
+def _note_owner(snap: Snapshot, owner: str, keep: Callable[[str, str], bool] | None,
+                folded: dict[str, set[str]]) -> None:
+    """The owner cap's verdict on an owner with a quota or a win, noted once."""
+    if owner not in snap.owner_kept:
+        snap.owner_kept[owner] = keep is None or keep("owner", owner)
+        if not snap.owner_kept[owner]:
+            folded["owner"].add(owner)
+
+
 def _owner_quota_change(snap: Snapshot, owner: str, part: str, old: list[int] | None,
                         new: list[int], keep: Callable[[str, str], bool] | None,
                         folded: dict[str, set[str]]) -> None:
     """An owner's quota cell moved from ``old`` to ``new`` ([cents, set]: only a set
     quota counts). A fold keeps one set quota cell per owner and period, so a quota
     that is no longer set leaves the snapshot, as from a build from scratch."""
-    _owner_aggregate(snap, OWNER_QUOTA, owner, part, [0, 0], keep, folded)
+    _note_owner(snap, owner, keep, folded)
     period, _, team = part.partition("|")
     key = (owner, period)
     if old is not None and old[1]:
