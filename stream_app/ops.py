@@ -28,6 +28,13 @@ class OperationalStats:
     recoveries: int = 0
     changelog_applied: Counter[str] = field(default_factory=Counter)
     changelog_dropped: Counter[str] = field(default_factory=Counter)
+    #: Of the applied records, those the bulk loader read (not Faust's consumer).
+    changelog_read_in_bulk: Counter[str] = field(default_factory=Counter)
+    #: Local checkpoints written, records loaded from them, and ones found unusable.
+    checkpoints_written: Counter[str] = field(default_factory=Counter)
+    checkpoint_records_loaded: Counter[str] = field(default_factory=Counter)
+    checkpoints_discarded: Counter[str] = field(default_factory=Counter)
+    last_checkpoint_seconds: float | None = None
     recovery_in_progress: bool = False
     recovery_remaining: int = 0
     last_recovery_seconds: float | None = None

@@ -28,7 +28,7 @@ GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
               "clv_", "late_grace", "lead_scoring", "hot_lead")),
     ("Label caps", ("max_teams", "max_owners", "max_sources", "max_products",
                     "max_competitors")),
-    ("Operations", ("web_", "log_", "startup_", "liveness_", "recovery_", "data_dir",
+    ("Operations", ("web_", "log_", "startup_", "liveness_", "recovery_", "data_dir", "checkpoint_",
                     "require_redis")),
     ("Ingest gateway", ("ingest_",)),
 )

@@ -24,12 +24,17 @@ import faust
 from faust.types import TP, EventT
 from prometheus_client import CollectorRegistry
 
+from stream_app.adapters.batch_gate import BatchGate
+from stream_app.adapters.changelog_loader import ChangelogLoader
+from stream_app.adapters.checkpointer import ChangelogPositions, Checkpointer
+from stream_app.adapters.checkpoints import CheckpointFiles
 from stream_app.adapters.faust_compat import (
     ChangelogApply,
     Table,
     assigned_actives,
     broker_connections,
     committed_offset,
+    install_changelog_loader,
     install_high_watermark_fix,
     install_recovery_generation,
     last_recovery_seconds,
@@ -125,6 +130,14 @@ class PulseWorker:
         )
         self._labels = LabelRegistry(self.redis, settings.label_cap)
         self.app = self._make_app()
+        self._gate = BatchGate()
+        files = (CheckpointFiles(settings.data_dir)
+                 if settings.data_dir and settings.checkpoint_interval_seconds else None)
+        self._changelog_positions = ChangelogPositions() if files is not None else None
+        self._checkpointer = (
+            Checkpointer(settings, files, self._gate, self._changelog_positions, self._stats)
+            if files is not None and self._changelog_positions is not None else None)
+        install_changelog_loader(self.app, ChangelogLoader(settings, self._stats, files))
         self.registry = CollectorRegistry()
         self._collector = PulseCollector(self, self.registry)
         self._scrape = Scrape(lambda: self.pipelines, self._active_partitions, self._labels,
@@ -133,7 +146,8 @@ class PulseWorker:
             rules=contract_rules(settings), redis=self.redis, labels=self._labels,
             stats=self._stats, producer=lambda: self.app.producer,
             dead_letter_topic=settings.topic_dead_letters,
-            late_grace_ms=round(settings.late_grace_days * 86_400_000))
+            late_grace_ms=round(settings.late_grace_days * 86_400_000),
+            changelog_positions=self._changelog_positions)
         changelog_configs = ({"min.insync.replicas": settings.min_insync_replicas}
                              if settings.min_insync_replicas else {})
         self.pipelines = tuple(
@@ -200,10 +214,32 @@ class PulseWorker:
             batches = cast(faust.Stream[Any], stream).take_events(
                 max_=s.batch_max_events, within=s.batch_within_seconds)
             async for events in batches:
-                await finish_batch(pipeline.run(events))
+                await finish_batch(self._gated(pipeline.run(events)))
+
+    async def _gated(self, batch: Awaitable[None]) -> None:
+        async with self._gate.batch():
+            await batch
+
+    async def _checkpoint(self) -> None:
+        """Write the local checkpoints of the exported partitions; a failure is logged and
+        the worker goes on (a restart then reads more of the changelogs)."""
+        if self._checkpointer is None or self.fatal is not None:
+            return
+        partitions = frozenset(p for _, p in self._ready)
+        try:
+            written = await self._checkpointer.write(
+                [pipeline.table for pipeline in self.pipelines], partitions,
+                self.app.producer)
+        except Exception as error:
+            log.warning("local checkpoints not written: %s", error, exc_info=True)
+            return
+        log.info("local checkpoints written: %d in %.1fs", written,
+                 self._stats.last_checkpoint_seconds or 0.0)
 
     def _wire(self) -> None:
         app = self.app
+        if self._checkpointer is not None:
+            app.timer(self.settings.checkpoint_interval_seconds)(self._checkpoint)
 
         # Faust's stubs type a signal handler's return as None or Awaitable[None], which
         # mypy does not match with a coroutine function; the handlers are what Faust calls.
@@ -396,6 +432,10 @@ class PulseWorker:
         if self._recovered != {pipeline.spec.name for pipeline in self.pipelines}:
             return
         self._ready = frozenset((tp.topic, tp.partition) for tp in assigned_actives(self.app))
+        if self._changelog_positions is not None:
+            for tp, offset, _ in recovery_positions(self.app):
+                if offset is not None:
+                    self._changelog_positions.restored(tp.topic, tp.partition, offset)
         self._stats.recoveries += 1
 
     def health(self) -> dict[str, Any]:

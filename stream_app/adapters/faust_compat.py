@@ -17,8 +17,10 @@ __all__ = [
     "assigned_actives",
     "broker_connections",
     "committed_offset",
+    "install_changelog_loader",
     "install_high_watermark_fix",
     "install_recovery_generation",
+    "key_partitions",
     "last_recovery_seconds",
     "recovery_positions",
     "recovery_progress",
@@ -29,7 +31,8 @@ __all__ = [
     "wrap_changelog_apply",
 ]
 
-from collections.abc import Callable, Mapping, MutableMapping, Sequence
+import time
+from collections.abc import Awaitable, Callable, Iterator, Mapping, MutableMapping, Sequence
 from typing import Any
 
 import faust
@@ -39,6 +42,11 @@ from faust.types import TP, EventT, TableT
 Table = TableT[Any, Any]
 #: What a table does with a batch of changelog records read during recovery.
 ChangelogApply = Callable[[Sequence[EventT[Any]]], None]
+#: Reads active changelog partitions before Faust does: given each partition's table and
+#: its last offset (high watermark - 1, or -1 when empty), moves ``positions[tp]`` to the
+#: last offset applied as it goes.
+ChangelogLoader = Callable[[Mapping[TP, Table], Mapping[TP, int], MutableMapping[TP, Any]],
+                           Awaitable[None]]
 
 
 def _internals(component: object) -> Any:
@@ -52,6 +60,15 @@ def store_dict(table: Table) -> MutableMapping[Any, Any]:
     written without Faust's per-key changelog path."""
     data: MutableMapping[Any, Any] = table.data
     return getattr(data, "data", data)
+
+
+def key_partitions(table: Table) -> MutableMapping[Any, int]:
+    """The partition each key of a table's memory store was last written to
+    (``Store._key_partition``): Faust fills it for changelog records it applies and, when
+    a recovery completes, drops the keys of partitions no longer assigned; the pipeline
+    fills it for the records it writes."""
+    partitions: MutableMapping[Any, int] = _internals(table.data)._key_partition
+    return partitions
 
 
 def wrap_changelog_apply(table: Table,
@@ -199,3 +216,72 @@ def install_high_watermark_fix(
     patched._highwaters = _highwaters
     patched._pulse_original_highwaters = original
     patched._pulse_fixed = True
+
+
+class _ReceivedPositions(MutableMapping[TP, Any]):
+    """A recovery's ``active_offsets`` that also stamps each partition as having received
+    records when a loader moves its position (``Recovery._active_events_received_at``,
+    which Faust's stall warnings read)."""
+
+    def __init__(self, positions: MutableMapping[TP, Any], received: MutableMapping[TP, float]):
+        self._positions, self._received = positions, received
+
+    def __getitem__(self, tp: TP) -> Any:
+        return self._positions[tp]
+
+    def __setitem__(self, tp: TP, offset: Any) -> None:
+        self._positions[tp] = offset
+        self._received[tp] = time.monotonic()
+
+    def __delitem__(self, tp: TP) -> None:
+        del self._positions[tp]
+
+    def __iter__(self) -> Iterator[TP]:
+        return iter(self._positions)
+
+    def __len__(self) -> int:
+        return len(self._positions)
+
+
+def install_changelog_loader(app: faust.App, loader: ChangelogLoader) -> None:
+    """Let ``loader`` read the active changelog partitions of each recovery of ``app``
+    before Faust's own recovery does.
+
+    Patches ``Recovery._build_offsets`` (run by the recovery loop once the high
+    watermarks, ``Recovery.active_highwaters``, are known and before it seeks): for the
+    active partitions it first awaits ``loader(Recovery.tp_to_table, highwaters,
+    Recovery.active_offsets)``; Faust then starts reading after the offsets the loader
+    reached (the larger of those and the earliest offsets), so it reads only what was
+    written since. ``Recovery._wait`` runs that step without Faust's request timeout (a
+    large restore outlasts it), still interrupted by a new rebalance or a stop. Recovery
+    progress (``active_remaining``) moves as the loader moves the offsets. Idempotent;
+    the loader is looked up per app (``App._pulse_changelog_loader``).
+    """
+    from faust.tables.recovery import Recovery
+
+    _internals(app)._pulse_changelog_loader = loader
+    if getattr(Recovery, "_pulse_loader_installed", False):
+        return
+    patched = _internals(Recovery)
+    patched._pulse_original_build_offsets = Recovery._build_offsets
+    patched._pulse_original_wait = Recovery._wait
+
+    async def _build_offsets(self: Any, consumer: Any, tps: Any, destination: Any,
+                             title: str) -> None:
+        load = getattr(self.app, "_pulse_changelog_loader", None)
+        if load is not None and destination is self.active_offsets and tps:
+            highwaters = {tp: self.active_highwaters[tp] for tp in tps
+                          if self.active_highwaters.get(tp) is not None}
+            await load({tp: self.tp_to_table[tp] for tp in highwaters}, highwaters,
+                       _ReceivedPositions(destination, self._active_events_received_at))
+        await Recovery._pulse_original_build_offsets(  # type: ignore[attr-defined]
+            self, consumer, tps, destination, title)  # kept above, for the pin test
+
+    async def _wait(self: Any, coro: Any, timeout: Any = None) -> None:
+        if getattr(coro, "cr_code", None) is _build_offsets.__code__:
+            timeout = None
+        await Recovery._pulse_original_wait(self, coro, timeout)  # type: ignore[attr-defined]
+
+    patched._build_offsets = _build_offsets
+    patched._wait = _wait
+    patched._pulse_loader_installed = True

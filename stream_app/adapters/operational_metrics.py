@@ -86,6 +86,30 @@ def _recovery(stats: OperationalStats) -> Iterator[Metric]:
         "their key (a late write of a worker that lost its partition), by table.",
         "table", stats.changelog_dropped,
     )
+    yield counter(
+        "changelog_records_read_in_bulk",
+        "Of the applied records, those read by the bulk loader at the start of a "
+        "recovery rather than by Faust's consumer, by table.",
+        "table", stats.changelog_read_in_bulk,
+    )
+    yield counter(
+        "checkpoints_written",
+        "Local checkpoints written (one per table and exported partition, every "
+        "PULSE_CHECKPOINT_INTERVAL_SECONDS), by table.", "table", stats.checkpoints_written)
+    yield counter(
+        "checkpoint_records_loaded",
+        "Records a recovery loaded from local checkpoints instead of reading the "
+        "changelog, by table.", "table", stats.checkpoint_records_loaded)
+    yield counter(
+        "checkpoints_discarded",
+        "Local checkpoints a recovery found unusable (unreadable, or the changelog no "
+        "longer holds the records it was taken at: deleted, recreated, truncated or "
+        "another application's), by table.", "table", stats.checkpoints_discarded)
+    if stats.last_checkpoint_seconds is not None:
+        took = gauge("last_checkpoint_duration_seconds",
+                     "Seconds the last round of local checkpoints took.", [])
+        took.add_metric([], stats.last_checkpoint_seconds)
+        yield took
     recoveries = CounterMetricFamily("pulse_recoveries", "Table recoveries completed.")
     recoveries.add_metric([], stats.recoveries)
     yield recoveries

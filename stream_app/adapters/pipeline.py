@@ -21,7 +21,8 @@ from typing import Any
 from faust.types import EventT
 
 from stream_app.adapters.aggregate_index import AggregateIndex
-from stream_app.adapters.faust_compat import Table
+from stream_app.adapters.checkpointer import ChangelogPositions
+from stream_app.adapters.faust_compat import Table, key_partitions
 from stream_app.adapters.label_registry import LabelRegistry
 from stream_app.adapters.redis_store import RedisStore
 from stream_app.events.codec import ContractRules, Rejection, decode_event
@@ -51,6 +52,8 @@ class PipelineContext:
     producer: Callable[[], Any]
     dead_letter_topic: str
     late_grace_ms: int
+    #: Follows the offsets of the changelog records sent (for local checkpoints).
+    changelog_positions: ChangelogPositions | None = None
 
 
 @dataclass
@@ -72,6 +75,7 @@ class SourcePipeline:
         self.book: SideBook | None = spec.side_book() if spec.side_book else None
         self._context = context
         self._feeds = {feed.topic: feed for feed in spec.feeds}
+        self._key_partitions = key_partitions(table)
 
     async def run(self, events: Sequence[EventT[Any]]) -> None:
         """Fold one batch of the source's topics and hand its writes to the producer."""
@@ -199,7 +203,13 @@ class SourcePipeline:
         batch.outbox.clear()
         changelog = self.table.changelog_topic.get_topic_name()
         dumps = json.dumps
+        key_partition = self._key_partitions
+        positions = self._context.changelog_positions
         for partition, writer in batch.writers.items():
             for key, record in writer.drain():
-                await producer.send(changelog, dumps(key).encode(), dumps(record).encode(),
-                                    partition, None, None)
+                key_bytes, value_bytes = dumps(key).encode(), dumps(record).encode()
+                sent = await producer.send(changelog, key_bytes, value_bytes, partition,
+                                           None, None)
+                key_partition[key] = partition
+                if positions is not None:
+                    positions.sent(changelog, partition, sent, key_bytes, value_bytes)

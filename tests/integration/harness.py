@@ -36,7 +36,12 @@ T = TypeVar("T")
 OPERATIONAL_PREFIXES = ("pulse_info", "pulse_events_", "pulse_dedup_", "pulse_label_values_",
                         "pulse_consumer_", "pulse_owned_partitions", "pulse_exported_partition",
                         "pulse_changelog_", "pulse_recover", "pulse_last_recovery_",
-                        "pulse_event_loop_", "pulse_kafka_")
+                        "pulse_event_loop_", "pulse_kafka_", "pulse_checkpoint",
+                        "pulse_last_checkpoint_")
+
+
+#: Whether workers write local checkpoints (the ``local_checkpoints`` fixture sets it).
+LOCAL_CHECKPOINTS = [False]
 
 
 @dataclass
@@ -61,8 +66,13 @@ class Worker:
             return None
 
     def start(self) -> Worker:
+        """Start the process; with :data:`LOCAL_CHECKPOINTS` set, every worker of a test
+        shares one data directory and writes local checkpoints every second, so each
+        restart loads them."""
+        local = ({"PULSE_DATA_DIR": str(self.log.parent / "worker-data"),
+                  "PULSE_CHECKPOINT_INTERVAL_SECONDS": "1"} if LOCAL_CHECKPOINTS[0] else {})
         self.proc = spawn_worker(self.settings, str(self.log),
-                                 **{"PULSE_LOG_LEVEL": "INFO", **self.env})
+                                 **{"PULSE_LOG_LEVEL": "INFO", **local, **self.env})
         return self
 
     def kill(self) -> None:

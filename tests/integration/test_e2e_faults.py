@@ -47,7 +47,8 @@ from tests.integration.harness import (
 from tests.prometheus_tools import query, query_range, start_prometheus
 from tests.reference import ADDITIVE, Key, expected_metrics
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+#: Every worker of these tests writes local checkpoints, so each restart loads them.
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.usefixtures("local_checkpoints")]
 
 
 #: Messages of the CRM topics each mid-chunk SIGKILL must leave unread, at least.
@@ -284,7 +285,7 @@ def test_lost_changelog_stops_the_worker_with_a_clear_error(
 
 
 #: Changelog records a restarted worker has to restore when the broker freezes.
-STALL_PADDING = 40_000
+STALL_PADDING = 200_000
 
 
 def test_a_recovery_that_cannot_progress_fails_loudly(
@@ -610,7 +611,7 @@ def test_label_flood_and_abusive_messages_stay_within_the_series_budget(
 
 
 #: Changelog records added so a restarted worker's recovery outlasts a produce.
-RECOVERY_PADDING = 20_000
+RECOVERY_PADDING = 200_000
 
 
 def _changelog_padding(settings: Settings, count: int) -> list[tuple[str, bytes, bytes]]:
@@ -651,6 +652,9 @@ def test_messages_sent_while_a_restarted_worker_recovers_are_not_skipped(
         for kind, n in kinds.items():
             assert samples[("pulse_events_processed_total", (("type", kind),))] == n
         assert_matches(expected_metrics(events, as_of), samples)
+        in_bulk = samples[("pulse_changelog_records_read_in_bulk_total",
+                           (("table", "pulse-deals"),))]
+        assert in_bulk >= RECOVERY_PADDING, "the restart was not restored by the bulk loader"
     finally:
         worker.discard()
 
@@ -740,7 +744,9 @@ def test_a_worker_resumed_after_its_session_expired_cannot_overwrite_the_new_own
         assert stale > 0, "the resumed worker wrote nothing late: the test proved nothing"
         for worker in workers:
             worker.kill()
-        fresh = Worker(worker_settings(base_settings), tmp_path / "fresh.log").start()
+        # a new machine: no local checkpoint, so it reads the late writes back
+        fresh = Worker(worker_settings(base_settings), tmp_path / "fresh.log",
+                       env={"PULSE_DATA_DIR": str(tmp_path / "fresh-data")}).start()
         [samples] = settled([fresh], base_settings.partitions, as_of)
         assert_matches(expected, samples)
         assert metric_total(samples, "pulse_changelog_records_dropped_total") > 0

@@ -206,3 +206,74 @@ def test_the_completing_recovery_s_generation_is_noted_before_the_table_callback
     assert faust_compat.recovery_stale(app)  # generation 1's recovery under generation 2
     tables_recovery._pulse_generation = 2
     assert not faust_compat.recovery_stale(app)
+
+
+def test_the_changelog_loader_runs_before_faust_reads_and_without_its_timeout(
+        app: faust.App) -> None:
+    source = inspect.getsource(Recovery)  # _restart_recovery is a ServiceTask
+    assert "T(self._build_offsets)(\n                        consumer, assigned_active_tps, " \
+           "active_offsets, \"active\"" in source
+    assert "timeout=self.app.conf.broker_request_timeout" in source
+    original_build = getattr(Recovery, "_pulse_original_build_offsets", Recovery._build_offsets)
+    assert list(inspect.signature(original_build).parameters) == [
+        "self", "consumer", "tps", "destination", "title"]
+    assert "max(last_value, new_value)" in inspect.getsource(original_build)
+    original_wait = getattr(Recovery, "_pulse_original_wait", Recovery._wait)
+    assert list(inspect.signature(original_wait).parameters) == ["self", "coro", "timeout"]
+    recovery = app.tables.recovery  # type: ignore[attr-defined]
+    assert isinstance(recovery.tp_to_table, Mapping)
+    table = app.Table("pinned", default=None)
+    loaded, empty = TP("pinned-changelog", 0), TP("pinned-changelog", 1)
+    calls: list[tuple[Any, ...]] = []
+
+    async def loader(tables: Any, highwaters: Any, positions: Any) -> None:
+        calls.append((dict(tables), dict(highwaters)))
+        positions[loaded] = 41
+
+    faust_compat.install_changelog_loader(app, loader)
+    faust_compat.install_changelog_loader(app, loader)  # idempotent
+    assert Recovery._pulse_original_build_offsets is original_build  # type: ignore[attr-defined]
+    recovery.tp_to_table.update({loaded: table, empty: table})
+    recovery.active_highwaters.update({loaded: 41, empty: -1})
+    recovery.active_offsets.update({loaded: None, empty: None})
+
+    async def earliest_offsets(*tps: TP) -> dict[TP, int]:
+        return {tp: 0 for tp in tps}
+
+    consumer = SimpleNamespace(earliest_offsets=earliest_offsets)
+    waited: list[Any] = []
+
+    async def wait(self: Any, coro: Any, timeout: Any = None) -> None:
+        waited.append(timeout)
+        await coro
+
+    Recovery._pulse_original_wait = wait  # type: ignore[attr-defined]
+    try:
+        # the recovery loop's call, as in _restart_recovery
+        asyncio.run(recovery._wait(recovery._build_offsets(
+            consumer, {loaded, empty}, recovery.active_offsets, "active"), timeout=90.0))
+        asyncio.run(recovery._wait(asyncio.sleep(0), timeout=90.0))
+    finally:
+        Recovery._pulse_original_wait = original_wait  # type: ignore[attr-defined]
+    assert calls == [({loaded: table, empty: table}, {loaded: 41, empty: -1})]
+    assert recovery.active_offsets == {loaded: 41, empty: -1}  # Faust reads after 41
+    assert set(recovery._active_events_received_at) == {loaded}  # no "no event" warning
+    assert "active_events_received_at" in inspect.getsource(Recovery._verify_remaining)
+    assert waited == [None, 90.0]  # only the loading step runs without the timeout
+
+
+def test_the_memory_store_notes_each_key_s_partition_and_drops_revoked_ones(
+        app: faust.App) -> None:
+    table = app.Table("pinned", default=None)
+    owners = faust_compat.key_partitions(table)
+    assert type(owners) is dict and not owners
+    message = SimpleNamespace(partition=3, value=b"x")
+    table.data.apply_changelog_batch(
+        [SimpleNamespace(key="restored", value={"v": 1}, message=message)],
+        to_key=lambda k: k, to_value=lambda v: v)
+    assert owners == {"restored": 3}
+    faust_compat.store_dict(table)["written"] = {"v": 2}
+    owners["written"] = 1  # what the pipeline notes for the records it writes
+    asyncio.run(table.data.on_recovery_completed({TP("pinned-changelog", 3)}, set()))
+    assert faust_compat.store_dict(table) == {"restored": {"v": 1}}  # partition 1 dropped
+    assert owners == {"restored": 3}

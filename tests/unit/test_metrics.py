@@ -122,6 +122,25 @@ def test_positions_and_recovery() -> None:
     assert get("pulse_recovery_in_progress") == 0
 
 
+def test_bulk_reads_and_local_checkpoints() -> None:
+    source = Source(None)
+    ops = source.ops
+    ops.changelog_read_in_bulk["pulse-deals"] += 900
+    ops.checkpoints_written["pulse-deals"] += 8
+    ops.checkpoint_records_loaded["pulse-leads"] += 70
+    ops.checkpoints_discarded["pulse-deals"] += 1
+    registry = CollectorRegistry()
+    PulseCollector(source, registry)
+    get = registry.get_sample_value
+    assert get("pulse_changelog_records_read_in_bulk_total", {"table": "pulse-deals"}) == 900
+    assert get("pulse_checkpoints_written_total", {"table": "pulse-deals"}) == 8
+    assert get("pulse_checkpoint_records_loaded_total", {"table": "pulse-leads"}) == 70
+    assert get("pulse_checkpoints_discarded_total", {"table": "pulse-deals"}) == 1
+    assert get("pulse_last_checkpoint_duration_seconds") is None
+    ops.last_checkpoint_seconds = 1.25
+    assert get("pulse_last_checkpoint_duration_seconds") == 1.25
+
+
 def test_positions_of_partitions_given_away_are_no_longer_exported() -> None:
     source = Source(None)
     ops = source.ops
