@@ -42,6 +42,12 @@ class ChangelogPositions:
         self._unknown: set[tuple[str, int]] = set()
         self._latest: dict[tuple[str, int], Record] = {}
 
+    def forget(self) -> None:
+        """Partitions were revoked: nothing is known until the next recovery."""
+        self._next.clear()
+        self._unknown.clear()
+        self._latest.clear()
+
     def restored(self, topic: str, partition: int, last: int) -> None:
         """A recovery left ``topic[partition]`` holding every record up to ``last``."""
         self._next[(topic, partition)] = last + 1
@@ -105,14 +111,15 @@ class Checkpointer:
         self._written: dict[tuple[str, int], int] = {}
         self._earliest: dict[TopicPartition, Record] = {}
 
-    async def write(self, tables: Sequence[Table], partitions: frozenset[int],
+    async def write(self, exported: Sequence[tuple[Table, frozenset[int]]],
                     producer: Any) -> int:
-        """Checkpoint the ``partitions`` of every table that changed since their last
+        """Checkpoint each table's exported partitions that changed since their last
         checkpoint; returns the checkpoints written."""
         started = time.monotonic()
+        tables = [table for table, _ in exported]
         kafka_tps = {(table.name, partition): TopicPartition(
             table.changelog_topic.get_topic_name(), partition)
-            for table in tables for partition in partitions}
+            for table, partitions in exported for partition in partitions}
         async with self._gate.exclusive():
             await producer.flush()
             lasts = {key: self._positions.last(kafka_tp.topic, kafka_tp.partition)
@@ -153,6 +160,11 @@ class Checkpointer:
         if first is None or latest is None:
             log.warning("no checkpoint of %s[%d]: its records at offsets %d and %d could "
                         "not be read", kafka_tp.topic, kafka_tp.partition, earliest, last)
+            return 0
+        if not records:  # a partition with records holds at least its position marks
+            log.warning("no checkpoint of %s[%d]: no record of it in memory although its "
+                        "changelog reaches offset %d", kafka_tp.topic, kafka_tp.partition,
+                        last)
             return 0
         checkpoint = Checkpoint(kafka_tp.topic, kafka_tp.partition, last, earliest,
                                 record_digest(first, latest), records)

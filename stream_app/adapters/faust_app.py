@@ -225,11 +225,11 @@ class PulseWorker:
         the worker goes on (a restart then reads more of the changelogs)."""
         if self._checkpointer is None or self.fatal is not None:
             return
-        partitions = frozenset(p for _, p in self._ready)
+        exported = [(pipeline.table, frozenset(p for topic, p in self._ready
+                                               if topic in pipeline.spec.topics))
+                    for pipeline in self.pipelines]
         try:
-            written = await self._checkpointer.write(
-                [pipeline.table for pipeline in self.pipelines], partitions,
-                self.app.producer)
+            written = await self._checkpointer.write(exported, self.app.producer)
         except Exception as error:
             log.warning("local checkpoints not written: %s", error, exc_info=True)
             return
@@ -247,6 +247,8 @@ class PulseWorker:
         async def _revoked(sender: Any, *args: Any, **kwargs: Any) -> None:
             self._ready = frozenset()
             self._recovered.clear()
+            if self._changelog_positions is not None:
+                self._changelog_positions.forget()
 
         @app.timer(1.0)
         async def _tick() -> None:

@@ -166,6 +166,9 @@ def test_changelog_positions_follow_contiguous_acknowledgements_only() -> None:
         ack(None)
         await asyncio.sleep(0)
         seen.append(positions.last("cl", 0))
+        positions.restored("cl", 0, 30)
+        positions.forget()  # revoked: unknown until the next recovery
+        seen.append(positions.last("cl", 0))
         return seen
 
-    assert asyncio.run(scenario()) == [None, 9, 11, None, 20, None]
+    assert asyncio.run(scenario()) == [None, 9, 11, None, 20, None, None]
