@@ -490,8 +490,12 @@ def recovery_and_memory(settings: Settings, open_deals: int, logs: Path) -> dict
         scrape = scrape_cost(worker, repeats=10)
         _wait("first round of local checkpoints", settings.partitions,
               lambda: int(worker.sum_of("pulse_checkpoints_written_total")), 600)
-        time.sleep(1)
-        checkpoint_seconds = worker.sum_of("pulse_last_checkpoint_duration_seconds")
+        checkpoint_seconds = 0.0
+        for _ in range(60):  # set when the round ends, after its last file
+            checkpoint_seconds = worker.sum_of("pulse_last_checkpoint_duration_seconds")
+            if checkpoint_seconds:
+                break
+            time.sleep(0.5)
         rss_after_checkpoint = worker.rss_bytes()
         worker.kill()
         restart = _restart_to_export(full, logs, local, restored_open)
