@@ -477,7 +477,8 @@ def recovery_and_memory(settings: Settings, open_deals: int, logs: Path) -> dict
     records = synthetic_changelog(settings, open_deals)
     full = settings.model_copy(update={"app_id": "pulse-bench-restore"})
     asyncio.run(produce_changelog(settings, f"{full.app_id}-pulse-deals-changelog", records))
-    local = {**quiet, "PULSE_DATA_DIR": str(logs / "restore-data")}
+    local = {**quiet, "PULSE_DATA_DIR": str(logs / "restore-data"),
+             "PULSE_CHECKPOINT_INTERVAL_SECONDS": "60"}
     worker = PulseProcess(full, logs / "worker-restore.log", PULSE_APP_ID=full.app_id, **local)
     try:
         _wait("restore from changelog", len(records),
