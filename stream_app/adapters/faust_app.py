@@ -133,10 +133,12 @@ class PulseWorker:
         self._gate = BatchGate()
         files = (CheckpointFiles(settings.data_dir)
                  if settings.data_dir and settings.checkpoint_interval_seconds else None)
-        self._changelog_positions = ChangelogPositions() if files is not None else None
-        self._checkpointer = (
-            Checkpointer(settings, files, self._gate, self._changelog_positions, self._stats)
-            if files is not None and self._changelog_positions is not None else None)
+        self._changelog_positions: ChangelogPositions | None = None
+        self._checkpointer: Checkpointer | None = None
+        if files is not None:
+            self._changelog_positions = ChangelogPositions()
+            self._checkpointer = Checkpointer(settings, files, self._gate,
+                                              self._changelog_positions, self._stats)
         install_changelog_loader(self.app, ChangelogLoader(settings, self._stats, files))
         self.registry = CollectorRegistry()
         self._collector = PulseCollector(self, self.registry)

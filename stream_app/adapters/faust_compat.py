@@ -65,8 +65,8 @@ def store_dict(table: Table) -> MutableMapping[Any, Any]:
 def key_partitions(table: Table) -> MutableMapping[Any, int]:
     """The partition each key of a table's memory store was last written to
     (``Store._key_partition``): Faust fills it for changelog records it applies and, when
-    a recovery completes, drops the keys of partitions no longer assigned; the pipeline
-    fills it for the records it writes."""
+    a recovery completes, drops the keys of partitions no longer assigned; with local
+    checkpoints on, the pipeline fills it for the records it writes."""
     partitions: MutableMapping[Any, int] = _internals(table.data)._key_partition
     return partitions
 

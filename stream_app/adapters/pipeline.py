@@ -210,6 +210,6 @@ class SourcePipeline:
                 key_bytes, value_bytes = dumps(key).encode(), dumps(record).encode()
                 sent = await producer.send(changelog, key_bytes, value_bytes, partition,
                                            None, None)
-                key_partition[key] = partition
                 if positions is not None:
+                    key_partition[key] = partition
                     positions.sent(changelog, partition, sent, key_bytes, value_bytes)
