@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from stream_app.adapters.kafka import client_kwargs
+from stream_app.adapters.kafka import client_kwargs, committed_offsets
 from stream_app.adapters.processes import free_port, spawn_worker, stop_process
 from stream_app.config import Settings
 from stream_app.kpi.windows import ms_from_datetime
@@ -173,11 +173,67 @@ def settled(workers: list[Worker], partitions: int, as_of: dt.datetime | None,
                           f"asof_ok={asof_ok}")
             if (owned == partitions and not unread and not behind and asof_ok
                     and current == previous):
-                return samples
+                uncommitted = behind_the_broker(cfg, consumed)
+                if not uncommitted:
+                    return samples
+                last_state = f"committed offsets behind the broker's ends: {uncommitted}"
+                current = None
             previous = current
         _await_lag_refreshes(workers, SETTLE_LAG_REFRESHES, deadline)
     logs = "\n".join(f"--- {w.log}\n" + w.log.read_text()[-3000:] for w in workers)
     raise AssertionError(f"workers did not settle within {timeout}s: {last_state}\n{logs}")
+
+
+def behind_the_broker(settings: Settings, consumed: set[tuple[str, str]]
+                      ) -> dict[tuple[str, str], tuple[int, int]]:
+    """Partitions whose committed offset (the group's, read first) is below the end
+    offset the broker reports right after: (committed, end) for each.
+
+    A worker's own lag comes from the high watermark of its last fetch, which can be a
+    fetch older than the newest re-keyed wins: it reads 0 while wins sit unfetched. The
+    group commits a source offset only after the messages that source's events emitted
+    are on the broker, so committed == end everywhere, read in that order, means every
+    event and every win it emitted has been folded.
+    """
+    return asyncio.run(_behind_the_broker(settings, sorted(consumed)))
+
+
+async def _behind_the_broker(settings: Settings, consumed: list[tuple[str, str]]
+                             ) -> dict[tuple[str, str], tuple[int, int]]:
+    partitions = [(topic, int(partition)) for topic, partition in consumed]
+    committed = await committed_offsets(settings, settings.app_id, partitions)
+    ends = await _end_offsets(settings, partitions, committed)
+    return {(topic, str(partition)): (committed.get((topic, partition), 0), end)
+            for (topic, partition), end in ends.items()
+            if committed.get((topic, partition), 0) < end}
+
+
+async def _end_offsets(settings: Settings, partitions: list[tuple[str, int]],
+                       starts: dict[tuple[str, int], int]) -> dict[tuple[str, int], int]:
+    """High watermarks from Fetch responses (Tansu's ListOffsets can answer low)."""
+    consumer = AIOKafkaConsumer(enable_auto_commit=False, group_id=None, fetch_max_wait_ms=100,
+                                **client_kwargs(settings))
+    await consumer.start()
+    try:
+        tps = {TopicPartition(topic, partition): (topic, partition)
+               for topic, partition in partitions}
+        consumer.assign(list(tps))
+        for tp, key in tps.items():
+            consumer.seek(tp, max(starts.get(key, 0) - 1, 0))
+        ends: dict[tuple[str, int], int] = {}
+        deadline = time.monotonic() + 30
+        while len(ends) < len(tps):
+            missing = set(tps.values()) - set(ends)
+            assert time.monotonic() < deadline, f"no high watermark for {sorted(missing)}"
+            await consumer.getmany(*(tp for tp, key in tps.items() if key not in ends),
+                                   timeout_ms=200, max_records=1)
+            for tp, key in tps.items():
+                high = consumer.highwater(tp)
+                if high is not None:
+                    ends[key] = high
+        return ends
+    finally:
+        await consumer.stop()
 
 
 def _lag_refreshes(worker: Worker) -> int | None:
