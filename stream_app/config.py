@@ -219,10 +219,10 @@ class Settings(BaseSettings):
         None, description="Writable directory for the worker's local files (Faust's data "
         "directory); unset: <app id>-data in the working directory.")
     checkpoint_interval_seconds: float = Field(
-        0.0, ge=0, description="Experimental, off by default: how often a worker with "
-        "PULSE_DATA_DIR set writes local checkpoints of the table partitions it exports, "
-        "so a restart reads only the changelog written since; 0: never (a restart reads "
-        "every changelog from the start).")
+        60.0, ge=0, description="How often a worker with PULSE_DATA_DIR set writes local "
+        "checkpoints of the table partitions it exports, so a restart reads only the "
+        "changelog written since; 0: never (a restart reads every changelog from the "
+        "start).")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "WARNING"
     log_format: Literal["text", "json"] = Field(
         "text", description="json: one JSON object a line (time, level, logger, message, "

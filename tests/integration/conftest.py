@@ -15,6 +15,7 @@ from stream_app.adapters.embedded import (
 )
 from stream_app.config import Settings
 from stream_app.tools.generator import GeneratorSettings, generate_events
+from tests.integration.harness import LOCAL_CHECKPOINTS
 
 #: The workers' group session in the tests: Tansu holds a JoinGroup for half of it and
 #: keeps a SIGKILLed member for all of it, so every start and restart waits on it.
@@ -55,3 +56,13 @@ def small_stream(seed: int = 11, months: int = 5, per_day: float = 6.0,
 def last_time(events: list[dict[str, Any]]) -> dt.datetime:
     return max(dt.datetime.fromisoformat(e["time"].replace("Z", "+00:00")) for e in events)
 
+
+@pytest.fixture
+def local_checkpoints() -> Iterator[None]:
+    """Workers started in the test write local checkpoints every second to a data
+    directory the test's workers share (the fault tests run with it)."""
+    LOCAL_CHECKPOINTS[0] = True
+    try:
+        yield
+    finally:
+        LOCAL_CHECKPOINTS[0] = False

@@ -40,6 +40,10 @@ OPERATIONAL_PREFIXES = ("pulse_info", "pulse_events_", "pulse_dedup_", "pulse_la
                         "pulse_last_checkpoint_")
 
 
+#: Whether workers write local checkpoints (the ``local_checkpoints`` fixture sets it).
+LOCAL_CHECKPOINTS = [False]
+
+
 @dataclass
 class Worker:
     """A ``stream-app worker`` subprocess."""
@@ -62,8 +66,13 @@ class Worker:
             return None
 
     def start(self) -> Worker:
+        """Start the process; with :data:`LOCAL_CHECKPOINTS` set, every worker of a test
+        shares one data directory and writes local checkpoints every second, so each
+        restart loads them."""
+        local = ({"PULSE_DATA_DIR": str(self.log.parent / "worker-data"),
+                  "PULSE_CHECKPOINT_INTERVAL_SECONDS": "1"} if LOCAL_CHECKPOINTS[0] else {})
         self.proc = spawn_worker(self.settings, str(self.log),
-                                 **{"PULSE_LOG_LEVEL": "INFO", **self.env})
+                                 **{"PULSE_LOG_LEVEL": "INFO", **local, **self.env})
         return self
 
     def kill(self) -> None:

@@ -47,7 +47,8 @@ from tests.integration.harness import (
 from tests.prometheus_tools import query, query_range, start_prometheus
 from tests.reference import ADDITIVE, Key, expected_metrics
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+#: Every worker of these tests writes local checkpoints, so each restart loads them.
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.usefixtures("local_checkpoints")]
 
 
 #: Messages of the CRM topics each mid-chunk SIGKILL must leave unread, at least.
@@ -743,7 +744,9 @@ def test_a_worker_resumed_after_its_session_expired_cannot_overwrite_the_new_own
         assert stale > 0, "the resumed worker wrote nothing late: the test proved nothing"
         for worker in workers:
             worker.kill()
-        fresh = Worker(worker_settings(base_settings), tmp_path / "fresh.log").start()
+        # a new machine: no local checkpoint, so it reads the late writes back
+        fresh = Worker(worker_settings(base_settings), tmp_path / "fresh.log",
+                       env={"PULSE_DATA_DIR": str(tmp_path / "fresh-data")}).start()
         [samples] = settled([fresh], base_settings.partitions, as_of)
         assert_matches(expected, samples)
         assert metric_total(samples, "pulse_changelog_records_dropped_total") > 0

@@ -35,7 +35,8 @@ from tests.integration.harness import (
 )
 from tests.reference import expected_metrics
 
-pytestmark = pytest.mark.e2e
+#: Every worker of these tests writes local checkpoints, so each restart loads them.
+pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("local_checkpoints")]
 
 REDIS_PASSWORD = "hunter2-redis-secret"
 SASL_PASSWORD = "s3cr3t-sasl-password"
