@@ -4,8 +4,10 @@ from __future__ import annotations
 
 __all__ = ["AggregateIndex"]
 
+import asyncio
 from collections import defaultdict
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 from stream_app.adapters.faust_compat import Table, store_dict
@@ -21,6 +23,20 @@ from stream_app.kpi.snapshot import (
 )
 
 
+@dataclass
+class _Primed:
+    """Cells summed and a snapshot built off the event loop after a recovery, for the
+    partitions the worker is about to export; adopted by the first snapshot of those
+    partitions."""
+
+    partitions: frozenset[int]
+    #: Aggregate keys written since the priming began (summed again at adoption).
+    written: set[str] = field(default_factory=set)
+    cells: dict[Cell, Any] = field(default_factory=dict)
+    merged: dict[str, Any] = field(default_factory=dict)
+    snapshot: tuple[Any, Snapshot] | None = None
+
+
 class AggregateIndex:
     """Keys of aggregate records in a table, parsed once, and their sum over the
     exported partitions kept up to date as records are written, so a scrape never
@@ -34,19 +50,47 @@ class AggregateIndex:
         self._dirty: set[str] = set()
         self._partitions: frozenset[int] | None = None
         self._snapshot: tuple[Any, Snapshot] | None = None
+        self._primed: _Primed | None = None
         #: Moves whenever :meth:`snapshot` gives a snapshot that differs from the last.
         self.version = 0
 
     def rebuild(self) -> None:
-        """After a recovery: index every key again and re-sum at the next read."""
+        """After a recovery: index every key again and re-sum at the next read (or
+        from what :meth:`prime` sums)."""
         self.keys = {}
-        self.add(list(self.table.keys()))
+        self._primed = None
+        self.add(list(store_dict(self.table)))
         self._partitions = None
+
+    async def prime(self, partitions: frozenset[int], keep: Callable[[str, str], bool],
+                    labels_version: int) -> None:
+        """After :meth:`rebuild`: sum the cells of ``partitions`` and build their snapshot
+        in a thread, so the first scrape that exports them only adds what was written
+        since, instead of holding the event loop for the whole table (seconds, with a
+        million open deals). Folds may run meanwhile: the keys they write are noted and
+        summed again when the first snapshot adopts the result."""
+        primed = self._primed = _Primed(partitions)
+        items = list(self.keys.items())
+        data = store_dict(self.table)
+
+        def build() -> None:
+            cells, merged = primed.cells, primed.merged
+            for key, parsed in items:
+                if parsed[1] not in partitions or parsed[0] == POSITION:
+                    continue
+                record = data.get(key)
+                if record is not None:
+                    update_cell(cells, parsed, None, record["v"])
+                    merged[key] = record["v"]
+            primed.snapshot = (labels_version, snapshot_from_cells(cells, partitions, keep))
+
+        await asyncio.to_thread(build)
 
     def add(self, keys: Iterable[str]) -> None:
         """Note keys just written (by a fold or a changelog record); entity keys are
         ignored."""
         known, dirty = self.keys, self._dirty
+        written = self._primed.written if self._primed is not None else None
         for key in keys:
             if key not in known:
                 parsed = parse_aggregate_key(key)
@@ -54,6 +98,8 @@ class AggregateIndex:
                     continue
                 known[key] = parsed
             dirty.add(key)
+            if written is not None:
+                written.add(key)
 
     def groups(self) -> dict[str, set[str]]:
         """Values of each capped label named by the aggregates."""
@@ -90,7 +136,15 @@ class AggregateIndex:
         or from scratch when the partitions changed, returning None."""
         data = store_dict(self.table)
         rebuilt = partitions != self._partitions
-        if rebuilt:
+        primed = self._primed
+        if rebuilt and primed is not None and primed.snapshot is not None and (
+                primed.partitions == partitions):
+            self._cells, self._merged, self._snapshot = (primed.cells, primed.merged,
+                                                         primed.snapshot)
+            self._dirty = primed.written  # the rest was read by the priming
+            self._partitions, self._primed, rebuilt = partitions, None, False
+            self.version += 1
+        elif rebuilt:
             self._cells, self._merged = {}, {}
             self._dirty = set(self.keys)
             self._partitions = partitions

@@ -308,8 +308,9 @@ class PulseWorker:
 
     async def _on_recovered(self, pipeline: SourcePipeline) -> None:
         """A table restored: index it, rebuild its side book, admit the labels its
-        aggregates name, check it reaches the committed offsets; once every table is
-        restored, export the assignment.
+        aggregates name, sum its cells for the partitions it will export, check it
+        reaches the committed offsets; once every table is restored, export the
+        assignment.
 
         Callbacks of a recovery that a new assignment superseded do nothing (Faust calls
         them, then restarts): that state is not restored for the new assignment.
@@ -321,6 +322,11 @@ class PulseWorker:
         if pipeline.book is not None:
             pipeline.book.rebuild(pipeline.table.data)
         await self._labels.admit(pipeline.index.groups())
+        if self._stale_recovery(name):
+            return
+        exported = frozenset(tp.partition for tp in assigned_actives(self.app)
+                             if tp.topic == pipeline.spec.topic)
+        await pipeline.index.prime(exported, self._labels.keep, self._labels.version)
         if self._stale_recovery(name):
             return
         await self._verify_positions(pipeline.table, set(pipeline.spec.topics))

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from stream_app.adapters import aggregate_index as aggregate_index_module
 from stream_app.adapters import faust_app
 from stream_app.adapters.aggregate_index import AggregateIndex
 from stream_app.adapters.faust_app import finish_batch
@@ -126,6 +127,70 @@ def test_kept_sums_equal_a_fresh_sum_after_any_writes_and_reassignments(seed: in
             assert index.snapshot(partitions, _keep_all, 0) == fresh
             compared += 1
     assert compared > 80
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_a_primed_snapshot_equals_a_fresh_sum_after_any_writes_and_reassignments(
+    seed: int,
+) -> None:
+    """Recoveries that prime the exported partitions (or ones the worker then does not
+    export), with writes between the priming and the reads."""
+    rng = random.Random(seed)
+    table, clocks = _Table(), {}
+    index = AggregateIndex(table)  # type: ignore[arg-type]
+    partitions = frozenset({0, 1})
+    compared = 0
+    for step in range(600):
+        roll = rng.random()
+        if roll < 0.03:
+            partitions = frozenset(p for p in range(4) if rng.random() < 0.6)
+        elif roll < 0.08:
+            index.rebuild()
+            guess = partitions if rng.random() < 0.7 else frozenset({rng.randrange(4)})
+            asyncio.run(index.prime(guess, _keep_all, 0))
+        else:
+            index.add([_random_write(rng, table, clocks)])
+        if step % 5 == 0:
+            fresh = snapshot_from_aggregates(table.data.items(), partitions, _keep_all)
+            assert index.snapshot(partitions, _keep_all, 0) == fresh
+            compared += 1
+    assert compared > 100
+
+
+class _WritingWhileRead(dict[str, Any]):
+    """A store in which folds write (and note) keys right after the priming thread read
+    one: the key it read and a new one."""
+
+    def __init__(self, index: AggregateIndex, writes: list[tuple[str, list[int]]]):
+        super().__init__()
+        self.index, self.writes = index, writes
+
+    def get(self, key: str, default: Any = None) -> Any:
+        found = super().get(key, default)
+        while self.writes:
+            written, value = self.writes.pop()
+            self[written] = {"g": {}, "v": value}
+            self.index.add([written])
+        return found
+
+
+def test_writes_made_while_a_priming_runs_are_summed_when_it_is_adopted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    table = _Table()
+    index = AggregateIndex(table)  # type: ignore[arg-type]
+    kept, new = aggregate_key("b", 0, "A", "1"), aggregate_key("b", 1, "B", "2")
+    store = _WritingWhileRead(index, [(new, [4, 1]), (kept, [7, 0])])
+    store[kept] = {"g": {}, "v": [1, 0]}
+    table.data = store
+    index.rebuild()
+    asyncio.run(index.prime(frozenset({0, 1}), _keep_all, 0))
+    built: list[int] = []
+    monkeypatch.setattr(aggregate_index_module, "snapshot_from_cells",
+                        lambda *args: built.append(1))  # the adopted snapshot is moved
+    assert index.snapshot(frozenset({0, 1}), _keep_all, 0).buckets == {
+        ("A", 1): [7, 0], ("B", 2): [4, 1]}
+    assert built == []
 
 
 def _one_bucket() -> tuple[_Table, Any, str]:
