@@ -478,7 +478,8 @@ def recovery_and_memory(settings: Settings, open_deals: int, logs: Path) -> dict
     full = settings.model_copy(update={"app_id": "pulse-bench-restore"})
     asyncio.run(produce_changelog(settings, f"{full.app_id}-pulse-deals-changelog", records))
     local = {**quiet, "PULSE_DATA_DIR": str(logs / "restore-data"),
-             "PULSE_CHECKPOINT_INTERVAL_SECONDS": "60"}
+             "PULSE_CHECKPOINT_INTERVAL_SECONDS": "60",
+             "PULSE_GROUP_INSTANCE_ID": "pulse-bench-worker-0"}
     worker = PulseProcess(full, logs / "worker-restore.log", PULSE_APP_ID=full.app_id, **local)
     try:
         _wait("restore from changelog", len(records),
@@ -514,9 +515,10 @@ def recovery_and_memory(settings: Settings, open_deals: int, logs: Path) -> dict
 def _restart_to_export(settings: Settings, logs: Path, env: dict[str, str],
                        open_deals: float) -> dict[str, float]:
     """Seconds from starting a worker whose predecessor was SIGKILLed (after a round of
-    local checkpoints) to its first scrape exporting every open deal again (the group
-    first waits out the dead member's session), how long its recovery took, and how
-    many records it loaded from the checkpoints."""
+    local checkpoints) to its first scrape exporting every open deal again (both with
+    the same static group membership, as the StatefulSet's pods: the new worker takes
+    the dead one's place in one JoinGroup), how long its recovery took, and how many
+    records it loaded from the checkpoints."""
     started = time.monotonic()
     worker = PulseProcess(settings, logs / "worker-restart.log", PULSE_APP_ID=settings.app_id,
                           **env)

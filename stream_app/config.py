@@ -210,6 +210,13 @@ class Settings(BaseSettings):
     session_timeout_seconds: float = Field(
         10.0, ge=1, description="Consumer-group session timeout; Tansu waits half of it per join."
     )
+    group_instance_id: str | None = Field(
+        None, min_length=1, max_length=249, pattern=r"^[A-Za-z0-9._-]+$",
+        description="Static group membership (Kafka's group.instance.id): a worker restarted "
+        "with the same id takes its partitions back without waiting for its dead "
+        "predecessor's session. A stable name per worker (a StatefulSet's pod name), never "
+        "shared by two running workers; a worker stopped for good keeps its partitions "
+        "unowned for a session timeout. Unset: dynamic membership.")
     recovery_stall_seconds: float = Field(
         180.0, gt=0,
         description="A table recovery that restores nothing for this long stops the worker "

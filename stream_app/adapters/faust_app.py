@@ -189,6 +189,7 @@ class PulseWorker:
             broker_commit_interval=s.commit_interval_seconds,
             broker_session_timeout=s.session_timeout_seconds,
             broker_heartbeat_interval=s.session_timeout_seconds / 5,
+            consumer_group_instance_id=s.group_instance_id,
             consumer_auto_offset_reset="earliest",
             producer_acks=-1,
             stream_recovery_delay=0.2,

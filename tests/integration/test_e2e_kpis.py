@@ -67,19 +67,23 @@ def test_two_workers_on_four_partitions_sum_to_the_batch(
             worker.discard()
 
 
+@pytest.mark.parametrize("membership", [{}, {"PULSE_GROUP_INSTANCE_ID": "pulse-worker-0"}],
+                         ids=["dynamic", "static"])
 def test_restart_recovers_the_same_values_then_stays_exact(
-    base_settings: Settings, tmp_path: Path
+    base_settings: Settings, tmp_path: Path, membership: dict[str, str]
 ) -> None:
+    """Also with static membership, where the restarted worker takes the place of its
+    SIGKILLed predecessor in the group instead of waiting for its session to expire."""
     events = small_stream(seed=13)
     half = len(events) // 2
     settings = worker_settings(base_settings)
-    worker = Worker(settings, tmp_path / "before.log").start()
+    worker = Worker(settings, tmp_path / "before.log", env=membership).start()
     try:
         produce(base_settings, events[:half])
         as_of = last_time(events[:half])
         [before] = settled([worker], base_settings.partitions, as_of)
         worker.kill()
-        worker = Worker(settings, tmp_path / "after.log").start()
+        worker = Worker(settings, tmp_path / "after.log", env=membership).start()
         [after] = settled([worker], base_settings.partitions, as_of)
         kpis = {k: v for k, v in before.items() if k[0] in ADDITIVE or k[0].endswith("_ratio")}
         assert kpis == {k: after[k] for k in kpis}

@@ -36,6 +36,8 @@ def test_environment_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
     ("PULSE_WINDOWS_DAYS", "[0]"),
     ("PULSE_FX_RATES", '{"EUR": "1"}'),
     ("PULSE_STAGES", '[{"name": "A", "probability": 2}]'),
+    ("PULSE_GROUP_INSTANCE_ID", "worker 0"),
+    ("PULSE_GROUP_INSTANCE_ID", ""),
 ])
 def test_invalid_settings_are_refused(monkeypatch: pytest.MonkeyPatch, name: str,
                                       value: str) -> None:

@@ -128,6 +128,14 @@ def test_the_worker_pod_fits_the_code(rendered: list[dict[str, Any]],
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert {ref.get("configMapRef", ref.get("secretRef"))["name"]
             for ref in container["envFrom"]} == {"pipeline-pulse-worker", "pipeline-pulse"}
+    env = {item["name"]: item for item in container["env"]}
+    assert set(env) <= known
+    # static membership: each pod's name, stable across its restarts, is a valid id
+    assert env["PULSE_GROUP_INSTANCE_ID"]["valueFrom"]["fieldRef"]["fieldPath"] == (
+        "metadata.name")
+    pod_name = f"{stateful['metadata']['name']}-{spec['replicas'] - 1}"
+    monkeypatch.setenv("PULSE_GROUP_INSTANCE_ID", pod_name)
+    assert Settings().group_instance_id == pod_name
     pdb = _one(rendered, "PodDisruptionBudget")
     assert pdb["spec"]["selector"] == spec["selector"]
     assert pdb["spec"]["maxUnavailable"] == 1
