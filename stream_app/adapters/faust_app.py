@@ -16,7 +16,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Collection, Sequence
 from functools import partial
 from typing import Any, cast
 
@@ -139,7 +139,8 @@ class PulseWorker:
             self._changelog_positions = ChangelogPositions()
             self._checkpointer = Checkpointer(settings, files, self._gate,
                                               self._changelog_positions, self._stats)
-        install_changelog_loader(self.app, ChangelogLoader(settings, self._stats, files))
+        install_changelog_loader(self.app, ChangelogLoader(settings, self._stats, files,
+                                                           self._note_loaded))
         self.registry = CollectorRegistry()
         self._collector = PulseCollector(self, self.registry)
         self._scrape = Scrape(lambda: self.pipelines, self._active_partitions, self._labels,
@@ -336,6 +337,14 @@ class PulseWorker:
         self._recovered.add(pipeline.spec.name)
         self._loop_watch.freeze_heap(force=True)
         self._maybe_ready()
+
+    def _note_loaded(self, table: Table, keys: Collection[str], partition: int) -> None:
+        """Keys a local checkpoint put straight into ``table``: its side book learns
+        where they live, as it does from changelog records."""
+        for pipeline in self.pipelines:
+            if pipeline.table is table and pipeline.book is not None:
+                for key in keys:
+                    pipeline.book.note_key(key, partition)
 
     def _stale_recovery(self, table: str) -> bool:
         if not recovery_stale(self.app):

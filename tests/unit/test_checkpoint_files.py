@@ -206,9 +206,17 @@ def test_a_checkpoint_puts_new_keys_in_the_store_and_held_keys_through_the_chang
     table = _Table(dict(held))
     records = {f"d\x1fdeal-{i}": f'{{"g":{{"d":{i}}},"v":{{}}}}' for i in range(120_001)}
     stats = OperationalStats()
-    loader = ChangelogLoader(SimpleNamespace(), stats)  # type: ignore[arg-type]
+    loaded: list[tuple[Any, str, int]] = []
+
+    def note_loaded(into: Any, keys: Any, partition: int) -> None:
+        loaded.extend((into, key, partition) for key in keys)
+
+    loader = ChangelogLoader(SimpleNamespace(), stats,  # type: ignore[arg-type]
+                             on_loaded=note_loaded)
     asyncio.run(loader._apply_checkpoint(table, 3, 41, records))  # type: ignore[arg-type]
     assert table.data.data == records
+    # the side books learn where the keys put straight into the store live
+    assert sorted(loaded) == sorted((table, key, 3) for key in records if key not in held)
     assert table.data._key_partition == dict.fromkeys(records, 3)
     # the key the table held already is offered to the late-write filter, as a record
     # of the checkpoint's partition at the checkpoint's offset
