@@ -105,8 +105,14 @@ def _keep_all(label: str, value: str) -> bool:
     return True
 
 
-@pytest.mark.parametrize("seed", range(12))
-def test_kept_sums_equal_a_fresh_sum_after_any_writes_and_reassignments(seed: int) -> None:
+@pytest.mark.parametrize("primed", [False, True], ids=["rebuilt", "primed"])
+@pytest.mark.parametrize("seed", range(10))
+def test_kept_sums_equal_a_fresh_sum_after_any_writes_and_reassignments(
+    seed: int, primed: bool,
+) -> None:
+    """Writes, reassignments and recoveries; a primed recovery sums the partitions the
+    worker is about to export (or, 3 times in 10, ones it then does not export) before
+    the writes that follow it and the reads."""
     rng = random.Random(seed)
     table, clocks = _Table(), {}
     index = AggregateIndex(table)  # type: ignore[arg-type]
@@ -116,45 +122,20 @@ def test_kept_sums_equal_a_fresh_sum_after_any_writes_and_reassignments(seed: in
         roll = rng.random()
         if roll < 0.03:
             partitions = frozenset(p for p in range(4) if rng.random() < 0.6)
-        elif roll < 0.05:
+        elif roll < 0.07:
             index.rebuild()
+            if primed:
+                guess = partitions if rng.random() < 0.7 else frozenset({rng.randrange(4)})
+                asyncio.run(index.prime(guess, _keep_all, 0))
         elif roll < 0.15:
             pass  # nothing written: the next read may reuse the last snapshot
         else:
             index.add([_random_write(rng, table, clocks)])
-        if step % 7 == 0:
+        if step % 6 == 0:
             fresh = snapshot_from_aggregates(table.data.items(), partitions, _keep_all)
             assert index.snapshot(partitions, _keep_all, 0) == fresh
             compared += 1
-    assert compared > 80
-
-
-@pytest.mark.parametrize("seed", range(8))
-def test_a_primed_snapshot_equals_a_fresh_sum_after_any_writes_and_reassignments(
-    seed: int,
-) -> None:
-    """Recoveries that prime the exported partitions (or ones the worker then does not
-    export), with writes between the priming and the reads."""
-    rng = random.Random(seed)
-    table, clocks = _Table(), {}
-    index = AggregateIndex(table)  # type: ignore[arg-type]
-    partitions = frozenset({0, 1})
-    compared = 0
-    for step in range(600):
-        roll = rng.random()
-        if roll < 0.03:
-            partitions = frozenset(p for p in range(4) if rng.random() < 0.6)
-        elif roll < 0.08:
-            index.rebuild()
-            guess = partitions if rng.random() < 0.7 else frozenset({rng.randrange(4)})
-            asyncio.run(index.prime(guess, _keep_all, 0))
-        else:
-            index.add([_random_write(rng, table, clocks)])
-        if step % 5 == 0:
-            fresh = snapshot_from_aggregates(table.data.items(), partitions, _keep_all)
-            assert index.snapshot(partitions, _keep_all, 0) == fresh
-            compared += 1
-    assert compared > 100
+    assert compared > 90
 
 
 class _WritingWhileRead(dict[str, Any]):
