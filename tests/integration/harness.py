@@ -151,7 +151,10 @@ def settled(workers: list[Worker], partitions: int, as_of: dt.datetime | None,
 
     "Read to its end" needs a lag sample for every partition of every topic the workers
     read (the CRM topics and the two re-keyed win topics), each 0: a partition whose
-    new owner has not fetched yet has no sample, and its KPIs can look stable.
+    new owner has not fetched yet has no sample, and its KPIs can look stable. Then the
+    broker must hold no record after the group's committed offsets
+    (:func:`behind_the_broker`), and a scrape taken after that check, the one returned,
+    must still show the same KPIs.
     """
     cfg = workers[0].settings
     consumed = {(topic, str(p))
@@ -183,10 +186,19 @@ def settled(workers: list[Worker], partitions: int, as_of: dt.datetime | None,
             if (owned == partitions and not unread and not behind and asof_ok
                     and current == previous):
                 uncommitted = behind_the_broker(cfg, consumed)
-                if not uncommitted:
-                    return samples
-                last_state = f"committed offsets behind the broker's ends: {uncommitted}"
-                current = None
+                if uncommitted:
+                    last_state = f"records after the committed offsets: {uncommitted}"
+                else:
+                    # everything on the broker was folded before this scrape; the two
+                    # before it may predate the last folds
+                    final = [try_scrape(w.url) for w in workers]
+                    if all(s is not None for s in final):
+                        done = [s for s in final if s is not None]
+                        kpis = [{k: v for k, v in kpi_samples(s).items()
+                                 if k[0] not in DRIFTING} for s in done]
+                        if kpis == current:
+                            return done
+                        current = kpis
             previous = current
         _await_lag_refreshes(workers, SETTLE_LAG_REFRESHES, deadline)
     logs = "\n".join(f"--- {w.log}\n" + w.log.read_text()[-3000:] for w in workers)
@@ -195,54 +207,49 @@ def settled(workers: list[Worker], partitions: int, as_of: dt.datetime | None,
 
 def behind_the_broker(settings: Settings, consumed: set[tuple[str, str]]
                       ) -> dict[tuple[str, str], tuple[int, int]]:
-    """Partitions whose committed offset (the group's, read first) is below the end
-    offset the broker reports right after: (committed, end) for each.
+    """Partitions holding a record at or after the group's committed offset: (committed,
+    the first such record's offset) for each.
 
     A worker's own lag comes from the high watermark of its last fetch, which can be a
     fetch older than the newest re-keyed wins: it reads 0 while wins sit unfetched. The
     group commits a source offset only after the messages that source's events emitted
-    are on the broker, so committed == end everywhere, read in that order, means every
-    event and every win it emitted has been folded.
+    are on the broker, so no record after any committed offset, looked for after the
+    offsets are read, means every event and every win it emitted has been folded. The
+    records are read, not a high watermark compared: Tansu's ListOffsets answers low,
+    and a Fetch's high watermark gave the same false "caught up" the worker's lag did.
     """
     return asyncio.run(_behind_the_broker(settings, sorted(consumed)))
+
+
+#: Polls of a partition's committed offset that must come back empty, each waiting this
+#: long at most (a fetch at a partition's end waits for data that long).
+_END_POLLS, _END_POLL_MS = 3, 300
 
 
 async def _behind_the_broker(settings: Settings, consumed: list[tuple[str, str]]
                              ) -> dict[tuple[str, str], tuple[int, int]]:
     partitions = [(topic, int(partition)) for topic, partition in consumed]
     committed = await committed_offsets(settings, settings.app_id, partitions)
-    ends = await _end_offsets(settings, partitions, committed)
-    return {(topic, str(partition)): (committed.get((topic, partition), 0), end)
-            for (topic, partition), end in ends.items()
-            if committed.get((topic, partition), 0) < end}
-
-
-async def _end_offsets(settings: Settings, partitions: list[tuple[str, int]],
-                       starts: dict[tuple[str, int], int]) -> dict[tuple[str, int], int]:
-    """High watermarks from Fetch responses (Tansu's ListOffsets can answer low)."""
-    consumer = AIOKafkaConsumer(enable_auto_commit=False, group_id=None, fetch_max_wait_ms=100,
-                                **client_kwargs(settings))
+    consumer = AIOKafkaConsumer(enable_auto_commit=False, group_id=None,
+                                fetch_max_wait_ms=_END_POLL_MS, **client_kwargs(settings))
     await consumer.start()
+    found: dict[tuple[str, str], tuple[int, int]] = {}
     try:
         tps = {TopicPartition(topic, partition): (topic, partition)
                for topic, partition in partitions}
         consumer.assign(list(tps))
         for tp, key in tps.items():
-            consumer.seek(tp, max(starts.get(key, 0) - 1, 0))
-        ends: dict[tuple[str, int], int] = {}
-        deadline = time.monotonic() + 30
-        while len(ends) < len(tps):
-            missing = set(tps.values()) - set(ends)
-            assert time.monotonic() < deadline, f"no high watermark for {sorted(missing)}"
-            await consumer.getmany(*(tp for tp, key in tps.items() if key not in ends),
-                                   timeout_ms=200, max_records=1)
-            for tp, key in tps.items():
-                high = consumer.highwater(tp)
-                if high is not None:
-                    ends[key] = high
-        return ends
+            consumer.seek(tp, committed.get(key, 0))
+        for _ in range(_END_POLLS):
+            batch = await consumer.getmany(timeout_ms=_END_POLL_MS)
+            for tp, records in batch.items():
+                topic, partition = tps[tp]
+                if records:
+                    found.setdefault((topic, str(partition)),
+                                     (committed.get((topic, partition), 0), records[0].offset))
     finally:
         await consumer.stop()
+    return found
 
 
 def _lag_refreshes(worker: Worker) -> int | None:
