@@ -6,7 +6,7 @@ __all__ = ["AggregateIndex"]
 
 import asyncio
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -74,15 +74,9 @@ class AggregateIndex:
         data = store_dict(self.table)
 
         def build() -> None:
-            cells, merged = primed.cells, primed.merged
-            for key, parsed in items:
-                if parsed[1] not in partitions or parsed[0] == POSITION:
-                    continue
-                record = data.get(key)
-                if record is not None:
-                    update_cell(cells, parsed, None, record["v"])
-                    merged[key] = record["v"]
-            primed.snapshot = (labels_version, snapshot_from_cells(cells, partitions, keep))
+            primed.cells, primed.merged = _sum_cells(items, partitions, data)
+            primed.snapshot = (labels_version,
+                               snapshot_from_cells(primed.cells, partitions, keep))
 
         await asyncio.to_thread(build)
 
@@ -135,19 +129,18 @@ class AggregateIndex:
         since the last call, returning each changed cell with its sum before and after,
         or from scratch when the partitions changed, returning None."""
         data = store_dict(self.table)
-        rebuilt = partitions != self._partitions
-        primed = self._primed
-        if rebuilt and primed is not None and primed.snapshot is not None and (
-                primed.partitions == partitions):
+        if partitions != self._partitions:
+            primed = self._primed
+            if primed is None or primed.snapshot is None or primed.partitions != partitions:
+                self._cells, self._merged = _sum_cells(list(self.keys.items()), partitions,
+                                                       data)
+                self._dirty, self._partitions = set(), partitions
+                return None
             self._cells, self._merged, self._snapshot = (primed.cells, primed.merged,
                                                          primed.snapshot)
             self._dirty = primed.written  # the rest was read by the priming
-            self._partitions, self._primed, rebuilt = partitions, None, False
+            self._partitions, self._primed = partitions, None
             self.version += 1
-        elif rebuilt:
-            self._cells, self._merged = {}, {}
-            self._dirty = set(self.keys)
-            self._partitions = partitions
         cells, merged, keys = self._cells, self._merged, self.keys
         before: dict[Cell, Any] = {}
         for key in self._dirty:
@@ -166,7 +159,22 @@ class AggregateIndex:
                 update_cell(cells, parsed, old, new)
                 merged[key] = new
         self._dirty = set()
-        if rebuilt:
-            return None
         return [(cell, old, cells[cell]) for cell, old in before.items()
                 if cells[cell] is not old]
+
+
+def _sum_cells(items: Iterable[tuple[str, tuple[str, int, str, str]]],
+               partitions: frozenset[int], data: Mapping[str, Any]
+               ) -> tuple[dict[Cell, Any], dict[str, Any]]:
+    """The cells of ``partitions`` summed from scratch over the aggregate keys ``items``
+    (key, parsed key), and the value each key added (what a later change replaces)."""
+    cells: dict[Cell, Any] = {}
+    merged: dict[str, Any] = {}
+    for key, parsed in items:
+        if parsed[1] not in partitions or parsed[0] == POSITION:
+            continue
+        record = data.get(key)
+        if record is not None:
+            update_cell(cells, parsed, None, record["v"])
+            merged[key] = record["v"]
+    return cells, merged

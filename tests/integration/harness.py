@@ -179,23 +179,21 @@ def settled(workers: list[Worker], partitions: int, as_of: dt.datetime | None,
             asof_ok = as_of is None or all(
                 sample.get(("pulse_asof_timestamp_seconds", ())) == ms_from_datetime(as_of) / 1000
                 for sample in samples)
-            current = [{k: v for k, v in kpi_samples(s).items() if k[0] not in DRIFTING}
-                       for s in samples]
+            current = _steady_kpis(samples)
             last_state = (f"owned={owned} behind={behind} no_lag_sample={unread} "
                           f"asof_ok={asof_ok}")
             if (owned == partitions and not unread and not behind and asof_ok
                     and current == previous):
-                uncommitted = behind_the_broker(cfg, consumed)
-                if uncommitted:
-                    last_state = f"records after the committed offsets: {uncommitted}"
+                unfolded = behind_the_broker(cfg, consumed)
+                if unfolded:
+                    last_state = f"records after the committed offsets: {unfolded}"
                 else:
                     # everything on the broker was folded before this scrape; the two
                     # before it may predate the last folds
                     final = [try_scrape(w.url) for w in workers]
                     if all(s is not None for s in final):
                         done = [s for s in final if s is not None]
-                        kpis = [{k: v for k, v in kpi_samples(s).items()
-                                 if k[0] not in DRIFTING} for s in done]
+                        kpis = _steady_kpis(done)
                         if kpis == current:
                             return done
                         current = kpis
@@ -203,6 +201,12 @@ def settled(workers: list[Worker], partitions: int, as_of: dt.datetime | None,
         _await_lag_refreshes(workers, SETTLE_LAG_REFRESHES, deadline)
     logs = "\n".join(f"--- {w.log}\n" + w.log.read_text()[-3000:] for w in workers)
     raise AssertionError(f"workers did not settle within {timeout}s: {last_state}\n{logs}")
+
+
+def _steady_kpis(samples: list[Samples]) -> list[Samples]:
+    """Each worker's KPI samples but those that move with a wall clock."""
+    return [{k: v for k, v in kpi_samples(s).items() if k[0] not in DRIFTING}
+            for s in samples]
 
 
 def behind_the_broker(settings: Settings, consumed: set[tuple[str, str]]
