@@ -106,7 +106,11 @@ def main() -> None:
     args = parser.parse_args()
     clock = EventClock(args.expect, args.out)
     app = make_app(args.kind, args.bootstrap, args.topic, args.partitions, clock)
-    faust.Worker(app, loglevel="WARNING", quiet=True).execute_from_commandline()
+    worker = faust.Worker(app, loglevel="WARNING", quiet=True)
+    # As the Pulse worker (faust_compat.faust_worker): the spinner would set the root
+    # logger to DEBUG and build every debug line of aiokafka and Faust.
+    worker.spinner = None
+    worker.execute_from_commandline()
 
 
 if __name__ == "__main__":

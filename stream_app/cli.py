@@ -324,8 +324,6 @@ def _write_jsonl(events: list[dict[str, Any]], out: Path | None) -> None:
 
 
 def _run_worker(settings: Settings) -> int:
-    import faust
-
     from stream_app.adapters.embedded import (
         EmbeddedServers,
         EmbeddedUnavailableError,
@@ -333,6 +331,7 @@ def _run_worker(settings: Settings) -> int:
         start_embedded_redis,
     )
     from stream_app.adapters.faust_app import PulseWorker
+    from stream_app.adapters.faust_compat import faust_worker
     from stream_app.adapters.startup import EXIT_DEPENDENCY_UNREACHABLE, wait_for_dependencies
     from stream_app.logs import WORKER_LOGGER, configure_logging, logging_config
 
@@ -360,8 +359,7 @@ def _run_worker(settings: Settings) -> int:
         pulse = PulseWorker(settings)
         say.info("metrics: http://%s:%s/metrics (probes /livez, /readyz; progress /healthz)",
                  settings.web_host, settings.web_port)
-        worker = faust.Worker(pulse.app, loglevel=settings.log_level, quiet=True,
-                              logging_config=logging_config(settings))
+        worker = faust_worker(pulse.app, settings.log_level, logging_config(settings))
         try:
             worker.execute_from_commandline()
         except SystemExit as exc:

@@ -17,6 +17,7 @@ __all__ = [
     "assigned_actives",
     "broker_connections",
     "committed_offset",
+    "faust_worker",
     "install_changelog_loader",
     "install_high_watermark_fix",
     "install_recovery_generation",
@@ -53,6 +54,18 @@ def _internals(component: object) -> Any:
     """A Faust component, to reach the private attributes below (untyped by design:
     each use is pinned by a test instead)."""
     return component
+
+
+def faust_worker(app: faust.App, loglevel: str, logging_config: dict[str, Any]) -> faust.Worker:
+    """A Faust worker for ``app`` that logs through ``logging_config`` at ``loglevel``.
+
+    Without its terminal spinner (``Worker.spinner``): at WARNING and above, Faust hangs
+    the spinner on the root logger and sets that logger to DEBUG, so every debug line of
+    aiokafka and Faust (one per message sent) is built and then dropped.
+    """
+    worker = faust.Worker(app, loglevel=loglevel, quiet=True, logging_config=logging_config)
+    _internals(worker).spinner = None
+    return worker
 
 
 def store_dict(table: Table) -> MutableMapping[Any, Any]:
