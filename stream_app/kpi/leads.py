@@ -18,6 +18,7 @@ __all__ = [
     "score_inputs",
 ]
 
+from bisect import insort
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -100,6 +101,21 @@ def hot_crossings(state: LeadState, rules: ScoringRules) -> list[tuple[int, str]
     """(time_ms, event_id) of each event that took the lead from below the hot threshold
     to at or above it: its ``lead.created`` (fit alone) or an engagement. Between
     events a score only decays, so it can only cross upward at one of them."""
+    last = _latest_crossings[0]
+    if last is not None and last[0] is state and last[1] is rules:
+        return list(last[2])
+    crossings = _crossings(state, rules)
+    _latest_crossings[0] = (state, rules, tuple(crossings))
+    return crossings
+
+
+#: The latest :func:`hot_crossings` answer, for the same state object: a fold asks it
+#: twice (the lead book's live score, then the ``lead.hot`` messages).
+_latest_crossings: list[tuple[LeadState, ScoringRules, tuple[tuple[int, str], ...]] | None] = [
+    None]
+
+
+def _crossings(state: LeadState, rules: ScoringRules) -> list[tuple[int, str]]:
     if state.created is None:
         return []
     fit = _fit(state, rules)
@@ -110,11 +126,11 @@ def hot_crossings(state: LeadState, rules: ScoringRules) -> list[tuple[int, str]
     seen: list[tuple[int, str]] = []
     for at, event_id, action in _counted(state):
         if at < created_at:
-            seen.append((at, action))
+            insort(seen, (at, action))
             continue
-        before = rules.score(fit, seen, at)
-        seen.append((at, action))
-        after = rules.score(fit, seen, at)
+        before = rules.score_in_order(fit, seen, at)
+        insort(seen, (at, action))
+        after = rules.score_in_order(fit, seen, at)
         if before < rules.hot_threshold <= after:
             crossings.append((at, event_id))
     return crossings
