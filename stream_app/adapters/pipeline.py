@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from faust.types import EventT
 
 from stream_app.adapters.aggregate_index import AggregateIndex
@@ -195,7 +196,8 @@ class SourcePipeline:
         0.1 s without progress, so a stop or crash could commit an event whose re-keyed
         win was never sent; ``send_changelog`` publishes one event-loop hop per record,
         which capped a worker at ~1,000 events/s. Records are encoded as the table's
-        JSON codec would.
+        JSON codec would (values through orjson; keys through ``json``, whose ASCII
+        escapes keep every key's bytes what they were, as compaction needs).
         """
         producer = self._context.producer()
         for topic, message_key, value, headers in batch.outbox:
@@ -203,11 +205,13 @@ class SourcePipeline:
         batch.outbox.clear()
         changelog = self.table.changelog_topic.get_topic_name()
         dumps = json.dumps
+        value_bytes_of = orjson.dumps
         key_partition = self._key_partitions
         positions = self._context.changelog_positions
         for partition, writer in batch.writers.items():
             for key, record in writer.drain():
-                key_bytes, value_bytes = dumps(key).encode(), dumps(record).encode()
+                key_bytes = dumps(key).encode()
+                value_bytes = value_bytes_of(record, option=orjson.OPT_NON_STR_KEYS)
                 sent = await producer.send(changelog, key_bytes, value_bytes, partition,
                                            None, None)
                 if positions is not None:

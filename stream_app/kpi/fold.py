@@ -30,14 +30,18 @@ __all__ = [
     "guarded_fold",
     "parse_aggregate_key",
     "position_key",
+    "record_text",
     "supersedes",
 ]
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from json import dumps as _dumps
-from json import loads as _loads
+from json import dumps as _json_dumps
 from typing import Any, Protocol, TypeVar
+
+from orjson import OPT_NON_STR_KEYS
+from orjson import dumps as _orjson_dumps
+from orjson import loads as _loads
 
 from stream_app.kpi.deals import Contributions
 from stream_app.kpi.kinds import AGGREGATE_KINDS, CLOCK, POSITION
@@ -89,7 +93,7 @@ class BatchWriter:
         if parse_aggregate_key(key):
             self._data[key] = self._aggregates[key] = value
         else:
-            self._data[key] = self._entities[key] = _dumps(value, separators=(",", ":"))
+            self._data[key] = self._entities[key] = record_text(value)
 
     def mark(self, source: str, partition: int, offset: int) -> None:
         """Record that every message of ``source``/``partition`` up to ``offset`` is folded.
@@ -105,6 +109,13 @@ class BatchWriter:
         records = [*self._aggregates.items(), *self._entities.items(), *self._marks.items()]
         self._aggregates, self._entities, self._marks = {}, {}, {}
         return records
+
+
+def record_text(value: Any) -> str:
+    """Compact JSON text of a record, ASCII only (non-ASCII as ``\\u`` escapes, so the
+    text stays one byte a character in memory)."""
+    text: str = _orjson_dumps(value, option=OPT_NON_STR_KEYS).decode()
+    return text if text.isascii() else _json_dumps(value, separators=(",", ":"))
 
 
 def entity_key(kind: str, entity_id: str) -> str:
@@ -169,6 +180,25 @@ def _stamp(record: Any, source: str, offset: int, value: Any) -> dict[str, Any]:
     return {"g": guard, "v": value}
 
 
+def _deltas(old: Contributions, new: Contributions) -> list[tuple[tuple[str, str, Any], list[int]]]:
+    """Each aggregate whose contribution moved, and by how much (new minus old)."""
+    moved = []
+    for agg, vector in new.items():
+        previous = old.get(agg)
+        if previous is None:
+            delta = list(vector)
+        elif previous == vector:
+            continue
+        else:
+            delta = [value - was for value, was in zip(vector, previous, strict=True)]
+        if any(delta):
+            moved.append((agg, delta))
+    for agg, vector in old.items():
+        if agg not in new and any(vector):
+            moved.append((agg, [-was for was in vector]))
+    return moved
+
+
 def guarded_fold(
     store: StateStore,
     *,
@@ -189,17 +219,8 @@ def guarded_fold(
     if not _guard_ok(record, source, offset):
         return FoldResult(False, before, (), before)
     after = apply(before)
-    old, new = contributions(before), contributions(after)
-    deltas: dict[tuple[str, str, Any], list[int]] = {}
-    for sign, parts in ((-1, old), (1, new)):
-        for agg, vector in parts.items():
-            acc = deltas.setdefault(agg, [0] * len(vector))
-            for i, value in enumerate(vector):
-                acc[i] += sign * value
     written: list[str] = []
-    for (kind, group, part), delta in deltas.items():
-        if not any(delta):
-            continue
+    for (kind, group, part), delta in _deltas(contributions(before), contributions(after)):
         agg_key = aggregate_key(kind, partition, group, part)
         current = store.get(agg_key)
         if not _guard_ok(current, source, offset):

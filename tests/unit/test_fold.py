@@ -18,6 +18,7 @@ from stream_app.kpi.fold import (
     guarded_fold,
     parse_aggregate_key,
     position_key,
+    record_text,
     supersedes,
 )
 from stream_app.kpi.money import Pricing
@@ -174,3 +175,19 @@ def test_a_changelog_record_older_than_the_stored_one_is_not_restored(
     incoming: object, stored: object, applied: bool,
 ) -> None:
     assert supersedes(incoming, stored) is applied
+
+
+@pytest.mark.parametrize("value", [
+    {"g": {"crm.deals": 7}, "v": {"name": "Zoë Ødegård", "amount": 1250, "stages": [1, 2]}},
+    {"g": {"crm.leads": 3}, "v": {"title": "北京 sales 🚀", "score": 12.5}},
+    {"g": {}, "v": {"count": 3, "ratio": 1e-07, "big": 10**15, "none": None}},
+])
+def test_a_record_is_stored_as_ascii_json_text_that_reads_back_equal(value: Any) -> None:
+    text = record_text(value)
+    assert text.isascii()
+    assert json.loads(text) == value
+    assert ", " not in text and '": ' not in text
+
+
+def test_a_record_with_integer_keys_reads_back_with_string_keys_as_json_writes_them() -> None:
+    assert json.loads(record_text({"v": {1: "a", 2: "b"}})) == {"v": {"1": "a", "2": "b"}}
