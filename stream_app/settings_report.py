@@ -20,7 +20,7 @@ from stream_app.config import Settings
 #: Setting groups, in the order ``stream-app config`` lists them: (title, field prefixes).
 GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Kafka", ("kafka_", "partitions", "app_id", "session_timeout", "group_instance_id",
-               "commit_interval", "table_standby", "batch_", "max_event_bytes",
+               "commit_interval", "table_standby", "batch_", "fetch_", "max_event_bytes",
                "replication_factor", "min_insync_replicas")),
     ("Redis", ("redis_", "dedup_")),
     ("Topics", ("topic_",)),

@@ -35,6 +35,7 @@ from stream_app.adapters.faust_compat import (
     broker_connections,
     committed_offset,
     install_changelog_loader,
+    install_fetch_max_wait,
     install_high_watermark_fix,
     install_recovery_generation,
     last_recovery_seconds,
@@ -108,6 +109,7 @@ class PulseWorker:
             raise ValueError("PulseWorker needs kafka_bootstrap and redis_url")
         install_high_watermark_fix(partial(fetched_high_watermarks, client_kwargs(settings)))
         install_recovery_generation()
+        install_fetch_max_wait(settings.fetch_max_wait_seconds)
         self.settings = settings
         self.reporting_currency = settings.reporting_currency
         self.clock = settings.clock

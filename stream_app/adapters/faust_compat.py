@@ -19,6 +19,7 @@ __all__ = [
     "committed_offset",
     "faust_worker",
     "install_changelog_loader",
+    "install_fetch_max_wait",
     "install_high_watermark_fix",
     "install_recovery_generation",
     "key_partitions",
@@ -170,6 +171,29 @@ def install_recovery_generation() -> None:
 
     patched.on_recovery_completed = on_recovery_completed
     patched._pulse_generation_noted = True
+
+
+def install_fetch_max_wait(seconds: float) -> None:
+    """Patch Faust's group consumer to wait at most ``seconds`` for a fetch to fill
+    (``AIOKafkaConsumerThread._create_worker_consumer`` hard-codes 1.5 s; aiokafka reads
+    ``AIOKafkaConsumer._fetch_max_wait_ms`` when it starts). Kafka answers a fetch as soon
+    as a record arrives; Tansu holds it for half the wait, which delayed every new event.
+    The last call's value applies."""
+    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+
+    patched = _internals(AIOKafkaConsumerThread)
+    patched._pulse_fetch_max_wait_ms = round(seconds * 1000)
+    if "_pulse_original_create_worker_consumer" in AIOKafkaConsumerThread.__dict__:
+        return
+    patched._pulse_original_create_worker_consumer = (
+        AIOKafkaConsumerThread._create_worker_consumer)
+
+    def create_worker_consumer(self: Any, transport: Any) -> Any:
+        consumer = patched._pulse_original_create_worker_consumer(self, transport)
+        consumer._fetch_max_wait_ms = patched._pulse_fetch_max_wait_ms
+        return consumer
+
+    patched._create_worker_consumer = create_worker_consumer
 
 
 def recovery_stale(app: faust.App) -> bool:

@@ -277,3 +277,33 @@ def test_the_memory_store_notes_each_key_s_partition_and_drops_revoked_ones(
     asyncio.run(table.data.on_recovery_completed({TP("pinned-changelog", 3)}, set()))
     assert faust_compat.store_dict(table) == {"restored": {"v": 1}}  # partition 1 dropped
     assert owners == {"restored": 3}
+
+
+def test_the_worker_consumer_fetches_with_the_configured_longest_wait(app: faust.App) -> None:
+    """Faust builds its group consumer with ``fetch_max_wait_ms=1500``, and Tansu holds
+    a fetch for half of that even when records arrive meanwhile (0.45 s after a send
+    300 ms into a fetch, 3 ms at 100 ms): a worker saw new events ~1.3 s late."""
+    import aiokafka.consumer.consumer as aiokafka_consumer
+
+    assert "fetch_max_wait_ms=self._fetch_max_wait_ms" in inspect.getsource(
+        aiokafka_consumer.AIOKafkaConsumer.start)
+    thread_cls = faust_aiokafka.AIOKafkaConsumerThread
+    was = dict(thread_cls.__dict__)
+
+    async def built() -> int:
+        consumer = app.consumer._thread._create_worker_consumer(app.consumer.transport)
+        wait: int = consumer._fetch_max_wait_ms
+        await consumer.stop()
+        return wait
+
+    try:
+        faust_compat.install_fetch_max_wait(0.1)
+        faust_compat.install_fetch_max_wait(0.25)
+        assert asyncio.run(built()) == 250
+    finally:
+        for name in ("_create_worker_consumer", "_pulse_original_create_worker_consumer",
+                     "_pulse_fetch_max_wait_ms"):
+            if name in was:
+                setattr(thread_cls, name, was[name])
+            elif name in thread_cls.__dict__:
+                delattr(thread_cls, name)
