@@ -38,7 +38,8 @@ class OperationalStats:
     recovery_in_progress: bool = False
     recovery_remaining: int = 0
     last_recovery_seconds: float | None = None
-    #: Times the high watermarks (and so the lags) were read again from the consumer.
+    #: Rounds of the worker's once-a-second refresh (lags, Redis probe, shared clock); /healthz
+    #: and scrapes also read the lags from the consumer, each time.
     lag_refreshes: int = 0
     #: Largest event-loop lag of the last :data:`LOOP_LAG_WINDOW_SECONDS` (None before the
     #: probe ran), and the largest since the process started.

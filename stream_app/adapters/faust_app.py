@@ -463,6 +463,7 @@ class PulseWorker:
     def health(self) -> dict[str, Any]:
         """What ``/healthz`` answers: progress without computing a KPI (a poller's
         cheap alternative to a ``/metrics`` scrape)."""
+        self._note_watermarks()
         stats = self._stats
         return {
             "status": "ok",
@@ -525,6 +526,20 @@ class PulseWorker:
         await self.redis.probe()
         if self._labels.pending:
             await self._labels.admit({})
+        self._note_watermarks()
+        self._stats.lag_refreshes += 1
+        self._note_kafka_connections()
+        if self.clock == "event":
+            local = self._local_latest_ms()
+            if local is not None:
+                shared = await self.redis.merge_clock(local)
+                if shared is not None:
+                    self._shared_clock_ms = shared
+
+    def _note_watermarks(self) -> None:
+        """Copy the consumer's latest high watermarks and this worker's committed offsets
+        of its source partitions into the stats (the consumer's own state: no request),
+        so the lag is what the consumer knows now."""
         consumer = self.app.consumer
         sources = {topic for pipeline in self.pipelines for topic in pipeline.spec.topics}
         actives = list(assigned_actives(self.app))
@@ -541,14 +556,6 @@ class PulseWorker:
             committed = committed_offset(self.app, tp)
             if committed is not None:
                 self._stats.committed[(tp.topic, tp.partition)] = committed
-        self._stats.lag_refreshes += 1
-        self._note_kafka_connections()
-        if self.clock == "event":
-            local = self._local_latest_ms()
-            if local is not None:
-                shared = await self.redis.merge_clock(local)
-                if shared is not None:
-                    self._shared_clock_ms = shared
 
     def _note_kafka_connections(self) -> None:
         """Export the consumer's broker connections; say once when none is left and when
@@ -574,7 +581,8 @@ class PulseWorker:
         return self._scrape.report()
 
     def stats(self) -> OperationalStats:
-        """Operational counters of this process."""
+        """Operational counters of this process, its lags as the consumer knows them now."""
+        self._note_watermarks()
         return self._stats
 
     def dedup_up(self) -> bool:

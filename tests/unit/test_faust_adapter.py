@@ -331,3 +331,30 @@ def test_reports_of_the_kept_snapshot_equal_reports_of_a_fresh_one(seed: int) ->
                 fresh, as_of, config)
             compared += 1
     assert compared == 100
+
+
+def test_healthz_reports_the_lag_the_consumer_knows_now_not_at_the_last_tick(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The lag came from high watermarks copied once a second, and none was known until
+    the first copy after the first fetch: a worker that had read most of a backlog in
+    that second still reported all of it (the SIGKILL test's kills then came late)."""
+    from faust.types import TP
+
+    from stream_app.config import Settings
+
+    worker = faust_app.PulseWorker(Settings(kafka_bootstrap="127.0.0.1:1",
+                                            redis_url="redis://127.0.0.1:1/0"))
+    deals = [TP(worker.settings.topic_deals, p) for p in range(2)]
+    changelog = TP("pulse-pulse-deals-changelog", 0)
+    highs = {deals[0]: 120, deals[1]: 40, changelog: 999}
+    monkeypatch.setattr(faust_app, "assigned_actives", lambda app: {*deals, changelog})
+    monkeypatch.setattr(faust_app, "committed_offset", lambda app, tp: 10)
+    monkeypatch.setattr(worker.app.consumer, "highwater", highs.get)
+    worker.stats().last_offset[(deals[0].topic, 0)] = 99
+    lags = {(row["topic"], row["partition"]): row["messages"]
+            for row in worker.health()["lag"]}
+    assert lags == {(deals[0].topic, 0): 20, (deals[1].topic, 1): 30}
+    highs[deals[0]] = 150
+    worker.stats().last_offset[(deals[0].topic, 0)] = 139
+    assert {row["partition"]: row["messages"] for row in worker.health()["lag"]} == {
+        0: 10, 1: 30}
