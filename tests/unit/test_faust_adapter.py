@@ -342,6 +342,9 @@ def test_healthz_reports_the_lag_the_consumer_knows_now_not_at_the_last_tick(
 
     from stream_app.config import Settings
 
+    for patch in ("install_high_watermark_fix", "install_recovery_generation",
+                  "install_fetch_max_wait", "install_changelog_loader"):
+        monkeypatch.setattr(faust_app, patch, lambda *args: None)  # Faust stays unpatched
     worker = faust_app.PulseWorker(Settings(kafka_bootstrap="127.0.0.1:1",
                                             redis_url="redis://127.0.0.1:1/0"))
     deals = [TP(worker.settings.topic_deals, p) for p in range(2)]
