@@ -125,6 +125,7 @@ class PulseWorker:
         self._loop_watch = LoopWatch(self._stats)
         self._ready: frozenset[tuple[str, int]] = frozenset()
         self._recovered: set[str] = set()
+        self._revoked_since_assigned = False
         self.redis = RedisStore(
             settings.redis_url.get_secret_value(),
             namespace=settings.app_id,
@@ -251,6 +252,7 @@ class PulseWorker:
         # mypy does not match with a coroutine function; the handlers are what Faust calls.
         @app.on_partitions_revoked.connect  # type: ignore[arg-type]  # see above
         async def _revoked(sender: Any, *args: Any, **kwargs: Any) -> None:
+            self._revoked_since_assigned = True
             self._ready = frozenset()
             self._recovered.clear()
             if self._changelog_positions is not None:
@@ -264,6 +266,7 @@ class PulseWorker:
 
         @app.on_partitions_assigned.connect  # type: ignore[arg-type]  # as for _revoked
         async def _assigned(sender: Any, *args: Any, **kwargs: Any) -> None:
+            self._revoked_since_assigned = False
             if self._recovery_watch is None:
                 self._recovery_watch = asyncio.ensure_future(self._watch_recovery_forever())
                 self._loop_probe = asyncio.ensure_future(
@@ -349,7 +352,10 @@ class PulseWorker:
                     pipeline.book.note_key(key, partition)
 
     def _stale_recovery(self, table: str) -> bool:
-        if not recovery_stale(self.app):
+        """Whether the recovery whose callback runs now must not export: a newer
+        assignment superseded it, or a rebalance revoked its partitions (and Faust dropped
+        their keys) before that assignment came."""
+        if not self._revoked_since_assigned and not recovery_stale(self.app):
             return False
         log.info("recovery of %s superseded by a new assignment; checked after the next",
                  table)

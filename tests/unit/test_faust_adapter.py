@@ -361,3 +361,30 @@ def test_healthz_reports_the_lag_the_consumer_knows_now_not_at_the_last_tick(
     worker.stats().last_offset[(deals[0].topic, 0)] = 139
     assert {row["partition"]: row["messages"] for row in worker.health()["lag"]} == {
         0: 10, 1: 30}
+
+
+def test_a_recovery_ending_after_its_assignment_was_revoked_does_not_export(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Faust finished a recovery after the next rebalance had revoked its partitions
+    (and dropped their keys) but before the new assignment: nothing marked it stale, so
+    the worker exported the dropped state (a worker's created deals fell 715 -> 407 in the
+    three-worker replacement test, with a 0.1 s fetch wait)."""
+    from stream_app.config import Settings
+
+    for patch in ("install_high_watermark_fix", "install_recovery_generation",
+                  "install_fetch_max_wait", "install_changelog_loader"):
+        monkeypatch.setattr(faust_app, patch, lambda *args: None)  # Faust stays unpatched
+    monkeypatch.setattr(faust_app, "recovery_stale", lambda app: False)
+    worker = faust_app.PulseWorker(Settings(kafka_bootstrap="127.0.0.1:1",
+                                            redis_url="redis://127.0.0.1:1/0"))
+    worker._recovery_watch = asyncio.Future  # type: ignore[assignment]  # no probe tasks
+
+    async def rebalance() -> list[bool]:
+        stale = [worker._stale_recovery("pulse-deals")]
+        await worker.app.on_partitions_revoked.send(set())
+        stale.append(worker._stale_recovery("pulse-deals"))
+        await worker.app.on_partitions_assigned.send(set())
+        stale.append(worker._stale_recovery("pulse-deals"))
+        return stale
+
+    assert asyncio.run(rebalance()) == [False, True, False]
