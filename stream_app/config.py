@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-__all__ = ["DEFAULT_STAGES", "Clock", "Settings", "StageConfig", "contract_rules", "pricing",
-           "report_config", "worker_env"]
+__all__ = ["DEFAULT_STAGES", "Clock", "Settings", "StageConfig", "contract_rules",
+           "organisation_calendar", "pricing", "report_config", "worker_env"]
 
 import json
 import os
@@ -17,6 +17,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from stream_app.events.codec import ContractRules
 from stream_app.events.routing import ROUTES
 from stream_app.ingest.access import parse_tokens
+from stream_app.kpi.calendar import Calendar
 from stream_app.kpi.money import Pricing
 from stream_app.kpi.report import ReportConfig
 from stream_app.kpi.scoring import ScoringRules
@@ -146,6 +147,14 @@ class Settings(BaseSettings):
     clock: Clock = Field(
         "wall", description="wall: as-of time is now; event: the latest event time seen."
     )
+    timezone: str = Field(
+        "UTC", min_length=1, description="IANA time zone of the sales organisation (such as "
+        "Europe/Oslo): the days, months, quarters and trailing windows of every KPI are its "
+        "local dates. Changing it needs a rebuild of the state (see README).")
+    fiscal_year_start_month: int = Field(
+        1, ge=1, le=12, description="First month of the fiscal year (1 = January). Quarters "
+        "are fiscal and named after the calendar year in which the fiscal year ends: with 2, "
+        "2027-Q1 is February to April 2026.")
     windows_days: Annotated[tuple[int, ...], NoDecode] = Field(
         (30, 90), description="Trailing windows, in days.")
     stages: Annotated[tuple[StageConfig, ...], NoDecode] = Field(
@@ -188,7 +197,7 @@ class Settings(BaseSettings):
     )
     stuck_days: int = Field(
         30, ge=1, description="An open deal whose current stage began more than this many "
-        "UTC days before T's day is stuck."
+        "days (of PULSE_TIMEZONE) before T's day is stuck."
     )
     clv_max_years: float = Field(
         10.0, gt=0, description="Cap of the customer lifespan in CLV (used as is when no "
@@ -301,6 +310,12 @@ class Settings(BaseSettings):
             parse_tokens(value.get_secret_value())
         return value
 
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        Calendar(value)
+        return value
+
     _lists = field_validator("windows_days", mode="before")(parse_list)
     _maps = field_validator("fx_rates", mode="before")(parse_map)
     _stage_list = field_validator("stages", mode="before")(parse_stages)
@@ -354,6 +369,8 @@ def worker_env(settings: Settings, **extra: str) -> dict[str, str]:
         "PULSE_WEB_PORT": str(settings.web_port),
         "PULSE_WEB_HOST": settings.web_host,
         "PULSE_CLOCK": settings.clock,
+        "PULSE_TIMEZONE": settings.timezone,
+        "PULSE_FISCAL_YEAR_START_MONTH": str(settings.fiscal_year_start_month),
         "PULSE_PARTITIONS": str(settings.partitions),
         "PULSE_APP_ID": settings.app_id,
         "PULSE_SESSION_TIMEOUT_SECONDS": str(settings.session_timeout_seconds),
@@ -382,7 +399,13 @@ def report_config(settings: Settings, scoring: ScoringRules | None) -> ReportCon
         clv_max_years=settings.clv_max_years,
         scoring=scoring,
         hot_wait_ms=round(settings.hot_lead_wait_hours * 3_600_000),
+        calendar=organisation_calendar(settings),
     )
+
+
+def organisation_calendar(settings: Settings) -> Calendar:
+    """The days, months and fiscal quarters of the organisation under ``settings``."""
+    return Calendar(settings.timezone, settings.fiscal_year_start_month)
 
 
 def pricing(settings: Settings) -> Pricing:

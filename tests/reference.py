@@ -1,7 +1,9 @@
 """An independent batch computation of every exported KPI over a list of CloudEvents.
 
 It shares no code with ``stream_app.kpi``: it sorts each deal's events and reads
-the answer off the sorted lists, using calendar dates instead of day numbers.
+the answer off the sorted lists, using calendar dates instead of day numbers. Every
+event time is first shown in the organisation's time zone, so a time's ``date()`` is
+its local date.
 Expected values in the tests come from here.
 """
 
@@ -15,6 +17,7 @@ from decimal import ROUND_HALF_EVEN, Decimal
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import yaml
 
@@ -22,7 +25,7 @@ Key = tuple[str, tuple[tuple[str, str], ...]]
 
 
 def _t(event: dict[str, Any]) -> dt.datetime:
-    return dt.datetime.fromisoformat(event["time"].replace("Z", "+00:00")).astimezone(dt.UTC)
+    return dt.datetime.fromisoformat(event["time"].replace("Z", "+00:00"))
 
 
 def _order(event: dict[str, Any]) -> tuple[dt.datetime, str]:
@@ -45,6 +48,17 @@ class ReferenceConfig:
     scoring_file: Path = Path(__file__).resolve().parents[1] / "stream_app" / "kpi" / \
         "lead_scoring_default.yml"
     hot_wait_hours: float = 24.0
+    timezone: str = "UTC"
+    fiscal_year_start_month: int = 1
+
+    def local(self, moment: dt.datetime) -> dt.datetime:
+        """``moment`` on the organisation's wall clock."""
+        return moment.astimezone(ZoneInfo(self.timezone))
+
+
+def _in_zone(events: list[dict[str, Any]], cfg: ReferenceConfig) -> list[dict[str, Any]]:
+    """The events with their times written in the organisation's time zone."""
+    return [{**e, "time": cfg.local(_t(e)).isoformat()} for e in events]
 
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
@@ -130,9 +144,9 @@ def expected_metrics(events: list[dict[str, Any]], as_of: dt.datetime,
                      cfg: ReferenceConfig | None = None) -> dict[Key, Fraction]:
     """Every KPI sample the worker should export at ``as_of``, as exact fractions."""
     cfg = cfg or ReferenceConfig()
-    received = unique_by_id(events)
+    received = unique_by_id(_in_zone(events, cfg))
     events = resolve_lifecycles(received)
-    as_of_date = as_of.astimezone(dt.UTC).date()
+    as_of_date = cfg.local(as_of).date()
     by_deal: dict[str, list[dict]] = defaultdict(list)
     for event in events:
         if event["type"].startswith("deal."):
@@ -246,7 +260,7 @@ def expected_metrics(events: list[dict[str, Any]], as_of: dt.datetime,
             out[_key("pulse_customer_churn_rate_ratio", period=period)] = Fraction(
                 cohort, len(active))
         out[_key("pulse_period_start_timestamp_seconds", period=period)] = Fraction(
-            _epoch_ms(dt.datetime.combine(start, dt.time(), dt.UTC)), 1000)
+            _epoch_ms(dt.datetime.combine(start, dt.time(), ZoneInfo(cfg.timezone))), 1000)
     out[_key("pulse_asof_timestamp_seconds")] = Fraction(_epoch_ms(as_of), 1000)
     if received:
         out[_key("pulse_last_event_timestamp_seconds")] = Fraction(
@@ -377,9 +391,10 @@ def _customers(events: list[dict[str, Any]], paths: list[_Path]):
 def expected_catalogue(events: list[dict[str, Any]], as_of: dt.datetime,
                        cfg: ReferenceConfig) -> dict[Key, Fraction]:
     """Stages, stuck deals, waterfall, sources, products, competitors, growth and CLV."""
+    events = _in_zone(events, cfg)
     paths = _walk_deals(events, cfg)
     wins, churns = _customers(events, paths)
-    today = as_of.astimezone(dt.UTC).date()
+    today = cfg.local(as_of).date()
     out: dict[Key, Fraction] = {}
     teams = sorted({p.team for p in paths})
     windows = _windows(today, cfg)
@@ -543,10 +558,17 @@ def _expected_owner_deals(paths: list[_Path], today: dt.date,
     won amount and summed cycle (by the owner at the close) in each window; open deals
     and pipeline at T (by the current owner)."""
     out: dict[Key, Fraction] = {}
+    by_creator: dict[str, list[_Path]] = defaultdict(list)
+    by_closer: dict[str, list[_Path]] = defaultdict(list)
+    by_current: dict[str, list[_Path]] = defaultdict(list)
+    for p in paths:
+        by_creator[p.owner].append(p)
+        by_closer[p.closing_owner].append(p)
+        by_current[p.current_owner].append(p)
     for owner in sorted({o for p in paths for o in (p.owner, p.current_owner,
                                                       p.closing_owner) if o}):
-        created = [p for p in paths if p.owner == owner]
-        mine = [p for p in paths if p.closing_owner == owner]
+        created = by_creator[owner]
+        mine = by_closer[owner]
         for window, first in _windows(today, cfg):
             def inside(moment: dt.datetime, first: dt.date | None = first) -> bool:
                 return moment.date() <= today and (first is None or moment.date() >= first)
@@ -563,7 +585,7 @@ def _expected_owner_deals(paths: list[_Path], today: dt.date,
             out[_key("pulse_owner_won_deals_amount", **lab)] = Fraction(
                 sum(p.closed[2] for p in won if p.closed), 100)
             out[_key("pulse_owner_won_deals_cycle_seconds", **lab)] = Fraction(cycle_ms, 1000)
-        still_open = [p.open_stage for p in paths if p.open_stage and p.current_owner == owner]
+        still_open = [p.open_stage for p in by_current[owner] if p.open_stage]
         out[_key("pulse_owner_open_deals", owner=owner)] = Fraction(len(still_open))
         out[_key("pulse_owner_open_pipeline_amount", owner=owner)] = Fraction(
             sum(s[2] for s in still_open), 100)
@@ -682,7 +704,8 @@ def expected_leads(events: list[dict[str, Any]], as_of: dt.datetime,
     edges = rules["band_edges"]
     names = [f"0-{edges[0]}", *(f"{a}-{b}" for a, b in itertools.pairwise(edges)),
              f"{edges[-1]}+"]
-    today = as_of.astimezone(dt.UTC).date()
+    events = _in_zone(events, cfg)
+    today = cfg.local(as_of).date()
     now = _epoch_ms(as_of)
     windows = _windows(today, cfg)
     rows = []  # source, created date, close date or None, converted, band at close
@@ -785,19 +808,28 @@ def _expected_activities(events: list[dict[str, Any]], paths: list[_Path], today
     return out
 
 
-def _period_dates(today: dt.date) -> dict[str, tuple[str, dt.date, dt.date]]:
-    """Period type -> (name, first day, first day after) for the month and quarter of
-    ``today`` and the ones before them."""
+def _period_dates(today: dt.date, fiscal_start: int = 1
+                  ) -> dict[str, tuple[str, dt.date, dt.date]]:
+    """Period type -> (name, first day, first day after) for the month and fiscal
+    quarter of ``today`` and the ones before them. The fiscal year begins on the first
+    of month ``fiscal_start`` and is named after the year it ends in."""
     def month(d: dt.date) -> tuple[str, dt.date, dt.date]:
         start = d.replace(day=1)
         end = (start + dt.timedelta(days=32)).replace(day=1)
         return f"{start:%Y-%m}", start, end
 
     def quarter(d: dt.date) -> tuple[str, dt.date, dt.date]:
-        q = (d.month - 1) // 3
-        start = dt.date(d.year, 3 * q + 1, 1)
-        end = dt.date(d.year + 1, 1, 1) if q == 3 else dt.date(d.year, 3 * q + 4, 1)
-        return f"{d.year}-Q{q + 1}", start, end
+        year_start = dt.date(d.year if d.month >= fiscal_start else d.year - 1, fiscal_start, 1)
+        year_end = dt.date(year_start.year + 1, fiscal_start, 1) - dt.timedelta(days=1)
+        start = year_start
+        for q in range(1, 5):
+            end = start
+            for _ in range(3):
+                end = (end + dt.timedelta(days=32)).replace(day=1)
+            if start <= d < end:
+                return f"{year_end.year}-Q{q}", start, end
+            start = end
+        raise AssertionError(d)
 
     this_month, this_quarter = month(today), quarter(today)
     return {"month": this_month, "quarter": this_quarter,
@@ -816,14 +848,18 @@ def _expected_quotas(events: list[dict[str, Any]], paths: list[_Path], today: dt
         if p.open_stage is not None:
             open_cents[p.team] += p.open_stage[2]
             open_cents["all"] += p.open_stage[2]
-    for period, (name, start, end) in _period_dates(today).items():
+    for period, (name, start, end) in _period_dates(today,
+                                                    cfg.fiscal_year_start_month).items():
         rows = []  # team, owner, quota cents, won cents
+        by_closer: dict[str, list[_Path]] = defaultdict(list)
+        for p in paths:
+            by_closer[p.closing_owner].append(p)
         for (owner, quota_period), event in sorted(latest.items()):
             if quota_period != name:
                 continue
             data = event["data"]
             quota = _cents(cfg, data["amount"], data["currency"])
-            won = sum(p.closed[2] for p in paths if p.closing_owner == owner and p.closed
+            won = sum(p.closed[2] for p in by_closer[owner] if p.closed
                       and p.closed[0] == "won" and start <= p.closed[1].date() < end)
             rows.append((data["team"], owner, quota, won))
             lab = {"owner": owner, "period": period}

@@ -52,8 +52,14 @@ from stream_app.adapters.metrics import PulseCollector
 from stream_app.adapters.pipeline import PipelineContext, SourcePipeline
 from stream_app.adapters.redis_store import RedisStore
 from stream_app.adapters.scrape import Scrape
-from stream_app.config import Settings, contract_rules, pricing, report_config
-from stream_app.kpi.fold import clock_key, position_key, supersedes
+from stream_app.config import (
+    Settings,
+    contract_rules,
+    organisation_calendar,
+    pricing,
+    report_config,
+)
+from stream_app.kpi.fold import clock_key, position_key, supersedes, zone_conflict
 from stream_app.kpi.rows import Report
 from stream_app.kpi.scoring import load_rules
 from stream_app.ops import OperationalStats
@@ -153,7 +159,8 @@ class PulseWorker:
             stats=self._stats, producer=lambda: self.app.producer,
             dead_letter_topic=settings.topic_dead_letters,
             late_grace_ms=round(settings.late_grace_days * 86_400_000),
-            changelog_positions=self._changelog_positions)
+            changelog_positions=self._changelog_positions,
+            state_zone=organisation_calendar(settings).state_zone)
         changelog_configs = ({"min.insync.replicas": settings.min_insync_replicas}
                              if settings.min_insync_replicas else {})
         self.pipelines = tuple(
@@ -429,6 +436,7 @@ class PulseWorker:
                 await seek(self.app, TP(topic, partition), 0)
         if self._stale_recovery(table.name):
             return
+        self._verify_zone(table, owned)
         for (topic, partition), offset in sorted(committed.items()):
             stored = table.data.get(position_key(partition, topic))
             applied = -1 if stored is None else int(stored["v"])
@@ -444,6 +452,22 @@ class PulseWorker:
                 f"earliest (kafka-consumer-groups --reset-offsets --to-earliest --group "
                 f"{self.settings.app_id} --all-topics --execute) and start again."
             )
+
+    def _verify_zone(self, table: Table, owned: list[tuple[str, int]]) -> None:
+        """The restored state must have been folded in this worker's time zone: its
+        aggregates are keyed by that zone's days, and a fold in another zone would
+        subtract contributions from days they were never added to."""
+        zone = organisation_calendar(self.settings).state_zone
+        conflict = zone_conflict(table.data, owned, zone)
+        if conflict is not None:
+            topic, partition, folded = conflict
+            self._fail(
+                f"time zone changed: table {table.name!r} holds {topic}[{partition}] folded "
+                f"with PULSE_TIMEZONE={folded!r}, and this worker runs with {zone!r}; every "
+                f"KPI's days would be wrong. Set PULSE_TIMEZONE back to {folded!r}, or "
+                f"rebuild the state in the new zone: start a worker group with a new "
+                f"PULSE_APP_ID, which reads the CRM topics from the start (README, "
+                f"\"Changing the time zone\").")
 
     def _active_partitions(self, topic: str) -> frozenset[int]:
         """Partitions of ``topic`` whose state is exported: assigned, and recovered.

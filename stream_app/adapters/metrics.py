@@ -255,7 +255,7 @@ class PulseCollector(Collector):
             churned.add_metric([c.period], c.churned)
             lost_new.add_metric([c.period], c.new_customers_churned)
             active.add_metric([c.period], c.active_at_start)
-            start.add_metric([c.period], c.start_day * 86400)
+            start.add_metric([c.period], c.start_ms / 1000)
             if c.rate is not None:
                 rate.add_metric([c.period], c.rate)
         yield from (churned, lost_new, active, rate, start)

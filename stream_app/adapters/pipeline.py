@@ -27,6 +27,7 @@ from stream_app.adapters.faust_compat import Table, key_partitions
 from stream_app.adapters.label_registry import LabelRegistry
 from stream_app.adapters.redis_store import RedisStore
 from stream_app.events.codec import ContractRules, Rejection, decode_event
+from stream_app.kpi.calendar import UTC_ZONE
 from stream_app.kpi.fold import BatchWriter, FoldResult
 from stream_app.kpi.windows import ms_from_datetime
 from stream_app.ops import OperationalStats
@@ -55,6 +56,8 @@ class PipelineContext:
     late_grace_ms: int
     #: Follows the offsets of the changelog records sent (for local checkpoints).
     changelog_positions: ChangelogPositions | None = None
+    #: The time zone whose days the aggregates are keyed by, recorded in position marks.
+    state_zone: str = UTC_ZONE
 
 
 @dataclass
@@ -121,7 +124,8 @@ class SourcePipeline:
             msg = event.message
             writer = writers.get(msg.partition)
             if writer is None:
-                writer = writers[msg.partition] = BatchWriter(self.table.data)
+                writer = writers[msg.partition] = BatchWriter(self.table.data,
+                                                              self._context.state_zone)
             writer.mark(msg.topic, msg.partition, msg.offset)
         return _Batch(writers)
 

@@ -29,10 +29,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
+from stream_app.kpi.calendar import UTC_CALENDAR, Calendar
 from stream_app.kpi.deals import Contributions
 from stream_app.kpi.kinds import ACTIVE_CUSTOMERS, CHURN, CHURN_TO_COMPETITOR, NEW_CUSTOMER
 from stream_app.kpi.lifecycle import WON, Lifecycle
-from stream_app.kpi.windows import day_of, month_bounds
 
 #: An account counts as a buyer on each of the days from a win's day to this many days on.
 ACTIVE_BUYER_DAYS = 365
@@ -127,7 +127,8 @@ def apply_account_churn(state: AccountState, churned_at_ms: int, event_id: str,
     return replace(state, churns=_in_order((*state.churns, event)))
 
 
-def account_contributions(state: AccountState) -> Contributions:
+def account_contributions(state: AccountState, calendar: Calendar = UTC_CALENDAR
+                          ) -> Contributions:
     """Per day: ``(NEW_CUSTOMER, "", d)`` on the first-win day; ``(CHURN,
     COHORT_CHURN or NEW_CUSTOMER_CHURN, d)`` and ``(CHURN_TO_COMPETITOR, competitor, d)``
     on the churn day; ``(ACTIVE_CUSTOMERS, "", d)`` +1 / -1 where the account starts /
@@ -135,12 +136,13 @@ def account_contributions(state: AccountState) -> Contributions:
     wins = state.wins
     if not wins:
         return {}
+    day_of = calendar.day_of
     first_day = day_of(wins[0][0])
     out: dict[tuple[str, str, Any], tuple[int, ...]] = {(NEW_CUSTOMER, "", first_day): (1,)}
     churn = state.churned
     if churn is not None:
         churn_day = day_of(churn[0])
-        month_start, _ = month_bounds(churn_day)
+        month_start, _ = calendar.month_bounds(churn_day)
         cohort = COHORT_CHURN if first_day < month_start else NEW_CUSTOMER_CHURN
         out[(CHURN, cohort, churn_day)] = (1,)
         if churn[2]:

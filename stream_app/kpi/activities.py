@@ -19,9 +19,10 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from stream_app.events.models import ACTIVITY_KINDS, ActivityLogged
+from stream_app.kpi.calendar import UTC_CALENDAR, Calendar
 from stream_app.kpi.deals import Contributions, earliest
 from stream_app.kpi.kinds import OWNER_ACTIVITY, TEAM_ACTIVITY
-from stream_app.kpi.windows import day_of, ms_from_datetime
+from stream_app.kpi.windows import ms_from_datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,11 +50,12 @@ def apply_activity_event(state: ActivityState, event: ActivityLogged) -> Activit
     return replace(state, logged=earliest(state.logged, candidate))
 
 
-def activity_contributions(state: ActivityState) -> Contributions:
+def activity_contributions(state: ActivityState, calendar: Calendar = UTC_CALENDAR
+                           ) -> Contributions:
     """One count in the activity's kind, for its team and for its owner, on its day."""
     if state.logged is None:
         return {}
     at, _, owner, team, kind = state.logged
     vector = tuple(int(kind == k) for k in ACTIVITY_KINDS)
-    day = day_of(at)
+    day = calendar.day_of(at)
     return {(TEAM_ACTIVITY, team, day): vector, (OWNER_ACTIVITY, owner, day): vector}

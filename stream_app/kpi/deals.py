@@ -57,6 +57,7 @@ from stream_app.events.models import (
     DealUpdated,
     DealWon,
 )
+from stream_app.kpi.calendar import UTC_CALENDAR, Calendar
 from stream_app.kpi.kinds import (
     COMPETITOR_DAY,
     OPEN_PIPELINE,
@@ -70,7 +71,7 @@ from stream_app.kpi.kinds import (
 )
 from stream_app.kpi.lifecycle import LOST, WON, Close, Lifecycle, merged_marks, owner_at
 from stream_app.kpi.money import Pricing
-from stream_app.kpi.windows import MS_PER_DAY, day_of, ms_from_datetime
+from stream_app.kpi.windows import MS_PER_DAY, ms_from_datetime
 
 #: Aggregate kinds written by deals, by what they hold.
 KIND = {
@@ -345,7 +346,8 @@ def price_gap_femto(our_amount: str, competitor_price: str) -> int | None:
     return round((Fraction(our_amount) / price - 1) * _FEMTO)
 
 
-def deal_contributions(state: DealState, pricing: Pricing) -> Contributions:
+def deal_contributions(state: DealState, pricing: Pricing,
+                       calendar: Calendar = UTC_CALENDAR) -> Contributions:
     """The deal's share of every aggregate; nothing until its ``deal.created`` is known.
 
     - ``(TEAM_DAY, team, day)``: created on the creation day; won, won cents, cycle ms and
@@ -373,6 +375,7 @@ def deal_contributions(state: DealState, pricing: Pricing) -> Contributions:
     currency = str(info["currency"])
     dims = ((SOURCE_DAY, info.get("source") or NO_VALUE),
             (PRODUCT_DAY, info.get("product") or NO_VALUE))
+    day_of = calendar.day_of
     created_day = day_of(created_at)
     out: dict[tuple[str, str, Any], list[int]] = {}
 

@@ -30,11 +30,13 @@ __all__ = [
     "guarded_fold",
     "parse_aggregate_key",
     "position_key",
+    "position_zone",
     "record_text",
     "supersedes",
+    "zone_conflict",
 ]
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from json import dumps as _json_dumps
 from typing import Any, Protocol, TypeVar
@@ -43,6 +45,7 @@ from orjson import OPT_NON_STR_KEYS
 from orjson import dumps as _orjson_dumps
 from orjson import loads as _loads
 
+from stream_app.kpi.calendar import UTC_ZONE
 from stream_app.kpi.deals import Contributions
 from stream_app.kpi.kinds import AGGREGATE_KINDS, CLOCK, POSITION
 
@@ -78,8 +81,9 @@ class BatchWriter:
     them. The changelog carries the same form, so a restored table is identical.
     """
 
-    def __init__(self, data: Any):
+    def __init__(self, data: Any, zone: str = UTC_ZONE):
         self._data = data
+        self._zone = zone
         self._aggregates: dict[str, Any] = {}
         self._entities: dict[str, Any] = {}
         self._marks: dict[str, Any] = {}
@@ -100,9 +104,12 @@ class BatchWriter:
 
         Marks are sent after every other record of the batch, so a persisted mark
         proves the whole batch persisted (a partition keeps a prefix of its writes).
+        A mark also names the time zone whose days the batch's aggregates are keyed by
+        (``"tz"``, absent for UTC: :func:`position_zone`).
         """
         key = position_key(partition, source)
-        self._data[key] = self._marks[key] = {"v": offset}
+        mark = {"v": offset} if self._zone == UTC_ZONE else {"v": offset, "tz": self._zone}
+        self._data[key] = self._marks[key] = mark
 
     def drain(self) -> list[tuple[str, Any]]:
         """The records to send: aggregates, then entities, then marks; empties the queue."""
@@ -126,6 +133,24 @@ def entity_key(kind: str, entity_id: str) -> str:
 def aggregate_key(kind: str, partition: int, group: str, part: Any) -> str:
     """Store key of an aggregate owned by one source partition."""
     return f"{kind}{SEP}{partition}{SEP}{group}{SEP}{part}"
+
+
+def position_zone(mark: dict[str, Any]) -> str:
+    """The time zone a position mark's state was folded in (UTC for marks without one,
+    as every state written before time zones existed)."""
+    return str(mark.get("tz", UTC_ZONE))
+
+
+def zone_conflict(data: Any, sources: Iterable[tuple[str, int]], zone: str
+                  ) -> tuple[str, int, str] | None:
+    """The first (topic, partition, zone) of ``sources`` whose position mark in ``data``
+    was folded in another time zone than ``zone``; None when every mark agrees (or
+    none exists yet)."""
+    for topic, partition in sources:
+        mark = data.get(position_key(partition, topic))
+        if mark is not None and position_zone(mark) != zone:
+            return topic, partition, position_zone(mark)
+    return None
 
 
 def position_key(partition: int, source: str) -> str:

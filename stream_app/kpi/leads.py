@@ -23,10 +23,11 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from stream_app.events.models import LeadConverted, LeadCreated, LeadEngaged, LeadEvent
+from stream_app.kpi.calendar import UTC_CALENDAR, Calendar
 from stream_app.kpi.deals import Contributions, earliest
 from stream_app.kpi.kinds import LEAD_BAND, LEAD_SOURCE_DAY
 from stream_app.kpi.scoring import ScoringRules
-from stream_app.kpi.windows import day_of, ms_from_datetime
+from stream_app.kpi.windows import ms_from_datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,7 +147,8 @@ def score_inputs(state: LeadState, rules: ScoringRules) -> ScoreInputs | None:
                        crossings[-1][0] if crossings else None)
 
 
-def lead_contributions(state: LeadState, rules: ScoringRules) -> Contributions:
+def lead_contributions(state: LeadState, rules: ScoringRules,
+                       calendar: Calendar = UTC_CALENDAR) -> Contributions:
     """``(LEAD_SOURCE_DAY, source, day)``: created on the creation day, converted or
     disqualified on the close day; ``(LEAD_BAND, band, close_day)``: 1 closed and 1 if
     converted, in the
@@ -154,6 +156,7 @@ def lead_contributions(state: LeadState, rules: ScoringRules) -> Contributions:
     if state.created is None:
         return {}
     source = str(state.created[2]["source"])
+    day_of = calendar.day_of
     out: dict[tuple[str, str, Any], tuple[int, ...]] = {
         (LEAD_SOURCE_DAY, source, day_of(state.created[0])): (1, 0, 0)}
     if state.closed is not None:

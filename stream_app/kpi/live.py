@@ -13,7 +13,6 @@ from typing import Any
 from stream_app.kpi.report import ReportConfig, build_report, lead_score_kpis
 from stream_app.kpi.rows import Report
 from stream_app.kpi.snapshot import Snapshot
-from stream_app.kpi.windows import day_of
 
 
 class ReportMemo:
@@ -63,6 +62,7 @@ class ReportReuse:
             previous = last[1]
             if previous.as_of_ms == as_of_ms:
                 return previous
+            day_of = self._config.calendar.day_of
             if day_of(previous.as_of_ms) == day_of(as_of_ms):
                 scores = lead_score_kpis(snapshot, self._config, as_of_ms)
                 report = replace(previous, as_of_ms=as_of_ms,

@@ -16,24 +16,17 @@ owner reached the quota.
 
 from __future__ import annotations
 
-__all__ = ["OwnerState", "OwnerWin", "apply_owner_win", "apply_quota", "month_name",
+__all__ = ["OwnerState", "OwnerWin", "apply_owner_win", "apply_quota",
            "owner_contributions", "win_contributions"]
 
-import datetime as dt
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from stream_app.kpi.calendar import UTC_CALENDAR, Calendar
 from stream_app.kpi.deals import Contributions
 from stream_app.kpi.kinds import OWNER_QUOTA, OWNER_WON
 from stream_app.kpi.lifecycle import WON, Lifecycle, OwnerChange, merged_marks, owner_at
 from stream_app.kpi.money import Pricing
-from stream_app.kpi.windows import MS_PER_DAY
-
-
-def month_name(time_ms: int) -> str:
-    """The calendar month (UTC) of an epoch-millisecond time, as "YYYY-MM"."""
-    date = dt.date(1970, 1, 1) + dt.timedelta(days=time_ms // MS_PER_DAY)
-    return f"{date.year}-{date.month:02d}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,10 +131,10 @@ def owner_contributions(state: OwnerState, pricing: Pricing) -> Contributions:
             for period, _, _, team, amount, currency in state.quotas}
 
 
-def win_contributions(state: OwnerWin) -> Contributions:
+def win_contributions(state: OwnerWin, calendar: Calendar = UTC_CALENDAR) -> Contributions:
     """``(OWNER_WON, owner, month)`` = (won cents,) of the win in effect."""
     win = state.win
     if win is None:
         return {}
     won_at, owner, cents = win
-    return {(OWNER_WON, owner, month_name(won_at)): (cents,)}
+    return {(OWNER_WON, owner, calendar.month_name(won_at)): (cents,)}

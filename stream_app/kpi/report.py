@@ -49,6 +49,7 @@ from typing import TYPE_CHECKING, Any
 
 from stream_app.kpi.accounts import ACTIVE_BUYER_DAYS
 from stream_app.kpi.activities import ACTIVITY_KINDS
+from stream_app.kpi.calendar import UTC_CALENDAR, Calendar
 from stream_app.kpi.deals import BUCKET, MOVEMENTS, STINT_BUCKETS_DAYS, STINT_FIELDS, add_vector
 from stream_app.kpi.rows import (
     ActivityKpis,
@@ -81,13 +82,7 @@ from stream_app.kpi.snapshot import (
     Snapshot,
 )
 from stream_app.kpi.trailing import DayCells
-from stream_app.kpi.windows import (
-    WindowSpec,
-    current_periods,
-    day_of,
-    month_bounds,
-    previous_month_bounds,
-)
+from stream_app.kpi.windows import WindowSpec
 
 if TYPE_CHECKING:
     from stream_app.kpi.live import ReportMemo
@@ -107,6 +102,7 @@ class ReportConfig:
     clv_max_years: float = 10.0
     scoring: ScoringRules | None = None
     hot_wait_ms: int = 86_400_000
+    calendar: Calendar = UTC_CALENDAR
 
 
 def _teams(snap: Snapshot) -> list[str]:
@@ -115,21 +111,12 @@ def _teams(snap: Snapshot) -> list[str]:
                   | set(snap.quota_team.values()))
 
 
-def _period_months(name: str) -> tuple[str, ...]:
-    """The months of a period: itself for a month, three for a quarter."""
-    year, _, rest = name.partition("-")
-    if not rest.startswith("Q"):
-        return (name,)
-    first = 3 * (int(rest[1:]) - 1) + 1
-    return tuple(f"{year}-{m:02d}" for m in range(first, first + 3))
-
-
-def _owner_rows(snap: Snapshot,
-                names: Iterable[str]) -> dict[str, list[tuple[str, str, int, int]]]:
+def _owner_rows(snap: Snapshot, names: Iterable[str], calendar: Calendar
+                ) -> dict[str, list[tuple[str, str, int, int]]]:
     """Per period name: (owner, team, quota cents, won cents) of the owners with a quota
     for it, by owner."""
     rows: dict[str, list[tuple[str, str, int, int]]] = {name: [] for name in names}
-    months = {name: _period_months(name) for name in rows}
+    months = {name: calendar.period_months(name) for name in rows}
     for (owner, period), quota in sorted(snap.quota_cents.items()):
         if period in rows:
             won = sum(snap.owner_won.get((owner, m), 0) for m in months[period])
@@ -137,14 +124,14 @@ def _owner_rows(snap: Snapshot,
     return rows
 
 
-def _quota_kpis(snap: Snapshot, as_of_day: int, teams: list[str],
+def _quota_kpis(snap: Snapshot, periods: dict[str, str], teams: list[str],
                 owner_rows: dict[str, list[tuple[str, str, int, int]]]) -> list[QuotaKpis]:
     open_cents: dict[str, int] = defaultdict(int)
     for (team, _, _), (_, cents) in snap.open.items():
         open_cents[team] += cents
         open_cents[ALL_GROUP] += cents
     out: list[QuotaKpis] = []
-    for period, name in current_periods(as_of_day).items():
+    for period, name in periods.items():
         sums: dict[str, list[int]] = defaultdict(lambda: [0] * 4)
         for _, team, quota, won in owner_rows[name]:
             vector = (quota, 1, int(won >= quota), won)
@@ -254,11 +241,11 @@ def lead_score_kpis(snap: Snapshot, cfg: ReportConfig, as_of_ms: int) -> LeadSco
     return LeadScoreKpis(bounds, tuple(counts), total, len(snap.open_leads), hot, waiting)
 
 
-def _attainment_kpis(snap: Snapshot, as_of_day: int,
+def _attainment_kpis(snap: Snapshot, periods: dict[str, str],
                      owner_rows: dict[str, list[tuple[str, str, int, int]]]
                      ) -> list[AttainmentKpis]:
     out: list[AttainmentKpis] = []
-    for period, name in current_periods(as_of_day).items():
+    for period, name in periods.items():
         sums: dict[str, list[int]] = defaultdict(lambda: [0, 0])
         for owner, _, quota, won in owner_rows[name]:
             if not snap.owner_kept.get(owner, True):
@@ -365,10 +352,11 @@ def _competitor_kpis(snap: Snapshot, cfg: ReportConfig, as_of_day: int) -> list[
     return kpis
 
 
-def _growth_kpis(snap: Snapshot, as_of_day: int, teams: list[str]) -> list[GrowthKpis]:
-    this_start, _ = month_bounds(as_of_day)
-    last_start, last_end = previous_month_bounds(as_of_day)
-    before_start, before_end = month_bounds(last_start - 1)
+def _growth_kpis(snap: Snapshot, as_of_day: int, teams: list[str], calendar: Calendar
+                 ) -> list[GrowthKpis]:
+    this_start, _ = calendar.month_bounds(as_of_day)
+    last_start, last_end = calendar.previous_month_bounds(as_of_day)
+    before_start, before_end = calendar.month_bounds(last_start - 1)
     same_end = min(last_start + (as_of_day - this_start), last_end - 1)
     ranges = ((this_start, as_of_day), (last_start, same_end), (last_start, last_end - 1),
               (before_start, before_end - 1))
@@ -404,13 +392,13 @@ def _active_at(snap: Snapshot, start: int) -> int:
     return new - gone
 
 
-def _churn_kpis(snap: Snapshot, as_of_day: int) -> list[ChurnKpis]:
+def _churn_kpis(snap: Snapshot, as_of_day: int, calendar: Calendar) -> list[ChurnKpis]:
     def between(churns: dict[int, int], start: int, end: int) -> int:
         return sum(n for day, n in churns.items() if start <= day < end and day <= as_of_day)
 
-    months = (("month_to_date", month_bounds(as_of_day)),
-              ("last_month", previous_month_bounds(as_of_day)))
-    return [ChurnKpis(period, start, between(snap.churned, start, end),
+    months = (("month_to_date", calendar.month_bounds(as_of_day)),
+              ("last_month", calendar.previous_month_bounds(as_of_day)))
+    return [ChurnKpis(period, calendar.day_start_ms(start), between(snap.churned, start, end),
                       _active_at(snap, start), between(snap.new_churned, start, end))
             for period, (start, end) in months]
 
@@ -424,7 +412,9 @@ def build_report(snap: Snapshot, as_of_ms: int, cfg: ReportConfig,
                  memo: ReportMemo | None = None) -> Report:
     """Compute every KPI at as-of time ``as_of_ms`` from a snapshot (reusing the parts
     ``memo`` kept whose inputs did not change)."""
-    as_of_day = day_of(as_of_ms)
+    calendar = cfg.calendar
+    as_of_day = calendar.day_of(as_of_ms)
+    periods = calendar.current_periods(as_of_day)
 
     def part(name: str, fields: tuple[str, ...], compute: Callable[[], Any],
              with_teams: bool = False) -> Any:
@@ -444,7 +434,7 @@ def build_report(snap: Snapshot, as_of_ms: int, cfg: ReportConfig,
         "activities", ("activities", "owner_activities", "buckets", "open"), lambda: _frozen(
             _activity_kpis(snap, cfg, as_of_day, list(windows))), with_teams=True)
     owner_rows = part("owner_rows", _QUOTA_FIELDS,
-                      lambda: _owner_rows(snap, current_periods(as_of_day).values()))
+                      lambda: _owner_rows(snap, periods.values(), calendar))
     owner_deals, owner_pipeline = part("owner_deals", ("owner_deals", "owner_open"),
                                        lambda: _frozen(_owner_deal_kpis(
                                            snap, cfg, as_of_day)))
@@ -454,7 +444,7 @@ def build_report(snap: Snapshot, as_of_ms: int, cfg: ReportConfig,
         stages=part("stages", ("open",), lambda: tuple(
             _stage_kpis(snap, cfg, as_of_day, teams)), with_teams=True),
         churn=part("churn", ("churned", "new_churned", "new_customers"),
-                   lambda: tuple(_churn_kpis(snap, as_of_day))),
+                   lambda: tuple(_churn_kpis(snap, as_of_day, calendar))),
         folded={label: len(values) for label, values in snap.folded.items()},
         dimensions=part("dimensions", ("dimensions",),
                         lambda: tuple(_dimension_kpis(snap, cfg, as_of_day))),
@@ -465,13 +455,14 @@ def build_report(snap: Snapshot, as_of_ms: int, cfg: ReportConfig,
         competitors=part("competitors", ("competitors", "churned_to"),
                          lambda: tuple(_competitor_kpis(snap, cfg, as_of_day))),
         growth=part("growth", ("buckets",),
-                    lambda: tuple(_growth_kpis(snap, as_of_day, teams)), with_teams=True),
+                    lambda: tuple(_growth_kpis(snap, as_of_day, teams, calendar)),
+                    with_teams=True),
         clv=part("clv", ("buckets", "buyer_deltas", "churned", "new_churned", "new_customers"),
                  lambda: _clv_kpis(snap, cfg, as_of_day)),
         quotas=part("quotas", (*_QUOTA_FIELDS, "open"), lambda: tuple(
-            _quota_kpis(snap, as_of_day, teams, owner_rows)), with_teams=True),
+            _quota_kpis(snap, periods, teams, owner_rows)), with_teams=True),
         attainment=part("attainment", (*_QUOTA_FIELDS, "owner_kept"), lambda: tuple(
-            _attainment_kpis(snap, as_of_day, owner_rows))),
+            _attainment_kpis(snap, periods, owner_rows))),
         required_coverage=part("required_coverage", ("buckets",), lambda: tuple(
             _required_coverage(snap, as_of_day, teams)), with_teams=True),
         leads=part("leads", ("leads",), lambda: tuple(_lead_kpis(snap, cfg, as_of_day))),

@@ -450,7 +450,8 @@ class ChurnKpis:
     """
 
     period: str
-    start_day: int
+    #: When the month began (epoch ms), in the organisation's time zone.
+    start_ms: int
     churned: int
     active_at_start: int
     new_customers_churned: int = 0

@@ -32,7 +32,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from stream_app.config import Settings
+from stream_app.config import Settings, organisation_calendar
 from stream_app.events.codec import Rejection
 from stream_app.events.emitted import (
     AccountWinRecord,
@@ -209,18 +209,19 @@ def catalogue(settings: Settings, pricing: Pricing, scoring: ScoringRules
               ) -> tuple[SourceSpec, ...]:
     """Every source under ``settings``, deals first."""
     s = settings
+    calendar = organisation_calendar(settings)
     deal = Entity(DEAL_ENTITY, DealState, DealState.from_json, DealState.to_json,
-                  partial(deal_contributions, pricing=pricing))
+                  partial(deal_contributions, pricing=pricing, calendar=calendar))
     account = Entity(ACCOUNT_ENTITY, AccountState, AccountState.from_json, AccountState.to_json,
-                     account_contributions)
+                     partial(account_contributions, calendar=calendar))
     owner = Entity(OWNER_ENTITY, OwnerState, OwnerState.from_json, OwnerState.to_json,
                    partial(owner_contributions, pricing=pricing))
     owner_win = Entity(OWNER_WIN_ENTITY, OwnerWin, OwnerWin.from_json, OwnerWin.to_json,
-                       win_contributions)
+                       partial(win_contributions, calendar=calendar))
     lead = Entity(LEAD_ENTITY, LeadState, LeadState.from_json, LeadState.to_json,
-                  partial(lead_contributions, rules=scoring))
+                  partial(lead_contributions, rules=scoring, calendar=calendar))
     activity = Entity(ACTIVITY_ENTITY, ActivityState, ActivityState.from_json,
-                      ActivityState.to_json, activity_contributions)
+                      ActivityState.to_json, partial(activity_contributions, calendar=calendar))
     rep = Entity(REP_ENTITY, RepState, RepState.from_json, RepState.to_json,
                  rep_contributions)
 

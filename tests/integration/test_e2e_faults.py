@@ -266,6 +266,25 @@ def _process_and_stop(settings: Settings, events: list[dict], log: Path) -> None
         worker.stop()
 
 
+def test_a_worker_in_another_time_zone_refuses_the_state_folded_in_utc(
+    base_settings: Settings, tmp_path: Path
+) -> None:
+    """The aggregates are keyed by UTC days: a worker set to Oslo would fold on with
+    Oslo days and subtract contributions from days they were never added to."""
+    settings = worker_settings(base_settings)
+    _process_and_stop(settings, small_stream(seed=82, months=1), tmp_path / "utc.log")
+    oslo = settings.model_copy(update={"timezone": "Europe/Oslo"})
+    worker = Worker(oslo, tmp_path / "oslo.log").start()
+    try:
+        code = _exit_code(worker, 90)
+        log = worker.log.read_text()
+        assert code == 2, log[-2000:]
+        assert "time zone changed" in log and "PULSE_TIMEZONE='UTC'" in log, log[-3000:]
+        assert "'Europe/Oslo'" in log and "new PULSE_APP_ID" in log
+    finally:
+        worker.discard()
+
+
 def test_lost_changelog_stops_the_worker_with_a_clear_error(
     base_settings: Settings, tmp_path: Path
 ) -> None:

@@ -19,6 +19,7 @@ import yaml
 from stream_app.adapters.embedded import EmbeddedServers
 from stream_app.adapters.processes import free_port
 from stream_app.config import Settings
+from tests.compose import with_defaults
 from tests.integration.conftest import SESSION_TIMEOUT_SECONDS, last_time, small_stream
 from tests.integration.harness import (
     Worker,
@@ -42,7 +43,8 @@ def _image_env() -> dict[str, str]:
         if line.startswith("ENV "):
             env.update(re.findall(r"(\w+)=(\S+)", line))
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
-    env.update({k: str(v) for k, v in compose["services"]["worker-1"]["environment"].items()})
+    env.update({k: with_defaults(str(v))
+                for k, v in compose["services"]["worker-1"]["environment"].items()})
     return env
 
 

@@ -19,19 +19,24 @@ from tests.integration.harness import (
     settled,
     worker_settings,
 )
-from tests.reference import ADDITIVE, expected_metrics
+from tests.reference import ADDITIVE, ReferenceConfig, expected_metrics
 
 pytestmark = pytest.mark.e2e
 
 
 def test_one_worker_exports_every_kpi_exactly(base_settings: Settings, tmp_path: Path) -> None:
+    """In Los Angeles' days, with a fiscal year from February: the calendar settings reach
+    the worker (the other end-to-end tests run on UTC days and calendar quarters)."""
     events = small_stream()
-    worker = Worker(worker_settings(base_settings), tmp_path / "worker.log").start()
+    settings = worker_settings(base_settings).model_copy(update={
+        "timezone": "America/Los_Angeles", "fiscal_year_start_month": 2})
+    worker = Worker(settings, tmp_path / "worker.log").start()
     try:
         produce(base_settings, events)
         as_of = last_time(events)
         [samples] = settled([worker], base_settings.partitions, as_of)
-        expected = expected_metrics(events, as_of)
+        expected = expected_metrics(events, as_of, ReferenceConfig(
+            timezone="America/Los_Angeles", fiscal_year_start_month=2))
         compared = assert_matches(expected, samples, names=None)
         assert compared == len(expected) > 250
         assert samples[("pulse_customers_churned", (("period", "last_month"),))] > 0

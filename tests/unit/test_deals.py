@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from stream_app.kpi.calendar import UTC_CALENDAR
 from stream_app.kpi.deals import (
     CREATED_FIELDS,
     DealState,
@@ -18,7 +19,7 @@ from stream_app.kpi.deals import (
     stint_bucket,
 )
 from stream_app.kpi.money import Pricing
-from stream_app.kpi.windows import day_of, ms_from_datetime
+from stream_app.kpi.windows import ms_from_datetime
 from tests.unit.events import ev
 
 PRICING = Pricing({"USD": Decimal(1), "EUR": Decimal("1.08")},
@@ -57,7 +58,7 @@ def test_first_terminal_event_wins_and_second_won_is_ignored() -> None:
 
 
 def _day(text: str) -> int:
-    return day_of(ms_from_datetime(ev("deal.lost", text, deal_id="x").time))
+    return UTC_CALENDAR.day_of(ms_from_datetime(ev("deal.lost", text, deal_id="x").time))
 
 
 def _stint(days: int, exit_: str, bucket: int) -> tuple[int, ...]:

@@ -11,6 +11,7 @@ from typing import Any
 import yaml
 
 from stream_app.config import Settings
+from tests.compose import with_defaults
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -21,7 +22,8 @@ def test_compose_workers_use_only_known_settings() -> None:
     assert {"kafka", "redis", "worker-1", "worker-2", "prometheus"} <= set(services)
     fields = {f"PULSE_{name.upper()}" for name in Settings.model_fields}
     for name in ("worker-1", "worker-2", "ingest"):
-        env = {k: ("gateway=0123456789abcdef" if v.startswith("${PULSE_INGEST_TOKENS") else v)
+        env = {k: ("gateway=0123456789abcdef" if v.startswith("${PULSE_INGEST_TOKENS")
+                   else with_defaults(v))
                for k, v in services[name]["environment"].items()}
         assert set(env) <= fields, set(env) - fields
         settings = Settings(**{k[6:].lower(): v for k, v in env.items()})

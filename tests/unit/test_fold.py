@@ -20,6 +20,7 @@ from stream_app.kpi.fold import (
     position_key,
     record_text,
     supersedes,
+    zone_conflict,
 )
 from stream_app.kpi.money import Pricing
 from tests.unit.events import ev
@@ -191,3 +192,26 @@ def test_a_record_is_stored_as_ascii_json_text_that_reads_back_equal(value: Any)
 
 def test_a_record_with_integer_keys_reads_back_with_string_keys_as_json_writes_them() -> None:
     assert json.loads(record_text({"v": {1: "a", 2: "b"}})) == {"v": {"1": "a", "2": "b"}}
+
+
+@pytest.mark.parametrize(("written_in", "read_in", "conflict"), [
+    ("UTC", "UTC", None),
+    ("Europe/Oslo", "Europe/Oslo", None),
+    ("UTC", "Europe/Oslo", ("crm.deals", 1, "UTC")),
+    ("Europe/Oslo", "UTC", ("crm.deals", 1, "Europe/Oslo")),
+    ("Europe/Oslo", "Europe/Berlin", ("crm.deals", 1, "Europe/Oslo")),
+])
+def test_a_position_mark_names_the_zone_its_days_were_folded_in(
+        written_in: str, read_in: str, conflict: tuple[str, int, str] | None) -> None:
+    live: dict[str, Any] = {}
+    writer = BatchWriter(live, written_in)
+    writer.mark("crm.deals", 1, 41)
+    assert dict(writer.drain())[position_key(1, "crm.deals")]["v"] == 41
+    owned = [("crm.deals", 0), ("crm.deals", 1)]  # partition 0 has no mark yet
+    assert zone_conflict(live, owned, read_in) == conflict
+
+
+def test_state_written_before_time_zones_existed_reads_as_utc() -> None:
+    older = {position_key(0, "crm.deals"): {"v": 7}}
+    assert zone_conflict(older, [("crm.deals", 0)], "UTC") is None
+    assert zone_conflict(older, [("crm.deals", 0)], "Asia/Tokyo") == ("crm.deals", 0, "UTC")

@@ -9,6 +9,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from stream_app.kpi.calendar import UTC_CALENDAR
 from stream_app.kpi.leads import (
     LeadState,
     apply_lead_event,
@@ -17,7 +18,7 @@ from stream_app.kpi.leads import (
     score_inputs,
 )
 from stream_app.kpi.scoring import DEFAULT_RULES_PATH, load_rules
-from stream_app.kpi.windows import MS_PER_DAY, day_of, ms_from_datetime
+from stream_app.kpi.windows import MS_PER_DAY, ms_from_datetime
 from tests.reference import _fit_points
 from tests.unit.events import ev
 
@@ -102,7 +103,7 @@ def test_state_depends_only_on_the_set_of_events(indices: list[int]) -> None:
 
 
 def _day(i: int) -> int:
-    return day_of(ms_from_datetime(HISTORY[i].time))
+    return UTC_CALENDAR.day_of(ms_from_datetime(HISTORY[i].time))
 
 
 def test_converted_lead_counts_in_its_band_at_conversion_time() -> None:

@@ -11,18 +11,19 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from stream_app.adapters.exposition import RowGauge, TextRenderer
 from stream_app.adapters.metrics import PulseCollector
+from stream_app.kpi.calendar import UTC_CALENDAR
 from stream_app.kpi.leads import ScoreInputs
 from stream_app.kpi.live import ReportReuse
 from stream_app.kpi.report import ReportConfig, build_report
 from stream_app.kpi.rows import Report
 from stream_app.kpi.scoring import load_rules
 from stream_app.kpi.snapshot import Snapshot
-from stream_app.kpi.windows import current_periods, window_specs
+from stream_app.kpi.windows import window_specs
 from tests.unit.test_metrics import Source
 
 DAY = 20_500
 MS_PER_DAY = 86_400_000
-MONTH = current_periods(DAY)["month"]
+MONTH = UTC_CALENDAR.current_periods(DAY)["month"]
 CONFIG = ReportConfig(window_specs((3, 30)), ("P", "N"),
                       {"P": Decimal("0.2"), "N": Decimal("0.9")}, scoring=load_rules(None))
 

@@ -27,28 +27,30 @@ from stream_app.sources.spec import SourceSpec
 from stream_app.tools.generator import GeneratorSettings, generate_events
 from stream_app.tools.scrape import parse_metrics
 from tests.integration.harness import assert_matches
-from tests.reference import expected_hot_events, expected_metrics
+from tests.reference import ReferenceConfig, expected_hot_events, expected_metrics
 
 SETTINGS = Settings(clock="event", partitions=1)
 
 
-def _specs() -> tuple[SourceSpec, ...]:
-    return catalogue(SETTINGS, pricing(SETTINGS), load_rules(SETTINGS.lead_scoring_file))
+def _specs(settings: Settings = SETTINGS) -> tuple[SourceSpec, ...]:
+    return catalogue(settings, pricing(settings), load_rules(settings.lead_scoring_file))
 
 
 class MemoryRun(InMemoryPipeline):
     """The pipeline in memory (:class:`InMemoryPipeline`) under the test's settings, with
     one event in twenty redelivered as after a crash."""
 
-    def __init__(self, specs: tuple[SourceSpec, ...]):
-        super().__init__(specs, SETTINGS)
+    def __init__(self, specs: tuple[SourceSpec, ...], settings: Settings = SETTINGS):
+        super().__init__(specs, settings)
+        self.settings = settings
 
     def run(self, events: Iterable[dict[str, Any]],  # type: ignore[override]
             rng: random.Random) -> None:
         super().run(events, redeliver=lambda: rng.random() < 0.05)
 
     def report(self) -> Report:  # type: ignore[override]
-        return super().report(report_config(SETTINGS, load_rules(SETTINGS.lead_scoring_file)))
+        return super().report(report_config(self.settings,
+                                            load_rules(self.settings.lead_scoring_file)))
 
 
 class _Source:
@@ -175,17 +177,46 @@ def with_roster_changes(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-@pytest.mark.parametrize("seed", [3, 17])
-def test_the_catalogue_folded_in_memory_equals_the_reference(seed: int) -> None:
+def with_fiscal_quotas(events: list[dict[str, Any]], periods: tuple[str, ...]
+                       ) -> list[dict[str, Any]]:
+    """``events`` and, for each rep with a monthly quota, a quota of three times its
+    first monthly one for each of ``periods`` (fiscal quarters the generator, which
+    names calendar quarters, does not set)."""
+    out = list(events)
+    firsts: dict[str, dict[str, Any]] = {}
+    for event in events:
+        if event["type"] == "quota.set" and "Q" not in event["data"]["period"]:
+            firsts.setdefault(event["data"]["owner_id"], event)
+    for event in firsts.values():
+        for period in periods:
+            amount = Decimal(event["data"]["amount"]) * 3
+            out.append({**event, "id": f"{event['id']}-{period}",
+                        "data": {**event["data"], "period": period, "amount": str(amount)}})
+    return out
+
+
+@pytest.mark.parametrize(("seed", "zone", "fiscal_start"), [
+    (3, "UTC", 1),
+    (17, "UTC", 1),
+    # creations at 08:00-18:00 UTC: from 15:00 UTC they are the next day in Tokyo
+    (5, "Asia/Tokyo", 2),
+    (11, "America/Los_Angeles", 4),
+])
+def test_the_catalogue_folded_in_memory_equals_the_reference(seed: int, zone: str,
+                                                             fiscal_start: int) -> None:
     end = dt.datetime(2026, 10, 20, 12, tzinfo=dt.UTC)
     events = with_roster_changes(with_owner_changes(with_deal_lifecycles(with_deal_updates(
         list(generate_events(GeneratorSettings(
             seed=seed, start=end - dt.timedelta(days=200), end=end, deals_per_day=3,
             accounts=80, churn_probability=0.5, leads_per_deal=1.0)))))))
+    if fiscal_start != 1:  # T (the last event, reopened deals' at most 40 days on) is in one
+        events = with_fiscal_quotas(events, ("2027-Q2", "2027-Q3", "2027-Q4"))
+    settings = SETTINGS.model_copy(update={"timezone": zone,
+                                           "fiscal_year_start_month": fiscal_start})
     rng = random.Random(seed)
     shuffled = events + rng.sample(events, len(events) // 20)  # duplicates, other ids' order
     rng.shuffle(shuffled)
-    run = MemoryRun(_specs())
+    run = MemoryRun(_specs(settings), settings)
     run.run(shuffled, rng)
     assert {spec.name for spec in run.specs if run.stores[spec.name]} == {
         "deals", "accounts", "owners", "leads", "activities", "reps"}
@@ -195,8 +226,12 @@ def test_the_catalogue_folded_in_memory_equals_the_reference(seed: int) -> None:
     registry = CollectorRegistry()
     PulseCollector(_Source(run), registry)
     exported = parse_metrics(render(registry).decode())
-    expected = expected_metrics(events, as_of)
+    expected = expected_metrics(events, as_of, ReferenceConfig(
+        timezone=zone, fiscal_year_start_month=fiscal_start))
     assert assert_matches(expected, exported) == len(expected) > 1000
+    quarters = {labels for name, labels in expected if name == "pulse_quota_amount"
+                and ("period", "quarter") in labels}
+    assert quarters, "no quota for T's quarter: the fiscal quarter goes untested"
     # Out of order, a crossing can appear that a later-arriving earlier engagement
     # undoes (a published event is not retracted), but none of the final ones is missed.
     hot = {json.loads(value)["id"] for _, value in run.logs[SETTINGS.topic_lead_scores]}
@@ -308,3 +343,66 @@ def test_a_rep_moving_team_leaves_past_and_open_deals_with_their_creation_team()
     assert value("pulse_owner_deals_won", owner="ana", window="all") == 2
     assert value("pulse_quota_won_amount", team="A", period="last_month") == 1000
     assert value("pulse_quota_won_amount", team="B", period="month") == 500
+
+
+def _boundary_event(n: int, event_type: str, time: str, **data: Any) -> dict[str, Any]:
+    return {"specversion": "1.0", "id": f"tz-{n}", "source": "test/calendar", "type": event_type,
+            "time": time, "data": data}
+
+
+def _boundary_deal(n: int, deal: str, created: str, won: str | None, amount: str
+                   ) -> list[dict[str, Any]]:
+    out = [_boundary_event(n, "deal.created", created, deal_id=deal, owner_id="o-1",
+                           team="North", amount=amount, currency="USD", stage="Prospecting",
+                           account_id=None, source=None, product=None)]
+    if won is not None:
+        out.append(_boundary_event(n + 1, "deal.won", won, deal_id=deal, amount=amount))
+    return out
+
+
+#: Oslo (CET, UTC+1 in winter), fiscal year from February: T is 2026-02-10 13:00 local.
+#: A is won at 23:30 on 31 January local (January, FY2026-Q4); B at 00:30 on 1 February
+#: local (February, FY2027-Q1), though both are 31 January in UTC; C is created at 00:30
+#: on T's day local, the day before in UTC.
+OSLO_BOUNDARY = [
+    *_boundary_deal(1, "A", "2026-01-10T10:00:00Z", "2026-01-31T22:30:00Z", "300.00"),
+    *_boundary_deal(3, "B", "2026-01-20T10:00:00Z", "2026-01-31T23:30:00Z", "500.00"),
+    *_boundary_deal(5, "C", "2026-02-09T23:30:00Z", None, "700.00"),
+    *(_boundary_event(10 + i, "quota.set", "2026-01-01T00:00:00Z", owner_id="o-1",
+                      team="North", period=period, amount=amount, currency="USD")
+      for i, (period, amount) in enumerate((("2027-Q1", "2000.00"), ("2026-Q4", "1000.00"),
+                                            ("2026-02", "800.00"), ("2026-01", "600.00")))),
+    _boundary_event(20, "activity.logged", "2026-02-10T12:00:00Z", activity_id="call-1",
+                    owner_id="o-1", team="North", kind="call"),
+]
+
+
+def test_local_midnight_decides_the_day_month_and_fiscal_quarter_of_every_kpi() -> None:
+    settings = SETTINGS.model_copy(update={"timezone": "Europe/Oslo",
+                                           "fiscal_year_start_month": 2, "windows_days": (1, 30)})
+    run = MemoryRun(_specs(settings), settings)
+    run.run(OSLO_BOUNDARY, random.Random(1))
+    from prometheus_client import CollectorRegistry
+
+    registry = CollectorRegistry()
+    PulseCollector(_Source(run), registry)
+    exported = parse_metrics(render(registry).decode())
+    expected = expected_metrics(OSLO_BOUNDARY, dt.datetime(2026, 2, 10, 12, tzinfo=dt.UTC),
+                                ReferenceConfig(windows_days=(1, 30), timezone="Europe/Oslo",
+                                                fiscal_year_start_month=2))
+    assert assert_matches(expected, exported) == len(expected)
+
+    def value(name: str, **labels: str) -> float:
+        return exported[(name, tuple(sorted(labels.items())))]
+
+    won = {period: value("pulse_owner_won_amount", owner="o-1", period=period)
+           for period in ("month", "last_month", "quarter", "last_quarter")}
+    assert won == {"month": 500, "last_month": 300, "quarter": 500, "last_quarter": 300}
+    assert value("pulse_quota_attainment_ratio", owner="o-1", period="quarter") == 0.25
+    assert value("pulse_quota_attainment_ratio", owner="o-1", period="last_quarter") == 0.3
+    assert value("pulse_created_deals", team="North", window="1d") == 1
+    starts = {period: dt.datetime.fromtimestamp(
+        value("pulse_period_start_timestamp_seconds", period=period), dt.UTC).isoformat()
+        for period in ("month_to_date", "last_month")}
+    assert starts == {"month_to_date": "2026-01-31T23:00:00+00:00",
+                      "last_month": "2025-12-31T23:00:00+00:00"}
