@@ -1,0 +1,212 @@
+"""Period-end forecast of the won amount, learned in event time from the deals' paths.
+
+At checkpoint day ``t`` (the forecast as of the start of that day: everything before
+``t`` is known) the forecast of the won amount of the days ``start .. end-1`` is::
+
+    forecast = won so far (close days start .. t-1)
+             + sum over open deals of  amount x P(won on a day t .. end-1 | stage, age)
+             + sum over days c = t .. end-1 of  r x P(won by end-1 | created on c) x m
+
+``P`` is a landmark estimate over the stints of the trailing ``window_days`` before
+``t``: for an open deal ``a`` days into stage ``s`` with ``H`` days left in the period,
+it is the share of the past stints in ``s`` still in ``s`` ``a`` days after they began,
+and observed for the ``H`` days after that, whose deal was won in those ``H`` days
+(whatever stages it went through); with no such stint, 0: nothing that stayed so long
+won in the window. New deals:
+``r`` is the deals created per day over the trailing ``rate_days``; their chance is the
+same estimate for the stage :data:`CREATED` every deal enters at its creation, and ``m``
+the mean won amount over the trailing ``window_days``. The low and high bands are the
+10th and 90th percentiles of a normal approximation (each open deal a Bernoulli trial
+of its amount; new wins Poisson counts of amount ``m``).
+"""
+
+from __future__ import annotations
+
+__all__ = ["CREATED", "DealPath", "Forecast", "ForecastSettings", "StageHistory",
+           "deal_path", "forecast_period", "learn_histories"]
+
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from stream_app.kpi.calendar import Calendar
+from stream_app.kpi.deals import DealState, deal_timeline
+from stream_app.kpi.lifecycle import WON
+from stream_app.kpi.money import Pricing
+
+#: The pseudo-stage every deal enters at its creation (for deals not yet created).
+CREATED = "(created)"
+#: The standard normal quantile of the bands (10th and 90th percentiles).
+_Z90 = 1.2815515655446004
+
+
+@dataclass(frozen=True, slots=True)
+class ForecastSettings:
+    """How the forecast learns: trailing days of stage entries and of creations."""
+
+    window_days: int = 365
+    rate_days: int = 90
+
+
+@dataclass(frozen=True, slots=True)
+class DealPath:
+    """A deal as the forecast reads it: its entries into stages (stage, day), the close
+    (won or lost, its day, the amount won in cents) and, while open, its amount in cents.
+    ``entries`` starts with the creation in :data:`CREATED`."""
+
+    entries: tuple[tuple[str, int], ...]
+    close: tuple[bool, int, int] | None
+    open_cents: int
+    team: str = ""
+
+
+def deal_path(state: DealState, pricing: Pricing, calendar: Calendar) -> DealPath | None:
+    """The deal's path as the forecast reads it (None before its creation is known, and
+    for a deleted deal)."""
+    timeline = deal_timeline(state, pricing.stage_rank)
+    if timeline is None or state.created is None or state.deleted:
+        return None
+    created_at, _, info = state.created
+    currency = str(info["currency"])
+    day_of = calendar.day_of
+    entries = ((CREATED, day_of(created_at)),
+               *((stint.stage, day_of(stint.start_ms)) for stint in timeline.stints))
+    amount = pricing.to_cents(timeline.amounts[-1], currency)
+    close = None
+    if state.closed is not None:
+        closed_at, _, kind, won_amount, *_ = state.closed
+        won = kind == WON
+        won_cents = pricing.to_cents(won_amount, currency) if won and won_amount else amount
+        close = (won, day_of(closed_at), won_cents if won else 0)
+    return DealPath(entries, close, amount, str(info["team"]))
+
+
+class StageHistory:
+    """The stints of one stage in the trailing window: (start day, day the deal left the
+    stage or None, day the deal was won or None)."""
+
+    def __init__(self, day: int):
+        self._day = day
+        self._stints: list[tuple[int, int | None, int | None]] = []
+        self._memo: dict[tuple[int, int], float] = {}
+
+    def add(self, started: int, left: int | None, won_on: int | None) -> None:
+        """One stint; ``left`` and ``won_on`` only as known before the checkpoint."""
+        self._stints.append((started, left, won_on))
+
+    def win_probability(self, age: int, horizon: int) -> float:
+        """Chance a deal ``age`` days into the stage is won within the next ``horizon``
+        days (days age .. age + horizon - 1 of the stint)."""
+        if horizon <= 0:
+            return 0.0
+        key = (age, horizon)
+        if key not in self._memo:
+            self._memo[key] = self._estimate(age, horizon)
+        return self._memo[key]
+
+    def _estimate(self, age: int, horizon: int) -> float:
+        eligible = won = 0
+        for started, left, won_on in self._stints:
+            if started + age + horizon > self._day or (left is not None
+                                                       and left < started + age):
+                continue
+            eligible += 1
+            won += won_on is not None and started + age <= won_on < started + age + horizon
+        return won / eligible if eligible else 0.0
+
+
+def learn_histories(paths: Iterable[DealPath], day: int, settings: ForecastSettings
+                    ) -> dict[str, StageHistory]:
+    """The stints of every stage begun in the trailing window before ``day``."""
+    first = day - settings.window_days
+    histories: dict[str, StageHistory] = {}
+    for path in paths:
+        close = path.close if path.close is not None and path.close[1] < day else None
+        won_on = close[1] if close is not None and close[0] else None
+        entries = [entry for entry in path.entries if entry[1] < day]
+        for index, (stage, started) in enumerate(entries):
+            if started < first:
+                continue
+            following = entries[index + 1][1] if index + 1 < len(entries) else None
+            left = following if following is not None and stage != CREATED else (
+                close[1] if close is not None else None)
+            history = histories.get(stage)
+            if history is None:
+                history = histories[stage] = StageHistory(day)
+            history.add(started, left, won_on)
+    return histories
+
+
+@dataclass(frozen=True, slots=True)
+class Forecast:
+    """The forecast of one period's won amount, in cents, and its parts."""
+
+    won_cents: int
+    open_expected_cents: float
+    new_expected_cents: float
+    variance: float
+
+    @property
+    def expected_cents(self) -> float:
+        """Won so far + expected from open deals + expected from deals not created yet."""
+        return self.won_cents + self.open_expected_cents + self.new_expected_cents
+
+    @property
+    def low_cents(self) -> float:
+        """10th percentile (never below what is already won)."""
+        return max(float(self.won_cents), self.expected_cents - _Z90 * math.sqrt(self.variance))
+
+    @property
+    def high_cents(self) -> float:
+        """90th percentile."""
+        return self.expected_cents + _Z90 * math.sqrt(self.variance)
+
+
+def forecast_period(paths: Iterable[DealPath], day: int, start: int, end: int,
+                    settings: ForecastSettings = ForecastSettings(),
+                    histories: Mapping[str, StageHistory] | None = None
+                    ) -> dict[str, Forecast]:
+    """The forecast at the start of ``day`` of the won amount of days ``start .. end-1``,
+    per team and ``all`` (new deals only for ``all``: they have no team yet)."""
+    paths = list(paths)
+    if histories is None:
+        histories = learn_histories(paths, day, settings)
+    won: dict[str, int] = defaultdict(int)
+    expected: dict[str, float] = defaultdict(float)
+    variance: dict[str, float] = defaultdict(float)
+    created = 0
+    won_amounts: list[int] = []
+    for path in paths:
+        if path.entries and day - settings.rate_days <= path.entries[0][1] < day:
+            created += 1
+        close = path.close
+        if close is not None and close[1] < day:
+            if close[0] and start <= close[1] < end:
+                for group in (path.team, "all"):
+                    won[group] += close[2]
+            if close[0] and day - settings.window_days <= close[1]:
+                won_amounts.append(close[2])
+            continue
+        if not path.entries or path.entries[0][1] >= day:
+            continue
+        stage, entered = [entry for entry in path.entries if entry[1] < day][-1]
+        history = histories.get(stage)
+        chance = 0.0 if history is None else history.win_probability(day - entered, end - day)
+        for group in (path.team, "all"):
+            expected[group] += chance * path.open_cents
+            variance[group] += chance * (1 - chance) * path.open_cents ** 2
+    new_expected = new_variance = 0.0
+    creation = histories.get(CREATED)
+    if creation is not None and won_amounts:
+        mean_won = sum(won_amounts) / len(won_amounts)
+        rate = created / settings.rate_days
+        for created_on in range(max(day, start), end):
+            wins = rate * creation.win_probability(0, end - created_on)
+            new_expected += wins * mean_won
+            new_variance += wins * mean_won ** 2
+    groups = sorted(set(won) | set(expected) | {"all"})
+    return {group: Forecast(won[group], expected[group],
+                            new_expected if group == "all" else 0.0,
+                            variance[group] + (new_variance if group == "all" else 0.0))
+            for group in groups}

@@ -1,0 +1,98 @@
+"""The forecast model on small hand-checked tables: the landmark estimate of a stage's
+chance to win, the period forecast's parts, and a deal's path read off its state."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from fractions import Fraction
+
+import pytest
+
+from stream_app.kpi.calendar import UTC_CALENDAR
+from stream_app.kpi.deals import DealState, apply_deal_event
+from stream_app.kpi.forecast import (
+    CREATED,
+    DealPath,
+    StageHistory,
+    deal_path,
+    forecast_period,
+)
+from stream_app.kpi.money import Pricing
+from tests.unit.events import ev
+
+#: Stints of one stage as (started, left, won on): moved on at 20 and won at 25; lost at
+#: 15; still there; moved on at 60 and won at 70.
+STINTS = [(10, 20, 25), (10, 15, None), (30, None, None), (50, 60, 70)]
+
+
+@pytest.mark.parametrize(("day", "age", "horizon", "expected"), [
+    (100, 0, 20, Fraction(1, 4)),  # all four; only the first won in its first 20 days
+    (100, 6, 20, Fraction(2, 3)),  # the one lost at 15 had left; won at 25 and at 70
+    (100, 10, 20, Fraction(2, 3)),  # the first left on the day it turned 10: still there
+    (100, 11, 20, Fraction(0)),  # only the open one is still there at 11 days
+    (60, 0, 20, Fraction(1, 3)),  # the stint begun at 50 is not observed 20 days yet
+    (100, 0, 0, Fraction(0)),
+    (100, 60, 20, Fraction(0)),  # only the open one stayed 60 days, and it did not win
+    (100, 200, 20, Fraction(0)),  # nothing observed that long: no evidence of a win
+])
+def test_a_stage_wins_the_share_of_its_past_stints_still_there_at_that_age(
+        day: int, age: int, horizon: int, expected: Fraction) -> None:
+    history = StageHistory(day)
+    for stint in STINTS:
+        history.add(*stint)
+    assert history.win_probability(age, horizon) == pytest.approx(float(expected))
+
+
+#: Closed before day 100: H1 won 1,000 at 25, H2 lost at 15, H3 won 3,000 at 45. Open:
+#: O1 since 90 in P, 2,000.
+HISTORY = [
+    DealPath(((CREATED, 10), ("P", 10)), (True, 25, 100_000), 0, "A"),
+    DealPath(((CREATED, 10), ("P", 10)), (False, 15, 0), 0, "A"),
+    DealPath(((CREATED, 40), ("P", 40)), (True, 45, 300_000), 0, "B"),
+    DealPath(((CREATED, 90), ("P", 90)), None, 200_000, "A"),
+]
+
+
+def test_the_forecast_adds_won_so_far_open_deals_and_deals_not_created_yet() -> None:
+    """Period days 100-129 at day 100, a stint enough to estimate from.
+
+    O1, 10 days into P with 30 days left: of the past P stints observed 40 days, only H1
+    was still in P at 10 days (H2 and H3 closed), and it won within the next 30: chance 1,
+    2,000 expected. New deals: 4 created in the 90 days before, so 4/90 a day; each won
+    amount 2,000 on average (1,000 and 3,000). A deal created on day c has 130 - c days:
+    of the creations observed that long, 2 of 3 won within 16-30 days (c = 100-114),
+    1 of 3 within 11-15 (c = 115-119), 1 of 4 within 6-10 (O1 now observed; c = 120-124),
+    none within 5: 4/90 x (15 x 2/3 + 5/3 + 5/4) x 2,000 = 1,240,000 / 1,080 cents."""
+    forecasts = forecast_period(HISTORY, 100, 100, 130)
+    everything, team_a = forecasts["all"], forecasts["A"]
+    assert everything.won_cents == 0
+    assert everything.open_expected_cents == pytest.approx(200_000)
+    assert everything.new_expected_cents == pytest.approx(1_240_000 * 100 / 1_080)
+    assert everything.variance == pytest.approx(4 / 90 * 155 / 12 * 200_000 ** 2)
+    assert (team_a.expected_cents, team_a.new_expected_cents) == (pytest.approx(200_000), 0)
+    assert everything.low_cents < everything.expected_cents < everything.high_cents
+
+
+def test_won_so_far_counts_the_wins_of_the_period_before_the_checkpoint() -> None:
+    forecasts = forecast_period(HISTORY, 50, 20, 50)
+    assert forecasts["all"].won_cents == 400_000  # won at 25 and at 45
+    assert forecasts["B"].won_cents == 300_000
+    later = forecast_period(HISTORY, 40, 20, 50)
+    assert later["all"].won_cents == 100_000  # the win at 45 is not known at day 40
+
+
+def test_a_deals_path_is_read_off_its_state() -> None:
+    events = [ev("deal.created", "1970-01-11T09:00:00Z", deal_id="D", amount="100"),
+              ev("deal.stage_changed", "1970-01-21T12:00:00Z", deal_id="D",
+                 to_stage="Engaging", amount="150"),
+              ev("deal.won", "1970-01-26T08:00:00Z", deal_id="D", amount="140")]
+    state = DealState("D")
+    pricing = Pricing({"USD": Decimal(1)}, {"Prospecting": Decimal("0.1"),
+                                            "Engaging": Decimal("0.4")})
+    for event in events[:2]:
+        state = apply_deal_event(state, event)
+    open_path = deal_path(state, pricing, UTC_CALENDAR)
+    assert open_path == DealPath(((CREATED, 10), ("Prospecting", 10), ("Engaging", 20)),
+                                 None, 15_000, "T")
+    won = deal_path(apply_deal_event(state, events[2]), pricing, UTC_CALENDAR)
+    assert won is not None and won.close == (True, 25, 14_000)
