@@ -3,12 +3,16 @@ chance to win, the period forecast's parts, and a deal's path read off its state
 
 from __future__ import annotations
 
+import datetime as dt
+import random
 from decimal import Decimal
 from fractions import Fraction
 
 import pytest
 
-from stream_app.kpi.calendar import UTC_CALENDAR
+from stream_app.config import Settings, pricing
+from stream_app.events.models import crm_event_adapter
+from stream_app.kpi.calendar import UTC_CALENDAR, Calendar
 from stream_app.kpi.deals import DealState, apply_deal_event
 from stream_app.kpi.forecast import (
     CREATED,
@@ -18,6 +22,9 @@ from stream_app.kpi.forecast import (
     forecast_period,
 )
 from stream_app.kpi.money import Pricing
+from stream_app.kpi.windows import ms_from_datetime
+from stream_app.tools.generator import GeneratorSettings, generate_events
+from tests.reference import ReferenceConfig, expected_forecast
 from tests.unit.events import ev
 
 #: Stints of one stage as (started, left, won on): moved on at 20 and won at 25; lost at
@@ -96,3 +103,38 @@ def test_a_deals_path_is_read_off_its_state() -> None:
                                  None, 15_000, "T")
     won = deal_path(apply_deal_event(state, events[2]), pricing, UTC_CALENDAR)
     assert won is not None and won.close == (True, 25, 14_000)
+
+
+@pytest.mark.parametrize(("zone", "checkpoint"), [
+    ("UTC", "2026-09-01"), ("UTC", "2026-09-15"), ("Asia/Tokyo", "2026-10-08")])
+def test_the_forecast_of_the_deal_fold_equals_the_reference(zone: str, checkpoint: str) -> None:
+    """A generated year with reopenings, deletions, hand-overs and amount changes, folded
+    in a shuffled order with repeats up to the checkpoint, against the batch reference."""
+    end = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
+    events = [e for e in generate_events(GeneratorSettings(
+        seed=41, start=end - dt.timedelta(days=400), end=end, deals_per_day=4,
+        leads_per_deal=0, activities_per_deal=0, reopen_probability=0.1,
+        delete_probability=0.05, handover_probability=0.1)) if e["type"].startswith("deal.")]
+    calendar = Calendar(zone)
+    day = (dt.date.fromisoformat(checkpoint) - dt.date(1970, 1, 1)).days
+    start, stop = calendar.month_bounds(day)
+    cutoff = calendar.day_start_ms(day)
+    rng = random.Random(day)
+    known = [e for e in events if ms_from_datetime(dt.datetime.fromisoformat(e["time"])) < cutoff]
+    shuffled = known + rng.sample(known, len(known) // 10)
+    rng.shuffle(shuffled)
+    settings = Settings(timezone=zone)
+    states: dict[str, DealState] = {}
+    for raw in shuffled:
+        event = crm_event_adapter.validate_python(raw)
+        deal_id = event.data.deal_id
+        states[deal_id] = apply_deal_event(states.get(deal_id) or DealState(deal_id), event)
+    paths = [p for s in states.values() if (p := deal_path(s, pricing(settings), calendar))]
+    got = forecast_period(paths, day, start, stop)
+    expected = expected_forecast(
+        events, dt.date.fromisoformat(checkpoint), dt.date.fromisoformat(checkpoint[:8] + "01"),
+        dt.date(1970, 1, 1) + dt.timedelta(days=stop), ReferenceConfig(timezone=zone))
+    assert set(got) == set(expected)
+    for group, value in expected.items():
+        assert got[group].expected_cents / 100 == pytest.approx(value, rel=1e-9), group
+    assert got["all"].open_expected_cents > 0 and got["all"].new_expected_cents > 0
