@@ -325,6 +325,7 @@ def _write_jsonl(events: list[dict[str, Any]], out: Path | None) -> None:
 
 def _run_worker(settings: Settings) -> int:
     from stream_app.adapters.embedded import (
+        EMBEDDED_FETCH_MAX_WAIT_SECONDS,
         EmbeddedServers,
         EmbeddedUnavailableError,
         start_embedded_broker,
@@ -343,6 +344,8 @@ def _run_worker(settings: Settings) -> int:
         try:
             if not settings.kafka_bootstrap:
                 update["kafka_bootstrap"] = start_embedded_broker(servers)
+                if settings.fetch_max_wait_seconds is None:
+                    update["fetch_max_wait_seconds"] = EMBEDDED_FETCH_MAX_WAIT_SECONDS
             if settings.redis_url is None:
                 update["redis_url"] = SecretStr(start_embedded_redis(servers))
         except EmbeddedUnavailableError as exc:

@@ -115,7 +115,8 @@ class PulseWorker:
             raise ValueError("PulseWorker needs kafka_bootstrap and redis_url")
         install_high_watermark_fix(partial(fetched_high_watermarks, client_kwargs(settings)))
         install_recovery_generation()
-        install_fetch_max_wait(settings.fetch_max_wait_seconds)
+        if settings.fetch_max_wait_seconds is not None:
+            install_fetch_max_wait(settings.fetch_max_wait_seconds)
         self.settings = settings
         self.reporting_currency = settings.reporting_currency
         self.clock = settings.clock

@@ -20,6 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from stream_app.adapters.embedded import (
+    EMBEDDED_FETCH_MAX_WAIT_SECONDS,
     EmbeddedServers,
     start_embedded_broker,
     start_embedded_redis,
@@ -193,6 +194,7 @@ def run_demo(months: int, duration: float | None, rate: float, seed: int) -> int
             redis_url=servers.redis_url,
             web_port=free_port(),
             clock="wall",
+            fetch_max_wait_seconds=EMBEDDED_FETCH_MAX_WAIT_SECONDS,
         )
         asyncio.run(ensure_topics(settings))
         worker = spawn_worker(settings, os.path.join(logs, "worker.log"))

@@ -173,3 +173,15 @@ def test_the_quota_topic_keeps_every_quota_of_an_owner() -> None:
     settings = Settings()
     assert topic_configs(settings, settings.topic_quotas) == {
         "cleanup.policy": "delete", "retention.ms": "-1", "retention.bytes": "-1"}
+
+
+def test_a_worker_subprocess_gets_the_fetch_wait_only_when_one_is_set(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Unset, a worker keeps Faust's wait against a given broker (and 0.1 s against the
+    Tansu it starts itself); the demo sets 0.1 s for the worker it spawns."""
+    from stream_app.config import worker_env
+
+    monkeypatch.delenv("PULSE_FETCH_MAX_WAIT_SECONDS", raising=False)
+    assert "PULSE_FETCH_MAX_WAIT_SECONDS" not in worker_env(Settings())
+    assert worker_env(Settings(fetch_max_wait_seconds=0.1))["PULSE_FETCH_MAX_WAIT_SECONDS"] \
+        == "0.1"
