@@ -390,8 +390,9 @@ def _customers(events: list[dict[str, Any]], paths: list[_Path]):
 
 def expected_catalogue(events: list[dict[str, Any]], as_of: dt.datetime,
                        cfg: ReferenceConfig) -> dict[Key, Fraction]:
-    """Stages, stuck deals, waterfall, sources, products, competitors, growth and CLV."""
-    events = _in_zone(events, cfg)
+    """Stages, stuck deals, waterfall, sources, products, competitors, growth and CLV,
+    from ``events`` already in the organisation's zone (as :func:`expected_metrics`
+    passes them)."""
     paths = _walk_deals(events, cfg)
     wins, churns = _customers(events, paths)
     today = cfg.local(as_of).date()
@@ -699,12 +700,12 @@ def expected_hot_events(events: list[dict[str, Any]],
 
 def expected_leads(events: list[dict[str, Any]], as_of: dt.datetime,
                    cfg: ReferenceConfig) -> dict[Key, Fraction]:
-    """Lead conversion by source and by score band, and the open leads' live scores."""
+    """Lead conversion by source and by score band, and the open leads' live scores, from
+    ``events`` already in the organisation's zone (as :func:`expected_metrics` passes them)."""
     rules = yaml.safe_load(cfg.scoring_file.read_text())
     edges = rules["band_edges"]
     names = [f"0-{edges[0]}", *(f"{a}-{b}" for a, b in itertools.pairwise(edges)),
              f"{edges[-1]}+"]
-    events = _in_zone(events, cfg)
     today = cfg.local(as_of).date()
     now = _epoch_ms(as_of)
     windows = _windows(today, cfg)

@@ -133,6 +133,8 @@ class PulseWorker:
         self._ready: frozenset[tuple[str, int]] = frozenset()
         self._recovered: set[str] = set()
         self._revoked_since_assigned = False
+        #: The time zone whose days this worker folds in (and requires of restored state).
+        self._state_zone = organisation_calendar(settings).state_zone
         self.redis = RedisStore(
             settings.redis_url.get_secret_value(),
             namespace=settings.app_id,
@@ -161,7 +163,7 @@ class PulseWorker:
             dead_letter_topic=settings.topic_dead_letters,
             late_grace_ms=round(settings.late_grace_days * 86_400_000),
             changelog_positions=self._changelog_positions,
-            state_zone=organisation_calendar(settings).state_zone)
+            state_zone=self._state_zone)
         changelog_configs = ({"min.insync.replicas": settings.min_insync_replicas}
                              if settings.min_insync_replicas else {})
         self.pipelines = tuple(
@@ -458,7 +460,7 @@ class PulseWorker:
         """The restored state must have been folded in this worker's time zone: its
         aggregates are keyed by that zone's days, and a fold in another zone would
         subtract contributions from days they were never added to."""
-        zone = organisation_calendar(self.settings).state_zone
+        zone = self._state_zone
         conflict = zone_conflict(table.data, owned, zone)
         if conflict is not None:
             topic, partition, folded = conflict

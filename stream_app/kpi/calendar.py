@@ -65,11 +65,6 @@ class Calendar:
         object.__setattr__(self, "_tz", None if self.zone in _UTC_NAMES else tz)
 
     @property
-    def is_utc(self) -> bool:
-        """Whether days are UTC days."""
-        return self._tz is None
-
-    @property
     def state_zone(self) -> str:
         """The zone name recorded with state folded on this calendar (``UTC_ZONE`` for
         every name of UTC)."""
