@@ -18,6 +18,7 @@ from stream_app.events.codec import ContractRules
 from stream_app.events.routing import ROUTES
 from stream_app.ingest.access import parse_tokens
 from stream_app.kpi.calendar import Calendar
+from stream_app.kpi.forecast import ForecastSettings
 from stream_app.kpi.money import Pricing
 from stream_app.kpi.report import ReportConfig
 from stream_app.kpi.scoring import ScoringRules
@@ -135,6 +136,11 @@ class Settings(BaseSettings):
         "pipeline-pulse.owner-wins",
         description="Internal re-key topic: won deals keyed by owner_id.",
     )
+    topic_forecast_deals: str = Field(
+        "pipeline-pulse.forecast-deals",
+        description="Internal re-key topic: every deal event under one key, so one "
+                    "partition (one worker) holds every deal the forecast learns from.",
+    )
     partitions: int = Field(4, ge=1, le=256, description="Partitions of every topic.")
     replication_factor: int = Field(
         1, ge=1, le=16, description="Replication factor of the topics the worker creates "
@@ -195,6 +201,16 @@ class Settings(BaseSettings):
     max_competitors: int = Field(
         30, ge=1, le=10_000, description="Competitors with their own series (as max_teams)."
     )
+    forecast_window_days: int = Field(
+        365, ge=30, le=3650, description="Trailing days of stage entries the forecast "
+        "learns each stage's chance to win from.")
+    forecast_rate_days: int = Field(
+        90, ge=7, le=3650, description="Trailing days whose deal creations give the "
+        "forecast's rate of deals not created yet.")
+    forecast_alert_margin: float = Field(
+        0.1, ge=0, lt=1, description="PulseForecastBelowQuota fires after mid-period when "
+        "the forecast is below (1 - this) x the quota; exported as "
+        "pulse_forecast_alert_margin_ratio for the rule to read.")
     stuck_days: int = Field(
         30, ge=1, description="An open deal whose current stage began more than this many "
         "days (of PULSE_TIMEZONE) before T's day is stuck."
@@ -404,6 +420,8 @@ def report_config(settings: Settings, scoring: ScoringRules | None) -> ReportCon
         scoring=scoring,
         hot_wait_ms=round(settings.hot_lead_wait_hours * 3_600_000),
         calendar=organisation_calendar(settings),
+        forecast=ForecastSettings(settings.forecast_window_days, settings.forecast_rate_days,
+                                  settings.forecast_alert_margin),
     )
 
 

@@ -22,6 +22,11 @@ OWNER_WINDOW_FAMILIES = 5
 OWNER_PIPELINE_FAMILIES = 3
 #: ``pulse_owner_info``: one series per admitted owner with a roster profile.
 ROSTER_FAMILIES = 1
+#: Forecast series per team group: 6 families x 3 periods, a snapshot and an error per
+#: checkpoint (4 of the last month, 13 of the last quarter), the closed periods' won amount.
+FORECAST_SERIES = 6 * 3 + 2 * (4 + 13) + 2
+#: Forecast series per period (elapsed ratio and days, days) and the alert margin.
+FORECAST_PERIOD_SERIES = 3 * 3 + 1
 
 
 def series_budget(settings: Settings) -> int:
@@ -32,7 +37,8 @@ def series_budget(settings: Settings) -> int:
     stages = len(settings.stages)
     histogram = stages * windows * (len(STINT_BUCKETS_DAYS) + 3)
     per_team = (WINDOW_FAMILIES * windows + STAGE_FAMILIES * stages
-                + STINT_FAMILIES * stages * windows + windows + 2 * len(MOVEMENTS) * windows + 6)
+                + STINT_FAMILIES * stages * windows + windows + 2 * len(MOVEMENTS) * windows + 6
+                + FORECAST_SERIES)
     dimensions = (DIMENSION_FAMILIES * windows * (settings.max_sources + settings.max_products + 2)
                   + COMPETITOR_FAMILIES * windows * (settings.max_competitors + 1))
     quotas = groups * (8 * 4 + 1) + 3 * 4 * (settings.max_owners + 1)
@@ -44,4 +50,4 @@ def series_budget(settings: Settings) -> int:
     owner_deals = ((OWNER_WINDOW_FAMILIES * windows + OWNER_PIPELINE_FAMILIES)
                    * (settings.max_owners + 1) + ROSTER_FAMILIES * settings.max_owners)
     return (groups * per_team + histogram + dimensions + quotas + leads + activities
-            + owner_deals + 96 + 8 * settings.partitions)
+            + owner_deals + 96 + FORECAST_PERIOD_SERIES + 8 * settings.partitions)

@@ -267,6 +267,8 @@ def expected_metrics(events: list[dict[str, Any]], as_of: dt.datetime,
             _epoch_ms(max(_t(e) for e in received)), 1000)
     out.update(expected_catalogue(events, as_of, cfg))
     out.update(_expected_roster(events))
+    from tests.reference_forecast import expected_forecast_metrics
+    out.update(expected_forecast_metrics(received, as_of, cfg))
     return out
 
 
@@ -933,66 +935,3 @@ INEXACT = frozenset({"pulse_open_pipeline_weighted_amount",
                      "pulse_competitor_summed_price_gap_ratio",
                      "pulse_stage_stint_duration_seconds_gsum", "pulse_lead_score_gsum",
                      "pulse_owner_open_pipeline_weighted_amount"})
-
-
-def expected_forecast(events: list[dict[str, Any]], checkpoint: dt.date, start: dt.date,
-                      end: dt.date, cfg: ReferenceConfig | None = None,
-                      window_days: int = 365, rate_days: int = 90) -> dict[str, float]:
-    """The won amount forecast at the start of ``checkpoint`` (local) for the days
-    ``start`` .. ``end`` - 1, per team and "all", from the events known by then: won so
-    far, plus each open deal's amount times the share of the window's stints in its
-    stage that were still there at its age and were won within the days left, plus the
-    deals not created yet (trailing creation rate x the same share from creation x the
-    mean won amount). In reporting-currency units."""
-    cfg = cfg or ReferenceConfig()
-    known = [e for e in _in_zone(unique_by_id(events), cfg) if _t(e).date() < checkpoint]
-    paths = _walk_deals(resolve_lifecycles(known), cfg)
-    first = checkpoint - dt.timedelta(days=window_days)
-    # per stage: (began, left or None, won on or None), dates
-    stints: dict[str, list[tuple[dt.date, dt.date | None, dt.date | None]]] = defaultdict(list)
-    for p in paths:
-        won_on = p.closed[1].date() if p.closed and p.closed[0] == "won" else None
-        closed_on = p.closed[1].date() if p.closed else None
-        visits = [(s[0], s[1].date(), s[2].date()) for s in p.stints]
-        if p.open_stage is not None:
-            visits.append((p.open_stage[0], p.open_stage[1].date(), None))
-        visits.append(("(created)", p.created.date(), closed_on))
-        for stage, began, left in visits:
-            if first <= began:
-                stints[stage].append((began, left, won_on))
-
-    def chance(stage: str, age: int, days_left: int) -> float:
-        eligible = won = 0
-        for began, left, won_on in stints.get(stage, []):
-            landmark = began + dt.timedelta(days=age)
-            horizon_end = landmark + dt.timedelta(days=days_left)
-            if horizon_end > checkpoint or (left is not None and left < landmark):
-                continue
-            eligible += 1
-            won += won_on is not None and landmark <= won_on < horizon_end
-        return won / eligible if eligible else 0.0
-
-    out: dict[str, float] = defaultdict(float)
-    for p in paths:
-        if p.closed is not None:
-            if p.closed[0] == "won" and start <= p.closed[1].date() < end:
-                out[p.team] += p.closed[2] / 100
-                out["all"] += p.closed[2] / 100
-            continue
-        stage, since, cents = p.open_stage  # type: ignore[misc]
-        p_win = chance(stage, (checkpoint - since.date()).days, (end - checkpoint).days)
-        out[p.team] += p_win * cents / 100
-        out["all"] += p_win * cents / 100
-    won_amounts = [p.closed[2] for p in paths if p.closed and p.closed[0] == "won"
-                   and p.closed[1].date() >= first]
-    created = sum(1 for p in paths
-                  if checkpoint - dt.timedelta(days=rate_days) <= p.created.date())
-    if won_amounts:
-        mean_won = sum(won_amounts) / len(won_amounts) / 100
-        day = max(checkpoint, start)
-        while day < end:
-            out["all"] += created / rate_days * chance("(created)", 0, (end - day).days) \
-                * mean_won
-            day += dt.timedelta(days=1)
-    out.setdefault("all", 0.0)
-    return dict(out)

@@ -56,7 +56,7 @@ def client_kwargs(settings: Settings) -> dict[str, Any]:
 def topic_plan(settings: Settings) -> dict[str, int]:
     """Every topic the worker reads or writes, with its partition count."""
     internal = (settings.topic_account_wins, settings.topic_owner_wins,
-                settings.topic_lead_scores)
+                settings.topic_forecast_deals, settings.topic_lead_scores)
     plan = {topic: settings.partitions for topic in (*settings.source_topics, *internal)}
     plan[settings.topic_dead_letters] = 1
     return plan

@@ -21,6 +21,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from stream_app.adapters.forecast_metrics import forecast_families
 from stream_app.adapters.operational_metrics import gauge, operational_families
 from stream_app.adapters.people_metrics import (
     OwnerRows,
@@ -152,6 +153,8 @@ class PulseCollector(Collector):
                                  lambda: activity_families(r, self._owner_rows))
         yield from self._section("owners", (r.owner_deals, r.owner_pipeline, r.owner_profiles),
                                  lambda: owner_families(r, self._owner_rows))
+        yield from self._section("forecast", (r.forecasts, r.forecast_accuracy),
+                                 lambda: forecast_families(r))
         yield from self._section("folded", (r.folded,), lambda: self._folded(r))
 
     def _section(self, name: str, inputs: tuple[object, ...],

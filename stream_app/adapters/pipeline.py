@@ -31,7 +31,7 @@ from stream_app.kpi.calendar import UTC_ZONE
 from stream_app.kpi.fold import BatchWriter, FoldResult
 from stream_app.kpi.windows import ms_from_datetime
 from stream_app.ops import OperationalStats
-from stream_app.sources.spec import Feed, SideBook, SourceSpec, fold_message
+from stream_app.sources.spec import Feed, LabelValues, SideBook, SourceSpec, fold_message
 
 log = logging.getLogger(__name__)
 
@@ -87,14 +87,16 @@ class SourcePipeline:
         batch = self._start(events)
         crm = [e for e in events if not self._feeds[e.message.topic].rekeyed]
         decoded = await self._decode_and_admit(batch, crm)
-        await context.labels.admit(self.spec.labels([value for _, value in decoded]))
+        parsed = {id(e): feed.parse(e.message.value) for e in events
+                  if (feed := self._feeds[e.message.topic]).parse is not None}
+        await context.labels.admit(self._labels(events, decoded, parsed))
         admitted = {id(event): value for event, value in decoded}
         for event in events:
             msg = event.message
             feed = self._feeds[msg.topic]
             if feed.parse is not None:
                 self._note_position(event, None)
-                value = feed.parse(msg.value)
+                value = parsed[id(event)]
                 if isinstance(value, Rejection):
                     self._dead_letter(batch, event, value)
                     continue
@@ -107,6 +109,21 @@ class SourcePipeline:
                 batch.outbox.extend((out.topic, out.key.encode(), out.value, None)
                                     for out in feed.emit(result.before, result.state, value))
         await self._flush(batch)
+
+    def _labels(self, events: Sequence[EventT[Any]], decoded: list[tuple[EventT[Any], Any]],
+                parsed: dict[int, Any]) -> LabelValues:
+        """Capped label values the batch names: its CRM events', and its re-keyed records'
+        for feeds that name some."""
+        found = {label: set(values) for label, values in
+                 self.spec.labels([value for _, value in decoded]).items()}
+        for feed in self._feeds.values():
+            if feed.labels is None:
+                continue
+            records = [parsed[id(e)] for e in events if e.message.topic == feed.topic
+                       and not isinstance(parsed[id(e)], Rejection)]
+            for label, values in feed.labels(records).items():
+                found.setdefault(label, set()).update(values)
+        return found
 
     def _fold(self, writer: BatchWriter, event: EventT[Any], feed: Feed, value: Any) -> FoldResult:
         msg = event.message

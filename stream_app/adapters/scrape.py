@@ -79,7 +79,7 @@ class Scrape:
         snap = combined(self._snapshots(parts))
         for pipeline, partitions in parts:
             if pipeline.book is not None:
-                pipeline.book.contribute(snap, partitions)
+                pipeline.book.contribute(snap, partitions, self._labels.keep)
         inputs = (self._labels.version, tuple(
             (pipeline.index.version, partitions,
              None if pipeline.book is None else pipeline.book.version)

@@ -37,6 +37,7 @@ __all__ = [
     "deal_timeline",
     "earliest",
     "price_gap_femto",
+    "state_before",
     "stint_bucket",
 ]
 
@@ -239,8 +240,10 @@ def earliest(current: tuple[Any, ...] | None,
     return candidate if current is None or candidate[:2] < current[:2] else current
 
 
-def apply_deal_event(state: DealState, event: DealEvent) -> DealState:
-    """Fold one event into the state; commutative and idempotent per event."""
+def apply_deal_event(state: DealState, event: DealEvent, prune: bool = True) -> DealState:
+    """Fold one event into the state; commutative and idempotent per event. With
+    ``prune`` False the lifecycle keeps every mark, so :func:`state_before` can answer
+    for any earlier time."""
     at = ms_from_datetime(event.time)
     if isinstance(event, DealCreated):
         d = event.data
@@ -259,7 +262,7 @@ def apply_deal_event(state: DealState, event: DealEvent) -> DealState:
         if any(change[1] == event.id for change in state.changes):
             return state
         if isinstance(event, DealReopened):
-            lifecycle = state.lifecycle.with_marks(reopenings=((at, event.id),))
+            lifecycle = state.lifecycle.with_marks(reopenings=((at, event.id),), prune=prune)
             if lifecycle is not state.lifecycle:
                 state = replace(state, lifecycle=lifecycle)
             if event.data.stage is None:
@@ -285,13 +288,32 @@ def apply_deal_event(state: DealState, event: DealEvent) -> DealState:
         won = str(event.data.amount) if isinstance(event, DealWon) else None
         kind = WON if isinstance(event, DealWon) else LOST
         lifecycle = state.lifecycle.with_marks(
-            closes=((at, event.id, kind, won, closing.competitor, price),))
+            closes=((at, event.id, kind, won, closing.competitor, price),), prune=prune)
         return state if lifecycle is state.lifecycle else replace(state, lifecycle=lifecycle)
     if isinstance(event, DealDeleted | DealRestored):
         lifecycle = state.lifecycle.with_marks(
-            deletions=((at, event.id, isinstance(event, DealDeleted)),))
+            deletions=((at, event.id, isinstance(event, DealDeleted)),), prune=prune)
         return state if lifecycle is state.lifecycle else replace(state, lifecycle=lifecycle)
     raise TypeError(f"not a deal event: {type(event).__name__}")
+
+
+def state_before(state: DealState, cutoff_ms: int) -> DealState:
+    """What the events timed before ``cutoff_ms`` fold to, from a state folded without
+    pruning (``apply_deal_event(..., prune=False)``): every mark at or after the cutoff
+    dropped."""
+    created = state.created if state.created is not None and state.created[0] < cutoff_ms \
+        else None
+    lifecycle = state.lifecycle
+    return DealState(
+        deal_id=state.deal_id,
+        created=created,
+        changes=tuple(change for change in state.changes if change[0] < cutoff_ms),
+        lifecycle=Lifecycle(
+            closes=tuple(c for c in lifecycle.closes if int(c[0]) < cutoff_ms),
+            reopenings=tuple(r for r in lifecycle.reopenings if int(r[0]) < cutoff_ms),
+            deletions=tuple(d for d in lifecycle.deletions if int(d[0]) < cutoff_ms)),
+        owners=tuple(owner for owner in state.owners if owner[0] < cutoff_ms),
+    )
 
 
 def deal_timeline(state: DealState, rank: dict[str, int] | None = None) -> Timeline | None:

@@ -22,8 +22,8 @@ of its amount; new wins Poisson counts of amount ``m``).
 
 from __future__ import annotations
 
-__all__ = ["CREATED", "DealPath", "Forecast", "ForecastSettings", "StageHistory",
-           "deal_path", "forecast_period", "learn_histories"]
+__all__ = ["CREATED", "DEFAULT_FORECAST", "DealPath", "Forecast", "ForecastSettings",
+           "StageHistory", "deal_path", "forecast_period", "learn_histories"]
 
 import math
 from collections import defaultdict
@@ -47,6 +47,12 @@ class ForecastSettings:
 
     window_days: int = 365
     rate_days: int = 90
+    #: The forecast-below-quota alert's margin (exported for the rule to read).
+    alert_margin: float = 0.1
+
+
+#: The forecast's settings when none are given.
+DEFAULT_FORECAST = ForecastSettings()
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,31 +95,60 @@ class StageHistory:
     def __init__(self, day: int):
         self._day = day
         self._stints: list[tuple[int, int | None, int | None]] = []
-        self._memo: dict[tuple[int, int], float] = {}
+        self._tables: dict[tuple[int, int], list[float]] = {}
 
     def add(self, started: int, left: int | None, won_on: int | None) -> None:
         """One stint; ``left`` and ``won_on`` only as known before the checkpoint."""
         self._stints.append((started, left, won_on))
+        self._tables.clear()
 
-    def win_probability(self, age: int, horizon: int) -> float:
-        """Chance a deal ``age`` days into the stage is won within the next ``horizon``
-        days (days age .. age + horizon - 1 of the stint)."""
-        if horizon <= 0:
+    def win_probability(self, age: int, horizon: int, skip: int = 0) -> float:
+        """Chance a deal ``age`` days into the stage is won on days ``age + skip`` ..
+        ``age + horizon - 1`` of its stint, among the past stints still in the stage at
+        ``age`` and observed for ``horizon`` days after it."""
+        if horizon <= skip or age < 0:
             return 0.0
-        key = (age, horizon)
-        if key not in self._memo:
-            self._memo[key] = self._estimate(age, horizon)
-        return self._memo[key]
+        table = self._tables.get((horizon, skip))
+        if table is None:
+            table = self._tables[(horizon, skip)] = self._table(horizon, skip)
+        return table[age] if age < len(table) else 0.0
 
-    def _estimate(self, age: int, horizon: int) -> float:
-        eligible = won = 0
+    def _table(self, horizon: int, skip: int) -> list[float]:
+        """The estimate at every age at once. A stint begun on ``s`` is eligible at the
+        ages ``a`` with ``s + a + horizon <= day`` and ``a <= left - s``; it counts as won
+        at the ages with ``s + a + skip <= won_on < s + a + horizon``."""
+        last_ages: list[int] = []
+        wins: list[tuple[int, int]] = []
         for started, left, won_on in self._stints:
-            if started + age + horizon > self._day or (left is not None
-                                                       and left < started + age):
+            last = self._day - horizon - started
+            if left is not None:
+                last = min(last, left - started)
+            if last < 0:
                 continue
-            eligible += 1
-            won += won_on is not None and started + age <= won_on < started + age + horizon
-        return won / eligible if eligible else 0.0
+            last_ages.append(last)
+            if won_on is not None:
+                first_won = max(0, won_on - started - horizon + 1)
+                last_won = min(last, won_on - started - skip)
+                if first_won <= last_won:
+                    wins.append((first_won, last_won))
+        if not last_ages:
+            return []
+        size = max(last_ages) + 2
+        eligible_ends = [0] * size
+        won_steps = [0] * size
+        for last in last_ages:
+            eligible_ends[last] += 1
+        for first_won, last_won in wins:
+            won_steps[first_won] += 1
+            won_steps[last_won + 1] -= 1
+        table = [0.0] * (size - 1)
+        eligible = len(last_ages)
+        won = 0
+        for age in range(size - 1):
+            won += won_steps[age]
+            table[age] = won / eligible if eligible else 0.0
+            eligible -= eligible_ends[age]
+        return table
 
 
 def learn_histories(paths: Iterable[DealPath], day: int, settings: ForecastSettings
@@ -164,7 +199,7 @@ class Forecast:
 
 
 def forecast_period(paths: Iterable[DealPath], day: int, start: int, end: int,
-                    settings: ForecastSettings = ForecastSettings(),
+                    settings: ForecastSettings = DEFAULT_FORECAST,
                     histories: Mapping[str, StageHistory] | None = None
                     ) -> dict[str, Forecast]:
     """The forecast at the start of ``day`` of the won amount of days ``start .. end-1``,
@@ -192,7 +227,8 @@ def forecast_period(paths: Iterable[DealPath], day: int, start: int, end: int,
             continue
         stage, entered = [entry for entry in path.entries if entry[1] < day][-1]
         history = histories.get(stage)
-        chance = 0.0 if history is None else history.win_probability(day - entered, end - day)
+        chance = 0.0 if history is None else history.win_probability(
+            day - entered, end - day, max(0, start - day))
         for group in (path.team, "all"):
             expected[group] += chance * path.open_cents
             variance[group] += chance * (1 - chance) * path.open_cents ** 2

@@ -23,6 +23,8 @@ __all__ = [
     "COMPETITOR_DAY",
     "DEAL_ENTITY",
     "DEAL_SOURCE",
+    "FORECAST_ENTITY",
+    "FORECAST_SOURCE",
     "LEAD_BAND",
     "LEAD_ENTITY",
     "LEAD_SOURCE",
@@ -113,6 +115,8 @@ OWNER_WIN_ENTITY = "ownerwin"
 LEAD_ENTITY = "lead"
 ACTIVITY_ENTITY = "act"
 REP_ENTITY = "rep"
+#: A deal's unpruned state on the forecast partition (in the owners' table).
+FORECAST_ENTITY = "fdeal"
 
 # -- guard sources (which stream a guard's offset counts) --------------------------------
 DEAL_SOURCE = "d"
@@ -123,3 +127,4 @@ QUOTA_SOURCE = "q"
 LEAD_SOURCE = "l"
 ACTIVITY_SOURCE = "v"
 REP_SOURCE = "r"
+FORECAST_SOURCE = "f"

@@ -111,14 +111,16 @@ class Lifecycle:
         return bool(self.reopenings or self.deletions)
 
     def with_marks(self, closes: tuple[Close, ...] = (), reopenings: tuple[Reopening, ...] = (),
-                   deletions: tuple[Deletion, ...] = ()) -> Lifecycle:
-        """These marks added (repeats by event id ignored), then :meth:`pruned`."""
+                   deletions: tuple[Deletion, ...] = (), prune: bool = True) -> Lifecycle:
+        """These marks added (repeats by event id ignored), then :meth:`pruned` unless
+        ``prune`` is False (a fold that must answer for earlier times keeps them all)."""
         merged = (merged_marks(self.closes, closes), merged_marks(self.reopenings, reopenings),
                   merged_marks(self.deletions, deletions))
         if all(new is old for new, old in zip(
                 merged, (self.closes, self.reopenings, self.deletions), strict=True)):
             return self  # nothing new: callers tell an unchanged state by identity
-        return Lifecycle(*merged).pruned()
+        merged_lifecycle = Lifecycle(*merged)
+        return merged_lifecycle.pruned() if prune else merged_lifecycle
 
     def pruned(self) -> Lifecycle:
         """Only the marks that can still decide an answer: the latest reopening, the closes

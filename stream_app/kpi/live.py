@@ -4,15 +4,20 @@ did."""
 
 from __future__ import annotations
 
-__all__ = ["ReportMemo", "ReportReuse"]
+__all__ = ["CACHED_VALUES", "ReportMemo", "ReportReuse"]
 
 from collections.abc import Callable, Hashable
 from dataclasses import replace
 from typing import Any
 
+from stream_app.kpi.forecast_report import PathCache
 from stream_app.kpi.report import ReportConfig, build_report, lead_score_kpis
 from stream_app.kpi.rows import Report
 from stream_app.kpi.snapshot import Snapshot
+
+#: Values :meth:`ReportMemo.cached` keeps (a report uses ~40: forecasts and histories of
+#: T's day and of the 17 checkpoints of the last closed month and quarter).
+CACHED_VALUES = 64
 
 
 class ReportMemo:
@@ -22,6 +27,20 @@ class ReportMemo:
 
     def __init__(self) -> None:
         self._parts: dict[str, tuple[tuple[Any, ...], Any]] = {}
+        self._cached: dict[str, tuple[Hashable, Any]] = {}
+        self.paths = PathCache()
+
+    def cached(self, name: str, key: Hashable, compute: Callable[[], Any]) -> Any:
+        """``compute()`` once per ``key`` (whatever T's day): the value kept under
+        ``name`` while its key stays the same. The oldest of more than
+        :data:`CACHED_VALUES` names is forgotten."""
+        known = self._cached.pop(name, None)
+        if known is None or known[0] != key:
+            known = (key, compute())
+        self._cached[name] = known
+        while len(self._cached) > CACHED_VALUES:
+            del self._cached[next(iter(self._cached))]
+        return known[1]
 
     def part(self, name: str, snap: Snapshot, fields: tuple[str, ...], as_of_day: int,
              compute: Callable[[], Any], inputs: tuple[Any, ...] = ()) -> Any:

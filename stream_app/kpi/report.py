@@ -51,6 +51,8 @@ from stream_app.kpi.accounts import ACTIVE_BUYER_DAYS
 from stream_app.kpi.activities import ACTIVITY_KINDS
 from stream_app.kpi.calendar import UTC_CALENDAR, Calendar
 from stream_app.kpi.deals import BUCKET, MOVEMENTS, STINT_BUCKETS_DAYS, STINT_FIELDS, add_vector
+from stream_app.kpi.forecast import DEFAULT_FORECAST, ForecastSettings
+from stream_app.kpi.forecast_report import PathCache, forecast_rows
 from stream_app.kpi.rows import (
     ActivityKpis,
     AttainmentKpis,
@@ -103,6 +105,7 @@ class ReportConfig:
     scoring: ScoringRules | None = None
     hot_wait_ms: int = 86_400_000
     calendar: Calendar = UTC_CALENDAR
+    forecast: ForecastSettings = DEFAULT_FORECAST
 
 
 def _teams(snap: Snapshot) -> list[str]:
@@ -435,6 +438,13 @@ def build_report(snap: Snapshot, as_of_ms: int, cfg: ReportConfig,
             _activity_kpis(snap, cfg, as_of_day, list(windows))), with_teams=True)
     owner_rows = part("owner_rows", _QUOTA_FIELDS,
                       lambda: _owner_rows(snap, periods.values(), calendar))
+    if memo is None:
+        forecasts, forecast_accuracy = forecast_rows(
+            snap.forecast, as_of_day, cfg.forecast, lambda _, __, compute: compute(),
+            PathCache())
+    else:
+        forecasts, forecast_accuracy = forecast_rows(snap.forecast, as_of_day, cfg.forecast,
+                                                     memo.cached, memo.paths)
     owner_deals, owner_pipeline = part("owner_deals", ("owner_deals", "owner_open"),
                                        lambda: _frozen(_owner_deal_kpis(
                                            snap, cfg, as_of_day)))
@@ -476,6 +486,9 @@ def build_report(snap: Snapshot, as_of_ms: int, cfg: ReportConfig,
         owner_profiles=part("owner_profiles", ("owner_profiles",),
                             lambda: dict(snap.owner_profiles)),
         latest_event_ms=snap.latest_event_ms,
+        forecasts=forecasts,
+        forecast_accuracy=forecast_accuracy,
+        forecast_alert_margin=cfg.forecast.alert_margin if forecasts else None,
     )
 
 

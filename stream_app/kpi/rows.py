@@ -29,6 +29,8 @@ __all__ = [
 
 from dataclasses import dataclass, field
 
+from stream_app.kpi.forecast_report import ForecastAccuracyKpis, ForecastKpis
+
 _MS_PER_S = 1000
 
 
@@ -492,3 +494,9 @@ class Report:
     owner_profiles: dict[str, tuple[str, str]] = field(default_factory=dict)
     #: Latest event time folded into the snapshot's partitions (None when none has one).
     latest_event_ms: int | None = None
+    #: This month's, quarter's and next quarter's forecasts, made at the start of T's day.
+    forecasts: tuple[ForecastKpis, ...] = ()
+    #: The forecasts of the last closed month and quarter against what they closed at.
+    forecast_accuracy: tuple[ForecastAccuracyKpis, ...] = ()
+    #: The forecast alert's margin, beside the forecasts (None without them).
+    forecast_alert_margin: float | None = None

@@ -23,7 +23,7 @@ import json
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from stream_app.kpi.accounts import NEW_CUSTOMER_CHURN
 from stream_app.kpi.deals import NO_VALUE, add_vector
@@ -54,6 +54,9 @@ from stream_app.kpi.kinds import (
 )
 from stream_app.kpi.leads import ScoreInputs
 from stream_app.kpi.trailing import DayCells
+
+if TYPE_CHECKING:
+    from stream_app.kpi.forecast_report import ForecastBasis
 
 ALL_GROUP = "all"
 #: Where label values beyond their cap are summed.
@@ -97,6 +100,8 @@ class Snapshot:
     #: The roster: owner -> (name, team) of the owner's latest ``rep.updated``.
     owner_profiles: dict[str, tuple[str, str]] = field(default_factory=dict)
     open_leads: list[ScoreInputs] = field(default_factory=list)
+    #: The deal states the forecast reads, on the worker holding the forecast partition.
+    forecast: ForecastBasis | None = None
     latest_event_ms: int | None = None
     partitions: frozenset[int] = frozenset()
     folded: dict[str, set[str]] = field(default_factory=dict)

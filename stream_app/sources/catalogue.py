@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import partial
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from stream_app.config import Settings, organisation_calendar
 from stream_app.events.codec import Rejection
@@ -71,6 +71,8 @@ from stream_app.kpi.kinds import (
     CHURN_SOURCE,
     DEAL_ENTITY,
     DEAL_SOURCE,
+    FORECAST_ENTITY,
+    FORECAST_SOURCE,
     LEAD_ENTITY,
     LEAD_SOURCE,
     OWNER_ENTITY,
@@ -102,9 +104,11 @@ from stream_app.kpi.reps import RepState, apply_rep_update, rep_contributions
 from stream_app.kpi.scoring import ScoringRules
 from stream_app.kpi.snapshot import Snapshot
 from stream_app.kpi.windows import datetime_from_ms, ms_from_datetime
+from stream_app.sources.forecast_book import FORECAST_KEY, ForecastBook
 from stream_app.sources.spec import Entity, Feed, Fold, LabelValues, Outgoing, SourceSpec
 
 M = TypeVar("M", bound=BaseModel)
+_DEAL_EVENT: TypeAdapter[DealEvent] = TypeAdapter(DealEvent)  # type: ignore[arg-type]
 
 
 def deal_labels(events: Iterable[DealEvent]) -> dict[str, set[str]]:
@@ -158,6 +162,20 @@ def _parser(model: type[M]) -> Callable[[bytes | None], M | Rejection]:
     return parse
 
 
+def _parse_deal_event(value: bytes | None) -> DealEvent | Rejection:
+    """A re-keyed deal event (already validated by the contract when first read)."""
+    try:
+        return _DEAL_EVENT.validate_json(value or b"")
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        where = ".".join(str(part) for part in first["loc"]) or "event"
+        return Rejection("invalid_field", f"re-keyed deal event {where}: {first['msg']}")
+
+
+def _no_contributions(_: DealState) -> dict[Any, tuple[int, ...]]:
+    return {}
+
+
 class LeadBook:
     """Score inputs of the open leads by partition (the live score is computed at the
     report's as-of time, so it cannot be an aggregate)."""
@@ -200,7 +218,8 @@ class LeadBook:
                 raw = json.loads(record) if isinstance(record, str) else record
                 self.note(partition, LeadState.from_json(raw["v"]))
 
-    def contribute(self, snapshot: Snapshot, partitions: frozenset[int]) -> None:
+    def contribute(self, snapshot: Snapshot, partitions: frozenset[int],
+                   keep: Callable[[str, str], bool] | None = None) -> None:
         """The open leads of the exported partitions."""
         snapshot.open_leads = [lead for p in partitions for lead in self._open[p].values()]
 
@@ -224,6 +243,16 @@ def catalogue(settings: Settings, pricing: Pricing, scoring: ScoringRules
                       ActivityState.to_json, partial(activity_contributions, calendar=calendar))
     rep = Entity(REP_ENTITY, RepState, RepState.from_json, RepState.to_json,
                  rep_contributions)
+    forecast_deal = Entity(FORECAST_ENTITY, DealState, DealState.from_json,
+                           DealState.to_json, _no_contributions)
+
+    def forward_deal(before: DealState, state: DealState, event: DealEvent) -> list[Outgoing]:
+        """Every deal event again, under the one key of the forecast topic, with what
+        :func:`forward_win` sends; again on a replay (the forecast's fold is idempotent
+        per event)."""
+        return [*forward_win(before, state, event),
+                Outgoing(s.topic_forecast_deals, FORECAST_KEY,
+                         event.model_dump_json(by_alias=True).encode())]
 
     def forward_win(_: DealState, state: DealState, __: DealEvent) -> list[Outgoing]:
         """A deal with a win, re-keyed by account and by owner with its closes,
@@ -302,7 +331,7 @@ def catalogue(settings: Settings, pricing: Pricing, scoring: ScoringRules
 
     return (
         SourceSpec("deals", "deals", (
-            Feed(s.topic_deals, DEAL_SOURCE, emit=forward_win,
+            Feed(s.topic_deals, DEAL_SOURCE, emit=forward_deal,
                  fold=lambda e: Fold(deal, e.data.deal_id, ms_from_datetime(e.time),
                                      partial(apply_deal_event, event=e))),
         ), deal_labels),
@@ -329,7 +358,11 @@ def catalogue(settings: Settings, pricing: Pricing, scoring: ScoringRules
                                      partial(apply_owner_win, owner_id=w.owner_id,
                                              lifecycle=win_lifecycle(w), creation=w.creation,
                                              owner_changes=tuple(w.owner_changes)))),
-        ), quota_labels),
+            Feed(s.topic_forecast_deals, FORECAST_SOURCE, parse=_parse_deal_event,
+                 labels=deal_labels,
+                 fold=lambda e: Fold(forecast_deal, e.data.deal_id, ms_from_datetime(e.time),
+                                     partial(apply_deal_event, event=e, prune=False))),
+        ), quota_labels, side_book=partial(ForecastBook, pricing, calendar)),
         SourceSpec("leads", "leads", (
             Feed(s.topic_leads, LEAD_SOURCE, emit=publish_hot,
                  fold=lambda e: Fold(lead, e.data.lead_id, ms_from_datetime(e.time),

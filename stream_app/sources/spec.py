@@ -81,6 +81,8 @@ class Feed:
     #: -> messages. Called again when a redelivered message's fold is skipped (both
     #: states then equal), so what was lost in a crash is published again.
     emit: Callable[[Any, Any, Any], Sequence[Outgoing]] | None = None
+    #: Re-keyed feeds: values of capped labels a batch's parsed records name.
+    labels: Callable[[Sequence[Any]], LabelValues] | None = None
 
     @property
     def rekeyed(self) -> bool:
@@ -106,8 +108,10 @@ class SideBook(Protocol):
     def rebuild(self, records: Mapping[str, Any]) -> None:
         """After a recovery: everything again from the table's ``records``."""
 
-    def contribute(self, snapshot: Snapshot, partitions: frozenset[int]) -> None:
-        """Add the state of the exported ``partitions`` to the report's snapshot."""
+    def contribute(self, snapshot: Snapshot, partitions: frozenset[int],
+                   keep: Callable[[str, str], bool] | None = None) -> None:
+        """Add the state of the exported ``partitions`` to the report's snapshot
+        (``keep``: whether a label value gets its own series)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -150,7 +150,7 @@ def settled(workers: list[Worker], partitions: int, as_of: dt.datetime | None,
     """Scrape until every source partition is owned, read to its end, and KPIs stop moving.
 
     "Read to its end" needs a lag sample for every partition of every topic the workers
-    read (the CRM topics and the two re-keyed win topics), each 0: a partition whose
+    read (the CRM topics and the three re-keyed topics), each 0: a partition whose
     new owner has not fetched yet has no sample, and its KPIs can look stable. Then the
     broker must hold no record after the group's committed offsets
     (:func:`behind_the_broker`), and a scrape taken after that check, the one returned,
@@ -158,7 +158,8 @@ def settled(workers: list[Worker], partitions: int, as_of: dt.datetime | None,
     """
     cfg = workers[0].settings
     consumed = {(topic, str(p))
-                for topic in (*cfg.source_topics, cfg.topic_account_wins, cfg.topic_owner_wins)
+                for topic in (*cfg.source_topics, cfg.topic_account_wins, cfg.topic_owner_wins,
+                              cfg.topic_forecast_deals)
                 for p in range(partitions)}
     deadline = time.monotonic() + timeout
     _await_health(workers, partitions, consumed, deadline)

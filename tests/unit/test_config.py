@@ -135,7 +135,8 @@ def test_created_topics_take_the_replication_settings() -> None:
     replicated = Settings(replication_factor=3, min_insync_replicas=2)
     assert topic_configs(replicated, replicated.topic_deals) == {"min.insync.replicas": "2"}
     assert set(topic_plan(plain)) == {*plain.source_topics, plain.topic_account_wins,
-                                      plain.topic_owner_wins, plain.topic_lead_scores,
+                                      plain.topic_owner_wins, plain.topic_forecast_deals,
+                                      plain.topic_lead_scores,
                                       plain.topic_dead_letters}
 
 

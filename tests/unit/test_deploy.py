@@ -97,11 +97,37 @@ def test_readme_documents_every_setting_and_metric() -> None:
         def exported_partitions(self) -> dict[str, frozenset[int]]:
             return {"crm.deals": frozenset({0})}
 
-    registry = CollectorRegistry()
-    PulseCollector(Full(), registry)
-    names = {sample.name for family in registry.collect() for sample in family.samples}
+    class WithForecast(Full):
+        def report(self):  # type: ignore[no-untyped-def]
+            return build_report(Snapshot(forecast=_forecast_basis()), 40 * 86_400_000,
+                                ReportConfig(window_specs((30,)), ("P",), {"P": Decimal("0.5")}))
+
+    names = set()
+    for source in (Full(), WithForecast()):
+        registry = CollectorRegistry()
+        PulseCollector(source, registry)
+        names |= {sample.name for family in registry.collect() for sample in family.samples}
+    assert {"pulse_forecast_error_ratio", "pulse_forecast_won_low_amount"} <= names
     documented = set(re.findall(r"`(pulse_[a-z_]+)[{`]", readme))
     assert names - documented == set()
+
+
+def _forecast_basis() -> Any:
+    """Two deals of January 1970: one won on the 5th, one still open."""
+    from stream_app.config import Settings, pricing
+    from stream_app.kpi.calendar import UTC_CALENDAR
+    from stream_app.kpi.deals import DealState, apply_deal_event
+    from stream_app.kpi.forecast_report import ForecastBasis
+    from tests.unit.events import ev
+
+    won, opened = DealState("W"), DealState("O")
+    for event in (ev("deal.created", "1970-01-02T10:00:00Z", deal_id="W"),
+                  ev("deal.won", "1970-01-05T10:00:00Z", deal_id="W", amount="100")):
+        won = apply_deal_event(won, event, prune=False)
+    opened = apply_deal_event(opened, ev("deal.created", "1970-01-03T10:00:00Z", deal_id="O"),
+                              prune=False)
+    return ForecastBasis((won, opened), ((1, 3),), 0, {"T": "T"}, pricing(Settings()),
+                         UTC_CALENDAR)
 
 
 def test_docker_compose_validates_the_stack() -> None:

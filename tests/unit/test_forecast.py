@@ -24,7 +24,8 @@ from stream_app.kpi.forecast import (
 from stream_app.kpi.money import Pricing
 from stream_app.kpi.windows import ms_from_datetime
 from stream_app.tools.generator import GeneratorSettings, generate_events
-from tests.reference import ReferenceConfig, expected_forecast
+from tests.reference import ReferenceConfig
+from tests.reference_forecast import expected_forecast
 from tests.unit.events import ev
 
 #: Stints of one stage as (started, left, won on): moved on at 20 and won at 25; lost at
@@ -48,6 +49,21 @@ def test_a_stage_wins_the_share_of_its_past_stints_still_there_at_that_age(
     for stint in STINTS:
         history.add(*stint)
     assert history.win_probability(age, horizon) == pytest.approx(float(expected))
+
+
+@pytest.mark.parametrize(("age", "horizon", "skip", "expected"), [
+    (0, 20, 10, Fraction(1, 4)),  # of the four, only the first won on days 10-19 (at 15)
+    (0, 20, 16, Fraction(0)),  # its win on day 15 is before the skipped 16 days
+    (6, 20, 10, Fraction(1, 3)),  # at 6: three still there; won at 25 (day 15 of the
+    # stint, 9 past 6: skipped) and at 70 (day 20, 14 past 6: counted)
+    (0, 20, 20, Fraction(0)),  # nothing left after skipping the whole horizon
+])
+def test_a_later_period_counts_only_the_wins_after_the_days_it_skips(
+        age: int, horizon: int, skip: int, expected: Fraction) -> None:
+    history = StageHistory(100)
+    for stint in STINTS:
+        history.add(*stint)
+    assert history.win_probability(age, horizon, skip) == pytest.approx(float(expected))
 
 
 #: Closed before day 100: H1 won 1,000 at 25, H2 lost at 15, H3 won 3,000 at 45. Open:

@@ -1,0 +1,76 @@
+"""Metric families of the forecast: this month's, quarter's and next quarter's forecast
+of the won amount with its parts and bands, and the accuracy of the last closed
+month's and quarter's forecasts."""
+
+from __future__ import annotations
+
+__all__ = ["forecast_families"]
+
+from collections.abc import Iterator
+
+from prometheus_client.core import Metric
+
+from stream_app.adapters.operational_metrics import gauge
+from stream_app.kpi.money import cents_to_units
+from stream_app.kpi.rows import Report
+
+
+def forecast_families(report: Report) -> Iterator[Metric]:
+    """The forecast families (only the worker holding the forecast partition has rows)."""
+    labels = ["team", "period"]
+    expected = gauge("forecast_won_amount", "Forecast of the period's won amount made at the "
+                     "start of T's day: won so far + expected from open deals + expected "
+                     "from deals not created yet (team=all only).", labels)
+    won = gauge("forecast_won_so_far_amount", "Won in the period before T's day (the "
+                "forecast's first part).", labels)
+    opened = gauge("forecast_open_deals_amount", "Open deals' amounts x their learned "
+                   "chance to win in the period (the forecast's second part).", labels)
+    new = gauge("forecast_new_deals_amount", "Expected wins of deals not created yet, "
+                "team=all only (the forecast's third part).", labels)
+    low = gauge("forecast_won_low_amount", "10th percentile of the period's won amount "
+                "(never below won so far).", labels)
+    high = gauge("forecast_won_high_amount", "90th percentile of the period's won amount.",
+                 labels)
+    elapsed = gauge("forecast_period_elapsed_ratio", "Days of the period before T's day / "
+                    "days in the period.", ["period"])
+    elapsed_days = gauge("forecast_period_elapsed_days", "Days of the period before T's day.",
+                         ["period"])
+    period_days = gauge("forecast_period_days", "Days in the period.", ["period"])
+    periods: dict[str, tuple[float, int, int]] = {}
+    for f in report.forecasts:
+        row = [f.group, f.period]
+        expected.add_metric(row, cents_to_units(f.expected_cents))
+        won.add_metric(row, cents_to_units(f.won_cents))
+        opened.add_metric(row, cents_to_units(f.open_expected_cents))
+        new.add_metric(row, cents_to_units(f.new_expected_cents))
+        low.add_metric(row, cents_to_units(f.low_cents))
+        high.add_metric(row, cents_to_units(f.high_cents))
+        periods[f.period] = (f.elapsed_ratio, f.days_elapsed, f.days)
+    for period, (ratio, days_elapsed, days) in sorted(periods.items()):
+        elapsed.add_metric([period], ratio)
+        elapsed_days.add_metric([period], days_elapsed)
+        period_days.add_metric([period], days)
+    yield from (expected, won, opened, new, low, high, elapsed, elapsed_days, period_days)
+    margin = gauge("forecast_alert_margin_ratio", "PULSE_FORECAST_ALERT_MARGIN: the forecast "
+                   "alert fires below (1 - this) x quota.", [])
+    if report.forecast_alert_margin is not None:
+        margin.add_metric([], report.forecast_alert_margin)
+    yield margin
+    scored = ["team", "period", "checkpoint"]
+    snapshot = gauge("forecast_snapshot_amount", "Forecast of a closed period (last_month, "
+                     "last_quarter) made at the start of a checkpoint (day_1, day_8, day_15, "
+                     "day_22; week_1 .. week_13) from the events timed before it.", scored)
+    actual = gauge("forecast_actual_won_amount", "Won amount of the closed period, as known "
+                   "at T.", ["team", "period"])
+    error = gauge("forecast_error_ratio", "|forecast at the checkpoint - won| / won, of the "
+                  "closed period.", scored)
+    actuals: dict[tuple[str, str], int] = {}
+    for a in report.forecast_accuracy:
+        row = [a.group, a.period, a.checkpoint]
+        snapshot.add_metric(row, cents_to_units(a.forecast_cents))
+        actuals[(a.group, a.period)] = a.won_cents
+        if a.error_ratio is not None:
+            error.add_metric(row, a.error_ratio)
+    for (group, period), cents in sorted(actuals.items()):
+        actual.add_metric([group, period], cents_to_units(cents))
+    yield from (snapshot, actual, error)

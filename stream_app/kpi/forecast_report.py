@@ -1,0 +1,265 @@
+"""The forecast rows of a report: this month's, this quarter's and next quarter's won
+amount forecast at the start of T's day, and how far the forecasts of the last closed
+month and quarter were from what they closed at.
+
+Every forecast is made as of the start of a day ``c`` (the checkpoint) from the deal
+states cut at ``c`` (:func:`stream_app.kpi.deals.state_before`): the events timed before
+``c`` and nothing else, however late they arrived. A replay therefore gives the same
+numbers, and the forecast of a checkpoint already passed (the accuracy snapshots) is
+recomputed, exactly, when an event timed before it arrives late.
+
+- live: checkpoint = T's day; periods month, quarter (fiscal) and next_quarter;
+- accuracy: checkpoints days 1, 8, 15 and 22 of the last closed month (``day_1`` ..)
+  and the first day of weeks 1-13 of the last closed quarter (``week_1`` ..); the error
+  of each is |forecast - won| / won, ``won`` being the period's won amount as known at T.
+"""
+
+from __future__ import annotations
+
+__all__ = ["ForecastAccuracyKpis", "ForecastBasis", "ForecastKpis", "PathCache",
+           "forecast_rows", "team_forecasts"]
+
+from collections import defaultdict
+from collections.abc import Callable, Hashable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from stream_app.kpi.calendar import Calendar
+from stream_app.kpi.deals import DealState, state_before
+from stream_app.kpi.forecast import (
+    DealPath,
+    Forecast,
+    ForecastSettings,
+    deal_path,
+    forecast_period,
+    learn_histories,
+)
+from stream_app.kpi.money import Pricing
+
+#: The group every team's forecast also counts in.
+ALL = "all"
+#: Days of the month the last closed month's forecasts are scored at.
+MONTH_CHECKPOINT_DAYS = (1, 8, 15, 22)
+#: Weeks of the quarter (their first days) the last closed quarter's forecasts are scored at.
+QUARTER_CHECKPOINT_WEEKS = tuple(range(1, 14))
+_DAYS_PER_WEEK = 7
+_QUARTERS_PER_YEAR = 4
+
+
+@dataclass(frozen=True, slots=True)
+class ForecastKpis:
+    """The forecast of one group's won amount for one period, made at the start of T's
+    day, in cents: won so far + expected from open deals + expected from deals not
+    created yet (``all`` only), with the 10th and 90th percentiles."""
+
+    group: str
+    period: str
+    name: str
+    won_cents: int
+    open_expected_cents: float
+    new_expected_cents: float
+    low_cents: float
+    high_cents: float
+    #: Days of the period before T's day, and days in the period.
+    days_elapsed: int
+    days: int
+
+    @property
+    def expected_cents(self) -> float:
+        """The forecast: the sum of its three parts."""
+        return self.won_cents + self.open_expected_cents + self.new_expected_cents
+
+    @property
+    def elapsed_ratio(self) -> float:
+        """Days elapsed / days in the period."""
+        return self.days_elapsed / self.days
+
+
+@dataclass(frozen=True, slots=True)
+class ForecastAccuracyKpis:
+    """A forecast of a closed period made at a checkpoint, and the period's won amount."""
+
+    group: str
+    period: str
+    name: str
+    checkpoint: str
+    forecast_cents: float
+    won_cents: int
+
+    @property
+    def error_ratio(self) -> float | None:
+        """|forecast - won| / won (None when nothing was won)."""
+        if not self.won_cents:
+            return None
+        return abs(self.forecast_cents - self.won_cents) / self.won_cents
+
+
+@dataclass(frozen=True, slots=True)
+class ForecastBasis:
+    """What the forecast reads: every deal state of the forecast partition (folded
+    without pruning), the days on which they changed, and the exported team names."""
+
+    states: tuple[DealState, ...]
+    #: (day, notes): how many state changes had their earliest new event on that day.
+    change_days: tuple[tuple[int, int], ...]
+    #: Moves when the states were rebuilt (a recovery), so nothing cached survives it.
+    generation: int
+    #: Team -> the team label it is exported under (``(other)`` past the label cap).
+    team_names: Mapping[str, str]
+    pricing: Pricing
+    calendar: Calendar
+
+    def signature_before(self, day: int | None) -> tuple[Hashable, ...]:
+        """Changes whenever the states cut at the start of ``day`` (None: not cut) may
+        have."""
+        changes = sum(count for changed, count in self.change_days
+                      if day is None or changed < day)
+        return self.generation, changes, tuple(sorted(self.team_names.items()))
+
+
+@dataclass
+class PathCache:
+    """Deal paths already read, per cut (a day, or None for uncut), each kept with the
+    state it was read from: a later report reads again only the deals that changed."""
+
+    cuts: dict[int | None, dict[str, tuple[DealState, DealPath | None]]] = field(
+        default_factory=dict)
+
+    def paths(self, basis: ForecastBasis, day: int | None) -> list[DealPath]:
+        """Every deal's path as known before the start of ``day``."""
+        previous = self.cuts.get(day, {})
+        current: dict[str, tuple[DealState, DealPath | None]] = {}
+        cutoff = None if day is None else basis.calendar.day_start_ms(day)
+        for state in basis.states:
+            known = previous.get(state.deal_id)
+            if known is None or known[0] is not state:
+                cut = state if cutoff is None else state_before(state, cutoff)
+                known = (state, deal_path(cut, basis.pricing, basis.calendar))
+            current[state.deal_id] = known
+        self.cuts[day] = current
+        return [path for _, path in current.values() if path is not None]
+
+    def keep_only(self, days: set[int | None]) -> None:
+        """Forget the cuts no longer read."""
+        for day in list(self.cuts):
+            if day not in days:
+                del self.cuts[day]
+
+
+#: Computes a value once per key: (name, key, compute) -> value.
+Cached = Callable[[str, Hashable, Callable[[], Any]], Any]
+
+
+def team_forecasts(forecasts: Mapping[str, Forecast], team_names: Mapping[str, str]
+                   ) -> dict[str, Forecast]:
+    """Per exported team label (teams past the cap summed into ``(other)``) and ``all``."""
+    merged: dict[str, list[float]] = defaultdict(lambda: [0, 0.0, 0.0, 0.0])
+    for group, forecast in forecasts.items():
+        name = ALL if group == ALL else team_names.get(group, group)
+        parts = merged[name]
+        parts[0] += forecast.won_cents
+        parts[1] += forecast.open_expected_cents
+        parts[2] += forecast.new_expected_cents
+        parts[3] += forecast.variance
+    return {name: Forecast(int(won), opened, new, variance)
+            for name, (won, opened, new, variance) in merged.items()}
+
+
+def _periods(calendar: Calendar, day: int) -> dict[str, tuple[str, int, int]]:
+    """month, quarter and next_quarter of ``day``: (name, first day, first day after)."""
+    month_start, month_end = calendar.month_bounds(day)
+    year, quarter = calendar.fiscal_quarter(day)
+    next_year, next_quarter = (year, quarter + 1) if quarter < _QUARTERS_PER_YEAR \
+        else (year + 1, 1)
+    return {
+        "month": (calendar.month_name(calendar.day_start_ms(day)), month_start, month_end),
+        "quarter": (f"{year}-Q{quarter}", *calendar.quarter_bounds(year, quarter)),
+        "next_quarter": (f"{next_year}-Q{next_quarter}",
+                         *calendar.quarter_bounds(next_year, next_quarter)),
+    }
+
+
+def _closed_periods(calendar: Calendar, day: int
+                    ) -> dict[str, tuple[str, int, int, tuple[tuple[str, int], ...]]]:
+    """last_month and last_quarter: (name, first day, first day after, checkpoints)."""
+    month_start, month_end = calendar.previous_month_bounds(day)
+    year, quarter = calendar.fiscal_quarter(day)
+    last_year, last_quarter = (year, quarter - 1) if quarter > 1 else \
+        (year - 1, _QUARTERS_PER_YEAR)
+    quarter_start, quarter_end = calendar.quarter_bounds(last_year, last_quarter)
+    return {
+        "last_month": (calendar.month_name(calendar.day_start_ms(month_start)),
+                       month_start, month_end,
+                       tuple((f"day_{n}", month_start + n - 1) for n in MONTH_CHECKPOINT_DAYS)),
+        "last_quarter": (f"{last_year}-Q{last_quarter}", quarter_start, quarter_end,
+                         tuple((f"week_{n}", quarter_start + _DAYS_PER_WEEK * (n - 1))
+                               for n in QUARTER_CHECKPOINT_WEEKS)),
+    }
+
+
+def forecast_rows(basis: ForecastBasis | None, as_of_day: int, settings: ForecastSettings,
+                  cached: Cached, paths: PathCache
+                  ) -> tuple[tuple[ForecastKpis, ...], tuple[ForecastAccuracyKpis, ...]]:
+    """The live forecasts and the accuracy rows of ``basis`` at T's day."""
+    if basis is None or not basis.states:
+        return (), ()
+    calendar = basis.calendar
+    used: set[int | None] = set()
+
+    def forecasts_at(checkpoint: int, start: int, end: int) -> dict[str, Forecast]:
+        def compute() -> dict[str, Forecast]:
+            known = paths.paths(basis, checkpoint)
+            return team_forecasts(forecast_period(known, checkpoint, start, end, settings,
+                                                  histories_at(checkpoint, known)),
+                                  basis.team_names)
+        used.add(checkpoint)
+        forecasts: dict[str, Forecast] = cached(f"forecast:{checkpoint}:{start}:{end}",
+                                                basis.signature_before(checkpoint), compute)
+        return forecasts
+
+    def histories_at(checkpoint: int, known: list[DealPath]) -> Any:
+        return cached(f"histories:{checkpoint}", basis.signature_before(checkpoint),
+                      lambda: learn_histories(known, checkpoint, settings))
+
+    live = []
+    for period, (name, start, end) in _periods(calendar, as_of_day).items():
+        for group, forecast in sorted(forecasts_at(as_of_day, start, end).items()):
+            live.append(ForecastKpis(
+                group, period, name, forecast.won_cents, forecast.open_expected_cents,
+                forecast.new_expected_cents, forecast.low_cents, forecast.high_cents,
+                max(0, min(as_of_day, end) - start), end - start))
+    accuracy = []
+    closed = _closed_periods(calendar, as_of_day)
+    won_now = cached("won", basis.signature_before(None),
+                     lambda: _won_by_day(paths.paths(basis, None), basis.team_names))
+    used.add(None)
+    for period, (name, start, end, checkpoints) in closed.items():
+        won = _won_between(won_now, start, end)
+        for checkpoint_name, checkpoint in checkpoints:
+            scored = forecasts_at(checkpoint, start, end)
+            for group in sorted(set(scored) | set(won)):
+                made = scored.get(group)
+                accuracy.append(ForecastAccuracyKpis(
+                    group, period, name, checkpoint_name,
+                    0.0 if made is None else made.expected_cents, won.get(group, 0)))
+    paths.keep_only(used)
+    return tuple(live), tuple(accuracy)
+
+
+def _won_by_day(known: list[DealPath], team_names: Mapping[str, str]
+                ) -> dict[tuple[str, int], int]:
+    won: dict[tuple[str, int], int] = defaultdict(int)
+    for path in known:
+        if path.close is not None and path.close[0]:
+            won[(team_names.get(path.team, path.team), path.close[1])] += path.close[2]
+    return dict(won)
+
+
+def _won_between(won_by_day: Mapping[tuple[str, int], int], start: int, end: int
+                 ) -> dict[str, int]:
+    won: dict[str, int] = defaultdict(int)
+    for (team, day), cents in won_by_day.items():
+        if start <= day < end:
+            won[team] += cents
+            won[ALL] += cents
+    return dict(won)

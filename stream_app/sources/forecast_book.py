@@ -1,0 +1,121 @@
+"""The deal states the forecast reads, kept beside the owners' table.
+
+Every deal event is re-keyed to one key of ``PULSE_TOPIC_FORECAST_DEALS``, so a single
+partition folds every deal of the organisation (without pruning its marks, so the
+states can be cut at any earlier day). The worker owning that partition keeps the
+states here and hands them to the report, which forecasts from them alone; the other
+workers export no forecast, so a sum over workers stays exact.
+"""
+
+from __future__ import annotations
+
+__all__ = ["FORECAST_KEY", "ForecastBook"]
+
+import json
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+from stream_app.kpi.calendar import Calendar
+from stream_app.kpi.deals import DealState
+from stream_app.kpi.fold import entity_key
+from stream_app.kpi.forecast_report import ForecastBasis
+from stream_app.kpi.kinds import FORECAST_ENTITY
+from stream_app.kpi.money import Pricing
+from stream_app.kpi.snapshot import OTHER_GROUP, RESERVED_GROUPS, Snapshot
+
+#: The message key of every re-keyed deal event: one partition holds them all.
+FORECAST_KEY = "forecast"
+
+
+def _marks(state: DealState) -> Iterator[tuple[int, str]]:
+    """(time, event id) of every event the state holds."""
+    if state.created is not None:
+        yield int(state.created[0]), str(state.created[1])
+    lifecycle = state.lifecycle
+    for mark in (*state.changes, *lifecycle.closes, *lifecycle.reopenings,
+                 *lifecycle.deletions, *state.owners):
+        yield int(mark[0]), str(mark[1])
+
+
+class ForecastBook:
+    """Deal states of the forecast partition by partition, and the local days on which
+    they changed (what lets the report tell which of its cached forecasts still hold)."""
+
+    _PREFIX = entity_key(FORECAST_ENTITY, "")
+
+    def __init__(self, pricing: Pricing, calendar: Calendar):
+        self._pricing, self._calendar = pricing, calendar
+        self._states: dict[int, dict[str, DealState]] = defaultdict(dict)
+        self._partitions: dict[str, int] = {}
+        self._change_days: dict[int, int] = defaultdict(int)
+        self._teams: set[str] = set()
+        self._generation = 0
+        self._version = 0
+        self._basis: tuple[Any, ForecastBasis] | None = None
+
+    @property
+    def version(self) -> int:
+        """Moves whenever a state or the set of states changed."""
+        return self._version
+
+    def note(self, partition: int, state: Any) -> None:
+        """A state after a fold of the owners' table: kept when it is a deal's."""
+        if not isinstance(state, DealState):
+            return
+        states = self._states[partition]
+        before = states.get(state.deal_id)
+        if before is state or before == state:
+            return
+        states[state.deal_id] = state
+        self._partitions[entity_key(FORECAST_ENTITY, state.deal_id)] = partition
+        known = set() if before is None else set(_marks(before))
+        new = [at for at, event_id in _marks(state) if (at, event_id) not in known]
+        # a change with no new event (none is expected) moves every cut: day 0
+        self._change_days[self._calendar.day_of(min(new)) if new else 0] += 1
+        if state.created is not None:
+            self._teams.add(str(state.created[2]["team"]))
+        self._version += 1
+
+    def note_key(self, key: str, partition: int) -> None:
+        """Where a restored deal state lives."""
+        if key.startswith(self._PREFIX):
+            self._partitions[key] = partition
+
+    def rebuild(self, records: Mapping[str, Any]) -> None:
+        """The deal states again, from the restored table."""
+        self._generation += 1
+        self._version += 1
+        self._states.clear()
+        self._change_days.clear()
+        for key, partition in list(self._partitions.items()):
+            record = records.get(key)
+            if record is None:
+                continue
+            raw = json.loads(record) if isinstance(record, str) else record
+            state = DealState.from_json(raw["v"])
+            self._states[partition][state.deal_id] = state
+            if state.created is not None:
+                self._teams.add(str(state.created[2]["team"]))
+
+    def contribute(self, snapshot: Snapshot, partitions: frozenset[int],
+                   keep: Callable[[str, str], bool] | None = None) -> None:
+        """The deal states of the exported ``partitions``, if they hold any."""
+        held = [p for p in sorted(partitions) if self._states.get(p)]
+        if not held:
+            return
+        names = {team: _exported_team(team, keep) for team in self._teams}
+        key = (self._version, tuple(held), tuple(sorted(names.items())))
+        if self._basis is None or self._basis[0] != key:
+            states = tuple(state for p in held for state in self._states[p].values())
+            self._basis = (key, ForecastBasis(
+                states, tuple(sorted(self._change_days.items())), self._generation, names,
+                self._pricing, self._calendar))
+        snapshot.forecast = self._basis[1]
+
+
+def _exported_team(team: str, keep: Callable[[str, str], bool] | None) -> str:
+    """The team label a team's forecast is exported under."""
+    if keep is not None and not keep("team", team):
+        return OTHER_GROUP
+    return team + "_" if team in RESERVED_GROUPS else team

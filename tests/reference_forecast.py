@@ -1,0 +1,188 @@
+"""Reference forecast: a plain batch computation from the events, sharing no code with
+the worker.
+
+A forecast "at" a local date is made from the events timed before that date's local
+midnight. For a period of dates ``start`` .. ``end`` - 1 it is the won amount so far,
+plus each open deal's amount x the share of the trailing window's stints in its stage
+that were still in it at the deal's age (and observed long enough) and won in the
+period's remaining dates, plus the deals not created yet (trailing creation rate x the
+same share from creation x the mean won amount). The bands are the 10th and 90th
+percentiles of a normal law with the variance of independent Bernoulli open deals and
+Poisson new wins.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections import defaultdict
+from fractions import Fraction
+from statistics import NormalDist
+from typing import Any
+
+from tests.reference import (
+    Key,
+    ReferenceConfig,
+    _in_zone,
+    _key,
+    _period_dates,
+    _t,
+    _walk_deals,
+    resolve_lifecycles,
+    unique_by_id,
+)
+
+#: How far from the mean the 10th and 90th percentiles lie, in standard deviations.
+_Z = NormalDist().inv_cdf(0.9)
+#: The forecast alert's margin the worker is configured with (PULSE_FORECAST_ALERT_MARGIN).
+ALERT_MARGIN = 0.1
+
+
+def expected_forecast_parts(events: list[dict[str, Any]], checkpoint: dt.date,
+                            start: dt.date, end: dt.date, cfg: ReferenceConfig | None = None,
+                            window_days: int = 365, rate_days: int = 90
+                            ) -> dict[str, dict[str, float]]:
+    """Per team and "all": won, open (expected from open deals), new (expected from deals
+    not created yet) and variance, in cents, of the forecast at ``checkpoint``."""
+    cfg = cfg or ReferenceConfig()
+    deal_events = [e for e in events if e["type"].startswith("deal.")]
+    known = [e for e in _in_zone(unique_by_id(deal_events), cfg) if _t(e).date() < checkpoint]
+    paths = _walk_deals(resolve_lifecycles(known), cfg)
+    today = checkpoint.toordinal()
+    first = today - window_days
+    # per stage: (began, left or None, won on or None), as date ordinals
+    stints: dict[str, list[tuple[int, int | None, int | None]]] = defaultdict(list)
+    for p in paths:
+        won_on = p.closed[1].date().toordinal() if p.closed and p.closed[0] == "won" else None
+        closed_on = p.closed[1].date().toordinal() if p.closed else None
+        visits = [(s[0], s[1].date().toordinal(), s[2].date().toordinal()) for s in p.stints]
+        if p.open_stage is not None:
+            visits.append((p.open_stage[0], p.open_stage[1].date().toordinal(), None))
+        visits.append(("(created)", p.created.date().toordinal(), closed_on))
+        for stage, began, left in visits:
+            if first <= began:
+                stints[stage].append((began, left, won_on))
+    seen: dict[tuple[str, int, int, int], float] = {}
+
+    def chance(stage: str, age: int, days_left: int, skip: int = 0) -> float:
+        """Share of the stints still in ``stage`` at ``age`` and observed ``days_left``
+        days after, won on those days but the first ``skip``."""
+        if (stage, age, days_left, skip) in seen:
+            return seen[(stage, age, days_left, skip)]
+        eligible = won = 0
+        for began, left, won_on in stints.get(stage, []):
+            landmark = began + age
+            horizon_end = landmark + days_left
+            if horizon_end > today or (left is not None and left < landmark):
+                continue
+            eligible += 1
+            won += won_on is not None and landmark + skip <= won_on < horizon_end
+        seen[(stage, age, days_left, skip)] = won / eligible if eligible else 0.0
+        return seen[(stage, age, days_left, skip)]
+
+    out: dict[str, dict[str, float]] = defaultdict(
+        lambda: {"won": 0.0, "open": 0.0, "new": 0.0, "variance": 0.0})
+    skip = max(0, (start - checkpoint).days)
+    for p in paths:
+        if p.closed is not None:
+            if p.closed[0] == "won" and start <= p.closed[1].date() < end:
+                for group in (p.team, "all"):
+                    out[group]["won"] += p.closed[2]
+            continue
+        stage, since, cents = p.open_stage  # type: ignore[misc]
+        p_win = chance(stage, (checkpoint - since.date()).days, (end - checkpoint).days, skip)
+        for group in (p.team, "all"):
+            out[group]["open"] += p_win * cents
+            out[group]["variance"] += p_win * (1 - p_win) * cents * cents
+    won_amounts = [p.closed[2] for p in paths if p.closed and p.closed[0] == "won"
+                   and p.closed[1].date().toordinal() >= first]
+    created = sum(1 for p in paths
+                  if checkpoint - dt.timedelta(days=rate_days) <= p.created.date())
+    everyone = out["all"]
+    if won_amounts:
+        mean_won = sum(won_amounts) / len(won_amounts)
+        day = max(checkpoint, start)
+        while day < end:
+            wins = created / rate_days * chance("(created)", 0, (end - day).days)
+            everyone["new"] += wins * mean_won
+            everyone["variance"] += wins * mean_won * mean_won
+            day += dt.timedelta(days=1)
+    return dict(out)
+
+
+def expected_forecast(events: list[dict[str, Any]], checkpoint: dt.date, start: dt.date,
+                      end: dt.date, cfg: ReferenceConfig | None = None,
+                      window_days: int = 365, rate_days: int = 90) -> dict[str, float]:
+    """The forecast's total per team and "all", in reporting-currency units."""
+    return {group: (p["won"] + p["open"] + p["new"]) / 100 for group, p in
+            expected_forecast_parts(events, checkpoint, start, end, cfg, window_days,
+                                    rate_days).items()}
+
+
+def _next_quarter(today: dt.date, cfg: ReferenceConfig) -> tuple[str, dt.date, dt.date]:
+    _, _, this_end = _period_dates(today, cfg.fiscal_year_start_month)["quarter"]
+    return _period_dates(this_end, cfg.fiscal_year_start_month)["quarter"]
+
+
+def expected_forecast_metrics(events: list[dict[str, Any]], as_of: dt.datetime,
+                              cfg: ReferenceConfig) -> dict[Key, Fraction]:
+    """The forecast samples the worker holding the forecast partition exports at
+    ``as_of``: this month's, quarter's and next quarter's forecast made at the start of
+    T's local date, and the forecasts of the last closed month (dates 1, 8, 15, 22) and
+    quarter (the first date of weeks 1-13) against what they closed at."""
+    events = [e for e in events if e["type"].startswith("deal.")]
+    if not events:
+        return {}
+    today = cfg.local(as_of).date()
+    periods = _period_dates(today, cfg.fiscal_year_start_month)
+    out: dict[Key, Fraction] = {}
+    live = {"month": periods["month"], "quarter": periods["quarter"],
+            "next_quarter": _next_quarter(today, cfg)}
+    for period, (_, start, end) in live.items():
+        for group, p in expected_forecast_parts(events, today, start, end, cfg).items():
+            total = p["won"] + p["open"] + p["new"]
+            spread = _Z * math.sqrt(p["variance"])
+            for name, cents in (("won", total), ("won_so_far", p["won"]),
+                                ("open_deals", p["open"]), ("new_deals", p["new"]),
+                                ("won_low", max(p["won"], total - spread)),
+                                ("won_high", total + spread)):
+                out[_key(f"pulse_forecast_{name}_amount", team=group, period=period)] = \
+                    Fraction(cents / 100)
+        elapsed = max(0, (min(today, end) - start).days)
+        days = (end - start).days
+        out[_key("pulse_forecast_period_elapsed_ratio", period=period)] = Fraction(elapsed, days)
+        out[_key("pulse_forecast_period_elapsed_days", period=period)] = Fraction(elapsed)
+        out[_key("pulse_forecast_period_days", period=period)] = Fraction(days)
+    out[_key("pulse_forecast_alert_margin_ratio")] = Fraction(ALERT_MARGIN)
+    everything = resolve_lifecycles(unique_by_id(_in_zone(events, cfg)))
+    closed = _walk_deals(everything, cfg)
+    last_month, last_quarter = periods["last_month"], periods["last_quarter"]
+    scored = {
+        "last_month": (last_month, [(f"day_{n}", last_month[1] + dt.timedelta(days=n - 1))
+                                    for n in (1, 8, 15, 22)]),
+        "last_quarter": (last_quarter,
+                         [(f"week_{n}", last_quarter[1] + dt.timedelta(weeks=n - 1))
+                          for n in range(1, 14)]),
+    }
+    for period, ((_, start, end), checkpoints) in scored.items():
+        won: dict[str, int] = defaultdict(int)
+        for p in closed:
+            if p.closed is not None and p.closed[0] == "won" and \
+                    start <= p.closed[1].date() < end:
+                won[p.team] += p.closed[2]
+                won["all"] += p.closed[2]
+        groups: set[str] = set()
+        for checkpoint_name, checkpoint in checkpoints:
+            made = expected_forecast(events, checkpoint, start, end, cfg)
+            groups |= set(made) | set(won)
+            for group in set(made) | set(won):
+                forecast = made.get(group, 0.0)
+                labels = {"team": group, "period": period, "checkpoint": checkpoint_name}
+                out[_key("pulse_forecast_snapshot_amount", **labels)] = Fraction(forecast)
+                if won.get(group):
+                    out[_key("pulse_forecast_error_ratio", **labels)] = Fraction(
+                        abs(forecast - won[group] / 100) / (won[group] / 100))
+        for group in groups:
+            out[_key("pulse_forecast_actual_won_amount", team=group, period=period)] = \
+                Fraction(won.get(group, 0), 100)
+    return out
