@@ -23,8 +23,10 @@ OWNER_PIPELINE_FAMILIES = 3
 #: ``pulse_owner_info``: one series per admitted owner with a roster profile.
 ROSTER_FAMILIES = 1
 #: Forecast series per team group: 6 families x 3 periods, a snapshot and an error per
-#: checkpoint (4 of the last month, 13 of the last quarter), the closed periods' won amount.
-FORECAST_SERIES = 6 * 3 + 2 * (4 + 13) + 2
+#: checkpoint (4 of the last month, 13 of the last quarter), the closed periods' won amount;
+#: the CRM's plan: slipped deals and amount, pushed per period, closing per period and
+#: category (4 and none).
+FORECAST_SERIES = 6 * 3 + 2 * (4 + 13) + 2 + 2 + 2 * 2 + 2 * 2 * 5
 #: Forecast series per period (elapsed ratio and days, days) and the alert margin.
 FORECAST_PERIOD_SERIES = 3 * 3 + 1
 

@@ -267,8 +267,9 @@ def expected_metrics(events: list[dict[str, Any]], as_of: dt.datetime,
             _epoch_ms(max(_t(e) for e in received)), 1000)
     out.update(expected_catalogue(events, as_of, cfg))
     out.update(_expected_roster(events))
-    from tests.reference_forecast import expected_forecast_metrics
+    from tests.reference_forecast import expected_forecast_metrics, expected_plan_metrics
     out.update(expected_forecast_metrics(received, as_of, cfg))
+    out.update(expected_plan_metrics(received, as_of, cfg))
     return out
 
 
@@ -301,6 +302,7 @@ class _Path:
     # kind, time, cents (won amount or amount at loss), price gap, competitor
     closing_owner: str = ""  # who owned the deal when it closed
     current_owner: str = ""  # who owns it now (owner changes in deal.updated)
+    deal_id: str = ""
 
 
 def _walk_deals(events: list[dict[str, Any]], cfg: ReferenceConfig) -> list[_Path]:
@@ -319,6 +321,7 @@ def _walk_deals(events: list[dict[str, Any]], cfg: ReferenceConfig) -> list[_Pat
         path = _Path(data["team"], data["owner_id"], data.get("source") or "(none)",
                      data.get("product") or "(none)", data.get("account_id"), _t(c),
                      cents(data["amount"]))
+        path.deal_id = data["deal_id"]
         path.moves.append(("created", path.created_cents, _t(c)))
         owner_moves = [e for e in deal_events if e["type"] == "deal.updated"
                        and e["data"].get("owner_id") and _order(e) >= _order(c)]

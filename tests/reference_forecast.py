@@ -186,3 +186,59 @@ def expected_forecast_metrics(events: list[dict[str, Any]], as_of: dt.datetime,
             out[_key("pulse_forecast_actual_won_amount", team=group, period=period)] = \
                 Fraction(won.get(group, 0), 100)
     return out
+
+
+def expected_plan_metrics(events: list[dict[str, Any]], as_of: dt.datetime,
+                          cfg: ReferenceConfig) -> dict[Key, Fraction]:
+    """The CRM plan's samples at ``as_of``: over the deals open then, with the latest
+    expected close (``deal.created`` or ``deal.updated``) E and the latest forecast
+    category: slipped (E before T's local date), closing in T's month / quarter (from
+    T's date to its end, per category), pushed out of it (E after it while the expected
+    close in effect at its start, or one set since, lay inside it)."""
+    deal_events = unique_by_id(_in_zone([e for e in events if e["type"].startswith("deal.")],
+                                        cfg))
+    today = cfg.local(as_of).date()
+    plans: dict[str, list[tuple[dt.datetime, str, str | None, str | None]]] = defaultdict(list)
+    for e in deal_events:
+        data = e["data"]
+        if e["type"] == "deal.created" and data.get("expected_close"):
+            plans[data["deal_id"]].append((_t(e), e["id"], data["expected_close"], None))
+        elif e["type"] == "deal.updated" and (data.get("expected_close")
+                                              or data.get("forecast_category")):
+            plans[data["deal_id"]].append((_t(e), e["id"], data.get("expected_close"),
+                                           data.get("forecast_category")))
+    periods = _period_dates(today, cfg.fiscal_year_start_month)
+    counts: dict[Key, int] = defaultdict(int)
+    amounts: dict[Key, int] = defaultdict(int)
+
+    def count(name: str, cents: int, **labels: str) -> None:
+        counts[_key(f"pulse_forecast_{name}_deals", **labels)] += 1
+        amounts[_key(f"pulse_forecast_{name}_amount", **labels)] += cents
+
+    for path in _walk_deals(resolve_lifecycles(deal_events), cfg):
+        if path.open_stage is None:
+            continue
+        marks = sorted(plans.get(path.deal_id, []), key=lambda m: (m[0], m[1]))
+        closes = [(when, close) for when, _, close, _ in marks if close is not None]
+        categories = [category for _, _, _, category in marks if category is not None]
+        if not closes:
+            continue
+        expected = dt.date.fromisoformat(closes[-1][1])
+        category = categories[-1] if categories else "(none)"
+        cents = path.open_stage[2]
+        for team in (path.team, "all"):
+            if expected < today:
+                count("slipped", cents, team=team)
+            for period in ("month", "quarter"):
+                _, start, end = periods[period]
+                if today <= expected < end:
+                    count("closing", cents, team=team, period=period, category=category)
+                elif expected >= end:
+                    before = [close for when, close in closes if when.date() < start]
+                    inside = ([before[-1]] if before else []) + [
+                        close for when, close in closes if when.date() >= start]
+                    if any(start <= dt.date.fromisoformat(c) < end for c in inside):
+                        count("pushed", cents, team=team, period=period)
+    out: dict[Key, Fraction] = {key: Fraction(n) for key, n in counts.items()}
+    out.update({key: Fraction(cents, 100) for key, cents in amounts.items()})
+    return out

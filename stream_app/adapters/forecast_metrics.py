@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from prometheus_client.core import Metric
 
 from stream_app.adapters.operational_metrics import gauge
+from stream_app.kpi.forecast_plans import CLOSING, PUSHED, SLIPPED
 from stream_app.kpi.money import cents_to_units
 from stream_app.kpi.rows import Report
 
@@ -74,3 +75,30 @@ def forecast_families(report: Report) -> Iterator[Metric]:
     for (group, period), cents in sorted(actuals.items()):
         actual.add_metric([group, period], cents_to_units(cents))
     yield from (snapshot, actual, error)
+    yield from _plan_families(report)
+
+
+def _plan_families(report: Report) -> Iterator[Metric]:
+    """The CRM's plan for the open deals: slipped, pushed out of the period, and expected
+    to close in it per forecast category."""
+    slipped = gauge("forecast_slipped_deals", "Open deals whose expected close date is "
+                    "before T's day.", ["team"])
+    slipped_amount = gauge("forecast_slipped_amount", "Their open amount.", ["team"])
+    pushed = gauge("forecast_pushed_deals", "Open deals whose expected close moved past the "
+                   "period's end after lying inside the period (at its start or since).",
+                   ["team", "period"])
+    pushed_amount = gauge("forecast_pushed_amount", "Their open amount.", ["team", "period"])
+    closing = gauge("forecast_closing_deals", "Open deals expected to close from T's day to "
+                    "the period's end, by the CRM's forecast category ((none): never named).",
+                    ["team", "period", "category"])
+    closing_amount = gauge("forecast_closing_amount", "Their open amount.",
+                           ["team", "period", "category"])
+    families = {SLIPPED: (slipped, slipped_amount), PUSHED: (pushed, pushed_amount),
+                CLOSING: (closing, closing_amount)}
+    for row in report.forecast_plans:
+        labels = [row.group, *([row.period] if row.kind != SLIPPED else []),
+                  *([row.category] if row.kind == CLOSING else [])]
+        count, amount = families[row.kind]
+        count.add_metric(labels, row.deals)
+        amount.add_metric(labels, cents_to_units(row.cents))
+    yield from (slipped, slipped_amount, pushed, pushed_amount, closing, closing_amount)

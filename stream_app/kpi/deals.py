@@ -139,6 +139,21 @@ class DealState:
     lifecycle: Lifecycle = field(default_factory=Lifecycle)
     #: Owner changes (``deal.updated`` with an owner_id): (time_ms, event_id, owner), sorted.
     owners: tuple[tuple[int, str, str], ...] = ()
+    #: The CRM's plan for the deal: (time_ms, event_id, expected close "YYYY-MM-DD" or None,
+    #: forecast category or None) of each ``deal.created`` or ``deal.updated`` naming
+    #: either (None: not changed by that event), sorted.
+    plans: tuple[tuple[int, str, str | None, str | None], ...] = ()
+
+    def plan_at(self, time_ms: int | None = None) -> tuple[str | None, str | None]:
+        """(expected close, forecast category) in effect at ``time_ms`` (None: now): the
+        latest of each named by an event timed at or before it."""
+        expected = category = None
+        for at, _, close, named in self.plans:
+            if time_ms is not None and at > time_ms:
+                break
+            expected = close if close is not None else expected
+            category = named if named is not None else category
+        return expected, category
 
     def owner_at(self, time_ms: int) -> str:
         """The deal's owner at ``time_ms`` (:func:`stream_app.kpi.lifecycle.owner_at`)."""
@@ -176,6 +191,8 @@ class DealState:
             out["xs"] = [list(close) for close in closes]
         if self.owners:
             out["ow"] = [list(change) for change in self.owners]
+        if self.plans:
+            out["pl"] = [list(plan) for plan in self.plans]
         marks = self.lifecycle.to_json()
         marks.pop("x", None)
         return out | marks
@@ -197,6 +214,8 @@ class DealState:
             lifecycle=Lifecycle.from_json({**raw, "x": closes}),
             owners=tuple((int(at), str(event), str(owner))
                          for at, event, owner in raw.get("ow") or ()),
+            plans=tuple((int(at), str(event), close, category)
+                        for at, event, close, category in raw.get("pl") or ()),
         )
 
 
@@ -240,10 +259,13 @@ def earliest(current: tuple[Any, ...] | None,
     return candidate if current is None or candidate[:2] < current[:2] else current
 
 
-def apply_deal_event(state: DealState, event: DealEvent, prune: bool = True) -> DealState:
-    """Fold one event into the state; commutative and idempotent per event. With
-    ``prune`` False the lifecycle keeps every mark, so :func:`state_before` can answer
-    for any earlier time."""
+def apply_deal_event(state: DealState, event: DealEvent, for_forecast: bool = False
+                     ) -> DealState:
+    """Fold one event into the state; commutative and idempotent per event. The
+    forecast's fold (``for_forecast``) keeps every lifecycle mark unpruned, so
+    :func:`state_before` can answer for any earlier time, and records the CRM's plan
+    (expected close, forecast category), which no other KPI reads."""
+    prune = not for_forecast
     at = ms_from_datetime(event.time)
     if isinstance(event, DealCreated):
         d = event.data
@@ -257,6 +279,11 @@ def apply_deal_event(state: DealState, event: DealEvent, prune: bool = True) -> 
             "source": d.source,
             "product": d.product,
         }
+        if for_forecast and d.expected_close is not None:
+            plans = merged_marks(state.plans, ((at, event.id, d.expected_close.isoformat(),
+                                                None),))
+            if plans is not state.plans:
+                state = replace(state, plans=plans)
         return replace(state, created=earliest(state.created, (at, event.id, info)))
     if isinstance(event, DealStageChanged | DealUpdated | DealReopened):
         if any(change[1] == event.id for change in state.changes):
@@ -275,6 +302,15 @@ def apply_deal_event(state: DealState, event: DealEvent, prune: bool = True) -> 
                 owners = merged_marks(state.owners, ((at, event.id, event.data.owner_id),))
                 if owners is not state.owners:
                     state = replace(state, owners=owners)
+            if for_forecast and isinstance(event, DealUpdated) and (
+                    event.data.expected_close is not None
+                    or event.data.forecast_category is not None):
+                expected = event.data.expected_close
+                plans = merged_marks(state.plans, ((
+                    at, event.id, None if expected is None else expected.isoformat(),
+                    event.data.forecast_category),))
+                if plans is not state.plans:
+                    state = replace(state, plans=plans)
             if isinstance(event, DealUpdated) and amount is None:
                 return state  # owner, expected close, forecast category: no amount change
             to_stage = event.data.to_stage if isinstance(event, DealStageChanged) else None
@@ -298,8 +334,8 @@ def apply_deal_event(state: DealState, event: DealEvent, prune: bool = True) -> 
 
 
 def state_before(state: DealState, cutoff_ms: int) -> DealState:
-    """What the events timed before ``cutoff_ms`` fold to, from a state folded without
-    pruning (``apply_deal_event(..., prune=False)``): every mark at or after the cutoff
+    """What the events timed before ``cutoff_ms`` fold to, from the forecast's fold
+    (``apply_deal_event(..., for_forecast=True)``): every mark at or after the cutoff
     dropped."""
     created = state.created if state.created is not None and state.created[0] < cutoff_ms \
         else None
@@ -313,6 +349,7 @@ def state_before(state: DealState, cutoff_ms: int) -> DealState:
             reopenings=tuple(r for r in lifecycle.reopenings if int(r[0]) < cutoff_ms),
             deletions=tuple(d for d in lifecycle.deletions if int(d[0]) < cutoff_ms)),
         owners=tuple(owner for owner in state.owners if owner[0] < cutoff_ms),
+        plans=tuple(plan for plan in state.plans if plan[0] < cutoff_ms),
     )
 
 

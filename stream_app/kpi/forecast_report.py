@@ -34,6 +34,7 @@ from stream_app.kpi.forecast import (
     forecast_period,
     learn_histories,
 )
+from stream_app.kpi.forecast_plans import PlanKpis, plan_rows
 from stream_app.kpi.money import Pricing
 
 #: The group every team's forecast also counts in.
@@ -127,6 +128,11 @@ class PathCache:
 
     def paths(self, basis: ForecastBasis, day: int | None) -> list[DealPath]:
         """Every deal's path as known before the start of ``day``."""
+        return [path for _, path in self.pairs(basis, day) if path is not None]
+
+    def pairs(self, basis: ForecastBasis, day: int | None
+              ) -> list[tuple[DealState, DealPath | None]]:
+        """Every deal's state (uncut) and path as known before the start of ``day``."""
         previous = self.cuts.get(day, {})
         current: dict[str, tuple[DealState, DealPath | None]] = {}
         cutoff = None if day is None else basis.calendar.day_start_ms(day)
@@ -137,7 +143,7 @@ class PathCache:
                 known = (state, deal_path(cut, basis.pricing, basis.calendar))
             current[state.deal_id] = known
         self.cuts[day] = current
-        return [path for _, path in current.values() if path is not None]
+        return list(current.values())
 
     def keep_only(self, days: set[int | None]) -> None:
         """Forget the cuts no longer read."""
@@ -199,10 +205,12 @@ def _closed_periods(calendar: Calendar, day: int
 
 def forecast_rows(basis: ForecastBasis | None, as_of_day: int, settings: ForecastSettings,
                   cached: Cached, paths: PathCache
-                  ) -> tuple[tuple[ForecastKpis, ...], tuple[ForecastAccuracyKpis, ...]]:
-    """The live forecasts and the accuracy rows of ``basis`` at T's day."""
+                  ) -> tuple[tuple[ForecastKpis, ...], tuple[ForecastAccuracyKpis, ...],
+                             tuple[PlanKpis, ...]]:
+    """The live forecasts, the accuracy rows and the CRM plan's rows of ``basis`` at T's
+    day."""
     if basis is None or not basis.states:
-        return (), ()
+        return (), (), ()
     calendar = basis.calendar
     used: set[int | None] = set()
 
@@ -222,7 +230,12 @@ def forecast_rows(basis: ForecastBasis | None, as_of_day: int, settings: Forecas
                       lambda: learn_histories(known, checkpoint, settings))
 
     live = []
-    for period, (name, start, end) in _periods(calendar, as_of_day).items():
+    periods = _periods(calendar, as_of_day)
+    plans = cached("plans", (as_of_day, basis.signature_before(None)), lambda: plan_rows(
+        paths.pairs(basis, None), as_of_day,
+        {period: periods[period][1:] for period in ("month", "quarter")}, calendar,
+        basis.team_names))
+    for period, (name, start, end) in periods.items():
         for group, forecast in sorted(forecasts_at(as_of_day, start, end).items()):
             live.append(ForecastKpis(
                 group, period, name, forecast.won_cents, forecast.open_expected_cents,
@@ -243,7 +256,7 @@ def forecast_rows(basis: ForecastBasis | None, as_of_day: int, settings: Forecas
                     group, period, name, checkpoint_name,
                     0.0 if made is None else made.expected_cents, won.get(group, 0)))
     paths.keep_only(used)
-    return tuple(live), tuple(accuracy)
+    return tuple(live), tuple(accuracy), plans
 
 
 def _won_by_day(known: list[DealPath], team_names: Mapping[str, str]

@@ -439,12 +439,12 @@ def build_report(snap: Snapshot, as_of_ms: int, cfg: ReportConfig,
     owner_rows = part("owner_rows", _QUOTA_FIELDS,
                       lambda: _owner_rows(snap, periods.values(), calendar))
     if memo is None:
-        forecasts, forecast_accuracy = forecast_rows(
+        forecasts, forecast_accuracy, forecast_plans = forecast_rows(
             snap.forecast, as_of_day, cfg.forecast, lambda _, __, compute: compute(),
             PathCache())
     else:
-        forecasts, forecast_accuracy = forecast_rows(snap.forecast, as_of_day, cfg.forecast,
-                                                     memo.cached, memo.paths)
+        forecasts, forecast_accuracy, forecast_plans = forecast_rows(
+            snap.forecast, as_of_day, cfg.forecast, memo.cached, memo.paths)
     owner_deals, owner_pipeline = part("owner_deals", ("owner_deals", "owner_open"),
                                        lambda: _frozen(_owner_deal_kpis(
                                            snap, cfg, as_of_day)))
@@ -488,6 +488,7 @@ def build_report(snap: Snapshot, as_of_ms: int, cfg: ReportConfig,
         latest_event_ms=snap.latest_event_ms,
         forecasts=forecasts,
         forecast_accuracy=forecast_accuracy,
+        forecast_plans=forecast_plans,
         forecast_alert_margin=cfg.forecast.alert_margin if forecasts else None,
     )
 

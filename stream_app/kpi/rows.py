@@ -29,6 +29,7 @@ __all__ = [
 
 from dataclasses import dataclass, field
 
+from stream_app.kpi.forecast_plans import PlanKpis
 from stream_app.kpi.forecast_report import ForecastAccuracyKpis, ForecastKpis
 
 _MS_PER_S = 1000
@@ -498,5 +499,7 @@ class Report:
     forecasts: tuple[ForecastKpis, ...] = ()
     #: The forecasts of the last closed month and quarter against what they closed at.
     forecast_accuracy: tuple[ForecastAccuracyKpis, ...] = ()
+    #: The CRM's plan for the open deals: slipped, pushed out of and closing in a period.
+    forecast_plans: tuple[PlanKpis, ...] = ()
     #: The forecast alert's margin, beside the forecasts (None without them).
     forecast_alert_margin: float | None = None

@@ -28,9 +28,9 @@ import json
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
-from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic import BaseModel, ValidationError
 
 from stream_app.config import Settings, organisation_calendar
 from stream_app.events.codec import Rejection
@@ -53,6 +53,7 @@ from stream_app.events.models import (
     LeadEvent,
     QuotaSet,
     RepUpdated,
+    crm_event_adapter,
 )
 from stream_app.kpi.accounts import (
     AccountState,
@@ -108,7 +109,6 @@ from stream_app.sources.forecast_book import FORECAST_KEY, ForecastBook
 from stream_app.sources.spec import Entity, Feed, Fold, LabelValues, Outgoing, SourceSpec
 
 M = TypeVar("M", bound=BaseModel)
-_DEAL_EVENT: TypeAdapter[DealEvent] = TypeAdapter(DealEvent)  # type: ignore[arg-type]
 
 
 def deal_labels(events: Iterable[DealEvent]) -> dict[str, set[str]]:
@@ -165,11 +165,14 @@ def _parser(model: type[M]) -> Callable[[bytes | None], M | Rejection]:
 def _parse_deal_event(value: bytes | None) -> DealEvent | Rejection:
     """A re-keyed deal event (already validated by the contract when first read)."""
     try:
-        return _DEAL_EVENT.validate_json(value or b"")
+        event = crm_event_adapter.validate_json(value or b"")
     except ValidationError as exc:
         first = exc.errors(include_url=False)[0]
         where = ".".join(str(part) for part in first["loc"]) or "event"
         return Rejection("invalid_field", f"re-keyed deal event {where}: {first['msg']}")
+    if not event.type.startswith("deal."):
+        return Rejection("invalid_field", f"re-keyed deal event: a {event.type} event")
+    return cast("DealEvent", event)
 
 
 def _no_contributions(_: DealState) -> dict[Any, tuple[int, ...]]:
@@ -361,7 +364,7 @@ def catalogue(settings: Settings, pricing: Pricing, scoring: ScoringRules
             Feed(s.topic_forecast_deals, FORECAST_SOURCE, parse=_parse_deal_event,
                  labels=deal_labels,
                  fold=lambda e: Fold(forecast_deal, e.data.deal_id, ms_from_datetime(e.time),
-                                     partial(apply_deal_event, event=e, prune=False))),
+                                     partial(apply_deal_event, event=e, for_forecast=True))),
         ), quota_labels, side_book=partial(ForecastBook, pricing, calendar)),
         SourceSpec("leads", "leads", (
             Feed(s.topic_leads, LEAD_SOURCE, emit=publish_hot,

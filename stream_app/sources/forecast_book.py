@@ -34,7 +34,7 @@ def _marks(state: DealState) -> Iterator[tuple[int, str]]:
         yield int(state.created[0]), str(state.created[1])
     lifecycle = state.lifecycle
     for mark in (*state.changes, *lifecycle.closes, *lifecycle.reopenings,
-                 *lifecycle.deletions, *state.owners):
+                 *lifecycle.deletions, *state.owners, *state.plans):
         yield int(mark[0]), str(mark[1])
 
 

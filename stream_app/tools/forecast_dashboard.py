@@ -3,7 +3,7 @@ how sure the forecast is, and how far it was off in the periods already closed."
 
 from __future__ import annotations
 
-__all__ = ["forecast"]
+__all__ = ["QUOTA_MADE", "forecast"]
 
 from grafana_foundation_sdk.builders import dashboard
 
@@ -20,6 +20,8 @@ from stream_app.tools.board_parts import (
     thresholds,
 )
 
+#: What the closing coverage shows when the quota is made (nothing left to cover).
+QUOTA_MADE = "quota made"
 #: Checkpoints of the closed periods, in order (as the workers label them).
 _MONTH_CHECKPOINTS = tuple(f"day_{day}" for day in (1, 8, 15, 22))
 _QUARTER_CHECKPOINTS = tuple(f"week_{week}" for week in range(1, 14))
@@ -85,4 +87,28 @@ def forecast(cfg: BoardSettings) -> dashboard.Dashboard:
              "fiscal quarter."),
         figure("Month elapsed", 'period:pulse_forecast_period_elapsed:ratio{period="month"}',
                    "percentunit", "Days of the month before today / days in the month."),
+        figure("Slipped deals", f"team:pulse_forecast_slipped_amount:sum{{{team}}} "
+               "or on () vector(0)", cfg.money, "Open amount of the deals whose expected "
+               "close date has passed (the CRM's date, deal.created or deal.updated)."),
+        figure("Pushed out of this month",
+               f'team_period:pulse_forecast_pushed_amount:sum{{{team},period="month"}} '
+               "or on () vector(0)", cfg.money, "Open amount of the deals whose expected "
+               "close moved past the month's end after lying inside it."),
+        figure("Pushed out of this quarter",
+               f'team_period:pulse_forecast_pushed_amount:sum{{{team},period="quarter"}} '
+               "or on () vector(0)", cfg.money, "The same for the fiscal quarter."),
+        figure("Coverage of the pipeline closing this month",
+               f'team_period:pulse_forecast_closing_coverage:ratio{{{team},period="month"}}',
+               "x", "Open amount expected to close by the month's end / quota still to win; "
+               "red below 1.", thresholds((None, RED), (1, GREEN)), no_value=QUOTA_MADE),
+        bars("Expected to close this month, by CRM category",
+             [("sum by (category) (team_period_category:pulse_forecast_closing_amount:sum"
+               f'{{{team},period="month"}})', "{{category}}")], cfg.money,
+             "The CRM's own call (commit, best case, pipeline, omitted; (none) when it made "
+             "none) on the open deals expected to close by the month's end, next to the "
+             "model's forecast above."),
+        bars("Expected to close this quarter, by CRM category",
+             [("sum by (category) (team_period_category:pulse_forecast_closing_amount:sum"
+               f'{{{team},period="quarter"}})', "{{category}}")], cfg.money,
+             "The same for the fiscal quarter."),
     ], (TEAM,))

@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from stream_app.events.models import FORECAST_CATEGORIES
+
 PRODUCTS: dict[str, float] = {"Starter": 1_500.0, "Growth": 6_000.0, "Enterprise": 30_000.0}
 SOURCES = ("Inbound", "Outbound", "Partner", "Event", "Referral")
 COMPETITORS = ("Acme CRM", "Globex", "Initech")
@@ -66,6 +68,9 @@ class GeneratorSettings:
     delete_probability: float = 0.01
     #: Share of deals handed to another rep of the team (``deal.updated`` owner_id).
     handover_probability: float = 0.03
+    #: Share of deals whose expected close or forecast category the CRM updates
+    #: (``deal.updated``); 0 leaves the rest of the stream as it was.
+    plan_update_probability: float = 0.0
     source: str = "crm/generator"
 
 
@@ -119,6 +124,7 @@ def generate_events(cfg: GeneratorSettings) -> Iterator[dict[str, Any]]:
     day = cfg.start
     deal_no = 0
     lifecycle_rng = random.Random(cfg.seed * 104_729 + 3)
+    plan_rng = random.Random(cfg.seed * 7_919 + 5)
     while day < cfg.end:
         weekday_factor = 0.25 if day.weekday() >= 5 else 1.0
         expected = cfg.deals_per_day * weekday_factor
@@ -180,6 +186,9 @@ def generate_events(cfg: GeneratorSettings) -> Iterator[dict[str, Any]]:
             _emit_lifecycle(lifecycle_rng, cfg, emit, deal_id, created_at,
                             at if won or lost else None, _money(amount),
                             [rep for rep in reps[team] if rep != owner])
+            if plan_rng.random() < cfg.plan_update_probability:
+                _emit_plan_updates(plan_rng, emit, deal_id, created_at,
+                                   at if won or lost else cfg.end)
         day += dt.timedelta(days=1)
     for account, won_at in sorted(first_win.items()):
         if rng.random() < cfg.churn_probability:
@@ -223,6 +232,24 @@ def _emit_lifecycle(rng: random.Random, cfg: GeneratorSettings, emit: Any, deal_
         if rng.random() < 1 / 3:
             emit("deal.restored", at + dt.timedelta(days=rng.uniform(1, 10)),
                  {"deal_id": deal_id})
+
+
+def _emit_plan_updates(rng: random.Random, emit: Any, deal_id: str, created_at: dt.datetime,
+                       until: dt.datetime) -> None:
+    """One to three ``deal.updated`` events before ``until`` moving the expected close
+    (mostly later: deals slip) and naming a forecast category."""
+    at, expected = created_at, created_at.date() + dt.timedelta(days=60)
+    for _ in range(rng.randint(1, 3)):
+        at += dt.timedelta(days=rng.uniform(1, 25))
+        if at >= until:
+            return
+        expected += dt.timedelta(days=rng.randint(-10, 40))
+        update: dict[str, Any] = {"deal_id": deal_id}
+        if rng.random() < 0.8:
+            update["expected_close"] = expected.isoformat()
+        if rng.random() < 0.6 or len(update) == 1:
+            update["forecast_category"] = rng.choice(FORECAST_CATEGORIES)
+        emit("deal.updated", at, update)
 
 
 def _emit_lead(rng: random.Random, emit: Any, lead_id: str, source: str, team: str | None,

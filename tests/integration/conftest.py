@@ -45,11 +45,12 @@ def base_settings(servers: EmbeddedServers) -> Settings:
 def small_stream(seed: int = 11, months: int = 5, per_day: float = 6.0,
                  leads: float = 1.5) -> list[dict[str, Any]]:
     """A generated stream ending 2026-10-20 12:00 UTC; ``leads`` leads per deal (the fault
-    tests use fewer: lead engagements are most of the events otherwise)."""
+    tests use fewer: lead engagements are most of the events otherwise); the CRM updates
+    the expected close or forecast category of a third of the deals."""
     end = dt.datetime(2026, 10, 20, 12, tzinfo=dt.UTC)
     cfg = GeneratorSettings(seed=seed, start=end - dt.timedelta(days=30 * months), end=end,
                             deals_per_day=per_day, accounts=120, churn_probability=0.5,
-                            leads_per_deal=leads)
+                            leads_per_deal=leads, plan_update_probability=0.3)
     return list(generate_events(cfg))
 
 

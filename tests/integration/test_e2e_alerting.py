@@ -20,6 +20,7 @@ import yaml
 from stream_app.adapters.processes import free_port, spawn, stop_process, wait_for_port
 from stream_app.config import Settings
 from stream_app.tools.dashboards import panel_queries, variable_queries
+from stream_app.tools.forecast_dashboard import QUOTA_MADE
 from stream_app.tools.generator import GeneratorSettings, generate_events
 from tests.integration.conftest import last_time
 from tests.integration.harness import Worker, produce, settled, worker_settings
@@ -103,7 +104,7 @@ def _stream(churn_probability: float, quota_level: float) -> list[dict[str, Any]
     end = dt.datetime(2026, 10, 20, 12, tzinfo=dt.UTC)
     cfg = GeneratorSettings(seed=5, start=end - dt.timedelta(days=420), end=end,
                             deals_per_day=4, accounts=120, churn_probability=churn_probability,
-                            quota_level=quota_level)
+                            quota_level=quota_level, plan_update_probability=0.3)
     return list(generate_events(cfg))
 
 
@@ -147,7 +148,16 @@ _OWNER_DENOMINATORS = {
 def _rightly_blank(prometheus: str, board: str, title: str, expr: str) -> bool:
     """Whether an empty panel is the right answer: it shows a "no deal" text in place
     of a value (``noValue``), and the denominator of its ratio is 0 for the same rep
-    and window (one rep may have won nothing in 30 days)."""
+    and window (one rep may have won nothing in 30 days); or it shows "quota made" for
+    the coverage of the pipeline closing in a period whose quota is already won."""
+    covered = re.fullmatch(r"team_period:pulse_forecast_closing_coverage:ratio(\{.*\})", expr)
+    if covered is not None:
+        panels = json.loads((DEPLOY / "grafana" / "dashboards" / board).read_text())["panels"]
+        [panel] = [p for p in panels if p["title"] == title]
+        left = query(prometheus, f"team_period:pulse_quota_amount:sum{covered[1]} - "
+                                 f"team_period:pulse_quota_won_amount:sum{covered[1]}")
+        return panel["fieldConfig"]["defaults"].get("noValue") == QUOTA_MADE and \
+            len(left) == 1 and float(left[0]["value"][1]) <= 0
     found = re.fullmatch(r"(\S+?)(\{.*\})", expr)
     if found is None or found[1] not in _OWNER_DENOMINATORS:
         return False
@@ -228,7 +238,7 @@ def test_churn_and_attainment_alerts_reach_the_receiver_only_when_due(
             time.sleep(1)
         print(f"\n{len(panels)} panel queries, "
               f"{sum(1 for p in panels if not query(prometheus, p[2]))} rightly empty "
-              "(a rep with no deal won or closed in the window)")
+              "(a rep with no deal won or closed in the window, a quota already made)")
         rate = query(prometheus, 'period:pulse_customer_churn_rate:ratio{period="last_month"}')
         assert abs(float(rate[0]["value"][1]) - churn) <= 1e-9
         _await_evaluations(prometheus, "pipeline_pulse_alerts", after=time.time(), count=8)

@@ -123,9 +123,9 @@ def _forecast_basis() -> Any:
     won, opened = DealState("W"), DealState("O")
     for event in (ev("deal.created", "1970-01-02T10:00:00Z", deal_id="W"),
                   ev("deal.won", "1970-01-05T10:00:00Z", deal_id="W", amount="100")):
-        won = apply_deal_event(won, event, prune=False)
+        won = apply_deal_event(won, event, for_forecast=True)
     opened = apply_deal_event(opened, ev("deal.created", "1970-01-03T10:00:00Z", deal_id="O"),
-                              prune=False)
+                              for_forecast=True)
     return ForecastBasis((won, opened), ((1, 3),), 0, {"T": "T"}, pricing(Settings()),
                          UTC_CALENDAR)
 

@@ -24,12 +24,12 @@ from tests.unit.events import ev
 PRICING = pricing(Settings())
 
 
-def _fold(events: list, prune: bool) -> dict[str, DealState]:
+def _fold(events: list, for_forecast: bool) -> dict[str, DealState]:
     states: dict[str, DealState] = {}
     for event in events:
         deal_id = event.data.deal_id
         states[deal_id] = apply_deal_event(states.get(deal_id) or DealState(deal_id), event,
-                                           prune=prune)
+                                           for_forecast=for_forecast)
     return states
 
 
@@ -40,26 +40,28 @@ def test_a_state_folded_whole_and_cut_at_a_day_equals_the_fold_of_the_events_bef
     events = [crm_event_adapter.validate_python(e) for e in generate_events(GeneratorSettings(
         seed=12, start=end - dt.timedelta(days=150), end=end, deals_per_day=4,
         leads_per_deal=0, activities_per_deal=0, reopen_probability=0.3,
-        delete_probability=0.2)) if e["type"].startswith("deal.")]
+        delete_probability=0.2, plan_update_probability=0.5)) if e["type"].startswith("deal.")]
     rng = random.Random(12)
     shuffled = rng.sample(events, len(events))
-    whole = _fold(shuffled, prune=False)
+    whole = _fold(shuffled, for_forecast=True)
     for days_before in (120, 60, 20):
         cutoff = ms_from_datetime(end - dt.timedelta(days=days_before))
-        before = _fold([e for e in shuffled if ms_from_datetime(e.time) < cutoff], prune=True)
+        before = _fold([e for e in shuffled if ms_from_datetime(e.time) < cutoff],
+                       for_forecast=True)
         cut = {deal: state_before(state, cutoff) for deal, state in whole.items()}
         for deal, state in cut.items():
             expected = before.get(deal, DealState(deal))
-            assert (state.created, state.changes, state.owners, state.lifecycle.close,
-                    state.deleted) == (expected.created, expected.changes, expected.owners,
-                                       expected.lifecycle.close, expected.deleted), deal
-    pruned = _fold(shuffled, prune=True)
+            assert (state.created, state.changes, state.owners, state.plans,
+                    state.lifecycle.close, state.deleted) == (
+                expected.created, expected.changes, expected.owners, expected.plans,
+                expected.lifecycle.close, expected.deleted), deal
+    pruned = _fold(shuffled, for_forecast=False)
     assert any(len(whole[d].lifecycle.closes) > len(pruned[d].lifecycle.closes) for d in whole)
 
 
 def _book(events: list, calendar: Calendar = UTC_CALENDAR) -> ForecastBook:
     book = ForecastBook(PRICING, calendar)
-    for state in _fold(events, prune=False).values():
+    for state in _fold(events, for_forecast=True).values():
         book.note(7, state)
     return book
 
@@ -83,7 +85,7 @@ def test_a_change_moves_only_the_signatures_of_the_cuts_after_its_earliest_new_e
     before = {day: basis.signature_before(_day(day)) for day in ("2026-03-02", "2026-03-03",
                                                                  "2026-03-11")}
     state = apply_deal_event(basis.states[0], ev("deal.won", "2026-03-10T09:00:00Z",
-                                                 deal_id="D", amount="100"), prune=False)
+                                                 deal_id="D", amount="100"), for_forecast=True)
     book.note(7, state)
     after = _basis(book)
     assert after is not None and after is not basis

@@ -208,7 +208,8 @@ def test_the_catalogue_folded_in_memory_equals_the_reference(seed: int, zone: st
     events = with_roster_changes(with_owner_changes(with_deal_lifecycles(with_deal_updates(
         list(generate_events(GeneratorSettings(
             seed=seed, start=end - dt.timedelta(days=200), end=end, deals_per_day=3,
-            accounts=80, churn_probability=0.5, leads_per_deal=1.0)))))))
+            accounts=80, churn_probability=0.5, leads_per_deal=1.0,
+            plan_update_probability=0.3)))))))
     if fiscal_start != 1:  # T (the last event, reopened deals' at most 40 days on) is in one
         events = with_fiscal_quotas(events, ("2027-Q2", "2027-Q3", "2027-Q4"))
     settings = SETTINGS.model_copy(update={"timezone": zone,
@@ -268,6 +269,13 @@ def test_every_routed_family_has_one_source_on_its_topic_and_role() -> None:
     (SETTINGS.topic_owner_wins, b'{"owner_id": "o", "won_at_ms": 1, "deal_id": "D"}', "cents"),
     (SETTINGS.topic_owner_wins, b"not json", "OwnerWinRecord"),
     (SETTINGS.topic_account_wins, None, "AccountWinRecord"),
+    (SETTINGS.topic_forecast_deals, b"not json", "re-keyed deal event"),
+    (SETTINGS.topic_forecast_deals, json.dumps({
+        "specversion": "1.0", "id": "q1", "source": "t", "type": "quota.set",
+        "time": "2026-01-01T00:00:00Z", "data": {"owner_id": "o", "team": "T",
+                                                 "period": "2026-01", "amount": "1",
+                                                 "currency": "USD"}}).encode(),
+     "a quota.set event"),
 ])
 def test_a_rekeyed_record_that_is_not_one_is_a_dead_letter_naming_the_field(
         topic: str, value: bytes | None, detail: str) -> None:

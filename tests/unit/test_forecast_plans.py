@@ -1,0 +1,97 @@
+"""The CRM's plan for the open deals (expected close dates and forecast categories):
+slipped, pushed out of the period and closing in it, on a hand-checked table, worker and
+reference alike."""
+
+from __future__ import annotations
+
+import datetime as dt
+from fractions import Fraction
+from typing import Any
+
+from stream_app.config import Settings, pricing
+from stream_app.events.models import crm_event_adapter
+from stream_app.kpi.calendar import UTC_CALENDAR
+from stream_app.kpi.deals import DealState, apply_deal_event
+from stream_app.kpi.forecast import DEFAULT_FORECAST
+from stream_app.kpi.forecast_report import ForecastBasis, PathCache, forecast_rows
+from tests.reference import ReferenceConfig
+from tests.reference_forecast import expected_plan_metrics
+
+_N = [0]
+
+
+def _event(kind: str, day: str, **data: Any) -> dict[str, Any]:
+    _N[0] += 1
+    if kind == "deal.created":
+        data = {"account_id": None, "owner_id": "o1", "team": "T", "amount": "100",
+                "currency": "USD", "stage": "Prospecting", **data}
+    return {"specversion": "1.0", "id": f"plan-{_N[0]:04d}", "source": "test", "type": kind,
+            "time": f"{day}T10:00:00Z", "data": data}
+
+
+#: T is 2026-11-20: month November, fiscal quarter October-December.
+EVENTS = [
+    # D1: expected 10 November, still open on the 20th: slipped.
+    _event("deal.created", "2026-10-01", deal_id="D1", expected_close="2026-11-10"),
+    # D2: expected the 25th, committed: closing in the month and the quarter.
+    _event("deal.created", "2026-10-01", deal_id="D2", expected_close="2026-11-25"),
+    _event("deal.updated", "2026-10-15", deal_id="D2", forecast_category="commit"),
+    # D3: expected 15 November at the month's start, moved to 5 December on the 5th:
+    # pushed out of the month, closing in the quarter (no category).
+    _event("deal.created", "2026-10-01", deal_id="D3", expected_close="2026-11-15"),
+    _event("deal.updated", "2026-11-05", deal_id="D3", expected_close="2026-12-05"),
+    # D4: 20 October, then 12 November (set inside the month), then January: pushed out
+    # of both (inside the quarter since its start, and inside the month since the 3rd).
+    _event("deal.created", "2026-10-01", deal_id="D4", expected_close="2026-10-20",
+           amount="300"),
+    _event("deal.updated", "2026-11-03", deal_id="D4", expected_close="2026-11-12"),
+    _event("deal.updated", "2026-11-10", deal_id="D4", expected_close="2027-01-15",
+           forecast_category="best_case"),
+    # D5: won on the 18th: not open, counts nowhere.
+    _event("deal.created", "2026-10-01", deal_id="D5", expected_close="2026-12-20"),
+    _event("deal.won", "2026-11-18", deal_id="D5", amount="100"),
+    # D6: expected in February, never inside: counts nowhere.
+    _event("deal.created", "2026-10-01", deal_id="D6", expected_close="2027-02-01"),
+    # D7: no expected close at all: counts nowhere.
+    _event("deal.created", "2026-10-01", deal_id="D7"),
+    _event("deal.updated", "2026-11-20", deal_id="D2", amount="150"),
+]
+
+EXPECTED = {
+    ("slipped", "", ""): (1, 10_000),
+    ("closing", "month", "commit"): (1, 15_000),
+    ("closing", "quarter", "commit"): (1, 15_000),
+    ("closing", "quarter", "(none)"): (1, 10_000),
+    ("pushed", "month", ""): (2, 40_000),
+    ("pushed", "quarter", ""): (1, 30_000),
+}
+
+
+def test_slipped_pushed_and_closing_deals_follow_the_crms_latest_plan() -> None:
+    states: dict[str, DealState] = {}
+    for raw in EVENTS:
+        event = crm_event_adapter.validate_python(raw)
+        deal_id = event.data.deal_id
+        states[deal_id] = apply_deal_event(states.get(deal_id) or DealState(deal_id), event,
+                                           for_forecast=True)
+    basis = ForecastBasis(tuple(states.values()), (), 0, {"T": "T"}, pricing(Settings()),
+                          UTC_CALENDAR)
+    day = (dt.date(2026, 11, 20) - dt.date(1970, 1, 1)).days
+    _, _, plans = forecast_rows(basis, day, DEFAULT_FORECAST, lambda _, __, f: f(),
+                                PathCache())
+    for group in ("T", "all"):
+        got = {(row.kind, row.period, row.category): (row.deals, row.cents)
+               for row in plans if row.group == group}
+        assert got == EXPECTED, group
+
+
+def test_the_reference_reads_the_same_table() -> None:
+    got = expected_plan_metrics(EVENTS, dt.datetime(2026, 11, 20, 12, tzinfo=dt.UTC),
+                                ReferenceConfig())
+    for (kind, period, category), (deals, cents) in EXPECTED.items():
+        labels = {"team": "all", **({"period": period} if period else {}),
+                  **({"category": category} if category else {})}
+        key = tuple(sorted(labels.items()))
+        assert got[(f"pulse_forecast_{kind}_deals", key)] == deals
+        assert got[(f"pulse_forecast_{kind}_amount", key)] == Fraction(cents, 100)
+    assert len(got) == 2 * 2 * len(EXPECTED)  # per team T and all, deals and amount
