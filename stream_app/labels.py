@@ -27,6 +27,8 @@ ROSTER_FAMILIES = 1
 #: the CRM's plan: slipped deals and amount, pushed per period, closing per period and
 #: category (4 and none).
 FORECAST_SERIES = 6 * 3 + 2 * (4 + 13) + 2 + 2 + 2 * 2 + 2 * 2 * 5
+#: Forecast series per owner: forecast, won so far, low and high, for month and quarter.
+OWNER_FORECAST_SERIES = 4 * 2
 #: Forecast series per period (elapsed ratio and days, days) and the alert margin.
 FORECAST_PERIOD_SERIES = 3 * 3 + 1
 
@@ -49,7 +51,8 @@ def series_budget(settings: Settings) -> int:
              + len(rules.histogram_buckets) + 6)
     kinds = len(ACTIVITY_KINDS)
     activities = windows * (groups * (kinds + 1) + kinds * (settings.max_owners + 1))
-    owner_deals = ((OWNER_WINDOW_FAMILIES * windows + OWNER_PIPELINE_FAMILIES)
-                   * (settings.max_owners + 1) + ROSTER_FAMILIES * settings.max_owners)
+    owner_deals = ((OWNER_WINDOW_FAMILIES * windows + OWNER_PIPELINE_FAMILIES
+                    + OWNER_FORECAST_SERIES) * (settings.max_owners + 1)
+                   + ROSTER_FAMILIES * settings.max_owners)
     return (groups * per_team + histogram + dimensions + quotas + leads + activities
             + owner_deals + 96 + FORECAST_PERIOD_SERIES + 8 * settings.partitions)

@@ -40,10 +40,12 @@ ALERT_MARGIN = 0.1
 
 def expected_forecast_parts(events: list[dict[str, Any]], checkpoint: dt.date,
                             start: dt.date, end: dt.date, cfg: ReferenceConfig | None = None,
-                            window_days: int = 365, rate_days: int = 90
+                            window_days: int = 365, rate_days: int = 90, by: str = "team"
                             ) -> dict[str, dict[str, float]]:
-    """Per team and "all": won, open (expected from open deals), new (expected from deals
-    not created yet) and variance, in cents, of the forecast at ``checkpoint``."""
+    """Per team (``by="owner"``: per owner, the one at the close of a won deal and the
+    current one of an open deal) and "all": won, open (expected from open deals), new
+    (expected from deals not created yet) and variance, in cents, of the forecast at
+    ``checkpoint``."""
     cfg = cfg or ReferenceConfig()
     deal_events = [e for e in events if e["type"].startswith("deal.")]
     known = [e for e in _in_zone(unique_by_id(deal_events), cfg) if _t(e).date() < checkpoint]
@@ -86,12 +88,12 @@ def expected_forecast_parts(events: list[dict[str, Any]], checkpoint: dt.date,
     for p in paths:
         if p.closed is not None:
             if p.closed[0] == "won" and start <= p.closed[1].date() < end:
-                for group in (p.team, "all"):
+                for group in (p.closing_owner if by == "owner" else p.team, "all"):
                     out[group]["won"] += p.closed[2]
             continue
         stage, since, cents = p.open_stage  # type: ignore[misc]
         p_win = chance(stage, (checkpoint - since.date()).days, (end - checkpoint).days, skip)
-        for group in (p.team, "all"):
+        for group in (p.current_owner if by == "owner" else p.team, "all"):
             out[group]["open"] += p_win * cents
             out[group]["variance"] += p_win * (1 - p_win) * cents * cents
     won_amounts = [p.closed[2] for p in paths if p.closed and p.closed[0] == "won"
@@ -154,6 +156,19 @@ def expected_forecast_metrics(events: list[dict[str, Any]], as_of: dt.datetime,
         out[_key("pulse_forecast_period_elapsed_days", period=period)] = Fraction(elapsed)
         out[_key("pulse_forecast_period_days", period=period)] = Fraction(days)
     out[_key("pulse_forecast_alert_margin_ratio")] = Fraction(ALERT_MARGIN)
+    for period in ("month", "quarter"):
+        _, start, end = live[period]
+        for owner, p in expected_forecast_parts(events, today, start, end, cfg,
+                                                by="owner").items():
+            if owner == "all":
+                continue
+            total = p["won"] + p["open"]
+            spread = _Z * math.sqrt(p["variance"])
+            for name, cents in (("won", total), ("won_so_far", p["won"]),
+                                ("won_low", max(p["won"], total - spread)),
+                                ("won_high", total + spread)):
+                out[_key(f"pulse_owner_forecast_{name}_amount", owner=owner, period=period)] = \
+                    Fraction(cents / 100)
     everything = resolve_lifecycles(unique_by_id(_in_zone(events, cfg)))
     closed = _walk_deals(everything, cfg)
     last_month, last_quarter = periods["last_month"], periods["last_quarter"]

@@ -76,6 +76,26 @@ def forecast_families(report: Report) -> Iterator[Metric]:
         actual.add_metric([group, period], cents_to_units(cents))
     yield from (snapshot, actual, error)
     yield from _plan_families(report)
+    yield from _owner_families(report)
+
+
+def _owner_families(report: Report) -> Iterator[Metric]:
+    """This month's and quarter's forecast per owner."""
+    labels = ["owner", "period"]
+    expected = gauge("owner_forecast_won_amount", "Forecast of the owner's won amount in the "
+                     "period, made at the start of T's day: won so far (owner at the close) + "
+                     "the owner's open deals x their chance.", labels)
+    won = gauge("owner_forecast_won_so_far_amount", "Won by the owner in the period before "
+                "T's day.", labels)
+    low = gauge("owner_forecast_won_low_amount", "10th percentile.", labels)
+    high = gauge("owner_forecast_won_high_amount", "90th percentile.", labels)
+    for f in report.owner_forecasts:
+        row = [f.owner, f.period]
+        expected.add_metric(row, cents_to_units(f.expected_cents))
+        won.add_metric(row, cents_to_units(f.won_cents))
+        low.add_metric(row, cents_to_units(f.low_cents))
+        high.add_metric(row, cents_to_units(f.high_cents))
+    yield from (expected, won, low, high)
 
 
 def _plan_families(report: Report) -> Iterator[Metric]:

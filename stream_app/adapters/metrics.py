@@ -153,7 +153,8 @@ class PulseCollector(Collector):
                                  lambda: activity_families(r, self._owner_rows))
         yield from self._section("owners", (r.owner_deals, r.owner_pipeline, r.owner_profiles),
                                  lambda: owner_families(r, self._owner_rows))
-        yield from self._section("forecast", (r.forecasts, r.forecast_accuracy, r.forecast_plans),
+        yield from self._section("forecast", (r.forecasts, r.forecast_accuracy, r.forecast_plans,
+                                              r.owner_forecasts),
                                  lambda: forecast_families(r))
         yield from self._section("folded", (r.folded,), lambda: self._folded(r))
 

@@ -27,8 +27,9 @@ __all__ = ["CREATED", "DEFAULT_FORECAST", "DealPath", "Forecast", "ForecastSetti
 
 import math
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from operator import attrgetter
 
 from stream_app.kpi.calendar import Calendar
 from stream_app.kpi.deals import DealState, deal_timeline
@@ -37,6 +38,8 @@ from stream_app.kpi.money import Pricing
 
 #: The pseudo-stage every deal enters at its creation (for deals not yet created).
 CREATED = "(created)"
+#: Later than any event time (ms): the owner "now" of an open deal.
+_END_OF_TIME = 2**62
 #: The standard normal quantile of the bands (10th and 90th percentiles).
 _Z90 = 1.2815515655446004
 
@@ -65,6 +68,8 @@ class DealPath:
     close: tuple[bool, int, int] | None
     open_cents: int
     team: str = ""
+    #: Who owned the deal at its close, or owns it now while it is open.
+    owner: str = ""
 
 
 def deal_path(state: DealState, pricing: Pricing, calendar: Calendar) -> DealPath | None:
@@ -80,12 +85,14 @@ def deal_path(state: DealState, pricing: Pricing, calendar: Calendar) -> DealPat
                *((stint.stage, day_of(stint.start_ms)) for stint in timeline.stints))
     amount = pricing.to_cents(timeline.amounts[-1], currency)
     close = None
+    owner = state.owner_at(_END_OF_TIME)
     if state.closed is not None:
         closed_at, _, kind, won_amount, *_ = state.closed
         won = kind == WON
         won_cents = pricing.to_cents(won_amount, currency) if won and won_amount else amount
         close = (won, day_of(closed_at), won_cents if won else 0)
-    return DealPath(entries, close, amount, str(info["team"]))
+        owner = state.owner_at(int(closed_at))
+    return DealPath(entries, close, amount, str(info["team"]), owner)
 
 
 class StageHistory:
@@ -200,10 +207,12 @@ class Forecast:
 
 def forecast_period(paths: Iterable[DealPath], day: int, start: int, end: int,
                     settings: ForecastSettings = DEFAULT_FORECAST,
-                    histories: Mapping[str, StageHistory] | None = None
+                    histories: Mapping[str, StageHistory] | None = None,
+                    group_of: Callable[[DealPath], str] = attrgetter("team")
                     ) -> dict[str, Forecast]:
     """The forecast at the start of ``day`` of the won amount of days ``start .. end-1``,
-    per team and ``all`` (new deals only for ``all``: they have no team yet)."""
+    per group (``group_of``: the team by default, or the owner) and ``all`` (new deals
+    only for ``all``: they have no team or owner yet)."""
     paths = list(paths)
     if histories is None:
         histories = learn_histories(paths, day, settings)
@@ -218,7 +227,7 @@ def forecast_period(paths: Iterable[DealPath], day: int, start: int, end: int,
         close = path.close
         if close is not None and close[1] < day:
             if close[0] and start <= close[1] < end:
-                for group in (path.team, "all"):
+                for group in (group_of(path), "all"):
                     won[group] += close[2]
             if close[0] and day - settings.window_days <= close[1]:
                 won_amounts.append(close[2])
@@ -229,7 +238,7 @@ def forecast_period(paths: Iterable[DealPath], day: int, start: int, end: int,
         history = histories.get(stage)
         chance = 0.0 if history is None else history.win_probability(
             day - entered, end - day, max(0, start - day))
-        for group in (path.team, "all"):
+        for group in (group_of(path), "all"):
             expected[group] += chance * path.open_cents
             variance[group] += chance * (1 - chance) * path.open_cents ** 2
     new_expected = new_variance = 0.0

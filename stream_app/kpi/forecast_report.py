@@ -16,12 +16,13 @@ recomputed, exactly, when an event timed before it arrives late.
 
 from __future__ import annotations
 
-__all__ = ["ForecastAccuracyKpis", "ForecastBasis", "ForecastKpis", "PathCache",
-           "forecast_rows", "team_forecasts"]
+__all__ = ["ForecastAccuracyKpis", "ForecastBasis", "ForecastKpis", "ForecastRows",
+           "OwnerForecastKpis", "PathCache", "forecast_rows", "team_forecasts"]
 
 from collections import defaultdict
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Any
 
 from stream_app.kpi.calendar import Calendar
@@ -96,6 +97,20 @@ class ForecastAccuracyKpis:
 
 
 @dataclass(frozen=True, slots=True)
+class OwnerForecastKpis:
+    """The forecast of one owner's won amount for T's month or quarter, in cents: won so
+    far by the owner (owner at the close) + the owner's open deals (current owner) x their
+    chance; no deals not created yet (nobody owns them)."""
+
+    owner: str
+    period: str
+    won_cents: int
+    expected_cents: float
+    low_cents: float
+    high_cents: float
+
+
+@dataclass(frozen=True, slots=True)
 class ForecastBasis:
     """What the forecast reads: every deal state of the forecast partition (folded
     without pruning), the days on which they changed, and the exported team names."""
@@ -109,13 +124,16 @@ class ForecastBasis:
     team_names: Mapping[str, str]
     pricing: Pricing
     calendar: Calendar
+    #: Owner -> the owner label it is exported under (``(other)`` past the label cap).
+    owner_names: Mapping[str, str] = field(default_factory=dict)
 
     def signature_before(self, day: int | None) -> tuple[Hashable, ...]:
         """Changes whenever the states cut at the start of ``day`` (None: not cut) may
         have."""
         changes = sum(count for changed, count in self.change_days
                       if day is None or changed < day)
-        return self.generation, changes, tuple(sorted(self.team_names.items()))
+        return (self.generation, changes, tuple(sorted(self.team_names.items())),
+                tuple(sorted(self.owner_names.items())))
 
 
 @dataclass
@@ -203,26 +221,37 @@ def _closed_periods(calendar: Calendar, day: int
     }
 
 
+@dataclass(frozen=True, slots=True)
+class ForecastRows:
+    """Every forecast row of a report."""
+
+    live: tuple[ForecastKpis, ...] = ()
+    accuracy: tuple[ForecastAccuracyKpis, ...] = ()
+    plans: tuple[PlanKpis, ...] = ()
+    owners: tuple[OwnerForecastKpis, ...] = ()
+
+
 def forecast_rows(basis: ForecastBasis | None, as_of_day: int, settings: ForecastSettings,
-                  cached: Cached, paths: PathCache
-                  ) -> tuple[tuple[ForecastKpis, ...], tuple[ForecastAccuracyKpis, ...],
-                             tuple[PlanKpis, ...]]:
-    """The live forecasts, the accuracy rows and the CRM plan's rows of ``basis`` at T's
-    day."""
+                  cached: Cached, paths: PathCache) -> ForecastRows:
+    """The live forecasts (per team and per owner), the accuracy rows and the CRM plan's
+    rows of ``basis`` at T's day."""
     if basis is None or not basis.states:
-        return (), (), ()
+        return ForecastRows()
     calendar = basis.calendar
     used: set[int | None] = set()
 
-    def forecasts_at(checkpoint: int, start: int, end: int) -> dict[str, Forecast]:
+    def forecasts_at(checkpoint: int, start: int, end: int, by: str = "team"
+                     ) -> dict[str, Forecast]:
         def compute() -> dict[str, Forecast]:
             known = paths.paths(basis, checkpoint)
-            return team_forecasts(forecast_period(known, checkpoint, start, end, settings,
-                                                  histories_at(checkpoint, known)),
-                                  basis.team_names)
+            made = forecast_period(known, checkpoint, start, end, settings,
+                                   histories_at(checkpoint, known), attrgetter(by))
+            return team_forecasts(made, basis.team_names if by == "team" else
+                                  basis.owner_names)
         used.add(checkpoint)
-        forecasts: dict[str, Forecast] = cached(f"forecast:{checkpoint}:{start}:{end}",
-                                                basis.signature_before(checkpoint), compute)
+        forecasts: dict[str, Forecast] = cached(
+            f"forecast:{by}:{checkpoint}:{start}:{end}", basis.signature_before(checkpoint),
+            compute)
         return forecasts
 
     def histories_at(checkpoint: int, known: list[DealPath]) -> Any:
@@ -241,6 +270,15 @@ def forecast_rows(basis: ForecastBasis | None, as_of_day: int, settings: Forecas
                 group, period, name, forecast.won_cents, forecast.open_expected_cents,
                 forecast.new_expected_cents, forecast.low_cents, forecast.high_cents,
                 max(0, min(as_of_day, end) - start), end - start))
+    owners = []
+    for period in ("month", "quarter"):
+        _, start, end = periods[period]
+        for owner, forecast in sorted(forecasts_at(as_of_day, start, end, "owner").items()):
+            if owner != ALL:
+                owners.append(OwnerForecastKpis(owner, period, forecast.won_cents,
+                                                forecast.open_expected_cents
+                                                + forecast.won_cents,
+                                                forecast.low_cents, forecast.high_cents))
     accuracy = []
     closed = _closed_periods(calendar, as_of_day)
     won_now = cached("won", basis.signature_before(None),
@@ -256,7 +294,7 @@ def forecast_rows(basis: ForecastBasis | None, as_of_day: int, settings: Forecas
                     group, period, name, checkpoint_name,
                     0.0 if made is None else made.expected_cents, won.get(group, 0)))
     paths.keep_only(used)
-    return tuple(live), tuple(accuracy), plans
+    return ForecastRows(tuple(live), tuple(accuracy), plans, tuple(owners))
 
 
 def _won_by_day(known: list[DealPath], team_names: Mapping[str, str]

@@ -439,12 +439,11 @@ def build_report(snap: Snapshot, as_of_ms: int, cfg: ReportConfig,
     owner_rows = part("owner_rows", _QUOTA_FIELDS,
                       lambda: _owner_rows(snap, periods.values(), calendar))
     if memo is None:
-        forecasts, forecast_accuracy, forecast_plans = forecast_rows(
-            snap.forecast, as_of_day, cfg.forecast, lambda _, __, compute: compute(),
-            PathCache())
+        forecast = forecast_rows(snap.forecast, as_of_day, cfg.forecast,
+                                 lambda _, __, compute: compute(), PathCache())
     else:
-        forecasts, forecast_accuracy, forecast_plans = forecast_rows(
-            snap.forecast, as_of_day, cfg.forecast, memo.cached, memo.paths)
+        forecast = forecast_rows(snap.forecast, as_of_day, cfg.forecast, memo.cached,
+                                 memo.paths)
     owner_deals, owner_pipeline = part("owner_deals", ("owner_deals", "owner_open"),
                                        lambda: _frozen(_owner_deal_kpis(
                                            snap, cfg, as_of_day)))
@@ -486,10 +485,11 @@ def build_report(snap: Snapshot, as_of_ms: int, cfg: ReportConfig,
         owner_profiles=part("owner_profiles", ("owner_profiles",),
                             lambda: dict(snap.owner_profiles)),
         latest_event_ms=snap.latest_event_ms,
-        forecasts=forecasts,
-        forecast_accuracy=forecast_accuracy,
-        forecast_plans=forecast_plans,
-        forecast_alert_margin=cfg.forecast.alert_margin if forecasts else None,
+        forecasts=forecast.live,
+        forecast_accuracy=forecast.accuracy,
+        forecast_plans=forecast.plans,
+        owner_forecasts=forecast.owners,
+        forecast_alert_margin=cfg.forecast.alert_margin if forecast.live else None,
     )
 
 

@@ -30,7 +30,7 @@ __all__ = [
 from dataclasses import dataclass, field
 
 from stream_app.kpi.forecast_plans import PlanKpis
-from stream_app.kpi.forecast_report import ForecastAccuracyKpis, ForecastKpis
+from stream_app.kpi.forecast_report import ForecastAccuracyKpis, ForecastKpis, OwnerForecastKpis
 
 _MS_PER_S = 1000
 
@@ -501,5 +501,7 @@ class Report:
     forecast_accuracy: tuple[ForecastAccuracyKpis, ...] = ()
     #: The CRM's plan for the open deals: slipped, pushed out of and closing in a period.
     forecast_plans: tuple[PlanKpis, ...] = ()
+    #: This month's and quarter's forecast per owner.
+    owner_forecasts: tuple[OwnerForecastKpis, ...] = ()
     #: The forecast alert's margin, beside the forecasts (None without them).
     forecast_alert_margin: float | None = None

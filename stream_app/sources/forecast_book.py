@@ -50,6 +50,7 @@ class ForecastBook:
         self._partitions: dict[str, int] = {}
         self._change_days: dict[int, int] = defaultdict(int)
         self._teams: set[str] = set()
+        self._owners: set[str] = set()
         self._generation = 0
         self._version = 0
         self._basis: tuple[Any, ForecastBasis] | None = None
@@ -73,8 +74,7 @@ class ForecastBook:
         new = [at for at, event_id in _marks(state) if (at, event_id) not in known]
         # a change with no new event (none is expected) moves every cut: day 0
         self._change_days[self._calendar.day_of(min(new)) if new else 0] += 1
-        if state.created is not None:
-            self._teams.add(str(state.created[2]["team"]))
+        self._note_labels(state)
         self._version += 1
 
     def note_key(self, key: str, partition: int) -> None:
@@ -95,8 +95,13 @@ class ForecastBook:
             raw = json.loads(record) if isinstance(record, str) else record
             state = DealState.from_json(raw["v"])
             self._states[partition][state.deal_id] = state
-            if state.created is not None:
-                self._teams.add(str(state.created[2]["team"]))
+            self._note_labels(state)
+
+    def _note_labels(self, state: DealState) -> None:
+        if state.created is not None:
+            self._teams.add(str(state.created[2]["team"]))
+            self._owners.add(str(state.created[2]["owner_id"]))
+        self._owners.update(owner for _, _, owner in state.owners)
 
     def contribute(self, snapshot: Snapshot, partitions: frozenset[int],
                    keep: Callable[[str, str], bool] | None = None) -> None:
@@ -104,18 +109,20 @@ class ForecastBook:
         held = [p for p in sorted(partitions) if self._states.get(p)]
         if not held:
             return
-        names = {team: _exported_team(team, keep) for team in self._teams}
-        key = (self._version, tuple(held), tuple(sorted(names.items())))
+        names = {team: _exported("team", team, keep) for team in self._teams}
+        owners = {owner: _exported("owner", owner, keep) for owner in self._owners}
+        key = (self._version, tuple(held), tuple(sorted(names.items())),
+               tuple(sorted(owners.items())))
         if self._basis is None or self._basis[0] != key:
             states = tuple(state for p in held for state in self._states[p].values())
             self._basis = (key, ForecastBasis(
                 states, tuple(sorted(self._change_days.items())), self._generation, names,
-                self._pricing, self._calendar))
+                self._pricing, self._calendar, owners))
         snapshot.forecast = self._basis[1]
 
 
-def _exported_team(team: str, keep: Callable[[str, str], bool] | None) -> str:
-    """The team label a team's forecast is exported under."""
-    if keep is not None and not keep("team", team):
+def _exported(label: str, value: str, keep: Callable[[str, str], bool] | None) -> str:
+    """The label value a team's or owner's forecast is exported under."""
+    if keep is not None and not keep(label, value):
         return OTHER_GROUP
-    return team + "_" if team in RESERVED_GROUPS else team
+    return value + "_" if value in RESERVED_GROUPS else value

@@ -201,6 +201,7 @@ def competitors(cfg: BoardSettings) -> dashboard.Dashboard:
 def rep(cfg: BoardSettings) -> dashboard.Dashboard:
     """One rep's scorecard: attainment, pipeline, win rate, cycle, deals, activities."""
     owner, window = 'owner="$owner"', 'window="$window"'
+    owner_forecast = f'owner_period:pulse_owner_forecast_won_amount:sum{{{owner},period="month"}}'
     return board("pulse-rep", "Pipeline Pulse / Rep scorecard", [
         name_panel(f"owner:pulse_owner_info:latest{{{owner}}}",
               "The rep's name and team from the roster (rep.updated); the owner id when "
@@ -217,6 +218,13 @@ def rep(cfg: BoardSettings) -> dashboard.Dashboard:
               cfg.money, "Won amount of the owner's deals this month."),
         figure("Quota this month", f'sum(pulse_owner_quota_amount{{{owner},period="month"}})',
               cfg.money, "The owner's quota for this month."),
+        figure("Forecast this month", f"{owner_forecast} or on () vector(0)", cfg.money,
+               "Won so far + the owner's open deals x their chance to win this month, made "
+               "at the start of today (0: nothing won and nothing open)."),
+        figure("Forecast / quota this month",
+               f"({owner_forecast} or on () vector(0)) / on () "
+               f'(sum(pulse_owner_quota_amount{{{owner},period="month"}}) > 0)', "percentunit",
+               "Red below 90%.", thresholds((None, RED), (0.9, AMBER), (1, GREEN))),
         figure("Open pipeline", f"owner:pulse_owner_open_pipeline_amount:sum{{{owner}}}",
               cfg.money, "Open amount of the owner's deals now."),
         figure("Weighted pipeline",

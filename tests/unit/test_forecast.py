@@ -116,7 +116,7 @@ def test_a_deals_path_is_read_off_its_state() -> None:
         state = apply_deal_event(state, event)
     open_path = deal_path(state, pricing, UTC_CALENDAR)
     assert open_path == DealPath(((CREATED, 10), ("Prospecting", 10), ("Engaging", 20)),
-                                 None, 15_000, "T")
+                                 None, 15_000, "T", "o1")
     won = deal_path(apply_deal_event(state, events[2]), pricing, UTC_CALENDAR)
     assert won is not None and won.close == (True, 25, 14_000)
 

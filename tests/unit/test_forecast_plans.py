@@ -77,8 +77,8 @@ def test_slipped_pushed_and_closing_deals_follow_the_crms_latest_plan() -> None:
     basis = ForecastBasis(tuple(states.values()), (), 0, {"T": "T"}, pricing(Settings()),
                           UTC_CALENDAR)
     day = (dt.date(2026, 11, 20) - dt.date(1970, 1, 1)).days
-    _, _, plans = forecast_rows(basis, day, DEFAULT_FORECAST, lambda _, __, f: f(),
-                                PathCache())
+    plans = forecast_rows(basis, day, DEFAULT_FORECAST, lambda _, __, f: f(),
+                          PathCache()).plans
     for group in ("T", "all"):
         got = {(row.kind, row.period, row.category): (row.deals, row.cents)
                for row in plans if row.group == group}
