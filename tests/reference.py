@@ -933,6 +933,9 @@ ADDITIVE = frozenset({
     "pulse_owner_open_deals", "pulse_owner_open_pipeline_amount",
     "pulse_owner_open_pipeline_weighted_amount",
 })
+#: Ratios of a difference (|forecast - won| / won): a forecast equal to the won amount
+#: gives a float-noise error of ~1e-16, so these are compared to 1e-9 absolute.
+DIFFERENCE_RATIOS = frozenset({"pulse_forecast_error_ratio"})
 #: Additive metrics that are not sums of cents or milliseconds: compared to 1e-9 relative.
 INEXACT = frozenset({"pulse_open_pipeline_weighted_amount",
                      "pulse_competitor_summed_price_gap_ratio",

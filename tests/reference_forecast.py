@@ -40,15 +40,18 @@ ALERT_MARGIN = 0.1
 
 def expected_forecast_parts(events: list[dict[str, Any]], checkpoint: dt.date,
                             start: dt.date, end: dt.date, cfg: ReferenceConfig | None = None,
-                            window_days: int = 365, rate_days: int = 90, by: str = "team"
-                            ) -> dict[str, dict[str, float]]:
+                            window_days: int = 365, rate_days: int = 90, by: str = "team",
+                            localized: bool = False) -> dict[str, dict[str, float]]:
     """Per team (``by="owner"``: per owner, the one at the close of a won deal and the
     current one of an open deal) and "all": won, open (expected from open deals), new
     (expected from deals not created yet) and variance, in cents, of the forecast at
-    ``checkpoint``."""
+    ``checkpoint``. ``localized``: ``events`` are already unique deal events with local
+    times."""
     cfg = cfg or ReferenceConfig()
-    deal_events = [e for e in events if e["type"].startswith("deal.")]
-    known = [e for e in _in_zone(unique_by_id(deal_events), cfg) if _t(e).date() < checkpoint]
+    if not localized:
+        events = _in_zone(unique_by_id([e for e in events if e["type"].startswith("deal.")]),
+                          cfg)
+    known = [e for e in events if _t(e).date() < checkpoint]
     paths = _walk_deals(resolve_lifecycles(known), cfg)
     today = checkpoint.toordinal()
     first = today - window_days
@@ -114,11 +117,12 @@ def expected_forecast_parts(events: list[dict[str, Any]], checkpoint: dt.date,
 
 def expected_forecast(events: list[dict[str, Any]], checkpoint: dt.date, start: dt.date,
                       end: dt.date, cfg: ReferenceConfig | None = None,
-                      window_days: int = 365, rate_days: int = 90) -> dict[str, float]:
+                      window_days: int = 365, rate_days: int = 90,
+                      localized: bool = False) -> dict[str, float]:
     """The forecast's total per team and "all", in reporting-currency units."""
     return {group: (p["won"] + p["open"] + p["new"]) / 100 for group, p in
             expected_forecast_parts(events, checkpoint, start, end, cfg, window_days,
-                                    rate_days).items()}
+                                    rate_days, localized=localized).items()}
 
 
 def _next_quarter(today: dt.date, cfg: ReferenceConfig) -> tuple[str, dt.date, dt.date]:
@@ -132,7 +136,7 @@ def expected_forecast_metrics(events: list[dict[str, Any]], as_of: dt.datetime,
     ``as_of``: this month's, quarter's and next quarter's forecast made at the start of
     T's local date, and the forecasts of the last closed month (dates 1, 8, 15, 22) and
     quarter (the first date of weeks 1-13) against what they closed at."""
-    events = [e for e in events if e["type"].startswith("deal.")]
+    events = _in_zone(unique_by_id([e for e in events if e["type"].startswith("deal.")]), cfg)
     if not events:
         return {}
     today = cfg.local(as_of).date()
@@ -141,7 +145,8 @@ def expected_forecast_metrics(events: list[dict[str, Any]], as_of: dt.datetime,
     live = {"month": periods["month"], "quarter": periods["quarter"],
             "next_quarter": _next_quarter(today, cfg)}
     for period, (_, start, end) in live.items():
-        for group, p in expected_forecast_parts(events, today, start, end, cfg).items():
+        for group, p in expected_forecast_parts(events, today, start, end, cfg,
+                                                localized=True).items():
             total = p["won"] + p["open"] + p["new"]
             spread = _Z * math.sqrt(p["variance"])
             for name, cents in (("won", total), ("won_so_far", p["won"]),
@@ -159,7 +164,7 @@ def expected_forecast_metrics(events: list[dict[str, Any]], as_of: dt.datetime,
     for period in ("month", "quarter"):
         _, start, end = live[period]
         for owner, p in expected_forecast_parts(events, today, start, end, cfg,
-                                                by="owner").items():
+                                                by="owner", localized=True).items():
             if owner == "all":
                 continue
             total = p["won"] + p["open"]
@@ -169,7 +174,7 @@ def expected_forecast_metrics(events: list[dict[str, Any]], as_of: dt.datetime,
                                 ("won_high", total + spread)):
                 out[_key(f"pulse_owner_forecast_{name}_amount", owner=owner, period=period)] = \
                     Fraction(cents / 100)
-    everything = resolve_lifecycles(unique_by_id(_in_zone(events, cfg)))
+    everything = resolve_lifecycles(events)
     closed = _walk_deals(everything, cfg)
     last_month, last_quarter = periods["last_month"], periods["last_quarter"]
     scored = {
@@ -188,7 +193,7 @@ def expected_forecast_metrics(events: list[dict[str, Any]], as_of: dt.datetime,
                 won["all"] += p.closed[2]
         groups: set[str] = set()
         for checkpoint_name, checkpoint in checkpoints:
-            made = expected_forecast(events, checkpoint, start, end, cfg)
+            made = expected_forecast(events, checkpoint, start, end, cfg, localized=True)
             groups |= set(made) | set(won)
             for group in set(made) | set(won):
                 forecast = made.get(group, 0.0)

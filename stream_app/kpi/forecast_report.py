@@ -1,6 +1,7 @@
 """The forecast rows of a report: this month's, this quarter's and next quarter's won
-amount forecast at the start of T's day, and how far the forecasts of the last closed
-month and quarter were from what they closed at.
+amount forecast at the start of T's day (per team, and for the month and quarter per
+owner), how far the forecasts of the last closed month and quarter were from what they
+closed at, and the CRM's own plan (:mod:`stream_app.kpi.forecast_plans`).
 
 Every forecast is made as of the start of a day ``c`` (the checkpoint) from the deal
 states cut at ``c`` (:func:`stream_app.kpi.deals.state_before`): the events timed before

@@ -27,7 +27,7 @@ from stream_app.config import Settings
 from stream_app.kpi.windows import ms_from_datetime
 from stream_app.tools.replay import produce_events, route
 from stream_app.tools.scrape import Samples, get, scrape
-from tests.reference import ADDITIVE, INEXACT, Key
+from tests.reference import ADDITIVE, DIFFERENCE_RATIOS, INEXACT, Key
 
 T = TypeVar("T")
 
@@ -293,7 +293,8 @@ def _await_health(workers: list[Worker], partitions: int, consumed: set[tuple[st
 
 def assert_matches(expected: dict[Key, Fraction], actual: dict[Key, float],
                    names: frozenset[str] | None = None) -> int:
-    """Exact for counts and sums, 1e-9 relative for ratios; returns how many were compared.
+    """Exact for counts and sums, 1e-9 relative for ratios (1e-9 absolute for the ratios of
+    a difference); returns how many were compared.
 
     Every expected series must be exported (a 0 too), and every exported KPI series must
     be expected (a 0 too)."""
@@ -311,7 +312,8 @@ def assert_matches(expected: dict[Key, Fraction], actual: dict[Key, float],
         if exact:
             if got != float(want):
                 problems.append(f"{key}: got {got!r}, expected {float(want)!r}")
-        elif abs(got - float(want)) > 1e-9 * max(abs(float(want)), 1e-12):
+        elif abs(got - float(want)) > 1e-9 * max(abs(float(want)), 1e-12) and not (
+                key[0] in DIFFERENCE_RATIOS and abs(got - float(want)) <= 1e-9):
             problems.append(f"{key}: got {got!r}, expected {float(want)!r}")
     for key in kpi_samples(actual):
         if (names is None or key[0] in names) and key not in expected:
