@@ -88,12 +88,29 @@ def kpi_table(samples: Samples, window: str, currency: str,
     lines = [f"cov q: open pipeline / this quarter's quota; at quota: reps at this month's "
              f"quota  |  lead conversion {window} {_fmt(leads, '%')}  |  churn last month "
              f"{_fmt(churn, '%')}",
+             _forecast_line(samples),
              f"events processed {processed:,.0f}  |  refreshed "
              f"{dt.datetime.now(dt.UTC):%H:%M:%S} UTC"]
     if alerts is not None:
         lines.append("alerts: " + (", ".join(alerts) if alerts else "none"))
     table.caption = "\n".join(lines)
     return table
+
+
+def _forecast_line(samples: Samples) -> str:
+    """This month's forecast for all teams, its band and quota, and how far last month's
+    forecast made on day 1 was off."""
+    month = {"team": "all", "period": "month"}
+    forecast = _value(samples, "pulse_forecast_won_amount", **month)
+    if forecast is None:
+        return "forecast: none yet (the worker holding the forecast partition exports it)"
+    error = _value(samples, "pulse_forecast_error_ratio", team="all", period="last_month",
+                   checkpoint="day_1")
+    return (f"forecast this month {_fmt(forecast, '$')} (10-90%: "
+            f"{_fmt(_value(samples, 'pulse_forecast_won_low_amount', **month), '$')}-"
+            f"{_fmt(_value(samples, 'pulse_forecast_won_high_amount', **month), '$')}) of "
+            f"quota {_fmt(_value(samples, 'pulse_quota_amount', **month), '$')}  |  "
+            f"last month's day-1 forecast off by {_fmt(error, '%')}")
 
 
 def _processed(samples: Samples) -> float:
