@@ -107,7 +107,8 @@ class StageHistory:
     def add(self, started: int, left: int | None, won_on: int | None) -> None:
         """One stint; ``left`` and ``won_on`` only as known before the checkpoint."""
         self._stints.append((started, left, won_on))
-        self._tables.clear()
+        if self._tables:
+            self._tables.clear()
 
     def win_probability(self, age: int, horizon: int, skip: int = 0) -> float:
         """Chance a deal ``age`` days into the stage is won on days ``age + skip`` ..
@@ -115,10 +116,42 @@ class StageHistory:
         ``age`` and observed for ``horizon`` days after it."""
         if horizon <= skip or age < 0:
             return 0.0
+        if age == 0 and skip == 0:
+            by_horizon = self._horizons()
+            return by_horizon[horizon] if horizon < len(by_horizon) else 0.0
         table = self._tables.get((horizon, skip))
         if table is None:
             table = self._tables[(horizon, skip)] = self._table(horizon, skip)
         return table[age] if age < len(table) else 0.0
+
+    def _horizons(self) -> list[float]:
+        """The estimate at age 0 for every horizon at once (what deals not created yet
+        ask, one horizon per day left): a stint begun on ``s`` is eligible for the
+        horizons ``h <= day - s`` and won for those with ``won_on - s < h``."""
+        known = self._tables.get((-1, -1))
+        if known is not None:
+            return known
+        size = max((self._day - started + 2 for started, _, _ in self._stints), default=1)
+        eligible_ends = [0] * size
+        won_steps = [0] * (size + 1)
+        for started, _, won_on in self._stints:
+            last = self._day - started
+            if last < 1:
+                continue
+            eligible_ends[last] += 1
+            if won_on is not None and won_on >= started and won_on - started + 1 <= last:
+                won_steps[won_on - started + 1] += 1
+                won_steps[last + 1] -= 1
+        table = [0.0] * size
+        eligible = sum(eligible_ends)
+        won = 0
+        for horizon in range(size):
+            won += won_steps[horizon]
+            if horizon >= 1:
+                table[horizon] = won / eligible if eligible else 0.0
+                eligible -= eligible_ends[horizon]
+        self._tables[(-1, -1)] = table
+        return table
 
     def _table(self, horizon: int, skip: int) -> list[float]:
         """The estimate at every age at once. A stint begun on ``s`` is eligible at the
@@ -164,6 +197,9 @@ def learn_histories(paths: Iterable[DealPath], day: int, settings: ForecastSetti
     first = day - settings.window_days
     histories: dict[str, StageHistory] = {}
     for path in paths:
+        if (path.close is not None and path.close[1] < first) or not path.entries \
+                or path.entries[-1][1] < first or path.entries[0][1] >= day:
+            continue  # every stint began before the window (or after the checkpoint)
         close = path.close if path.close is not None and path.close[1] < day else None
         won_on = close[1] if close is not None and close[0] else None
         entries = [entry for entry in path.entries if entry[1] < day]

@@ -137,32 +137,70 @@ class ForecastBasis:
                 tuple(sorted(self.owner_names.items())))
 
 
+def _latest_ms(state: DealState) -> int:
+    """The time of the latest event a state holds."""
+    lifecycle = state.lifecycle
+    created = () if state.created is None else (int(state.created[0]),)
+    return max((*created, *(int(mark[0]) for mark in (
+        *state.changes, *lifecycle.closes, *lifecycle.reopenings, *lifecycle.deletions,
+        *state.owners, *state.plans))), default=0)
+
+
 @dataclass
 class PathCache:
-    """Deal paths already read, per cut (a day, or None for uncut), each kept with the
-    state it was read from: a later report reads again only the deals that changed."""
+    """Deal paths already read, each kept with the state it was read from: a later report
+    reads again only the deals that changed. A deal whose every event lies before a cut
+    has its uncut path there, and one created after it has none, so a cut keeps paths
+    only for the deals it falls inside."""
 
-    cuts: dict[int | None, dict[str, tuple[DealState, DealPath | None]]] = field(
+    #: Per deal: the state, its uncut path and the time of its latest event.
+    whole: dict[str, tuple[DealState, DealPath | None, int]] = field(default_factory=dict)
+    #: Per cut day: the deals it falls inside, with the state and the cut path.
+    cuts: dict[int, dict[str, tuple[DealState, DealPath | None]]] = field(
         default_factory=dict)
 
     def paths(self, basis: ForecastBasis, day: int | None) -> list[DealPath]:
-        """Every deal's path as known before the start of ``day``."""
+        """Every deal's path as known before the start of ``day`` (None: now)."""
         return [path for _, path in self.pairs(basis, day) if path is not None]
 
     def pairs(self, basis: ForecastBasis, day: int | None
               ) -> list[tuple[DealState, DealPath | None]]:
         """Every deal's state (uncut) and path as known before the start of ``day``."""
+        whole = self.whole
+        out: list[tuple[DealState, DealPath | None]] = []
+        if day is None:
+            for state in basis.states:
+                known = whole.get(state.deal_id)
+                if known is None or known[0] is not state:
+                    known = self._read(basis, state)
+                out.append((state, known[1]))
+            return out
+        cutoff = basis.calendar.day_start_ms(day)
         previous = self.cuts.get(day, {})
-        current: dict[str, tuple[DealState, DealPath | None]] = {}
-        cutoff = None if day is None else basis.calendar.day_start_ms(day)
+        inside: dict[str, tuple[DealState, DealPath | None]] = {}
         for state in basis.states:
-            known = previous.get(state.deal_id)
+            known = whole.get(state.deal_id)
             if known is None or known[0] is not state:
-                cut = state if cutoff is None else state_before(state, cutoff)
-                known = (state, deal_path(cut, basis.pricing, basis.calendar))
-            current[state.deal_id] = known
-        self.cuts[day] = current
-        return list(current.values())
+                known = self._read(basis, state)
+            if known[2] < cutoff:
+                out.append((state, known[1]))
+            elif state.created is None or int(state.created[0]) >= cutoff:
+                out.append((state, None))
+            else:
+                cut = previous.get(state.deal_id)
+                if cut is None or cut[0] is not state:
+                    cut = (state, deal_path(state_before(state, cutoff), basis.pricing,
+                                            basis.calendar))
+                inside[state.deal_id] = cut
+                out.append(cut)
+        self.cuts[day] = inside
+        return out
+
+    def _read(self, basis: ForecastBasis, state: DealState
+              ) -> tuple[DealState, DealPath | None, int]:
+        known = (state, deal_path(state, basis.pricing, basis.calendar), _latest_ms(state))
+        self.whole[state.deal_id] = known
+        return known
 
     def keep_only(self, days: set[int | None]) -> None:
         """Forget the cuts no longer read."""
