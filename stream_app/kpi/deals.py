@@ -41,7 +41,7 @@ __all__ = [
     "stint_bucket",
 ]
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from itertools import pairwise
@@ -143,6 +143,15 @@ class DealState:
     #: forecast category or None) of each ``deal.created`` or ``deal.updated`` naming
     #: either (None: not changed by that event), sorted.
     plans: tuple[tuple[int, str, str | None, str | None], ...] = ()
+
+    def marks(self) -> Iterator[tuple[int, str]]:
+        """(time_ms, event_id) of every event the state holds."""
+        if self.created is not None:
+            yield int(self.created[0]), str(self.created[1])
+        lifecycle = self.lifecycle
+        for mark in (*self.changes, *lifecycle.closes, *lifecycle.reopenings,
+                     *lifecycle.deletions, *self.owners, *self.plans):
+            yield int(mark[0]), str(mark[1])
 
     def plan_at(self, time_ms: int | None = None) -> tuple[str | None, str | None]:
         """(expected close, forecast category) in effect at ``time_ms`` (None: now): the

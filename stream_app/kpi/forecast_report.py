@@ -137,15 +137,6 @@ class ForecastBasis:
                 tuple(sorted(self.owner_names.items())))
 
 
-def _latest_ms(state: DealState) -> int:
-    """The time of the latest event a state holds."""
-    lifecycle = state.lifecycle
-    created = () if state.created is None else (int(state.created[0]),)
-    return max((*created, *(int(mark[0]) for mark in (
-        *state.changes, *lifecycle.closes, *lifecycle.reopenings, *lifecycle.deletions,
-        *state.owners, *state.plans))), default=0)
-
-
 @dataclass
 class PathCache:
     """Deal paths already read, each kept with the state it was read from: a later report
@@ -198,7 +189,8 @@ class PathCache:
 
     def _read(self, basis: ForecastBasis, state: DealState
               ) -> tuple[DealState, DealPath | None, int]:
-        known = (state, deal_path(state, basis.pricing, basis.calendar), _latest_ms(state))
+        latest_ms = max((at for at, _ in state.marks()), default=0)
+        known = (state, deal_path(state, basis.pricing, basis.calendar), latest_ms)
         self.whole[state.deal_id] = known
         return known
 

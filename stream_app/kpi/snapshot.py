@@ -12,6 +12,7 @@ __all__ = [
     "Cell",
     "Snapshot",
     "apply_cell_changes",
+    "exported_label",
     "merge_cells",
     "snapshot_from_aggregates",
     "snapshot_from_cells",
@@ -279,7 +280,7 @@ def _add_cell(snap: Snapshot, kind: str, group: str, part: str, value: Any,
     max. Returns the name of the field changed ("" for none)."""
     label = KIND_LABEL.get(kind)
     if label is not None:
-        group = _exported(label, group, keep, folded)
+        group = exported_label(label, group, keep, folded)
     if kind == TEAM_DAY:
         _add(snap.buckets, (group, int(part)), value)
         return "buckets"
@@ -337,8 +338,8 @@ def _add_cell(snap: Snapshot, kind: str, group: str, part: str, value: Any,
     return ""
 
 
-def _exported(label: str, value: str, keep: Callable[[str, str], bool] | None,
-              folded: dict[str, set[str]] | None) -> str:
+def exported_label(label: str, value: str, keep: Callable[[str, str], bool] | None,
+                   folded: dict[str, set[str]] | None = None) -> str:
     """A label value as exported: :data:`OTHER_GROUP` when ``keep`` refuses it (noted in
     ``folded`` when given), a reserved value with a trailing "_", else itself."""
     if keep is not None and not keep(label, value):
@@ -355,8 +356,8 @@ def _owner_profile(snap: Snapshot, owner: str, part: str, value: list[int],
     if not value[0] or (keep is not None and not keep("owner", owner)):
         return
     name, team = json.loads(part)
-    snap.owner_profiles[_exported("owner", owner, None, None)] = (
-        name, _exported("team", team or NO_VALUE, keep, None))
+    snap.owner_profiles[exported_label("owner", owner, None, None)] = (
+        name, exported_label("team", team or NO_VALUE, keep, None))
 
 
 def _owner_aggregate(snap: Snapshot, kind: str, owner: str, part: str, value: list[int],
@@ -372,7 +373,7 @@ def _owner_aggregate(snap: Snapshot, kind: str, owner: str, part: str, value: li
         return
     period, _, team = part.partition("|")
     _count(snap.quota_cents, (owner, period), value[0])
-    snap.quota_team[(owner, period)] = _exported("team", team, keep, folded)
+    snap.quota_team[(owner, period)] = exported_label("team", team, keep, folded)
 
 
 def _note_owner(snap: Snapshot, owner: str, keep: Callable[[str, str], bool] | None,
@@ -397,7 +398,7 @@ def _owner_quota_change(snap: Snapshot, owner: str, part: str, old: list[int] | 
         _count(snap.quota_cents, key, -old[0])
     if new[1]:
         _count(snap.quota_cents, key, new[0])
-        snap.quota_team[key] = _exported("team", team, keep, folded)
+        snap.quota_team[key] = exported_label("team", team, keep, folded)
     elif old is not None and old[1]:
         snap.quota_cents.pop(key, None)
         snap.quota_team.pop(key, None)

@@ -13,7 +13,7 @@ __all__ = ["FORECAST_KEY", "ForecastBook"]
 
 import json
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from stream_app.kpi.calendar import Calendar
@@ -22,20 +22,10 @@ from stream_app.kpi.fold import entity_key
 from stream_app.kpi.forecast_report import ForecastBasis
 from stream_app.kpi.kinds import FORECAST_ENTITY
 from stream_app.kpi.money import Pricing
-from stream_app.kpi.snapshot import OTHER_GROUP, RESERVED_GROUPS, Snapshot
+from stream_app.kpi.snapshot import Snapshot, exported_label
 
 #: The message key of every re-keyed deal event: one partition holds them all.
 FORECAST_KEY = "forecast"
-
-
-def _marks(state: DealState) -> Iterator[tuple[int, str]]:
-    """(time, event id) of every event the state holds."""
-    if state.created is not None:
-        yield int(state.created[0]), str(state.created[1])
-    lifecycle = state.lifecycle
-    for mark in (*state.changes, *lifecycle.closes, *lifecycle.reopenings,
-                 *lifecycle.deletions, *state.owners, *state.plans):
-        yield int(mark[0]), str(mark[1])
 
 
 class ForecastBook:
@@ -70,8 +60,8 @@ class ForecastBook:
             return
         states[state.deal_id] = state
         self._partitions[entity_key(FORECAST_ENTITY, state.deal_id)] = partition
-        known = set() if before is None else set(_marks(before))
-        new = [at for at, event_id in _marks(state) if (at, event_id) not in known]
+        known = set() if before is None else set(before.marks())
+        new = [at for at, event_id in state.marks() if (at, event_id) not in known]
         # a change with no new event (none is expected) moves every cut: day 0
         self._change_days[self._calendar.day_of(min(new)) if new else 0] += 1
         self._note_labels(state)
@@ -109,8 +99,8 @@ class ForecastBook:
         held = [p for p in sorted(partitions) if self._states.get(p)]
         if not held:
             return
-        names = {team: _exported("team", team, keep) for team in self._teams}
-        owners = {owner: _exported("owner", owner, keep) for owner in self._owners}
+        names = {team: exported_label("team", team, keep) for team in self._teams}
+        owners = {owner: exported_label("owner", owner, keep) for owner in self._owners}
         key = (self._version, tuple(held), tuple(sorted(names.items())),
                tuple(sorted(owners.items())))
         if self._basis is None or self._basis[0] != key:
@@ -120,9 +110,3 @@ class ForecastBook:
                 self._pricing, self._calendar, owners))
         snapshot.forecast = self._basis[1]
 
-
-def _exported(label: str, value: str, keep: Callable[[str, str], bool] | None) -> str:
-    """The label value a team's or owner's forecast is exported under."""
-    if keep is not None and not keep(label, value):
-        return OTHER_GROUP
-    return value + "_" if value in RESERVED_GROUPS else value
