@@ -189,6 +189,15 @@ def _parser() -> argparse.ArgumentParser:
                      help="RFC 3339 end of the stream (default: now, UTC)")
     gen.add_argument("--deals-per-day", type=float, default=12.0)
     gen.add_argument("--teams", default="Central,East,West,EMEA", help="comma-separated")
+    gen.add_argument("--expected-close-error-days", type=float, default=0.0, metavar="SD",
+                     help="make the CRM's expected closes track the real ones: a winner's "
+                     "misses its close by a normal error of SD days, and each one that "
+                     "passes with the deal open is pushed (deal.updated); default 0: every "
+                     "expected close is the creation + 60 days")
+    gen.add_argument("--plan-update-probability", type=float, default=0.0, metavar="P",
+                     help="share of deals whose forecast category the CRM sets "
+                     "(deal.updated; also moving the expected close when "
+                     "--expected-close-error-days is 0); default 0")
     gen.add_argument("--out", type=Path, default=None, help="file (default: standard output)")
 
     rep = command("replay", help="send a JSON-lines file of CloudEvents to the topics",
@@ -496,6 +505,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         cfg = GeneratorSettings(
             seed=args.seed, start=end - dt.timedelta(days=30 * args.months), end=end,
             deals_per_day=args.deals_per_day, teams=tuple(args.teams.split(",")),
+            expected_close_error_days=args.expected_close_error_days,
+            plan_update_probability=args.plan_update_probability,
         )
         _write_jsonl(list(generate_events(cfg)), args.out)
         return 0

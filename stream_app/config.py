@@ -211,6 +211,11 @@ class Settings(BaseSettings):
         0.1, ge=0, lt=1, description="PulseForecastBelowQuota fires after mid-period when "
         "the forecast is below (1 - this) x the quota; exported as "
         "pulse_forecast_alert_margin_ratio for the rule to read.")
+    forecast_expected_close: bool = Field(
+        True, description="Whether an open deal's expected close (deal.created or "
+        "deal.updated) shifts its chance to win: counted only against the past stints "
+        "whose own expected close stood alike (passed, inside or after the period), when "
+        "at least 30 did at that age. Turn off when the CRM's dates are not kept.")
     stuck_days: int = Field(
         30, ge=1, description="An open deal whose current stage began more than this many "
         "days (of PULSE_TIMEZONE) before T's day is stuck."
@@ -421,7 +426,8 @@ def report_config(settings: Settings, scoring: ScoringRules | None) -> ReportCon
         hot_wait_ms=round(settings.hot_lead_wait_hours * 3_600_000),
         calendar=organisation_calendar(settings),
         forecast=ForecastSettings(settings.forecast_window_days, settings.forecast_rate_days,
-                                  settings.forecast_alert_margin),
+                                  settings.forecast_alert_margin,
+                                  settings.forecast_expected_close),
     )
 
 

@@ -6,7 +6,11 @@ midnight. For a period of dates ``start`` .. ``end`` - 1 it is the won amount so
 plus each open deal's amount x the share of the trailing window's stints in its stage
 that were still in it at the deal's age (and observed long enough) and won in the
 period's remaining dates, plus the deals not created yet (trailing creation rate x the
-same share from creation x the mean won amount). The bands are the 10th and 90th
+same share from creation x the mean won amount). A deal with an expected close (the latest
+``deal.created`` or ``deal.updated`` naming one before that date) counts only the stints
+whose deal's expected close, as known on their own landmark date, lay on the same side
+of the remaining dates (passed, before the period, inside it, after it), unless fewer
+than ``MIN_STRATUM`` of them are eligible at that age. The bands are the 10th and 90th
 percentiles of a normal law with the variance of independent Bernoulli open deals and
 Poisson new wins.
 """
@@ -36,27 +40,59 @@ from tests.reference import (
 _Z = NormalDist().inv_cdf(0.9)
 #: The forecast alert's margin the worker is configured with (PULSE_FORECAST_ALERT_MARGIN).
 ALERT_MARGIN = 0.1
+#: Fewest stints sharing a deal's expected-close position for them to be used alone.
+MIN_STRATUM = 30
+
+
+def _where(expected: int, landmark: int, skip: int, days_left: int) -> str:
+    """Where an expected close (date ordinal) lies seen from ``landmark``'s date."""
+    ahead = expected - landmark
+    if ahead < 0:
+        return "passed"
+    if ahead < skip:
+        return "before the period"
+    return "in the period" if ahead < days_left else "after the period"
+
+
+def _expected_closes(events: list[dict[str, Any]]) -> dict[str, list[tuple[int, int]]]:
+    """Per deal: (date ordinal the expected close was set, expected close ordinal), in
+    time order."""
+    closes: dict[str, list[tuple[int, int]]] = defaultdict(list)
+    for e in sorted(events, key=lambda e: (_t(e), e["id"])):
+        named = e["data"].get("expected_close")
+        if e["type"] in ("deal.created", "deal.updated") and named:
+            closes[e["data"]["deal_id"]].append(
+                (_t(e).date().toordinal(), dt.date.fromisoformat(named).toordinal()))
+    return closes
+
+
+def _known_on(closes: list[tuple[int, int]], ordinal: int) -> int | None:
+    """The expected close set before the date ``ordinal`` (the latest)."""
+    known = [expected for set_on, expected in closes if set_on < ordinal]
+    return known[-1] if known else None
 
 
 def expected_forecast_parts(events: list[dict[str, Any]], checkpoint: dt.date,
                             start: dt.date, end: dt.date, cfg: ReferenceConfig | None = None,
                             window_days: int = 365, rate_days: int = 90, by: str = "team",
-                            localized: bool = False) -> dict[str, dict[str, float]]:
+                            localized: bool = False, expected_close: bool = True
+                            ) -> dict[str, dict[str, float]]:
     """Per team (``by="owner"``: per owner, the one at the close of a won deal and the
     current one of an open deal) and "all": won, open (expected from open deals), new
     (expected from deals not created yet) and variance, in cents, of the forecast at
     ``checkpoint``. ``localized``: ``events`` are already unique deal events with local
-    times."""
+    times. ``expected_close=False``: the deals' expected closes are ignored."""
     cfg = cfg or ReferenceConfig()
     if not localized:
         events = _in_zone(unique_by_id([e for e in events if e["type"].startswith("deal.")]),
                           cfg)
     known = [e for e in events if _t(e).date() < checkpoint]
     paths = _walk_deals(resolve_lifecycles(known), cfg)
+    closes = _expected_closes(known) if expected_close else {}
     today = checkpoint.toordinal()
     first = today - window_days
-    # per stage: (began, left or None, won on or None), as date ordinals
-    stints: dict[str, list[tuple[int, int | None, int | None]]] = defaultdict(list)
+    # per stage: (began, left or None, won on or None, deal id), as date ordinals
+    stints: dict[str, list[tuple[int, int | None, int | None, str]]] = defaultdict(list)
     for p in paths:
         won_on = p.closed[1].date().toordinal() if p.closed and p.closed[0] == "won" else None
         closed_on = p.closed[1].date().toordinal() if p.closed else None
@@ -66,24 +102,36 @@ def expected_forecast_parts(events: list[dict[str, Any]], checkpoint: dt.date,
         visits.append(("(created)", p.created.date().toordinal(), closed_on))
         for stage, began, left in visits:
             if first <= began:
-                stints[stage].append((began, left, won_on))
-    seen: dict[tuple[str, int, int, int], float] = {}
+                stints[stage].append((began, left, won_on, p.deal_id))
+    seen: dict[tuple[str, int, int, int, str | None], float] = {}
 
-    def chance(stage: str, age: int, days_left: int, skip: int = 0) -> float:
+    def chance(stage: str, age: int, days_left: int, skip: int = 0,
+               where: str | None = None) -> float:
         """Share of the stints still in ``stage`` at ``age`` and observed ``days_left``
-        days after, won on those days but the first ``skip``."""
-        if (stage, age, days_left, skip) in seen:
-            return seen[(stage, age, days_left, skip)]
-        eligible = won = 0
-        for began, left, won_on in stints.get(stage, []):
+        days after, won on those days but the first ``skip``; with ``where``, of those
+        whose expected close lay there on their landmark date, if enough."""
+        if (stage, age, days_left, skip, where) in seen:
+            return seen[(stage, age, days_left, skip, where)]
+        eligible = won = alike = alike_won = 0
+        for began, left, won_on, deal_id in stints.get(stage, []):
             landmark = began + age
             horizon_end = landmark + days_left
             if horizon_end > today or (left is not None and left < landmark):
                 continue
+            won_then = won_on is not None and landmark + skip <= won_on < horizon_end
             eligible += 1
-            won += won_on is not None and landmark + skip <= won_on < horizon_end
-        seen[(stage, age, days_left, skip)] = won / eligible if eligible else 0.0
-        return seen[(stage, age, days_left, skip)]
+            won += won_then
+            then = _known_on(closes.get(deal_id, []), landmark)
+            if where is not None and then is not None and \
+                    _where(then, landmark, skip, days_left) == where:
+                alike += 1
+                alike_won += won_then
+        if where is not None and alike >= MIN_STRATUM:
+            share = alike_won / alike
+        else:
+            share = won / eligible if eligible else 0.0
+        seen[(stage, age, days_left, skip, where)] = share
+        return share
 
     out: dict[str, dict[str, float]] = defaultdict(
         lambda: {"won": 0.0, "open": 0.0, "new": 0.0, "variance": 0.0})
@@ -95,7 +143,10 @@ def expected_forecast_parts(events: list[dict[str, Any]], checkpoint: dt.date,
                     out[group]["won"] += p.closed[2]
             continue
         stage, since, cents = p.open_stage  # type: ignore[misc]
-        p_win = chance(stage, (checkpoint - since.date()).days, (end - checkpoint).days, skip)
+        days_left = (end - checkpoint).days
+        expected = _known_on(closes.get(p.deal_id, []), today)
+        p_win = chance(stage, (checkpoint - since.date()).days, days_left, skip,
+                       None if expected is None else _where(expected, today, skip, days_left))
         for group in (p.current_owner if by == "owner" else p.team, "all"):
             out[group]["open"] += p_win * cents
             out[group]["variance"] += p_win * (1 - p_win) * cents * cents

@@ -12,7 +12,11 @@ At checkpoint day ``t`` (the forecast as of the start of that day: everything be
 it is the share of the past stints in ``s`` still in ``s`` ``a`` days after they began,
 and observed for the ``H`` days after that, whose deal was won in those ``H`` days
 (whatever stages it went through); with no such stint, 0: nothing that stayed so long
-won in the window. New deals:
+won in the window. When the CRM gives the deal an expected close ``E`` (the latest
+set before ``t``), only the stints whose own expected close, as known at their landmark,
+stood in the same place relative to the horizon are counted: passed (``E < t``), before
+the period (``E`` in ``t .. start-1``), inside it, or after it. A stratum with fewer
+than ``min_stratum_stints`` such stints at that age falls back to every stint. New deals:
 ``r`` is the deals created per day over the trailing ``rate_days``; their chance is the
 same estimate for the stage :data:`CREATED` every deal enters at its creation, and ``m``
 the mean won amount over the trailing ``window_days``. The low and high bands are the
@@ -23,12 +27,15 @@ of its amount; new wins Poisson counts of amount ``m``).
 from __future__ import annotations
 
 __all__ = ["CREATED", "DEFAULT_FORECAST", "DealPath", "Forecast", "ForecastSettings",
-           "StageHistory", "deal_path", "forecast_period", "learn_histories"]
+           "StageHistory", "date_day", "deal_path", "forecast_period", "learn_histories",
+           "plan_stratum"]
 
+import datetime as dt
 import math
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from itertools import accumulate
 from operator import attrgetter
 
 from stream_app.kpi.calendar import Calendar
@@ -42,6 +49,26 @@ CREATED = "(created)"
 _END_OF_TIME = 2**62
 #: The standard normal quantile of the bands (10th and 90th percentiles).
 _Z90 = 1.2815515655446004
+_EPOCH = dt.date(1970, 1, 1)
+#: Where a deal's expected close lies, seen from a forecast made on day ``t`` for the days
+#: ``t + skip .. t + horizon - 1``: passed, before the period, inside it, after it.
+PASSED, BEFORE_PERIOD, INSIDE_PERIOD, AFTER_PERIOD = range(4)
+_STRATA = 4
+
+
+def date_day(date_text: str) -> int:
+    """The day number (days since 1970-01-01) of an ISO date, as the calendar counts days."""
+    return (dt.date.fromisoformat(date_text) - _EPOCH).days
+
+
+def plan_stratum(expected_in: int, horizon: int, skip: int) -> int:
+    """Where an expected close ``expected_in`` days after the forecast's day lies against
+    the period ``skip .. horizon - 1`` days after it."""
+    if expected_in < 0:
+        return PASSED
+    if expected_in < skip:
+        return BEFORE_PERIOD
+    return INSIDE_PERIOD if expected_in < horizon else AFTER_PERIOD
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +79,10 @@ class ForecastSettings:
     rate_days: int = 90
     #: The forecast-below-quota alert's margin (exported for the rule to read).
     alert_margin: float = 0.1
+    #: Whether a deal's expected close shifts its chance (False: stage and age alone).
+    expected_close: bool = True
+    #: Fewest stints of an expected-close stratum at an age before it is used alone.
+    min_stratum_stints: int = 30
 
 
 #: The forecast's settings when none are given.
@@ -70,6 +101,17 @@ class DealPath:
     team: str = ""
     #: Who owned the deal at its close, or owns it now while it is open.
     owner: str = ""
+    #: The CRM's expected closes: (day it was set, expected close day), in time order.
+    plans: tuple[tuple[int, int], ...] = ()
+
+    def expected_close(self, day: int) -> int | None:
+        """The expected close day known at the start of ``day`` (the latest set before it)."""
+        expected = None
+        for set_on, close_day in self.plans:
+            if set_on >= day:
+                break
+            expected = close_day
+        return expected
 
 
 def deal_path(state: DealState, pricing: Pricing, calendar: Calendar) -> DealPath | None:
@@ -92,30 +134,51 @@ def deal_path(state: DealState, pricing: Pricing, calendar: Calendar) -> DealPat
         won_cents = pricing.to_cents(won_amount, currency) if won and won_amount else amount
         close = (won, day_of(closed_at), won_cents if won else 0)
         owner = state.owner_at(int(closed_at))
-    return DealPath(entries, close, amount, str(info["team"]), owner)
+    plans = tuple((day_of(at), date_day(expected))
+                  for at, _, expected, _ in state.plans if expected is not None)
+    return DealPath(entries, close, amount, str(info["team"]), owner, plans)
+
+
+_Stint = tuple[int, int | None, int | None, tuple[tuple[int, int], ...]]
 
 
 class StageHistory:
     """The stints of one stage in the trailing window: (start day, day the deal left the
-    stage or None, day the deal was won or None)."""
+    stage or None, day the deal was won or None, the deal's expected closes)."""
 
-    def __init__(self, day: int):
+    def __init__(self, day: int, min_stratum_stints: int = DEFAULT_FORECAST.min_stratum_stints):
         self._day = day
-        self._stints: list[tuple[int, int | None, int | None]] = []
+        self._min_stratum = min_stratum_stints
+        self._stints: list[_Stint] = []
         self._tables: dict[tuple[int, int], list[float]] = {}
+        self._strata: dict[tuple[int, int], list[tuple[list[int], list[int]]]] = {}
 
-    def add(self, started: int, left: int | None, won_on: int | None) -> None:
-        """One stint; ``left`` and ``won_on`` only as known before the checkpoint."""
-        self._stints.append((started, left, won_on))
+    def add(self, started: int, left: int | None, won_on: int | None,
+            plans: tuple[tuple[int, int], ...] = ()) -> None:
+        """One stint; ``left`` and ``won_on`` only as known before the checkpoint;
+        ``plans``: the deal's expected closes (day set, expected close day)."""
+        self._stints.append((started, left, won_on, plans))
         if self._tables:
             self._tables.clear()
+        if self._strata:
+            self._strata.clear()
 
-    def win_probability(self, age: int, horizon: int, skip: int = 0) -> float:
+    def win_probability(self, age: int, horizon: int, skip: int = 0,
+                        expected_in: int | None = None) -> float:
         """Chance a deal ``age`` days into the stage is won on days ``age + skip`` ..
         ``age + horizon - 1`` of its stint, among the past stints still in the stage at
-        ``age`` and observed for ``horizon`` days after it."""
+        ``age`` and observed for ``horizon`` days after it; with ``expected_in`` (its
+        expected close, in days after the forecast's day), among those whose expected
+        close stood in the same :func:`plan_stratum` then, if there are enough."""
         if horizon <= skip or age < 0:
             return 0.0
+        if expected_in is not None:
+            strata = self._strata.get((horizon, skip))
+            if strata is None:
+                strata = self._strata[(horizon, skip)] = self._stratified(horizon, skip)
+            eligible, won = strata[plan_stratum(expected_in, horizon, skip)]
+            if age < len(eligible) and eligible[age] >= self._min_stratum:
+                return won[age] / eligible[age]
         if age == 0 and skip == 0:
             by_horizon = self._horizons()
             return by_horizon[horizon] if horizon < len(by_horizon) else 0.0
@@ -131,10 +194,10 @@ class StageHistory:
         known = self._tables.get((-1, -1))
         if known is not None:
             return known
-        size = max((self._day - started + 2 for started, _, _ in self._stints), default=1)
+        size = max((self._day - stint[0] + 2 for stint in self._stints), default=1)
         eligible_ends = [0] * size
         won_steps = [0] * (size + 1)
-        for started, _, won_on in self._stints:
+        for started, _, won_on, _ in self._stints:
             last = self._day - started
             if last < 1:
                 continue
@@ -159,16 +222,13 @@ class StageHistory:
         at the ages with ``s + a + skip <= won_on < s + a + horizon``."""
         last_ages: list[int] = []
         wins: list[tuple[int, int]] = []
-        for started, left, won_on in self._stints:
-            last = self._day - horizon - started
-            if left is not None:
-                last = min(last, left - started)
+        for started, left, won_on, _ in self._stints:
+            last = self._last_age(started, left, horizon)
             if last < 0:
                 continue
             last_ages.append(last)
             if won_on is not None:
-                first_won = max(0, won_on - started - horizon + 1)
-                last_won = min(last, won_on - started - skip)
+                first_won, last_won = self._won_ages(started, won_on, last, horizon, skip)
                 if first_won <= last_won:
                     wins.append((first_won, last_won))
         if not last_ages:
@@ -190,12 +250,72 @@ class StageHistory:
             eligible -= eligible_ends[age]
         return table
 
+    def _last_age(self, started: int, left: int | None, horizon: int) -> int:
+        """The last age at which a stint is eligible (negative: none)."""
+        last = self._day - horizon - started
+        return last if left is None else min(last, left - started)
+
+    @staticmethod
+    def _won_ages(started: int, won_on: int, last: int, horizon: int, skip: int
+                  ) -> tuple[int, int]:
+        """The ages at which a stint counts as won (empty when first > last)."""
+        return max(0, won_on - started - horizon + 1), min(last, won_on - started - skip)
+
+    def _stratified(self, horizon: int, skip: int) -> list[tuple[list[int], list[int]]]:
+        """Per :func:`plan_stratum`, the eligible and won stints at every age: a stint's
+        expected close set on day ``d`` is known from the landmark ``d + 1`` on, and at
+        age ``a`` lies ``E - started - a`` days after its landmark, so as the age grows it
+        is after the period, then inside, then before it, then passed."""
+        size = max((self._day - stint[0] + 2 for stint in self._stints), default=1)
+        eligible_steps = [[0] * (size + 1) for _ in range(_STRATA)]
+        won_steps = [[0] * (size + 1) for _ in range(_STRATA)]
+        day = self._day
+        for started, left, won_on, plans in self._stints:
+            if not plans:
+                continue
+            last = day - horizon - started
+            if left is not None and left - started < last:
+                last = left - started
+            if last < 0:
+                continue
+            first_won, last_won = (1, 0) if won_on is None else self._won_ages(
+                started, won_on, last, horizon, skip)
+            count = len(plans)
+            for index in range(count):
+                set_on, expected = plans[index]
+                low = set_on + 1 - started
+                if low < 0:
+                    low = 0
+                high = last if index + 1 == count else plans[index + 1][0] - started
+                if high > last:
+                    high = last
+                due = expected - started
+                for stratum, upper in ((AFTER_PERIOD, due - horizon),
+                                       (INSIDE_PERIOD, due - skip), (BEFORE_PERIOD, due),
+                                       (PASSED, high)):
+                    if low > high:
+                        break
+                    top = upper if upper < high else high
+                    if top < low:
+                        continue
+                    eligible_steps[stratum][low] += 1
+                    eligible_steps[stratum][top + 1] -= 1
+                    won_low = low if low > first_won else first_won
+                    won_high = top if top < last_won else last_won
+                    if won_low <= won_high:
+                        won_steps[stratum][won_low] += 1
+                        won_steps[stratum][won_high + 1] -= 1
+                    low = top + 1
+        return [(list(accumulate(eligible_steps[stratum][:size])),
+                 list(accumulate(won_steps[stratum][:size]))) for stratum in range(_STRATA)]
+
 
 def learn_histories(paths: Iterable[DealPath], day: int, settings: ForecastSettings
                     ) -> dict[str, StageHistory]:
     """The stints of every stage begun in the trailing window before ``day``."""
     first = day - settings.window_days
     histories: dict[str, StageHistory] = {}
+    use_plans = settings.expected_close
     for path in paths:
         if (path.close is not None and path.close[1] < first) or not path.entries \
                 or path.entries[-1][1] < first or path.entries[0][1] >= day:
@@ -211,8 +331,8 @@ def learn_histories(paths: Iterable[DealPath], day: int, settings: ForecastSetti
                 close[1] if close is not None else None)
             history = histories.get(stage)
             if history is None:
-                history = histories[stage] = StageHistory(day)
-            history.add(started, left, won_on)
+                history = histories[stage] = StageHistory(day, settings.min_stratum_stints)
+            history.add(started, left, won_on, path.plans if use_plans else ())
     return histories
 
 
@@ -272,8 +392,10 @@ def forecast_period(paths: Iterable[DealPath], day: int, start: int, end: int,
             continue
         stage, entered = [entry for entry in path.entries if entry[1] < day][-1]
         history = histories.get(stage)
+        close_day = path.expected_close(day) if settings.expected_close else None
         chance = 0.0 if history is None else history.win_probability(
-            day - entered, end - day, max(0, start - day))
+            day - entered, end - day, max(0, start - day),
+            None if close_day is None else close_day - day)
         for group in (group_of(path), "all"):
             expected[group] += chance * path.open_cents
             variance[group] += chance * (1 - chance) * path.open_cents ** 2

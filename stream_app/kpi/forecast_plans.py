@@ -19,21 +19,19 @@ from __future__ import annotations
 
 __all__ = ["CLOSING", "NO_CATEGORY", "PUSHED", "SLIPPED", "PlanKpis", "plan_rows"]
 
-import datetime as dt
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from stream_app.kpi.calendar import Calendar
 from stream_app.kpi.deals import DealState
-from stream_app.kpi.forecast import DealPath
+from stream_app.kpi.forecast import DealPath, date_day
 
 #: The category of an open deal whose CRM never named one.
 NO_CATEGORY = "(none)"
 #: Row kinds.
 SLIPPED, PUSHED, CLOSING = "slipped", "pushed", "closing"
 _ALL = "all"
-_EPOCH = dt.date(1970, 1, 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,10 +45,6 @@ class PlanKpis:
     category: str
     deals: int
     cents: int
-
-
-def _day(date_text: str) -> int:
-    return (dt.date.fromisoformat(date_text) - _EPOCH).days
 
 
 def plan_rows(pairs: Iterable[tuple[DealState, DealPath | None]], day: int,
@@ -72,7 +66,7 @@ def plan_rows(pairs: Iterable[tuple[DealState, DealPath | None]], day: int,
         expected, category = state.plan_at()
         if expected is None:
             continue
-        close_day = _day(expected)
+        close_day = date_day(expected)
         if close_day < day:
             add(path.team, SLIPPED, "", "", path.open_cents)
         for period, (start, end) in periods.items():
@@ -90,4 +84,4 @@ def _was_inside(state: DealState, start_ms: int, start: int, end: int) -> bool:
     days ``start .. end - 1``."""
     at_start, _ = state.plan_at(start_ms - 1)
     candidates = [at_start] + [close for at, _, close, _ in state.plans if at >= start_ms]
-    return any(close is not None and start <= _day(close) < end for close in candidates)
+    return any(close is not None and start <= date_day(close) < end for close in candidates)

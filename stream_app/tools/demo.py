@@ -232,7 +232,8 @@ def run_demo(months: int, duration: float | None, rate: float, seed: int) -> int
                           "alert rules, evaluated every 5 s)")
         now = dt.datetime.now(dt.UTC)
         cfg = GeneratorSettings(seed=seed, start=now - dt.timedelta(days=30 * months),
-                                end=now + dt.timedelta(days=5))
+                                end=now + dt.timedelta(days=5), expected_close_error_days=7.0,
+                                plan_update_probability=0.3)
         events = list(generate_events(cfg))
         history = [e for e in events if dt.datetime.fromisoformat(e["time"]) <= now]
         future = events[len(history):]

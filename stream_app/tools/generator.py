@@ -71,6 +71,11 @@ class GeneratorSettings:
     #: Share of deals whose expected close or forecast category the CRM updates
     #: (``deal.updated``); 0 leaves the rest of the stream as it was.
     plan_update_probability: float = 0.0
+    #: When above 0, the CRM's expected closes track the real ones, as reps keep them:
+    #: a winner's is its close day off by a normal error of this many days (sd), a
+    #: loser's a guess of 20-70 days, and one that passes with the deal still open is
+    #: pushed out (``deal.updated``). 0 leaves every expected close at creation + 60 days.
+    expected_close_error_days: float = 0.0
     source: str = "crm/generator"
 
 
@@ -125,6 +130,7 @@ def generate_events(cfg: GeneratorSettings) -> Iterator[dict[str, Any]]:
     deal_no = 0
     lifecycle_rng = random.Random(cfg.seed * 104_729 + 3)
     plan_rng = random.Random(cfg.seed * 7_919 + 5)
+    close_rng = random.Random(cfg.seed * 6_007 + 7)
     while day < cfg.end:
         weekday_factor = 0.25 if day.weekday() >= 5 else 1.0
         expected = cfg.deals_per_day * weekday_factor
@@ -146,12 +152,13 @@ def generate_events(cfg: GeneratorSettings) -> Iterator[dict[str, Any]]:
                 _emit_lead(rng, emit, lead_id, lead_source, team, owner,
                            created_at - dt.timedelta(days=rng.uniform(3, 40)), created_at,
                            ("converted", deal_id))
-            emit("deal.created", created_at, {
+            created = {
                 "deal_id": deal_id, "account_id": account, "owner_id": owner, "team": team,
                 "amount": _money(amount), "currency": currency, "stage": cfg.stages[0],
                 "source": lead_source, "product": product, "lead_id": lead_id,
                 "expected_close": (created_at + dt.timedelta(days=60)).date().isoformat(),
-            })
+            }
+            emit("deal.created", created_at, created)
             at, stage_index = created_at, 0
             p_win = min(max(cfg.win_probability + skill[owner], 0.05), 0.95)
             won = rng.random() < p_win
@@ -186,9 +193,13 @@ def generate_events(cfg: GeneratorSettings) -> Iterator[dict[str, Any]]:
             _emit_lifecycle(lifecycle_rng, cfg, emit, deal_id, created_at,
                             at if won or lost else None, _money(amount),
                             [rep for rep in reps[team] if rep != owner])
+            if cfg.expected_close_error_days > 0:
+                _track_expected_close(close_rng, cfg, emit, created, created_at,
+                                      at if won or lost else None, won)
             if plan_rng.random() < cfg.plan_update_probability:
                 _emit_plan_updates(plan_rng, emit, deal_id, created_at,
-                                   at if won or lost else cfg.end)
+                                   at if won or lost else cfg.end,
+                                   move_close=cfg.expected_close_error_days <= 0)
         day += dt.timedelta(days=1)
     for account, won_at in sorted(first_win.items()):
         if rng.random() < cfg.churn_probability:
@@ -234,10 +245,40 @@ def _emit_lifecycle(rng: random.Random, cfg: GeneratorSettings, emit: Any, deal_
                  {"deal_id": deal_id})
 
 
+def _track_expected_close(rng: random.Random, cfg: GeneratorSettings, emit: Any,
+                          created: dict[str, Any], created_at: dt.datetime,
+                          closed_at: dt.datetime | None, won: bool) -> None:
+    """The expected close a rep names at creation (into ``created``) and each push when
+    it passes with the deal still open: a winner's tracks its close day with an error,
+    other deals' are guesses of 20-70 days, then 14-45 days past each push."""
+    opened = created_at.date()
+
+    def guess(after: dt.date) -> dt.date:
+        if won and closed_at is not None:
+            aimed = closed_at.date() + dt.timedelta(
+                days=round(rng.gauss(0, cfg.expected_close_error_days)))
+            if aimed > after:
+                return aimed
+        return after + dt.timedelta(days=rng.randint(14, 45))
+
+    expected = guess(opened) if won else opened + dt.timedelta(days=rng.randint(20, 70))
+    created["expected_close"] = expected.isoformat()
+    until = min(closed_at or cfg.end, cfg.end)
+    for _ in range(6):
+        pushed_at = dt.datetime.combine(expected, dt.time(9), dt.UTC) + dt.timedelta(
+            days=rng.uniform(0, 5))
+        if pushed_at >= until:
+            return
+        expected = guess(pushed_at.date())
+        emit("deal.updated", pushed_at, {"deal_id": created["deal_id"],
+                                         "expected_close": expected.isoformat()})
+
+
 def _emit_plan_updates(rng: random.Random, emit: Any, deal_id: str, created_at: dt.datetime,
-                       until: dt.datetime) -> None:
+                       until: dt.datetime, move_close: bool = True) -> None:
     """One to three ``deal.updated`` events before ``until`` moving the expected close
-    (mostly later: deals slip) and naming a forecast category."""
+    (mostly later: deals slip; not with ``move_close`` False, when the expected closes
+    track the real ones) and naming a forecast category."""
     at, expected = created_at, created_at.date() + dt.timedelta(days=60)
     for _ in range(rng.randint(1, 3)):
         at += dt.timedelta(days=rng.uniform(1, 25))
@@ -245,7 +286,7 @@ def _emit_plan_updates(rng: random.Random, emit: Any, deal_id: str, created_at: 
             return
         expected += dt.timedelta(days=rng.randint(-10, 40))
         update: dict[str, Any] = {"deal_id": deal_id}
-        if rng.random() < 0.8:
+        if rng.random() < 0.8 and move_close:
             update["expected_close"] = expected.isoformat()
         if rng.random() < 0.6 or len(update) == 1:
             update["forecast_category"] = rng.choice(FORECAST_CATEGORIES)

@@ -8,7 +8,7 @@ from decimal import Decimal
 import pytest
 from pydantic import ValidationError
 
-from stream_app.config import Settings
+from stream_app.config import Settings, report_config
 
 
 def test_defaults() -> None:
@@ -29,6 +29,14 @@ def test_environment_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "hunter2" not in repr(s)
     with pytest.raises(ValidationError):
         s.clock = "wall"  # type: ignore[misc]
+
+
+def test_the_forecast_settings_reach_the_report(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert report_config(Settings(), None).forecast.expected_close is True
+    monkeypatch.setenv("PULSE_FORECAST_EXPECTED_CLOSE", "false")
+    monkeypatch.setenv("PULSE_FORECAST_WINDOW_DAYS", "200")
+    forecast = report_config(Settings(), None).forecast
+    assert (forecast.expected_close, forecast.window_days) == (False, 200)
 
 
 @pytest.mark.parametrize(("name", "value"), [

@@ -15,11 +15,17 @@ from stream_app.events.models import crm_event_adapter
 from stream_app.kpi.calendar import UTC_CALENDAR, Calendar
 from stream_app.kpi.deals import DealState, apply_deal_event
 from stream_app.kpi.forecast import (
+    AFTER_PERIOD,
+    BEFORE_PERIOD,
     CREATED,
+    INSIDE_PERIOD,
+    PASSED,
     DealPath,
+    ForecastSettings,
     StageHistory,
     deal_path,
     forecast_period,
+    plan_stratum,
 )
 from stream_app.kpi.money import Pricing
 from stream_app.kpi.windows import ms_from_datetime
@@ -64,6 +70,66 @@ def test_a_later_period_counts_only_the_wins_after_the_days_it_skips(
     for stint in STINTS:
         history.add(*stint)
     assert history.win_probability(age, horizon, skip) == pytest.approx(float(expected))
+
+
+#: Stints begun on day 50, seen from day 100, with the deal's expected closes (day set,
+#: expected close day): S1 won on 60 (leaving the stage), expected on 62 since day 40; S2
+#: left on 80 unwon, expected on 55 from day 40, then on 90 from day 57; S3 won on 70,
+#: no expected close.
+PLANNED = [(50, 60, 60, ((40, 62),)), (50, 80, None, ((40, 55), (57, 90))),
+           (50, 70, 70, ())]
+
+
+@pytest.mark.parametrize(("age", "skip", "expected_in", "fewest", "expected"), [
+    # horizon 10. At age 4: S1 expects its close 8 days on (inside), S2 1 day on
+    # (inside; its push is known from age 8), S3 has none: S1 won, S2 did not
+    (4, 0, 5, 2, Fraction(1, 2)),
+    (4, 0, 5, 3, Fraction(1, 3)),  # two alike, fewer than 3: all three, S1 won
+    (4, 0, 15, 1, Fraction(1, 3)),  # none expected after the horizon at 4: all three
+    (2, 0, 15, 1, Fraction(1)),  # at 2, S1 (10 days on) is the one after: it won
+    (2, 0, 5, 1, Fraction(0)),  # at 2, S2 (3 days on) is the one inside: it did not
+    (6, 0, -1, 1, Fraction(0)),  # at 6, S2's expected close has passed (-1)
+    (7, 0, -1, 1, Fraction(0)),  # at 7 (day 57) still: the push set that day is not known
+    (9, 0, 15, 1, Fraction(0)),  # at 9, S2 is pushed to 90 (31 days on): after
+    (5, 3, 4, 1, Fraction(1)),  # skip 3: S1 at 5 expects 7 on, inside; won at 10 >= 3
+    (5, 3, 1, 1, Fraction(0)),  # S2 at 5 expects 0 on: before the period; not won
+    (10, 3, 2, 1, Fraction(0)),  # S1 at 10 expects 2 on: before; its win at 0 is skipped
+])
+def test_an_expected_close_counts_the_stints_whose_own_stood_alike_at_that_age(
+        age: int, skip: int, expected_in: int, fewest: int, expected: Fraction) -> None:
+    history = StageHistory(100, min_stratum_stints=fewest)
+    for stint in PLANNED:
+        history.add(*stint)
+    assert history.win_probability(age, 10, skip, expected_in) == pytest.approx(
+        float(expected))
+
+
+@pytest.mark.parametrize(("expected_in", "skip", "stratum"), [
+    (-1, 0, PASSED), (0, 0, INSIDE_PERIOD), (9, 0, INSIDE_PERIOD), (10, 0, AFTER_PERIOD),
+    (0, 3, BEFORE_PERIOD), (2, 3, BEFORE_PERIOD), (3, 3, INSIDE_PERIOD), (-5, 3, PASSED)])
+def test_where_an_expected_close_lies_against_the_period(expected_in: int, skip: int,
+                                                         stratum: int) -> None:
+    assert plan_stratum(expected_in, 10, skip) == stratum
+
+
+def test_an_open_deal_reads_the_expected_close_set_before_the_forecasts_day() -> None:
+    """Two open deals 2 days into P at day 100 (horizon 30), like 40 past stints in P:
+    the 20 expected inside the period all won, the 20 expected after it none. A deal
+    whose expected close moved inside the period on day 99 is forecast as the first;
+    one moved there on day 100 (not known yet) as the second."""
+    past = [DealPath(((CREATED, 10), ("P", 10)), (index < 20, 20, 100_000), 0, "A",
+                     plans=((5, 20 if index < 20 else 60),)) for index in range(40)]
+    moved_in_time = DealPath(((CREATED, 98), ("P", 98)), None, 100_000, "A",
+                             plans=((98, 200), (99, 110)))
+    moved_today = DealPath(((CREATED, 98), ("P", 98)), None, 100_000, "B",
+                           plans=((98, 200), (100, 110)))
+    forecasts = forecast_period([*past, moved_in_time, moved_today], 100, 100, 130,
+                                ForecastSettings(min_stratum_stints=20))
+    assert forecasts["A"].open_expected_cents == pytest.approx(100_000)
+    assert forecasts["B"].open_expected_cents == 0
+    plain = forecast_period([*past, moved_in_time, moved_today], 100, 100, 130,
+                            ForecastSettings(expected_close=False))
+    assert plain["A"].open_expected_cents == pytest.approx(50_000)
 
 
 #: Closed before day 100: H1 won 1,000 at 25, H2 lost at 15, H3 won 3,000 at 45. Open:
@@ -124,13 +190,15 @@ def test_a_deals_path_is_read_off_its_state() -> None:
 @pytest.mark.parametrize(("zone", "checkpoint"), [
     ("UTC", "2026-09-01"), ("UTC", "2026-09-15"), ("Asia/Tokyo", "2026-10-08")])
 def test_the_forecast_of_the_deal_fold_equals_the_reference(zone: str, checkpoint: str) -> None:
-    """A generated year with reopenings, deletions, hand-overs and amount changes, folded
-    in a shuffled order with repeats up to the checkpoint, against the batch reference."""
+    """A generated year with reopenings, deletions, hand-overs, amount changes and
+    expected closes the CRM keeps moving, folded in a shuffled order with repeats up to
+    the checkpoint, against the batch reference."""
     end = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
     events = [e for e in generate_events(GeneratorSettings(
         seed=41, start=end - dt.timedelta(days=400), end=end, deals_per_day=4,
         leads_per_deal=0, activities_per_deal=0, reopen_probability=0.1,
-        delete_probability=0.05, handover_probability=0.1)) if e["type"].startswith("deal.")]
+        delete_probability=0.05, handover_probability=0.1, expected_close_error_days=8.0))
+        if e["type"].startswith("deal.")]
     calendar = Calendar(zone)
     day = (dt.date.fromisoformat(checkpoint) - dt.date(1970, 1, 1)).days
     start, stop = calendar.month_bounds(day)
@@ -144,7 +212,8 @@ def test_the_forecast_of_the_deal_fold_equals_the_reference(zone: str, checkpoin
     for raw in shuffled:
         event = crm_event_adapter.validate_python(raw)
         deal_id = event.data.deal_id
-        states[deal_id] = apply_deal_event(states.get(deal_id) or DealState(deal_id), event)
+        states[deal_id] = apply_deal_event(states.get(deal_id) or DealState(deal_id), event,
+                                           for_forecast=True)
     paths = [p for s in states.values() if (p := deal_path(s, pricing(settings), calendar))]
     got = forecast_period(paths, day, start, stop)
     expected = expected_forecast(
