@@ -22,8 +22,9 @@ help:
 	@echo "             ConfigMaps) from deploy/prometheus/rules and the dashboards code"
 	@echo "make bench   throughput, freshness, memory, recovery and scrape figures (~15 min;"
 	@echo "             BENCH_ARGS='--events 20000 --open-deals 50000' for a quick run)"
-	@echo "make backtest  the monthly forecast's error at days 1, 8, 15, 22 against two"
-	@echo "             baselines, on Maven CRM (../shared/datasets) and a generated stream"
+	@echo "make backtest  the forecast's error at days 1, 8, 15, 22 of the month and weeks"
+	@echo "             1-13 of the quarter against two baselines, on Maven CRM"
+	@echo "             (../shared/datasets) and a generated stream"
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)

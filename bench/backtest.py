@@ -8,7 +8,8 @@ probability) and the run rate (the mean won amount of the three months before), 
 forecast once more with the deals' expected closes ignored (what the CRM's dates add).
 When the month has closed, each is compared to the won amount the month actually had:
 the mean absolute percentage error over the months, per checkpoint day, goes to
-``bench/forecast.json`` and a table.
+``bench/forecast.json`` and a table. The fiscal quarters are scored the same way at the
+first day of each of their 13 weeks (the run rate: three times the monthly one).
 
 The generated stream's expected closes track the real ones (a winner's is its close day
 off by a normal error of 7 days, pushed when it passes); Maven CRM has none.
@@ -21,6 +22,7 @@ import datetime as dt
 import json
 import os
 import sys
+from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +43,10 @@ from stream_app.tools.generator import GeneratorSettings, generate_events
 
 ROOT = Path(__file__).resolve().parents[1]
 CHECKPOINT_DAYS = (1, 8, 15, 22)
+#: Weeks of the fiscal quarter (their first days) the quarter's forecast is scored at.
+CHECKPOINT_WEEKS = tuple(range(1, 14))
+#: The weeks the quarter's table shows (bench/forecast.json has all 13).
+TABLE_WEEKS = (1, 3, 5, 7, 9, 11, 13)
 #: Months of history before the first month scored (the run rate needs three).
 WARM_UP_MONTHS = 4
 METHODS = ("pulse", "weighted_pipeline", "run_rate", "pulse_stage_age_only")
@@ -51,19 +57,41 @@ EXPECTED_CLOSE_ERROR_DAYS = 7.0
 
 
 @dataclass
-class _Month:
+class _Period:
     start: int
     end: int
+    #: checkpoint (day of the month, or week of the quarter) -> first day it forecasts on
+    checkpoints: dict[int, int]
+    #: how many months the monthly run rate is scaled by
+    months: int = 1
     forecasts: dict[int, dict[str, float]] = field(default_factory=dict)
 
 
-def _month_starts(calendar: Calendar, first_day: int, last_day: int) -> list[tuple[int, int]]:
+def _months(calendar: Calendar, first_day: int, last_day: int) -> list[_Period]:
+    """The months after the warm-up that closed before ``last_day``."""
     months = []
     start, end = calendar.month_bounds(first_day)
-    while start <= last_day:
-        months.append((start, end))
+    while end <= last_day:
+        months.append(_Period(start, end, {c: start + c - 1 for c in CHECKPOINT_DAYS}))
         start, end = calendar.month_bounds(end)
-    return months
+    return months[WARM_UP_MONTHS:]
+
+
+def _quarters(calendar: Calendar, first_day: int, last_day: int) -> list[_Period]:
+    """The fiscal quarters beginning after the warm-up that closed before ``last_day``."""
+    earliest = calendar.month_bounds(first_day)[0]
+    for _ in range(WARM_UP_MONTHS):
+        earliest = calendar.month_bounds(earliest)[1]
+    year, quarter = calendar.fiscal_quarter(earliest)
+    quarters: list[_Period] = []
+    while True:
+        start, end = calendar.quarter_bounds(year, quarter)
+        if end > last_day:
+            return quarters
+        if start >= earliest:
+            quarters.append(_Period(start, end, {week: start + 7 * (week - 1)
+                                                 for week in CHECKPOINT_WEEKS}, months=3))
+        year, quarter = (year, quarter + 1) if quarter < 4 else (year + 1, 1)
 
 
 def _fold(states: dict[str, DealState], event: DealEvent) -> None:
@@ -81,9 +109,24 @@ def _won_between(paths: Sequence[DealPath], start: int, end: int) -> int:
     return sum(p.close[2] for p in paths if p.close and p.close[0] and start <= p.close[1] < end)
 
 
+def _mape(periods: list[_Period], final: list[DealPath]) -> dict[str, dict[int, float]]:
+    errors: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for period in periods:
+        actual = _won_between(final, period.start, period.end)
+        if actual <= 0:
+            continue
+        for checkpoint, values in period.forecasts.items():
+            for method, value in values.items():
+                errors[method][checkpoint].append(abs(value - actual) / actual)
+    return {method: {c: sum(v) / len(v) for c, v in sorted(by_checkpoint.items())}
+            for method, by_checkpoint in errors.items()}
+
+
 def replay(events: list[dict[str, Any]], settings: Settings, label: str = "replay"
-           ) -> dict[str, dict[int, float]]:
-    """The mean absolute percentage error of each method per checkpoint day."""
+           ) -> dict[str, Any]:
+    """The mean absolute percentage error of each method per checkpoint: ``month`` (per
+    day of the month) and ``quarter`` (per week of the quarter), with the number of
+    periods scored."""
     prices = pricing(settings)
     calendar = organisation_calendar(settings)
     probability = {stage: float(p) for stage, p in settings.stage_probabilities.items()}
@@ -91,48 +134,46 @@ def replay(events: list[dict[str, Any]], settings: Settings, label: str = "repla
                     if e["type"].startswith("deal.")), key=lambda e: (e.time, e.id))
     times = [ms_from_datetime(e.time) for e in deals]
     first_day, last_day = calendar.day_of(times[0]), calendar.day_of(times[-1])
-    months = [_Month(start, end) for start, end in _month_starts(calendar, first_day, last_day)
-              if end <= last_day][WARM_UP_MONTHS:]
+    scored = {"month": _months(calendar, first_day, last_day),
+              "quarter": _quarters(calendar, first_day, last_day)}
+    visits = sorted((day, checkpoint, kind, index)
+                    for kind, periods in scored.items()
+                    for index, period in enumerate(periods)
+                    for checkpoint, day in period.checkpoints.items())
     states: dict[str, DealState] = {}
     folded = 0
-    for month in track(months, description=f"{label}: months", console=Console(stderr=True)):
-        for checkpoint in CHECKPOINT_DAYS:
-            day = month.start + checkpoint - 1
+    paths: list[DealPath] = []
+    paths_day = None
+    for day, checkpoint, kind, index in track(visits, description=f"{label}: checkpoints",
+                                              console=Console(stderr=True)):
+        period = scored[kind][index]
+        if paths_day != day:
             cutoff = calendar.day_start_ms(day)
             while folded < len(deals) and times[folded] < cutoff:
                 _fold(states, deals[folded])
                 folded += 1
-            paths = _paths(states.values(), prices, calendar)
-            pulse = forecast_period(paths, day, month.start, month.end, ForecastSettings())
-            plain = forecast_period(paths, day, month.start, month.end,
-                                    ForecastSettings(expected_close=False))
-            won = _won_between(paths, month.start, day)
-            weighted = won + sum(p.open_cents * probability.get(p.entries[-1][0], 0.0)
-                                 for p in paths if p.close is None or p.close[1] >= day)
-            earlier = calendar.month_bounds(month.start - 1)
-            history = []
-            for _ in range(3):
-                history.append(_won_between(paths, *earlier))
-                earlier = calendar.month_bounds(earlier[0] - 1)
-            month.forecasts[checkpoint] = {"pulse": pulse["all"].expected_cents,
-                                           "weighted_pipeline": weighted,
-                                           "run_rate": sum(history) / len(history),
-                                           "pulse_stage_age_only": plain["all"].expected_cents}
+            paths, paths_day = _paths(states.values(), prices, calendar), day
+        pulse = forecast_period(paths, day, period.start, period.end, ForecastSettings())
+        plain = forecast_period(paths, day, period.start, period.end,
+                                ForecastSettings(expected_close=False))
+        won = _won_between(paths, period.start, day)
+        weighted = won + sum(p.open_cents * probability.get(p.entries[-1][0], 0.0)
+                             for p in paths if p.close is None or p.close[1] >= day)
+        earlier = calendar.month_bounds(period.start - 1)
+        history = []
+        for _ in range(3):
+            history.append(_won_between(paths, *earlier))
+            earlier = calendar.month_bounds(earlier[0] - 1)
+        period.forecasts[checkpoint] = {
+            "pulse": pulse["all"].expected_cents, "weighted_pipeline": weighted,
+            "run_rate": period.months * sum(history) / len(history),
+            "pulse_stage_age_only": plain["all"].expected_cents}
     for event in deals[folded:]:
         _fold(states, event)
     final = _paths(states.values(), prices, calendar)
-    errors: dict[str, dict[int, list[float]]] = {m: {c: [] for c in CHECKPOINT_DAYS}
-                                                 for m in METHODS}
-    for month in months:
-        actual = _won_between(final, month.start, month.end)
-        if actual <= 0:
-            continue
-        for checkpoint, values in month.forecasts.items():
-            for method, value in values.items():
-                errors[method][checkpoint].append(abs(value - actual) / actual)
-    return {method: {c: sum(v) / len(v) for c, v in by_day.items() if v}
-            for method, by_day in errors.items()} | {
-        "months": {0: float(sum(1 for m in months if _won_between(final, m.start, m.end) > 0))}}
+    return {kind: _mape(periods, final) | {"periods": sum(
+        1 for p in periods if _won_between(final, p.start, p.end) > 0)}
+        for kind, periods in scored.items()}
 
 
 def _maven(datasets: Path) -> list[dict[str, Any]]:
@@ -152,13 +193,14 @@ def _generated(expected_close_error_days: float) -> list[dict[str, Any]]:
         expected_close_error_days=expected_close_error_days)))
 
 
-def _table(results: dict[str, dict[str, dict[int, float]]]) -> str:
-    lines = ["| stream | method | " + " | ".join(f"day {c}" for c in CHECKPOINT_DAYS) + " |",
-             "|---|---|" + "---|" * len(CHECKPOINT_DAYS)]
-    for stream, by_method in results.items():
+def _table(results: dict[str, dict[str, Any]], kind: str, checkpoints: Sequence[int],
+           heading: str) -> str:
+    lines = ["| stream | method | " + " | ".join(f"{heading} {c}" for c in checkpoints) + " |",
+             "|---|---|" + "---|" * len(checkpoints)]
+    for stream, by_kind in results.items():
         for method in METHODS:
-            cells = [f"{100 * by_method[method][c]:.1f}%" if c in by_method[method] else "-"
-                     for c in CHECKPOINT_DAYS]
+            errors = by_kind[kind].get(method, {})
+            cells = [f"{100 * errors[c]:.1f}%" if c in errors else "-" for c in checkpoints]
             lines.append(f"| {stream} | {method} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -184,20 +226,33 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings(clock="event")
     streams = {"maven-crm": lambda: _maven(args.datasets),
                "generated": lambda: _generated(args.expected_close_error_days)}
-    results: dict[str, dict[str, dict[int, float]]] = {}
+    results: dict[str, dict[str, Any]] = {}
     for name, load in streams.items():
         results[name] = replay(load(), settings, name)
-    met = all(by["pulse"].get(c, 1.0) < min(by[b].get(c, 0.0) for b in BASELINES)
+    met = all(by["month"]["pulse"].get(c, 1.0) < min(by["month"][b].get(c, 0.0)
+                                                     for b in BASELINES)
               for by in results.values() for c in CHECKPOINT_DAYS)
-    report = {"checkpoint_days": list(CHECKPOINT_DAYS), "goal_met": met,
+
+    def errors(by_kind: dict[str, Any], kind: str, method: str) -> dict[str, float]:
+        return {str(c): round(v, 4) for c, v in by_kind[kind].get(method, {}).items()}
+
+    report = {"checkpoint_days": list(CHECKPOINT_DAYS),
+              "checkpoint_weeks": list(CHECKPOINT_WEEKS), "goal_met": met,
               "generated_expected_close_error_days": args.expected_close_error_days,
-              "streams": {
-        name: {f"mape_{method}": {str(c): round(v, 4) for c, v in by[method].items()}
-               for method in METHODS} | {"months_scored": int(by["months"][0])}
-        for name, by in results.items()}}
+              "streams": {name: {
+                  **{f"mape_{method}": errors(by, "month", method) for method in METHODS},
+                  "months_scored": by["month"]["periods"],
+                  **{f"mape_quarter_{method}": errors(by, "quarter", method)
+                     for method in METHODS},
+                  "quarters_scored": by["quarter"]["periods"]}
+                  for name, by in results.items()}}
     args.output.write_text(json.dumps(report, indent=2) + "\n")
-    print(_table(results))
-    print(f"goal (Pipeline Pulse below both baselines at every checkpoint): "
+    print("The month's forecast, mean absolute percentage error by day of the month:")
+    print(_table(results, "month", CHECKPOINT_DAYS, "day"))
+    print("\nThe fiscal quarter's forecast, by week of the quarter (all 13 weeks in "
+          f"{args.output.name}):")
+    print(_table(results, "quarter", TABLE_WEEKS, "week"))
+    print(f"\ngoal (Pipeline Pulse below both baselines at every day of the month): "
           f"{'met' if met else 'not met'}; written to {args.output}")
     return 0 if met or not args.strict else 1
 
