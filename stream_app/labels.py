@@ -27,8 +27,9 @@ ROSTER_FAMILIES = 1
 #: the CRM's plan: slipped deals and amount, pushed per period, closing per period and
 #: category (4 and none).
 FORECAST_SERIES = 6 * 3 + 2 * (4 + 13) + 2 + 2 + 2 * 2 + 2 * 2 * 5
-#: Forecast series per owner: forecast, won so far, low and high, for month and quarter.
-OWNER_FORECAST_SERIES = 4 * 2
+#: Forecast series per owner: forecast, won so far, low and high, for month, quarter and
+#: next quarter.
+OWNER_FORECAST_SERIES = 4 * 3
 #: Forecast series per period (elapsed ratio and days, days) and the alert margin.
 FORECAST_PERIOD_SERIES = 3 * 3 + 1
 

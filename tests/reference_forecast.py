@@ -212,8 +212,7 @@ def expected_forecast_metrics(events: list[dict[str, Any]], as_of: dt.datetime,
         out[_key("pulse_forecast_period_elapsed_days", period=period)] = Fraction(elapsed)
         out[_key("pulse_forecast_period_days", period=period)] = Fraction(days)
     out[_key("pulse_forecast_alert_margin_ratio")] = Fraction(ALERT_MARGIN)
-    for period in ("month", "quarter"):
-        _, start, end = live[period]
+    for period, (_, start, end) in live.items():
         for owner, p in expected_forecast_parts(events, today, start, end, cfg,
                                                 by="owner", localized=True).items():
             if owner == "all":

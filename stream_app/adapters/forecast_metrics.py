@@ -80,7 +80,7 @@ def forecast_families(report: Report) -> Iterator[Metric]:
 
 
 def _owner_families(report: Report) -> Iterator[Metric]:
-    """This month's and quarter's forecast per owner."""
+    """This month's, quarter's and next quarter's forecast per owner."""
     labels = ["owner", "period"]
     expected = gauge("owner_forecast_won_amount", "Forecast of the owner's won amount in the "
                      "period, made at the start of T's day: won so far (owner at the close) + "

@@ -99,9 +99,9 @@ class ForecastAccuracyKpis:
 
 @dataclass(frozen=True, slots=True)
 class OwnerForecastKpis:
-    """The forecast of one owner's won amount for T's month or quarter, in cents: won so
-    far by the owner (owner at the close) + the owner's open deals (current owner) x their
-    chance; no deals not created yet (nobody owns them)."""
+    """The forecast of one owner's won amount for T's month, quarter or next quarter, in
+    cents: won so far by the owner (owner at the close) + the owner's open deals (current
+    owner) x their chance; no deals not created yet (nobody owns them)."""
 
     owner: str
     period: str
@@ -302,8 +302,7 @@ def forecast_rows(basis: ForecastBasis | None, as_of_day: int, settings: Forecas
                 forecast.new_expected_cents, forecast.low_cents, forecast.high_cents,
                 max(0, min(as_of_day, end) - start), end - start))
     owners = []
-    for period in ("month", "quarter"):
-        _, start, end = periods[period]
+    for period, (_, start, end) in periods.items():
         for owner, forecast in sorted(forecasts_at(as_of_day, start, end, "owner").items()):
             if owner != ALL:
                 owners.append(OwnerForecastKpis(owner, period, forecast.won_cents,
