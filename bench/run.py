@@ -181,7 +181,9 @@ class PulseProcess:
                                  PULSE_MAX_OWNERS=str(settings.max_owners),
                                  PULSE_MAX_TEAMS=str(settings.max_teams), **env)
         self.url = f"http://127.0.0.1:{self.settings.web_port}/metrics"
-        self.http = httpx.Client(timeout=10)
+        # the first scrape after a stream computes every forecast: it can take longer than
+        # Prometheus's default 10 s scrape timeout, and the bench times it rather than fail
+        self.http = httpx.Client(timeout=120)
         wait_for_port("127.0.0.1", self.settings.web_port, timeout=120)
 
     def text(self) -> str:
@@ -364,40 +366,66 @@ def _quiet() -> float:
     return time.monotonic()
 
 
+def _forecast_current(worker: PulseProcess, timeout: float = 600) -> tuple[float, float]:
+    """Wait until the worker's forecast is of its current state (``pulse_forecast_stale``
+    0 or absent): (seconds waited, ``pulse_forecast_compute_seconds`` then)."""
+    started = time.monotonic()
+    while True:
+        samples = parse_metrics(worker.text())
+        if not samples.get(("pulse_forecast_stale", ()), 0):
+            return (time.monotonic() - started,
+                    samples.get(("pulse_forecast_compute_seconds", ()), 0.0))
+        if time.monotonic() - started > timeout:
+            raise TimeoutError(f"the forecast was still stale after {timeout:.0f}s")
+        time.sleep(0.5)
+
+
 def scrape_cost(worker: PulseProcess, repeats: int = 30) -> dict[str, float]:
     """Wall time of the first scrape after the stream (every aggregate written since
-    the worker started is summed), the median of ``repeats`` more on the unchanged
-    state, the size and the number of series, and the longest event-loop stall the
-    worker's probe saw during each (``worker.loop_stall_ms``)."""
+    the worker started is summed; the forecast is computed beside it and waited for
+    ``PULSE_FORECAST_WAIT_SECONDS`` at most), the time until the forecast is current and
+    what computing it took, then the median of ``repeats`` more on the unchanged state,
+    the size and the number of series, and the longest event-loop stall the worker's
+    probe saw during each (``worker.loop_stall_ms``)."""
     since = _quiet()
-    first_ms, text = _timed_scrape(worker)
+    first_ms, _ = _timed_scrape(worker)
     first_stall = worker.loop_stall_ms(since, time.monotonic())
+    forecast_wait_s, forecast_compute_s = _forecast_current(worker)
     since = _quiet()
-    times = [_timed_scrape(worker)[0] for _ in range(repeats)]
+    timed = [_timed_scrape(worker) for _ in range(repeats)]
     stall = worker.loop_stall_ms(since, time.monotonic())
+    text = timed[-1][1]
     samples = parse_metrics(text)
-    return {"first_ms": first_ms, "ms": statistics.median(times), "bytes": len(text.encode()),
-            "series": len(samples), "first_stall_ms": first_stall, "stall_ms": stall}
+    return {"first_ms": first_ms, "ms": statistics.median(ms for ms, _ in timed),
+            "bytes": len(text.encode()), "series": len(samples),
+            "first_stall_ms": first_stall, "stall_ms": stall,
+            "forecast_current_after_s": forecast_wait_s,
+            "forecast_compute_s": forecast_compute_s}
 
 
 def scrape_cost_live(settings: Settings, worker: PulseProcess, rounds: int = 10,
                      per_round: int = 300) -> dict[str, float]:
     """Median scrape right after ``per_round`` new whole-catalogue events were folded:
     what a scrape costs while the state changes (each one sums the aggregates written
-    since the previous one and rebuilds the changed tables' snapshots)."""
+    since the previous one and rebuilds the changed tables' snapshots), and how many of
+    those scrapes exported a forecast still being computed (the new events are timed a
+    year back, so each round moves every checkpoint's forecast)."""
     stream = make_stream(rounds * per_round, seed=13)
     times: list[float] = []
     stalls: list[float] = []
+    stale = 0
     for i in range(rounds):
         chunk = stream[i * per_round:(i + 1) * per_round]
         before = worker.processed()
         asyncio.run(produce_events(settings, chunk, show_progress=False))
         _wait(f"scrape after new events {i + 1}", before + len(chunk), worker.processed, 60)
         since = _quiet()
-        times.append(_timed_scrape(worker)[0])
+        ms, text = _timed_scrape(worker)
+        times.append(ms)
         stalls.append(worker.loop_stall_ms(since, time.monotonic()))
+        stale += bool(parse_metrics(text).get(("pulse_forecast_stale", ()), 0))
     return {"ms": statistics.median(times), "events_between": per_round,
-            "stall_ms": max(stalls)}
+            "stall_ms": max(stalls), "forecast_stale_scrapes": stale}
 
 
 # -- recovery and memory ----------------------------------------------------------------------
@@ -643,6 +671,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "scrape_first_loop_stall_ms": scrape["first_stall_ms"],
         "scrape_bytes": scrape["bytes"],
         "scrape_series": scrape["series"],
+        "forecast_current_after_s": scrape["forecast_current_after_s"],
+        "forecast_compute_s": scrape["forecast_compute_s"],
+        "scrape_forecast_stale_after_new_events": scrape_live["forecast_stale_scrapes"],
         "scrape_ms_with_open_deals": memory["scrape_ms_at_full"],
         "ingest": ingest,
         "handler_us_per_event": handlers["us_per_event"],
@@ -695,6 +726,9 @@ def _verdicts(r: dict[str, Any]) -> list[tuple[str, str, str, str]]:
          f"{fmt(r['scrape_first_ms'], '.1f')} ({fmt(r.get('scrape_first_loop_stall_ms'), '.1f')})",
          "", ""),
         ("scrape, series / bytes", f"{r['scrape_series']:,} / {r['scrape_bytes']:,}", "", ""),
+        ("forecast current after the first scrape, s (its computation, s)",
+         f"{fmt(r.get('forecast_current_after_s'), '.1f')} "
+         f"({fmt(r.get('forecast_compute_s'), '.1f')})", "", ""),
         ("handlers, us per event (in memory)", fmt(r.get("handler_us_per_event"), ".1f"),
          "", ""),
     ]
@@ -750,7 +784,10 @@ def _scrape_only(settings: Settings, stream: list[dict[str, Any]], logs: Path,
             "scrape_after_new_events_ms": scrape_live["ms"],
             "scrape_max_loop_stall_ms": max(scrape["stall_ms"], scrape_live["stall_ms"]),
             "scrape_first_loop_stall_ms": scrape["first_stall_ms"],
-            "scrape_bytes": scrape["bytes"], "scrape_series": scrape["series"]}
+            "scrape_bytes": scrape["bytes"], "scrape_series": scrape["series"],
+            "forecast_current_after_s": scrape["forecast_current_after_s"],
+            "forecast_compute_s": scrape["forecast_compute_s"],
+            "scrape_forecast_stale_after_new_events": scrape_live["forecast_stale_scrapes"]}
 
 
 def _ingest_only(args: argparse.Namespace) -> int:

@@ -211,6 +211,11 @@ class Settings(BaseSettings):
         0.1, ge=0, lt=1, description="PulseForecastBelowQuota fires after mid-period when "
         "the forecast is below (1 - this) x the quota; exported as "
         "pulse_forecast_alert_margin_ratio for the rule to read.")
+    forecast_wait_seconds: float = Field(
+        2.0, ge=0, le=60, description="How long a scrape waits for the forecast of the "
+        "current state, computed beside the scrapes; past it the scrape exports the last "
+        "forecast computed with pulse_forecast_stale 1, and the next scrape the new one. "
+        "Keep it well under the scrape timeout.")
     forecast_expected_close: bool = Field(
         True, description="Whether an open deal's expected close (deal.created or "
         "deal.updated) shifts its chance to win: counted only against the past stints "

@@ -156,7 +156,8 @@ class PulseWorker:
         self.registry = CollectorRegistry()
         self._collector = PulseCollector(self, self.registry)
         self._scrape = Scrape(lambda: self.pipelines, self._active_partitions, self._labels,
-                              self.clock, lambda: self._shared_clock_ms, self._report_config)
+                              self.clock, lambda: self._shared_clock_ms, self._report_config,
+                              settings.forecast_wait_seconds)
         context = PipelineContext(
             rules=contract_rules(settings), redis=self.redis, labels=self._labels,
             stats=self._stats, producer=lambda: self.app.producer,

@@ -77,6 +77,22 @@ def forecast_families(report: Report) -> Iterator[Metric]:
     yield from (snapshot, actual, error)
     yield from _plan_families(report)
     yield from _owner_families(report)
+    yield from _freshness_families(report)
+
+
+def _freshness_families(report: Report) -> Iterator[Metric]:
+    """Whether the forecast exported is of the current state, and what it cost."""
+    stale = gauge("forecast_stale", "1 while the forecast exported is of an earlier state "
+                  "(the current one's is being computed, beside the scrapes; it waits "
+                  "PULSE_FORECAST_WAIT_SECONDS at most), 0 when it is current.", [])
+    if report.forecast_stale is not None:
+        stale.add_metric([], 1 if report.forecast_stale else 0)
+    yield stale
+    seconds = gauge("forecast_compute_seconds", "How long the forecast exported took to "
+                    "compute (every deal read, the live and the checkpoints' forecasts).", [])
+    if report.forecast_compute_seconds is not None:
+        seconds.add_metric([], report.forecast_compute_seconds)
+    yield seconds
 
 
 def _owner_families(report: Report) -> Iterator[Metric]:

@@ -16,8 +16,10 @@ from stream_app.ops import LOOP_LAG_WINDOW_SECONDS, OperationalStats
 
 #: How often the probe task sleeps and measures how late it woke.
 LOOP_PROBE_SECONDS = 0.25
-#: At most how often the objects alive are moved out of the collector's generations.
-HEAP_FREEZE_SECONDS = 60.0
+#: At most how often the objects alive are moved out of the collector's generations
+#: (every second: a full pass then walks one second of survivors, not a minute's; see
+#: docs/performance.md for what 60 s cost once the forecast was added).
+HEAP_FREEZE_SECONDS = 1.0
 
 
 class LoopWatch:

@@ -12,6 +12,7 @@ from collections.abc import Callable, Hashable, Sequence
 from prometheus_client.core import Metric
 
 from stream_app.adapters.exposition import TextRenderer
+from stream_app.adapters.forecast_refresh import ForecastRefresher
 from stream_app.adapters.label_registry import LabelRegistry
 from stream_app.adapters.metrics import PulseCollector
 from stream_app.adapters.pipeline import SourcePipeline
@@ -30,15 +31,18 @@ class Scrape:
     The snapshots (:class:`~stream_app.adapters.aggregate_index.AggregateIndex`) are
     moved only by :meth:`keep_current` and the start of :meth:`exposition`, on the event
     loop where the folds run; the report and the text read nothing else, so they are
-    built in a thread while the loop goes on folding. One scrape at a time."""
+    built in a thread while the loop goes on folding. One scrape at a time. The forecast
+    rows come from a :class:`ForecastRefresher`, which a scrape waits for
+    ``forecast_wait_seconds`` at most."""
 
     def __init__(self, pipelines: Callable[[], Sequence[SourcePipeline]],
                  exported: Callable[[str], frozenset[int]], labels: LabelRegistry,
                  clock: str, shared_clock_ms: Callable[[], int | None],
-                 config: ReportConfig):
+                 config: ReportConfig, forecast_wait_seconds: float = 2.0):
         self._pipelines, self._exported = pipelines, exported
         self._labels, self._clock, self._shared_clock_ms = labels, clock, shared_clock_ms
-        self._reports = ReportReuse(config)
+        self._forecasts = ForecastRefresher(config.forecast, forecast_wait_seconds)
+        self._reports = ReportReuse(config, self._forecasts.rows)
         self._renderer = TextRenderer()
         self._lock = asyncio.Lock()
 
@@ -80,7 +84,7 @@ class Scrape:
         for pipeline, partitions in parts:
             if pipeline.book is not None:
                 pipeline.book.contribute(snap, partitions, self._labels.keep)
-        inputs = (self._labels.version, tuple(
+        inputs = (self._labels.version, self._forecasts.version, tuple(
             (pipeline.index.version, partitions,
              None if pipeline.book is None else pipeline.book.version)
             for pipeline, partitions in parts))

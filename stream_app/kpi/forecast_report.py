@@ -18,7 +18,8 @@ recomputed, exactly, when an event timed before it arrives late.
 from __future__ import annotations
 
 __all__ = ["ForecastAccuracyKpis", "ForecastBasis", "ForecastKpis", "ForecastRows",
-           "OwnerForecastKpis", "PathCache", "forecast_rows", "team_forecasts"]
+           "ForecastSource", "OwnerForecastKpis", "PathCache", "forecast_rows",
+           "team_forecasts"]
 
 from collections import defaultdict
 from collections.abc import Callable, Hashable, Mapping
@@ -260,6 +261,14 @@ class ForecastRows:
     accuracy: tuple[ForecastAccuracyKpis, ...] = ()
     plans: tuple[PlanKpis, ...] = ()
     owners: tuple[OwnerForecastKpis, ...] = ()
+    #: The rows are of an earlier state: the current one's are still being computed.
+    stale: bool = False
+    #: How long computing these rows took (None: computed in the report).
+    compute_seconds: float | None = None
+
+
+#: Where a report gets its forecast rows: (basis, T's day) -> rows.
+ForecastSource = Callable[[ForecastBasis | None, int], ForecastRows]
 
 
 def forecast_rows(basis: ForecastBasis | None, as_of_day: int, settings: ForecastSettings,

@@ -10,7 +10,7 @@ from collections.abc import Callable, Hashable
 from dataclasses import replace
 from typing import Any
 
-from stream_app.kpi.forecast_report import PathCache
+from stream_app.kpi.forecast_report import ForecastSource, PathCache
 from stream_app.kpi.report import ReportConfig, build_report, lead_score_kpis
 from stream_app.kpi.rows import Report
 from stream_app.kpi.snapshot import Snapshot
@@ -25,10 +25,12 @@ class ReportMemo:
     read (:attr:`Snapshot.versions`) and T's day: a part whose fields did not change is
     the very same object in the next report."""
 
-    def __init__(self) -> None:
+    def __init__(self, forecasts: ForecastSource | None = None) -> None:
         self._parts: dict[str, tuple[tuple[Any, ...], Any]] = {}
         self._cached: dict[str, tuple[Hashable, Any]] = {}
         self.paths = PathCache()
+        #: Where the forecast rows come from (None: computed in the report, cached here).
+        self.forecasts = forecasts
 
     def cached(self, name: str, key: Hashable, compute: Callable[[], Any]) -> Any:
         """``compute()`` once per ``key`` (whatever T's day): the value kept under
@@ -69,10 +71,10 @@ class ReportReuse:
     recomputed: the other rows stay the very same objects, which lets the exporter
     reuse their text."""
 
-    def __init__(self, config: ReportConfig):
+    def __init__(self, config: ReportConfig, forecasts: ForecastSource | None = None):
         self._config = config
         self._last: tuple[Hashable, Report] | None = None
-        self._memo = ReportMemo()
+        self._memo = ReportMemo(forecasts)
 
     def report(self, inputs: Hashable, snapshot: Snapshot, as_of_ms: int) -> Report:
         """The report of ``snapshot`` at ``as_of_ms``."""

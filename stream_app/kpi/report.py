@@ -441,6 +441,8 @@ def build_report(snap: Snapshot, as_of_ms: int, cfg: ReportConfig,
     if memo is None:
         forecast = forecast_rows(snap.forecast, as_of_day, cfg.forecast,
                                  lambda _, __, compute: compute(), PathCache())
+    elif memo.forecasts is not None:
+        forecast = memo.forecasts(snap.forecast, as_of_day)
     else:
         forecast = forecast_rows(snap.forecast, as_of_day, cfg.forecast, memo.cached,
                                  memo.paths)
@@ -490,6 +492,8 @@ def build_report(snap: Snapshot, as_of_ms: int, cfg: ReportConfig,
         forecast_plans=forecast.plans,
         owner_forecasts=forecast.owners,
         forecast_alert_margin=cfg.forecast.alert_margin if forecast.live else None,
+        forecast_stale=forecast.stale if forecast.live or forecast.stale else None,
+        forecast_compute_seconds=forecast.compute_seconds,
     )
 
 

@@ -501,7 +501,11 @@ class Report:
     forecast_accuracy: tuple[ForecastAccuracyKpis, ...] = ()
     #: The CRM's plan for the open deals: slipped, pushed out of and closing in a period.
     forecast_plans: tuple[PlanKpis, ...] = ()
-    #: This month's and quarter's forecast per owner.
+    #: This month's, quarter's and next quarter's forecast per owner.
     owner_forecasts: tuple[OwnerForecastKpis, ...] = ()
+    #: Whether the forecast rows are of an earlier state (None: this worker holds no
+    #: forecast), and how long they took to compute (None: unknown).
+    forecast_stale: bool | None = None
+    forecast_compute_seconds: float | None = None
     #: The forecast alert's margin, beside the forecasts (None without them).
     forecast_alert_margin: float | None = None

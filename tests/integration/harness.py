@@ -37,7 +37,8 @@ OPERATIONAL_PREFIXES = ("pulse_info", "pulse_events_", "pulse_dedup_", "pulse_la
                         "pulse_consumer_", "pulse_owned_partitions", "pulse_exported_partition",
                         "pulse_changelog_", "pulse_recover", "pulse_last_recovery_",
                         "pulse_event_loop_", "pulse_kafka_", "pulse_checkpoint",
-                        "pulse_last_checkpoint_")
+                        "pulse_last_checkpoint_", "pulse_forecast_stale",
+                        "pulse_forecast_compute_")
 
 
 #: Whether workers write local checkpoints (the ``local_checkpoints`` fixture sets it).
@@ -177,14 +178,16 @@ def settled(workers: list[Worker], partitions: int, as_of: dt.datetime | None,
                    if name == "pulse_consumer_lag_messages"]
             behind = {tp: v for tp, v in lag if v}
             unread = sorted(consumed - {tp for tp, _ in lag})
+            # the forecast is computed beside the scrapes: 1 while an earlier state's shows
+            forecast_stale = [sample.get(("pulse_forecast_stale", ()), 0) for sample in samples]
             asof_ok = as_of is None or all(
                 sample.get(("pulse_asof_timestamp_seconds", ())) == ms_from_datetime(as_of) / 1000
                 for sample in samples)
             current = _steady_kpis(samples)
             last_state = (f"owned={owned} behind={behind} no_lag_sample={unread} "
-                          f"asof_ok={asof_ok}")
+                          f"asof_ok={asof_ok} forecast_stale={forecast_stale}")
             if (owned == partitions and not unread and not behind and asof_ok
-                    and current == previous):
+                    and not any(forecast_stale) and current == previous):
                 unfolded = behind_the_broker(cfg, consumed)
                 if unfolded:
                     last_state = f"records after the committed offsets: {unfolded}"
@@ -195,7 +198,8 @@ def settled(workers: list[Worker], partitions: int, as_of: dt.datetime | None,
                     if all(s is not None for s in final):
                         done = [s for s in final if s is not None]
                         kpis = _steady_kpis(done)
-                        if kpis == current:
+                        if kpis == current and not any(
+                                s.get(("pulse_forecast_stale", ()), 0) for s in done):
                             return done
                         current = kpis
             previous = current
