@@ -212,7 +212,7 @@ class Settings(BaseSettings):
         "the forecast is below (1 - this) x the quota; exported as "
         "pulse_forecast_alert_margin_ratio for the rule to read.")
     forecast_wait_seconds: float = Field(
-        2.0, ge=0, le=60, description="How long a scrape waits for the forecast of the "
+        0.5, ge=0, le=60, description="How long a scrape waits for the forecast of the "
         "current state, computed beside the scrapes; past it the scrape exports the last "
         "forecast computed with pulse_forecast_stale 1, and the next scrape the new one. "
         "Keep it well under the scrape timeout.")

@@ -38,7 +38,7 @@ class Scrape:
     def __init__(self, pipelines: Callable[[], Sequence[SourcePipeline]],
                  exported: Callable[[str], frozenset[int]], labels: LabelRegistry,
                  clock: str, shared_clock_ms: Callable[[], int | None],
-                 config: ReportConfig, forecast_wait_seconds: float = 2.0):
+                 config: ReportConfig, forecast_wait_seconds: float = 0.5):
         self._pipelines, self._exported = pipelines, exported
         self._labels, self._clock, self._shared_clock_ms = labels, clock, shared_clock_ms
         self._forecasts = ForecastRefresher(config.forecast, forecast_wait_seconds)

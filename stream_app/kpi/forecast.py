@@ -26,9 +26,9 @@ of its amount; new wins Poisson counts of amount ``m``).
 
 from __future__ import annotations
 
-__all__ = ["CREATED", "DEFAULT_FORECAST", "DealPath", "Forecast", "ForecastSettings",
-           "StageHistory", "date_day", "deal_path", "forecast_period", "learn_histories",
-           "plan_stratum"]
+__all__ = ["AFTER_PERIOD", "BEFORE_PERIOD", "CREATED", "DEFAULT_FORECAST", "INSIDE_PERIOD",
+           "PASSED", "DealPath", "Forecast", "ForecastSettings", "StageHistory", "date_day",
+           "deal_path", "forecast_period", "learn_histories", "plan_stratum"]
 
 import datetime as dt
 import math
