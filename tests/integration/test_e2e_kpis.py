@@ -41,6 +41,9 @@ def test_one_worker_exports_every_kpi_exactly(base_settings: Settings, tmp_path:
         assert compared == len(expected) > 250
         assert samples[("pulse_customers_churned", (("period", "last_month"),))] > 0
         assert metric_total(samples, "pulse_events_processed_total") == len(events)
+        # the forecast compared above is the current state's, computed beside the scrape
+        assert samples[("pulse_forecast_stale", ())] == 0
+        assert samples[("pulse_forecast_compute_seconds", ())] > 0
     finally:
         worker.discard()
 
