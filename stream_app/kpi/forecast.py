@@ -194,7 +194,7 @@ class StageHistory:
         known = self._tables.get((-1, -1))
         if known is not None:
             return known
-        size = max((self._day - stint[0] + 2 for stint in self._stints), default=1)
+        size = self._span()
         eligible_ends = [0] * size
         won_steps = [0] * (size + 1)
         for started, _, won_on, _ in self._stints:
@@ -250,6 +250,10 @@ class StageHistory:
             eligible -= eligible_ends[age]
         return table
 
+    def _span(self) -> int:
+        """Ages a table covers: up to the oldest stint's age at the checkpoint, plus one."""
+        return max((self._day - stint[0] + 2 for stint in self._stints), default=1)
+
     def _last_age(self, started: int, left: int | None, horizon: int) -> int:
         """The last age at which a stint is eligible (negative: none)."""
         last = self._day - horizon - started
@@ -266,16 +270,13 @@ class StageHistory:
         expected close set on day ``d`` is known from the landmark ``d + 1`` on, and at
         age ``a`` lies ``E - started - a`` days after its landmark, so as the age grows it
         is after the period, then inside, then before it, then passed."""
-        size = max((self._day - stint[0] + 2 for stint in self._stints), default=1)
+        size = self._span()
         eligible_steps = [[0] * (size + 1) for _ in range(_STRATA)]
         won_steps = [[0] * (size + 1) for _ in range(_STRATA)]
-        day = self._day
         for started, left, won_on, plans in self._stints:
             if not plans:
                 continue
-            last = day - horizon - started
-            if left is not None and left - started < last:
-                last = left - started
+            last = self._last_age(started, left, horizon)
             if last < 0:
                 continue
             first_won, last_won = (1, 0) if won_on is None else self._won_ages(

@@ -178,8 +178,7 @@ def settled(workers: list[Worker], partitions: int, as_of: dt.datetime | None,
                    if name == "pulse_consumer_lag_messages"]
             behind = {tp: v for tp, v in lag if v}
             unread = sorted(consumed - {tp for tp, _ in lag})
-            # the forecast is computed beside the scrapes: 1 while an earlier state's shows
-            forecast_stale = [sample.get(("pulse_forecast_stale", ()), 0) for sample in samples]
+            forecast_stale = [_forecast_stale(sample) for sample in samples]
             asof_ok = as_of is None or all(
                 sample.get(("pulse_asof_timestamp_seconds", ())) == ms_from_datetime(as_of) / 1000
                 for sample in samples)
@@ -198,14 +197,19 @@ def settled(workers: list[Worker], partitions: int, as_of: dt.datetime | None,
                     if all(s is not None for s in final):
                         done = [s for s in final if s is not None]
                         kpis = _steady_kpis(done)
-                        if kpis == current and not any(
-                                s.get(("pulse_forecast_stale", ()), 0) for s in done):
+                        if kpis == current and not any(_forecast_stale(s) for s in done):
                             return done
                         current = kpis
             previous = current
         _await_lag_refreshes(workers, SETTLE_LAG_REFRESHES, deadline)
     logs = "\n".join(f"--- {w.log}\n" + w.log.read_text()[-3000:] for w in workers)
     raise AssertionError(f"workers did not settle within {timeout}s: {last_state}\n{logs}")
+
+
+def _forecast_stale(samples: Samples) -> float:
+    """1 while a worker exports an earlier state's forecast (it is computed beside the
+    scrapes), 0 when current or when the worker holds no forecast."""
+    return samples.get(("pulse_forecast_stale", ()), 0)
 
 
 def _steady_kpis(samples: list[Samples]) -> list[Samples]:
