@@ -26,14 +26,14 @@ of its amount; new wins Poisson counts of amount ``m``).
 
 from __future__ import annotations
 
-__all__ = ["AFTER_PERIOD", "BEFORE_PERIOD", "CREATED", "DEFAULT_FORECAST", "INSIDE_PERIOD",
+__all__ = ["AFTER_PERIOD", "ALL", "BEFORE_PERIOD", "CREATED", "DEFAULT_FORECAST", "INSIDE_PERIOD",
            "PASSED", "DealPath", "Forecast", "ForecastSettings", "StageHistory", "date_day",
-           "deal_path", "forecast_period", "learn_histories", "plan_stratum"]
+           "deal_path", "forecast_period", "forecast_period_by", "learn_histories", "plan_stratum"]
 
 import datetime as dt
 import math
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import accumulate
 from operator import attrgetter
@@ -42,6 +42,9 @@ from stream_app.kpi.calendar import Calendar
 from stream_app.kpi.deals import DealState, deal_timeline
 from stream_app.kpi.lifecycle import WON
 from stream_app.kpi.money import Pricing
+
+#: The group every team's (and owner's) forecast also counts in.
+ALL = "all"
 
 #: The pseudo-stage every deal enters at its creation (for deals not yet created).
 CREATED = "(created)"
@@ -370,12 +373,22 @@ def forecast_period(paths: Iterable[DealPath], day: int, start: int, end: int,
     """The forecast at the start of ``day`` of the won amount of days ``start .. end-1``,
     per group (``group_of``: the team by default, or the owner) and ``all`` (new deals
     only for ``all``: they have no team or owner yet)."""
+    return forecast_period_by(paths, day, start, end, settings, histories, (group_of,))[0]
+
+
+def forecast_period_by(paths: Iterable[DealPath], day: int, start: int, end: int,
+                       settings: ForecastSettings = DEFAULT_FORECAST,
+                       histories: Mapping[str, StageHistory] | None = None,
+                       groupings: Sequence[Callable[[DealPath], str]] = (attrgetter("team"),)
+                       ) -> list[dict[str, Forecast]]:
+    """:func:`forecast_period` for each of ``groupings`` (the team, the owner), each deal's
+    chance read once for all of them."""
     paths = list(paths)
     if histories is None:
         histories = learn_histories(paths, day, settings)
-    won: dict[str, int] = defaultdict(int)
-    expected: dict[str, float] = defaultdict(float)
-    variance: dict[str, float] = defaultdict(float)
+    won = [defaultdict[str, int](int) for _ in groupings]
+    expected = [defaultdict[str, float](float) for _ in groupings]
+    variance = [defaultdict[str, float](float) for _ in groupings]
     created = 0
     won_amounts: list[int] = []
     for path in paths:
@@ -384,8 +397,9 @@ def forecast_period(paths: Iterable[DealPath], day: int, start: int, end: int,
         close = path.close
         if close is not None and close[1] < day:
             if close[0] and start <= close[1] < end:
-                for group in (group_of(path), "all"):
-                    won[group] += close[2]
+                for group_of, won_by in zip(groupings, won, strict=True):
+                    won_by[group_of(path)] += close[2]
+                    won_by[ALL] += close[2]
             if close[0] and day - settings.window_days <= close[1]:
                 won_amounts.append(close[2])
             continue
@@ -397,9 +411,15 @@ def forecast_period(paths: Iterable[DealPath], day: int, start: int, end: int,
         chance = 0.0 if history is None else history.win_probability(
             day - entered, end - day, max(0, start - day),
             None if close_day is None else close_day - day)
-        for group in (group_of(path), "all"):
-            expected[group] += chance * path.open_cents
-            variance[group] += chance * (1 - chance) * path.open_cents ** 2
+        amount = chance * path.open_cents
+        spread = chance * (1 - chance) * path.open_cents ** 2
+        for group_of, expected_by, variance_by in zip(groupings, expected, variance,
+                                                     strict=True):
+            group = group_of(path)
+            expected_by[group] += amount
+            expected_by[ALL] += amount
+            variance_by[group] += spread
+            variance_by[ALL] += spread
     new_expected = new_variance = 0.0
     creation = histories.get(CREATED)
     if creation is not None and won_amounts:
@@ -409,8 +429,8 @@ def forecast_period(paths: Iterable[DealPath], day: int, start: int, end: int,
             wins = rate * creation.win_probability(0, end - created_on)
             new_expected += wins * mean_won
             new_variance += wins * mean_won ** 2
-    groups = sorted(set(won) | set(expected) | {"all"})
-    return {group: Forecast(won[group], expected[group],
-                            new_expected if group == "all" else 0.0,
-                            variance[group] + (new_variance if group == "all" else 0.0))
-            for group in groups}
+    return [{group: Forecast(won_by[group], expected_by[group],
+                             new_expected if group == ALL else 0.0,
+                             variance_by[group] + (new_variance if group == ALL else 0.0))
+             for group in sorted(set(won_by) | set(expected_by) | {ALL})}
+            for won_by, expected_by, variance_by in zip(won, expected, variance, strict=True)]

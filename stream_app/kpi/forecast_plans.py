@@ -17,10 +17,11 @@ Amounts are the deals' open amounts in reporting-currency cents.
 
 from __future__ import annotations
 
-__all__ = ["CLOSING", "NO_CATEGORY", "PUSHED", "SLIPPED", "PlanKpis", "plan_rows"]
+__all__ = ["CLOSING", "NO_CATEGORY", "PUSHED", "SLIPPED", "PlanKey", "PlanKpis", "deal_plan_rows",
+           "plan_kpis", "plan_rows"]
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from stream_app.kpi.calendar import Calendar
@@ -47,36 +48,53 @@ class PlanKpis:
     cents: int
 
 
+#: A row of the plan: (group, kind, period, category).
+PlanKey = tuple[str, str, str, str]
+
+
 def plan_rows(pairs: Iterable[tuple[DealState, DealPath | None]], day: int,
               periods: Mapping[str, tuple[int, int]], calendar: Calendar,
               team_names: Mapping[str, str]) -> tuple[PlanKpis, ...]:
     """Slipped, pushed and closing open deals at T's local ``day`` per group, for each
     period name -> (first day, first day after)."""
-    sums: dict[tuple[str, str, str, str], list[int]] = defaultdict(lambda: [0, 0])
-
-    def add(team: str, kind: str, period: str, category: str, cents: int) -> None:
-        for group in (team_names.get(team, team), _ALL):
-            row = sums[(group, kind, period, category)]
+    sums: dict[PlanKey, list[int]] = defaultdict(lambda: [0, 0])
+    for state, path in pairs:
+        for key, cents in deal_plan_rows(state, path, day, periods, calendar, team_names):
+            row = sums[key]
             row[0] += 1
             row[1] += cents
+    return plan_kpis(sums)
 
-    for state, path in pairs:
-        if path is None or path.close is not None or not state.plans:
-            continue
-        expected, category = state.plan_at()
-        if expected is None:
-            continue
-        close_day = date_day(expected)
-        if close_day < day:
-            add(path.team, SLIPPED, "", "", path.open_cents)
-        for period, (start, end) in periods.items():
-            if day <= close_day < end:
-                add(path.team, CLOSING, period, category or NO_CATEGORY, path.open_cents)
-            elif close_day >= end and _was_inside(state, calendar.day_start_ms(start),
-                                                  start, end):
-                add(path.team, PUSHED, period, "", path.open_cents)
+
+def plan_kpis(sums: Mapping[PlanKey, Sequence[int]]) -> tuple[PlanKpis, ...]:
+    """The rows of (deals, cents) sums per key, in key order."""
     return tuple(PlanKpis(group, kind, period, category, deals, cents)
                  for (group, kind, period, category), (deals, cents) in sorted(sums.items()))
+
+
+def deal_plan_rows(state: DealState, path: DealPath | None, day: int,
+                   periods: Mapping[str, tuple[int, int]], calendar: Calendar,
+                   team_names: Mapping[str, str]) -> tuple[tuple[PlanKey, int], ...]:
+    """The rows one deal counts in at ``day`` (key, its open amount in cents): none
+    unless it is open with an expected close."""
+    if path is None or path.close is not None or not state.plans:
+        return ()
+    expected, category = state.plan_at()
+    if expected is None:
+        return ()
+    close_day = date_day(expected)
+    groups = (team_names.get(path.team, path.team), _ALL)
+    cents = path.open_cents
+    rows: list[tuple[PlanKey, int]] = []
+    if close_day < day:
+        rows.extend(((group, SLIPPED, "", ""), cents) for group in groups)
+    for period, (start, end) in periods.items():
+        if day <= close_day < end:
+            rows.extend(((group, CLOSING, period, category or NO_CATEGORY), cents)
+                        for group in groups)
+        elif close_day >= end and _was_inside(state, calendar.day_start_ms(start), start, end):
+            rows.extend(((group, PUSHED, period, ""), cents) for group in groups)
+    return tuple(rows)
 
 
 def _was_inside(state: DealState, start_ms: int, start: int, end: int) -> bool:

@@ -17,7 +17,7 @@ recomputed, exactly, when an event timed before it arrives late.
 
 from __future__ import annotations
 
-__all__ = ["ForecastAccuracyKpis", "ForecastBasis", "ForecastKpis", "ForecastRows",
+__all__ = ["DealSums", "ForecastAccuracyKpis", "ForecastBasis", "ForecastKpis", "ForecastRows",
            "ForecastSource", "OwnerForecastKpis", "PathCache", "forecast_rows",
            "team_forecasts"]
 
@@ -25,23 +25,22 @@ from collections import defaultdict
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from operator import attrgetter
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from stream_app.kpi.calendar import Calendar
 from stream_app.kpi.deals import DealState, state_before
 from stream_app.kpi.forecast import (
+    ALL,
     DealPath,
     Forecast,
     ForecastSettings,
     deal_path,
-    forecast_period,
+    forecast_period_by,
     learn_histories,
 )
-from stream_app.kpi.forecast_plans import PlanKpis, plan_rows
+from stream_app.kpi.forecast_plans import PlanKey, PlanKpis, deal_plan_rows, plan_kpis
 from stream_app.kpi.money import Pricing
 
-#: The group every team's forecast also counts in.
-ALL = "all"
 #: Days of the month the last closed month's forecasts are scored at.
 MONTH_CHECKPOINT_DAYS = (1, 8, 15, 22)
 #: Weeks of the quarter (their first days) the last closed quarter's forecasts are scored at.
@@ -129,13 +128,73 @@ class ForecastBasis:
     #: Owner -> the owner label it is exported under (``(other)`` past the label cap).
     owner_names: Mapping[str, str] = field(default_factory=dict)
 
+    #: The exported names, sorted: part of every signature (computed once).
+    _names: tuple[Hashable, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_names", (tuple(sorted(self.team_names.items())),
+                                            tuple(sorted(self.owner_names.items()))))
+
     def signature_before(self, day: int | None) -> tuple[Hashable, ...]:
         """Changes whenever the states cut at the start of ``day`` (None: not cut) may
         have."""
         changes = sum(count for changed, count in self.change_days
                       if day is None or changed < day)
-        return (self.generation, changes, tuple(sorted(self.team_names.items())),
-                tuple(sorted(self.owner_names.items())))
+        return (changes, *self.labelling())
+
+    def labelling(self) -> tuple[Hashable, ...]:
+        """Changes when the states were rebuilt or an exported name changed."""
+        return (self.generation, *self._names)
+
+
+_Key = TypeVar("_Key", bound=Hashable)
+#: A deal's rows in a sum: (key, cents); each row also counts the deal once.
+DealRows = tuple[tuple[_Key, int], ...]
+
+
+@dataclass
+class DealSums(Generic[_Key]):
+    """Sums of (deals, cents) per key over every deal's rows, kept up to date by the deals
+    whose state changed: a deal's rows are read again only when its state is another
+    object, and the sums move by the difference. A change of ``context`` (what the rows
+    are read with besides the state: T's day, the periods, the exported names) or a deal
+    gone from the states sums everything again."""
+
+    context: Hashable = None
+    rows: dict[str, tuple[DealState, DealRows[_Key]]] = field(default_factory=dict)
+    sums: dict[_Key, list[int]] = field(default_factory=dict)
+
+    def update(self, pairs: list[tuple[DealState, DealPath | None]], context: Hashable,
+               rows_of: Callable[[DealState, DealPath | None], DealRows[_Key]]
+               ) -> dict[_Key, list[int]]:
+        """The sums over ``pairs`` (every deal's state and path)."""
+        if context != self.context:
+            self.context, self.rows, self.sums = context, {}, {}
+        rows, sums = self.rows, self.sums
+        for state, path in pairs:
+            known = rows.get(state.deal_id)
+            if known is not None and known[0] is state:
+                continue
+            new = rows_of(state, path)
+            if known is not None:
+                _add_rows(sums, known[1], -1)
+            _add_rows(sums, new, 1)
+            rows[state.deal_id] = (state, new)
+        if len(rows) != len(pairs):  # a deal left while another came: not a sum of both
+            self.context = None
+            return self.update(pairs, context, rows_of)
+        return sums
+
+
+def _add_rows(sums: dict[_Key, list[int]], rows: DealRows[_Key], sign: int) -> None:
+    for key, cents in rows:
+        row = sums.get(key)
+        if row is None:
+            row = sums[key] = [0, 0]
+        row[0] += sign
+        row[1] += sign * cents
+        if not row[0]:
+            del sums[key]
 
 
 @dataclass
@@ -150,6 +209,11 @@ class PathCache:
     #: Per cut day: the deals it falls inside, with the state and the cut path.
     cuts: dict[int, dict[str, tuple[DealState, DealPath | None]]] = field(
         default_factory=dict)
+    #: The CRM plan's rows and the won amounts per team and day, over the uncut states.
+    plans: DealSums[PlanKey] = field(default_factory=DealSums)
+    won: DealSums[tuple[str, int]] = field(default_factory=DealSums)
+    #: The uncut pairs last read, with the basis they were read from.
+    uncut: tuple[ForecastBasis, list[tuple[DealState, DealPath | None]]] | None = None
 
     def paths(self, basis: ForecastBasis, day: int | None) -> list[DealPath]:
         """Every deal's path as known before the start of ``day`` (None: now)."""
@@ -161,11 +225,14 @@ class PathCache:
         whole = self.whole
         out: list[tuple[DealState, DealPath | None]] = []
         if day is None:
+            if self.uncut is not None and self.uncut[0] is basis:
+                return self.uncut[1]
             for state in basis.states:
                 known = whole.get(state.deal_id)
                 if known is None or known[0] is not state:
                     known = self._read(basis, state)
                 out.append((state, known[1]))
+            self.uncut = (basis, out)
             return out
         cutoff = basis.calendar.day_start_ms(day)
         previous = self.cuts.get(day, {})
@@ -282,17 +349,18 @@ def forecast_rows(basis: ForecastBasis | None, as_of_day: int, settings: Forecas
 
     def forecasts_at(checkpoint: int, start: int, end: int, by: str = "team"
                      ) -> dict[str, Forecast]:
-        def compute() -> dict[str, Forecast]:
+        def compute() -> dict[str, dict[str, Forecast]]:
             known = paths.paths(basis, checkpoint)
-            made = forecast_period(known, checkpoint, start, end, settings,
-                                   histories_at(checkpoint, known), attrgetter(by))
-            return team_forecasts(made, basis.team_names if by == "team" else
-                                  basis.owner_names)
+            by_team, by_owner = forecast_period_by(
+                known, checkpoint, start, end, settings, histories_at(checkpoint, known),
+                (attrgetter("team"), attrgetter("owner")))
+            return {"team": team_forecasts(by_team, basis.team_names),
+                    "owner": team_forecasts(by_owner, basis.owner_names)}
         used.add(checkpoint)
-        forecasts: dict[str, Forecast] = cached(
-            f"forecast:{by}:{checkpoint}:{start}:{end}", basis.signature_before(checkpoint),
+        forecasts: dict[str, dict[str, Forecast]] = cached(
+            f"forecast:{checkpoint}:{start}:{end}", basis.signature_before(checkpoint),
             compute)
-        return forecasts
+        return forecasts[by]
 
     def histories_at(checkpoint: int, known: list[DealPath]) -> Any:
         return cached(f"histories:{checkpoint}", basis.signature_before(checkpoint),
@@ -300,10 +368,13 @@ def forecast_rows(basis: ForecastBasis | None, as_of_day: int, settings: Forecas
 
     live = []
     periods = _periods(calendar, as_of_day)
-    plans = cached("plans", (as_of_day, basis.signature_before(None)), lambda: plan_rows(
-        paths.pairs(basis, None), as_of_day,
-        {period: periods[period][1:] for period in ("month", "quarter")}, calendar,
-        basis.team_names))
+    plan_periods = {period: periods[period][1:] for period in ("month", "quarter")}
+    names = basis.team_names
+    plans = cached("plans", (as_of_day, basis.signature_before(None)), lambda: plan_kpis(
+        paths.plans.update(paths.pairs(basis, None), (
+            as_of_day, tuple(plan_periods.items()), basis.labelling()),
+            lambda state, path: deal_plan_rows(
+                state, path, as_of_day, plan_periods, calendar, names))))
     for period, (name, start, end) in periods.items():
         for group, forecast in sorted(forecasts_at(as_of_day, start, end).items()):
             live.append(ForecastKpis(
@@ -320,8 +391,10 @@ def forecast_rows(basis: ForecastBasis | None, as_of_day: int, settings: Forecas
                                                 forecast.low_cents, forecast.high_cents))
     accuracy = []
     closed = _closed_periods(calendar, as_of_day)
-    won_now = cached("won", basis.signature_before(None),
-                     lambda: _won_by_day(paths.paths(basis, None), basis.team_names))
+    won_now = cached("won", basis.signature_before(None), lambda: {
+        key: cents for key, (_, cents) in paths.won.update(
+            paths.pairs(basis, None), basis.labelling(),
+            lambda _, path: _won_rows(path, names)).items()})
     used.add(None)
     for period, (name, start, end, checkpoints) in closed.items():
         won = _won_between(won_now, start, end)
@@ -336,13 +409,12 @@ def forecast_rows(basis: ForecastBasis | None, as_of_day: int, settings: Forecas
     return ForecastRows(tuple(live), tuple(accuracy), plans, tuple(owners))
 
 
-def _won_by_day(known: list[DealPath], team_names: Mapping[str, str]
-                ) -> dict[tuple[str, int], int]:
-    won: dict[tuple[str, int], int] = defaultdict(int)
-    for path in known:
-        if path.close is not None and path.close[0]:
-            won[(team_names.get(path.team, path.team), path.close[1])] += path.close[2]
-    return dict(won)
+def _won_rows(path: DealPath | None, team_names: Mapping[str, str]
+              ) -> DealRows[tuple[str, int]]:
+    """A deal's won amount under (exported team, close day), if it was won."""
+    if path is None or path.close is None or not path.close[0]:
+        return ()
+    return (((team_names.get(path.team, path.team), path.close[1]), path.close[2]),)
 
 
 def _won_between(won_by_day: Mapping[tuple[str, int], int], start: int, end: int

@@ -120,10 +120,11 @@ def _owner_rows(snap: Snapshot, names: Iterable[str], calendar: Calendar
     for it, by owner."""
     rows: dict[str, list[tuple[str, str, int, int]]] = {name: [] for name in names}
     months = {name: calendar.period_months(name) for name in rows}
-    for (owner, period), quota in sorted(snap.quota_cents.items()):
-        if period in rows:
-            won = sum(snap.owner_won.get((owner, m), 0) for m in months[period])
-            rows[period].append((owner, snap.quota_team[(owner, period)], quota, won))
+    owner_won, quota_team = snap.owner_won, snap.quota_team
+    for (owner, period), quota in sorted(item for item in snap.quota_cents.items()
+                                         if item[0][1] in rows):
+        won = sum(owner_won.get((owner, month), 0) for month in months[period])
+        rows[period].append((owner, quota_team[(owner, period)], quota, won))
     return rows
 
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import datetime as dt
 import random
+from dataclasses import replace
 from decimal import Decimal
 from fractions import Fraction
+from operator import attrgetter
 
 import pytest
 
@@ -25,6 +27,7 @@ from stream_app.kpi.forecast import (
     StageHistory,
     deal_path,
     forecast_period,
+    forecast_period_by,
     plan_stratum,
 )
 from stream_app.kpi.money import Pricing
@@ -168,6 +171,23 @@ def test_won_so_far_counts_the_wins_of_the_period_before_the_checkpoint() -> Non
     assert forecasts["B"].won_cents == 300_000
     later = forecast_period(HISTORY, 40, 20, 50)
     assert later["all"].won_cents == 100_000  # the win at 45 is not known at day 40
+
+
+def test_one_pass_forecasts_each_grouping_as_its_own_call_would() -> None:
+    """H1 and O1 owned by o1, H2 and H3 by o2: day 50, period 20-49, by team and by owner
+    at once. Won so far: 1,000 (H1) for A and o1, 3,000 (H3) for B and o2; the open
+    deals' chances are those of the team grouping, summed per owner."""
+    owned = [replace(path, owner=owner)
+             for path, owner in zip(HISTORY, ("o1", "o2", "o2", "o1"), strict=True)]
+    by_team, by_owner = forecast_period_by(owned, 50, 20, 50,
+                                           groupings=(attrgetter("team"), attrgetter("owner")))
+    assert {group: f.won_cents for group, f in by_team.items()} == {
+        "A": 100_000, "B": 300_000, "all": 400_000}
+    assert {group: f.won_cents for group, f in by_owner.items()} == {
+        "o1": 100_000, "o2": 300_000, "all": 400_000}
+    assert by_team == forecast_period(owned, 50, 20, 50)
+    assert by_owner == forecast_period(owned, 50, 20, 50, group_of=attrgetter("owner"))
+    assert by_owner["all"] == by_team["all"]
 
 
 def test_a_deals_path_is_read_off_its_state() -> None:

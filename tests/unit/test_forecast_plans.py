@@ -95,3 +95,53 @@ def test_the_reference_reads_the_same_table() -> None:
         assert got[(f"pulse_forecast_{kind}_deals", key)] == deals
         assert got[(f"pulse_forecast_{kind}_amount", key)] == Fraction(cents, 100)
     assert len(got) == 2 * 2 * len(EXPECTED)  # per team T and all, deals and amount
+
+
+def _plan_table(plans: tuple[Any, ...], group: str) -> dict[tuple[str, str, str], tuple[int, int]]:
+    return {(row.kind, row.period, row.category): (row.deals, row.cents)
+            for row in plans if row.group == group}
+
+
+def _reference_table(events: list[dict[str, Any]], as_of: dt.datetime
+                     ) -> dict[tuple[str, str, str], tuple[int, int]]:
+    got = expected_plan_metrics(events, as_of, ReferenceConfig())
+    table: dict[tuple[str, str, str], tuple[int, int]] = {}
+    for kind in ("slipped", "pushed", "closing"):
+        for (name, labels), value in got.items():
+            found = dict(labels)
+            if name == f"pulse_forecast_{kind}_deals" and found["team"] == "all":
+                cents = got[(f"pulse_forecast_{kind}_amount", labels)] * 100
+                table[(kind, found.get("period", ""), found.get("category", ""))] = (
+                    int(value), int(cents))
+    return table
+
+
+def test_the_plan_kept_from_one_state_to_the_next_equals_the_reference_at_each() -> None:
+    """One path cache across every event (each report reads again only the deal that
+    changed, and moves the sums by its difference), then a day later, then without D2
+    (a deal gone from the states): each against the reference over the same events."""
+    paths = PathCache()
+    settings = Settings()
+    states: dict[str, DealState] = {}
+    day = (dt.date(2026, 11, 20) - dt.date(1970, 1, 1)).days
+    as_of = dt.datetime(2026, 11, 20, 12, tzinfo=dt.UTC)
+    tables = []
+    for count, raw in enumerate(EVENTS, start=1):
+        event = crm_event_adapter.validate_python(raw)
+        deal_id = event.data.deal_id
+        states[deal_id] = apply_deal_event(states.get(deal_id) or DealState(deal_id), event,
+                                           for_forecast=True)
+        basis = ForecastBasis(tuple(states.values()), ((0, count),), 0, {"T": "T"},
+                              pricing(settings), UTC_CALENDAR)
+        plans = forecast_rows(basis, day, DEFAULT_FORECAST, lambda _, __, f: f(), paths).plans
+        tables.append(_plan_table(plans, "all"))
+        assert tables[-1] == _reference_table(EVENTS[:count], as_of), raw["id"]
+    assert tables[-1] == EXPECTED
+    later = forecast_rows(basis, day + 1, DEFAULT_FORECAST, lambda _, __, f: f(), paths).plans
+    assert _plan_table(later, "all") == _reference_table(EVENTS, as_of + dt.timedelta(days=1))
+    without = ForecastBasis(tuple(s for s in states.values() if s.deal_id != "D2"),
+                            ((0, len(EVENTS) + 1),), 0, {"T": "T"}, pricing(settings),
+                            UTC_CALENDAR)
+    gone = forecast_rows(without, day, DEFAULT_FORECAST, lambda _, __, f: f(), paths).plans
+    assert _plan_table(gone, "all") == _reference_table(
+        [e for e in EVENTS if e["data"]["deal_id"] != "D2"], as_of)
