@@ -170,6 +170,20 @@ class DealSums(Generic[_Key]):
         """The sums over ``pairs`` (every deal's state and path)."""
         if context != self.context:
             self.context, self.rows, self.sums = context, {}, {}
+        self._move(pairs, rows_of)
+        if len(self.rows) != len(pairs):  # a deal left while another came
+            self.context, self.rows, self.sums = context, {}, {}
+            self._move(pairs, rows_of)
+        if len(self.rows) != len(pairs):  # a deal twice: its rows cannot be kept apart
+            self.context, self.rows, self.sums = None, {}, {}
+            sums: dict[_Key, list[int]] = {}
+            for state, path in pairs:
+                _add_rows(sums, rows_of(state, path), 1)
+            return sums
+        return self.sums
+
+    def _move(self, pairs: list[tuple[DealState, DealPath | None]],
+              rows_of: Callable[[DealState, DealPath | None], DealRows[_Key]]) -> None:
         rows, sums = self.rows, self.sums
         for state, path in pairs:
             known = rows.get(state.deal_id)
@@ -180,10 +194,6 @@ class DealSums(Generic[_Key]):
                 _add_rows(sums, known[1], -1)
             _add_rows(sums, new, 1)
             rows[state.deal_id] = (state, new)
-        if len(rows) != len(pairs):  # a deal left while another came: not a sum of both
-            self.context = None
-            return self.update(pairs, context, rows_of)
-        return sums
 
 
 def _add_rows(sums: dict[_Key, list[int]], rows: DealRows[_Key], sign: int) -> None:

@@ -13,7 +13,7 @@ from stream_app.events.models import crm_event_adapter
 from stream_app.kpi.calendar import UTC_CALENDAR
 from stream_app.kpi.deals import DealState, apply_deal_event
 from stream_app.kpi.forecast import DEFAULT_FORECAST
-from stream_app.kpi.forecast_report import ForecastBasis, PathCache, forecast_rows
+from stream_app.kpi.forecast_report import DealSums, ForecastBasis, PathCache, forecast_rows
 from tests.reference import ReferenceConfig
 from tests.reference_forecast import expected_plan_metrics
 
@@ -145,3 +145,27 @@ def test_the_plan_kept_from_one_state_to_the_next_equals_the_reference_at_each()
     gone = forecast_rows(without, day, DEFAULT_FORECAST, lambda _, __, f: f(), paths).plans
     assert _plan_table(gone, "all") == _reference_table(
         [e for e in EVENTS if e["data"]["deal_id"] != "D2"], as_of)
+
+
+def test_deal_sums_move_by_the_deals_that_changed_and_start_again_when_one_left() -> None:
+    """Rows per deal from a table the test changes: A counts 5 under x, B 7 under x and 2
+    under y. A's state replaced (now 1 under y), B gone, then B back twice (a deal held
+    twice counts twice, as a plain sum would)."""
+    table = {"A": (("x", 5),), "B": (("x", 7), ("y", 2))}
+    sums: DealSums[str] = DealSums()
+
+    def rows_of(state: DealState, _: Any) -> Any:
+        return table[state.deal_id]
+
+    a, b = DealState("A"), DealState("B")
+    assert sums.update([(a, None), (b, None)], "day 1", rows_of) == {"x": [2, 12], "y": [1, 2]}
+    table["A"] = (("y", 1),)
+    assert sums.update([(a, None), (b, None)], "day 1", rows_of) == {"x": [2, 12], "y": [1, 2]}
+    moved = DealState("A")
+    assert sums.update([(moved, None), (b, None)], "day 1", rows_of) == {
+        "x": [1, 7], "y": [2, 3]}
+    assert sums.update([(moved, None)], "day 1", rows_of) == {"y": [1, 1]}
+    assert sums.update([(moved, None), (b, None), (b, None)], "day 1", rows_of) == {
+        "x": [2, 14], "y": [3, 5]}
+    table["B"] = ()
+    assert sums.update([(moved, None), (b, None)], "day 2", rows_of) == {"y": [1, 1]}
