@@ -14,7 +14,7 @@ import subprocess
 from dataclasses import dataclass, field
 from types import ModuleType
 
-from stream_app.adapters.processes import free_port, spawn, stop_process, wait_for_port
+from stream_app.adapters.processes import free_port, spawn, stop_processes, wait_for_port
 
 #: The fetch wait against the embedded Tansu: it holds a fetch for half the wait even when
 #: records arrive, so Faust's 1.5 s made each new event ~1.3 s late; 0.1 s costs an idle
@@ -33,9 +33,8 @@ class EmbeddedServers:
     redis: subprocess.Popen[bytes] | None = None
 
     def stop(self) -> None:
-        """Stop every server this object started."""
-        for proc in reversed(self.processes):
-            stop_process(proc)
+        """Stop every server this object started (all asked at once)."""
+        stop_processes(list(reversed(self.processes)))
         self.processes.clear()
 
     def __enter__(self) -> EmbeddedServers:
