@@ -28,6 +28,9 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def _die_with_parent() -> None:
+    # A parent in a shell's background ignores SIGINT, and exec keeps it ignored: the
+    # children take it as a stop (Ctrl-C) however the parent was started.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
     os.setpgrp()
     if sys.platform.startswith("linux"):
         libc = ctypes.CDLL("libc.so.6", use_errno=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+import sys
 import time
 from pathlib import Path
 
@@ -32,3 +34,18 @@ def test_every_process_is_asked_to_stop_before_any_is_waited_for(tmp_path: Path)
     assert (tmp_path / "first.term").exists() and (tmp_path / "second.term").exists()
     assert (tmp_path / "first.saw").exists()
     assert first.poll() is not None and second.poll() is not None
+
+
+def test_a_child_stops_on_sigint_even_when_its_parent_ignores_it(tmp_path: Path) -> None:
+    """A parent started in the background of a shell ignores SIGINT, and an ignored signal
+    stays ignored across exec: the children the project starts must still take Ctrl-C's
+    signal as a stop (``stream-app servers`` was left running by one in CI)."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        child = spawn([sys.executable, "-c", "import signal; "
+                       "print(signal.getsignal(signal.SIGINT) is signal.default_int_handler)"],
+                      log_path=str(tmp_path / "out.log"))
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert child.wait(30) == 0
+    assert (tmp_path / "out.log").read_text().strip() == "True"
