@@ -444,6 +444,27 @@ def scrape_rounds(settings: Settings, worker: PulseProcess, after: list[dict[str
     return live, late
 
 
+def scrape_figures(scrape: dict[str, float], live: dict[str, float], late: dict[str, float]
+                   ) -> dict[str, float]:
+    """The scrape keys of the results (the full run's and ``--scrape-only``'s alike)."""
+    return {
+        "scrape_ms": scrape["ms"],
+        "scrape_first_ms": scrape["first_ms"],
+        "scrape_after_new_events_ms": live["ms"],
+        "scrape_new_events_between": live["events_between"],
+        "scrape_after_late_events_ms": late["ms"],
+        "scrape_max_loop_stall_ms": max(scrape["stall_ms"], live["stall_ms"]),
+        "scrape_late_events_max_loop_stall_ms": late["stall_ms"],
+        "scrape_first_loop_stall_ms": scrape["first_stall_ms"],
+        "scrape_bytes": scrape["bytes"],
+        "scrape_series": scrape["series"],
+        "forecast_current_after_s": scrape["forecast_current_after_s"],
+        "forecast_compute_s": scrape["forecast_compute_s"],
+        "scrape_forecast_stale_after_new_events": live["forecast_stale_scrapes"],
+        "scrape_forecast_stale_after_late_events": late["forecast_stale_scrapes"],
+    }
+
+
 # -- recovery and memory ----------------------------------------------------------------------
 
 def synthetic_changelog(settings: Settings, open_deals: int) -> list[tuple[int, str, Any]]:
@@ -680,20 +701,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "restart_checkpoint_records": memory["restart_checkpoint_records"],
         "checkpoint_seconds": memory["checkpoint_seconds"],
         "worker_rss_after_checkpoint_bytes": memory["rss_after_checkpoint"],
-        "scrape_ms": scrape["ms"],
-        "scrape_first_ms": scrape["first_ms"],
-        "scrape_after_new_events_ms": scrape_live["ms"],
-        "scrape_new_events_between": scrape_live["events_between"],
-        "scrape_after_late_events_ms": scrape_late["ms"],
-        "scrape_max_loop_stall_ms": max(scrape["stall_ms"], scrape_live["stall_ms"]),
-        "scrape_late_events_max_loop_stall_ms": scrape_late["stall_ms"],
-        "scrape_first_loop_stall_ms": scrape["first_stall_ms"],
-        "scrape_bytes": scrape["bytes"],
-        "scrape_series": scrape["series"],
-        "forecast_current_after_s": scrape["forecast_current_after_s"],
-        "forecast_compute_s": scrape["forecast_compute_s"],
-        "scrape_forecast_stale_after_new_events": scrape_live["forecast_stale_scrapes"],
-        "scrape_forecast_stale_after_late_events": scrape_late["forecast_stale_scrapes"],
+        **scrape_figures(scrape, scrape_live, scrape_late),
         "scrape_ms_with_open_deals": memory["scrape_ms_at_full"],
         "ingest": ingest,
         "handler_us_per_event": handlers["us_per_event"],
@@ -805,18 +813,8 @@ def _scrape_only(settings: Settings, stream: list[dict[str, Any]],
             "command": "make bench BENCH_ARGS='" + " ".join(sys.argv[1:]) + "'",
             "machine": _machine(), "events": len(stream),
             "pipeline_pulse_events_per_s": _rate(pulse), "teams_exported": len(teams),
-            "owners_exported": len(owners), "scrape_ms": scrape["ms"],
-            "scrape_first_ms": scrape["first_ms"],
-            "scrape_after_new_events_ms": scrape_live["ms"],
-            "scrape_after_late_events_ms": scrape_late["ms"],
-            "scrape_max_loop_stall_ms": max(scrape["stall_ms"], scrape_live["stall_ms"]),
-            "scrape_late_events_max_loop_stall_ms": scrape_late["stall_ms"],
-            "scrape_first_loop_stall_ms": scrape["first_stall_ms"],
-            "scrape_bytes": scrape["bytes"], "scrape_series": scrape["series"],
-            "forecast_current_after_s": scrape["forecast_current_after_s"],
-            "forecast_compute_s": scrape["forecast_compute_s"],
-            "scrape_forecast_stale_after_new_events": scrape_live["forecast_stale_scrapes"],
-            "scrape_forecast_stale_after_late_events": scrape_late["forecast_stale_scrapes"]}
+            "owners_exported": len(owners),
+            **scrape_figures(scrape, scrape_live, scrape_late)}
 
 
 def _ingest_only(args: argparse.Namespace) -> int:
