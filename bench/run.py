@@ -125,7 +125,7 @@ def make_stream(events: int, seed: int, catalogue: bool = True, after: int = 0
         stream = list(generate_events(cfg))
         if len(stream) >= events + after:
             return stream[:events + after]
-        deals_per_day *= events / len(stream) * 1.05
+        deals_per_day *= (events + after) / len(stream) * 1.05
 
 
 # -- (a) raw aiokafka -------------------------------------------------------------------------
