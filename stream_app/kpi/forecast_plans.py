@@ -18,10 +18,9 @@ Amounts are the deals' open amounts in reporting-currency cents.
 from __future__ import annotations
 
 __all__ = ["CLOSING", "NO_CATEGORY", "PUSHED", "SLIPPED", "PlanKey", "PlanKpis", "deal_plan_rows",
-           "plan_kpis", "plan_rows"]
+           "plan_kpis"]
 
-from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from stream_app.kpi.calendar import Calendar
@@ -50,20 +49,6 @@ class PlanKpis:
 
 #: A row of the plan: (group, kind, period, category).
 PlanKey = tuple[str, str, str, str]
-
-
-def plan_rows(pairs: Iterable[tuple[DealState, DealPath | None]], day: int,
-              periods: Mapping[str, tuple[int, int]], calendar: Calendar,
-              team_names: Mapping[str, str]) -> tuple[PlanKpis, ...]:
-    """Slipped, pushed and closing open deals at T's local ``day`` per group, for each
-    period name -> (first day, first day after)."""
-    sums: dict[PlanKey, list[int]] = defaultdict(lambda: [0, 0])
-    for state, path in pairs:
-        for key, cents in deal_plan_rows(state, path, day, periods, calendar, team_names):
-            row = sums[key]
-            row[0] += 1
-            row[1] += cents
-    return plan_kpis(sums)
 
 
 def plan_kpis(sums: Mapping[PlanKey, Sequence[int]]) -> tuple[PlanKpis, ...]:
