@@ -56,4 +56,4 @@ def series_budget(settings: Settings) -> int:
                     + OWNER_FORECAST_SERIES) * (settings.max_owners + 1)
                    + ROSTER_FAMILIES * settings.max_owners)
     return (groups * per_team + histogram + dimensions + quotas + leads + activities
-            + owner_deals + 96 + FORECAST_PERIOD_SERIES + 8 * settings.partitions)
+            + owner_deals + 97 + FORECAST_PERIOD_SERIES + 8 * settings.partitions)

@@ -20,6 +20,8 @@ class OperationalStats:
     duplicates: Counter[str] = field(default_factory=Counter)
     late: Counter[str] = field(default_factory=Counter)
     replays: int = 0
+    #: Messages a batch skipped (beyond its partition's next offset) read again, by topic.
+    reread: Counter[str] = field(default_factory=Counter)
     dedup_unavailable: int = 0
     last_offset: dict[tuple[str, int], int] = field(default_factory=dict)
     partition_latest_ms: dict[tuple[str, int], int] = field(default_factory=dict)

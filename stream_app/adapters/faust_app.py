@@ -52,6 +52,7 @@ from stream_app.adapters.metrics import PulseCollector
 from stream_app.adapters.pipeline import PipelineContext, SourcePipeline
 from stream_app.adapters.redis_store import RedisStore
 from stream_app.adapters.scrape import Scrape
+from stream_app.adapters.source_reader import SourceReader
 from stream_app.config import (
     Settings,
     contract_rules,
@@ -164,7 +165,7 @@ class PulseWorker:
             dead_letter_topic=settings.topic_dead_letters,
             late_grace_ms=round(settings.late_grace_days * 86_400_000),
             changelog_positions=self._changelog_positions,
-            state_zone=self._state_zone)
+            state_zone=self._state_zone, missing=SourceReader(settings))
         changelog_configs = ({"min.insync.replicas": settings.min_insync_replicas}
                              if settings.min_insync_replicas else {})
         self.pipelines = tuple(

@@ -49,6 +49,12 @@ def operational_families(stats: OperationalStats) -> Iterator[Metric]:
         "or a rebalance before their offset was committed); folded idempotently.")
     replayed.add_metric([], stats.replays)
     yield replayed
+    reread = CounterMetricFamily(
+        "pulse_events_reread",
+        "Messages the consumer skipped (a later offset of their partition came first) "
+        "that the worker read again from the broker and folded in offset order.")
+    reread.add_metric([], sum(stats.reread.values()))
+    yield reread
     lag = gauge("consumer_lag_messages", "Messages behind the high watermark.",
                  ["topic", "partition"])
     for (topic, partition), n in sorted(stats.lag().items()):

@@ -1,6 +1,8 @@
 """One generic batch pipeline that runs every source spec.
 
-For a batch of one agent (one source's topics): decode the CRM events (rejects to the
+For a batch of one agent (one source's topics): complete it with any message its
+partitions skipped since the state's position marks (read again from the broker, so
+every partition folds in offset order), decode the CRM events (rejects to the
 dead-letter topic), deduplicate them in one Redis round trip, admit their label
 values, fold each message into its entity and the aggregates derived from it, then
 flush the outbox (re-keyed wins, ``lead.hot``, dead letters) and the coalesced
@@ -16,7 +18,7 @@ import json
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from faust.types import EventT
@@ -26,9 +28,10 @@ from stream_app.adapters.checkpointer import ChangelogPositions
 from stream_app.adapters.faust_compat import Table, key_partitions
 from stream_app.adapters.label_registry import LabelRegistry
 from stream_app.adapters.redis_store import RedisStore
+from stream_app.adapters.source_reader import MissingMessages
 from stream_app.events.codec import ContractRules, Rejection, decode_event
 from stream_app.kpi.calendar import UTC_ZONE
-from stream_app.kpi.fold import BatchWriter, FoldResult
+from stream_app.kpi.fold import BatchWriter, FoldResult, position_key
 from stream_app.kpi.windows import ms_from_datetime
 from stream_app.ops import OperationalStats
 from stream_app.sources.spec import Feed, LabelValues, SideBook, SourceSpec, fold_message
@@ -58,6 +61,8 @@ class PipelineContext:
     changelog_positions: ChangelogPositions | None = None
     #: The time zone whose days the aggregates are keyed by, recorded in position marks.
     state_zone: str = UTC_ZONE
+    #: Where messages a batch skipped are read again (None: batches are not checked).
+    missing: MissingMessages | None = None
 
 
 @dataclass
@@ -84,6 +89,7 @@ class SourcePipeline:
     async def run(self, events: Sequence[EventT[Any]]) -> None:
         """Fold one batch of the source's topics and hand its writes to the producer."""
         context = self._context
+        events = await self._in_offset_order(events)
         batch = self._start(events)
         crm = [e for e in events if not self._feeds[e.message.topic].rekeyed]
         decoded = await self._decode_and_admit(batch, crm)
@@ -109,6 +115,42 @@ class SourcePipeline:
                 batch.outbox.extend((out.topic, out.key.encode(), out.value, None)
                                     for out in feed.emit(result.before, result.state, value))
         await self._flush(batch)
+
+    async def _in_offset_order(self, events: Sequence[EventT[Any]]) -> Sequence[EventT[Any]]:
+        """The batch with the messages it skipped put back before the message that
+        skipped them: a message beyond the next offset of its partition's position mark
+        (or of the batch's previous message of that partition) follows messages nobody
+        folded, and they are read again from the broker. Messages at or below the mark
+        (replays) are left as they are."""
+        reader = self._context.missing
+        if reader is None:
+            return events
+        data = self.table.data
+        following: dict[tuple[str, int], int | None] = {}
+        completed: list[EventT[Any]] | None = None
+        for index, event in enumerate(events):
+            msg = event.message
+            where = (msg.topic, msg.partition)
+            if where not in following:
+                mark = data.get(position_key(msg.partition, msg.topic))
+                following[where] = None if mark is None else int(mark["v"]) + 1
+            expected = following[where]
+            if expected is not None and msg.offset > expected:
+                if completed is None:
+                    completed = list(events[:index])
+                skipped = await reader.read(msg.topic, msg.partition, expected, msg.offset - 1)
+                completed.extend(cast(Sequence[EventT[Any]], skipped))
+                self._context.stats.reread[msg.topic] += len(skipped)
+                log.warning("%s[%d]: offsets %d-%d were skipped before offset %d; read "
+                            "%d of them again to fold in offset order", msg.topic,
+                            msg.partition, expected, msg.offset - 1, msg.offset,
+                            len(skipped), extra={"topic": msg.topic,
+                                                 "partition": msg.partition})
+            if completed is not None:
+                completed.append(event)
+            if expected is None or msg.offset >= expected:
+                following[where] = msg.offset + 1
+        return events if completed is None else completed
 
     def _labels(self, events: Sequence[EventT[Any]], decoded: list[tuple[EventT[Any], Any]],
                 parsed: dict[int, Any]) -> LabelValues:
