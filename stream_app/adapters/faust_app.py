@@ -154,6 +154,7 @@ class PulseWorker:
                                               self._changelog_positions, self._stats)
         install_changelog_loader(self.app, ChangelogLoader(settings, self._stats, files,
                                                            self._note_loaded))
+        self._reader = SourceReader(settings)
         self.registry = CollectorRegistry()
         self._collector = PulseCollector(self, self.registry)
         self._scrape = Scrape(lambda: self.pipelines, self._active_partitions, self._labels,
@@ -165,7 +166,7 @@ class PulseWorker:
             dead_letter_topic=settings.topic_dead_letters,
             late_grace_ms=round(settings.late_grace_days * 86_400_000),
             changelog_positions=self._changelog_positions,
-            state_zone=self._state_zone, missing=SourceReader(settings))
+            state_zone=self._state_zone, missing=self._reader)
         changelog_configs = ({"min.insync.replicas": settings.min_insync_replicas}
                              if settings.min_insync_replicas else {})
         self.pipelines = tuple(
@@ -269,6 +270,12 @@ class PulseWorker:
             self._recovered.clear()
             if self._changelog_positions is not None:
                 self._changelog_positions.forget()
+
+        @app.on_before_shutdown.connect  # type: ignore[arg-type]  # as for _revoked
+        async def _closing(sender: Any, *args: Any, **kwargs: Any) -> None:
+            await self._reader.close()
+            if self._checkpointer is not None:
+                await self._checkpointer.close()
 
         @app.timer(1.0)
         async def _tick() -> None:
