@@ -163,9 +163,15 @@ def _parser() -> argparse.ArgumentParser:
                      description="Every PULSE_* setting with its effective value (secrets "
                      "masked), its source (environment or default) and its group.")
     config.add_argument("--json", action="store_true", help="one JSON object per setting")
-    command("servers", help="start the embedded broker and Redis and print how to use them",
-                   description="Start Tansu and redis-server on free loopback ports, print the "
-                   "PULSE_* variables to reach them, and wait for Ctrl-C.")
+    servers = command("servers", help="start the embedded broker and Redis and print how to "
+                      "use them", description="Start Tansu and redis-server on free loopback "
+                      "ports, print the PULSE_* variables to reach them, and wait for Ctrl-C "
+                      "(which stops both). Tansu keeps its topics in memory only: they are "
+                      "gone when it stops.")
+    servers.add_argument("--log-dir", type=Path, default=None,
+                         help="write the servers' output to broker.log and redis.log in this "
+                         "directory (created if missing); without it their output is "
+                         "discarded")
     command("topics", help="create the CRM and internal topics if they are missing")
     schemas = sub.add_parser("schemas", help="regenerate schemas/ from the pydantic models")
     schemas.add_argument("--check", action="store_true",
@@ -403,26 +409,38 @@ def _sync_files(files: dict[str, str], folder: Path, check: bool, what: str) -> 
     return 1 if check and stale else 0
 
 
-def _run_servers() -> int:
+def _run_servers(log_dir: Path | None) -> int:
     from stream_app.adapters.embedded import (
         EmbeddedServers,
         start_embedded_broker,
         start_embedded_redis,
     )
 
+    logs = {"broker": None, "redis": None} if log_dir is None else {
+        name: str(log_dir / f"{name}.log") for name in ("broker", "redis")}
+    if log_dir is not None:
+        log_dir.mkdir(parents=True, exist_ok=True)
     with EmbeddedServers() as servers:
-        start_embedded_broker(servers)
-        start_embedded_redis(servers)
+        start_embedded_broker(servers, logs["broker"])
+        start_embedded_redis(servers, logs["redis"])
         print(f"export PULSE_KAFKA_BOOTSTRAP={servers.kafka_bootstrap}")
         print(f"export PULSE_REDIS_URL={servers.redis_url}", flush=True)
+        if log_dir is not None:
+            print(f"# logs: {logs['broker']}, {logs['redis']}", file=sys.stderr)
         print("# Ctrl-C stops both servers", file=sys.stderr)
+        named = {"broker (Tansu)": servers.broker, "redis-server": servers.redis}
         try:
-            while all(proc.poll() is None for proc in servers.processes):
+            while all(proc is not None and proc.poll() is None for proc in named.values()):
                 time.sleep(0.5)
-            print("an embedded server exited", file=sys.stderr)
-            return 1
         except KeyboardInterrupt:
             return 0
+        for name, proc in named.items():
+            if proc is not None and proc.poll() is not None:
+                where = (f"; see {logs['broker' if proc is servers.broker else 'redis']}"
+                         if log_dir is not None else " (run with --log-dir to keep its output)")
+                print(f"the embedded {name} exited with code {proc.returncode}{where}",
+                      file=sys.stderr)
+        return 1
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -442,7 +460,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "worker":
         return _run_worker(_settings())
     if args.command == "servers":
-        return _run_servers()
+        return _run_servers(args.log_dir)
     if args.command == "ingest":
         from stream_app.ingest.gateway import run_gateway
 

@@ -95,7 +95,9 @@ def _clean_env() -> dict[str, str]:
 def test_servers_topics_generate_import_and_replay_from_the_command_line(tmp_path: Path) -> None:
     env = _clean_env()
     log = tmp_path / "servers.log"
-    servers = spawn([*CLI, "servers"], env=env, log_path=str(log))
+    server_logs = tmp_path / "server-logs"
+    servers = spawn([*CLI, "servers", "--log-dir", str(server_logs)], env=env,
+                    log_path=str(log))
     worker: Worker | None = None
     try:
         kafka = _wait_for_line(log, r"export PULSE_KAFKA_BOOTSTRAP=(\S+)", servers)[1]
@@ -135,6 +137,9 @@ def test_servers_topics_generate_import_and_replay_from_the_command_line(tmp_pat
             stop_process(servers)
     assert code == 0, log.read_text()[-2000:]
     assert not _listening(kafka) and not _listening(_redis_address(redis_url))
+    assert f"# logs: {server_logs / 'broker.log'}, {server_logs / 'redis.log'}" in log.read_text()
+    assert "Ready to accept connections" in (server_logs / "redis.log").read_text()
+    assert (server_logs / "broker.log").stat().st_size > 0
 
 
 def _wall_stream() -> list[dict[str, Any]]:
