@@ -119,23 +119,24 @@ class SourcePipeline:
     async def _in_offset_order(self, events: Sequence[EventT[Any]]) -> Sequence[EventT[Any]]:
         """The batch with the messages it skipped put back before the message that
         skipped them: a message beyond the next offset of its partition's position mark
-        (or of the batch's previous message of that partition) follows messages nobody
-        folded, and they are read again from the broker. Messages at or below the mark
-        (replays) are left as they are."""
+        (offset 0 for a partition never folded, or the offset after the batch's previous
+        message of that partition) follows messages nobody folded, and they are read
+        again from the broker (from the log's start if retention removed the first).
+        Messages at or below the mark (replays) are left as they are."""
         reader = self._context.missing
         if reader is None:
             return events
         data = self.table.data
-        following: dict[tuple[str, int], int | None] = {}
+        following: dict[tuple[str, int], int] = {}
         completed: list[EventT[Any]] | None = None
         for index, event in enumerate(events):
             msg = event.message
             where = (msg.topic, msg.partition)
             if where not in following:
                 mark = data.get(position_key(msg.partition, msg.topic))
-                following[where] = None if mark is None else int(mark["v"]) + 1
+                following[where] = 0 if mark is None else int(mark["v"]) + 1
             expected = following[where]
-            if expected is not None and msg.offset > expected:
+            if msg.offset > expected:
                 if completed is None:
                     completed = list(events[:index])
                 skipped = await reader.read(msg.topic, msg.partition, expected, msg.offset - 1)
@@ -148,7 +149,7 @@ class SourcePipeline:
                                                  "partition": msg.partition})
             if completed is not None:
                 completed.append(event)
-            if expected is None or msg.offset >= expected:
+            if msg.offset >= expected:
                 following[where] = msg.offset + 1
         return events if completed is None else completed
 

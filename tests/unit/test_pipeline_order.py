@@ -150,3 +150,11 @@ def test_batches_in_offset_order_and_replays_read_nothing_again() -> None:
     _run(pipeline, [LOG[0], LOG[1]], [LOG[0], LOG[1], LOG[2]], [LOG[2]])
     assert set(_quota_periods(pipeline)) == {"2026-09", "2026-10", "2026-Q4"}
     assert log.asked == []
+
+
+def test_a_partition_never_folded_starts_at_its_first_offset() -> None:
+    log = _Log(LOG)
+    pipeline = _pipeline(log)
+    _run(pipeline, [LOG[1], LOG[2]])
+    assert set(_quota_periods(pipeline)) == {"2026-09", "2026-10", "2026-Q4"}
+    assert log.asked == [(TOPIC, 0, 0, 0)]
