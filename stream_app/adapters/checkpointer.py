@@ -23,7 +23,7 @@ from stream_app.adapters.checkpoints import (
     record_digest,
 )
 from stream_app.adapters.faust_compat import Table, key_partitions, store_dict
-from stream_app.adapters.kafka import client_kwargs
+from stream_app.adapters.kafka import OutsideConsumer
 from stream_app.config import Settings
 from stream_app.ops import OperationalStats
 
@@ -106,7 +106,7 @@ class Checkpointer:
         self._gate = gate
         self._positions = positions
         self._stats = stats
-        self._consumer: AIOKafkaConsumer | None = None
+        self._consumer = OutsideConsumer(settings)
         #: The offset of the last checkpoint written, per (table, partition).
         self._written: dict[tuple[str, int], int] = {}
         self._earliest: dict[TopicPartition, Record] = {}
@@ -131,7 +131,7 @@ class Checkpointer:
                       for table in tables if table.name in names]
         written = 0
         if due:
-            consumer = await self._started_consumer()
+            consumer = await self._consumer.started()
             consumer.assign([kafka_tps[key] for key in due])
             starts = await consumer.beginning_offsets([kafka_tps[key] for key in due])
             for table, data, owners in copies:
@@ -172,16 +172,6 @@ class Checkpointer:
         self._stats.checkpoints_written[table] += 1
         return 1
 
-    async def _started_consumer(self) -> AIOKafkaConsumer:
-        if self._consumer is None:
-            consumer = AIOKafkaConsumer(enable_auto_commit=False, group_id=None,
-                                        **client_kwargs(self._settings))
-            await consumer.start()
-            self._consumer = consumer
-        return self._consumer
-
     async def close(self) -> None:
         """Stop the consumer (the worker is stopping)."""
-        if self._consumer is not None:
-            consumer, self._consumer = self._consumer, None
-            await consumer.stop()
+        await self._consumer.close()

@@ -11,6 +11,7 @@ the fix costs one short fetch per recovery.
 from __future__ import annotations
 
 __all__ = [
+    "OutsideConsumer",
     "client_kwargs",
     "committed_offsets",
     "ensure_topics",
@@ -150,3 +151,28 @@ async def fetched_high_watermarks(
             log.info("high watermark of %s: ListOffsets said %s, Fetch says %s",
                      tp, listed[tp], offset)
     return result
+
+
+class OutsideConsumer:
+    """A plain consumer outside the consumer group (it never commits), started on first
+    use and stopped by :meth:`close`: for reading partitions by offset beside Faust."""
+
+    def __init__(self, settings: Settings, **options: Any):
+        self._settings = settings
+        self._options = options
+        self._consumer: AIOKafkaConsumer | None = None
+
+    async def started(self) -> AIOKafkaConsumer:
+        """The consumer, started."""
+        if self._consumer is None:
+            consumer = AIOKafkaConsumer(enable_auto_commit=False, group_id=None,
+                                        **self._options, **client_kwargs(self._settings))
+            await consumer.start()
+            self._consumer = consumer
+        return self._consumer
+
+    async def close(self) -> None:
+        """Stop the consumer (the worker is stopping)."""
+        if self._consumer is not None:
+            consumer, self._consumer = self._consumer, None
+            await consumer.stop()

@@ -20,9 +20,9 @@ import time
 from dataclasses import dataclass
 from typing import Protocol
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 
-from stream_app.adapters.kafka import client_kwargs
+from stream_app.adapters.kafka import OutsideConsumer
 from stream_app.config import Settings
 
 #: How long a read may go without reaching the offsets it was asked for.
@@ -69,11 +69,11 @@ class SourceReader:
     def __init__(self, settings: Settings, timeout_seconds: float = READ_TIMEOUT_SECONDS):
         self._settings = settings
         self._timeout = timeout_seconds
-        self._consumer: AIOKafkaConsumer | None = None
+        self._consumer = OutsideConsumer(settings, auto_offset_reset="earliest")
 
     async def read(self, topic: str, partition: int, first: int, last: int
                    ) -> list[SourceEvent]:
-        consumer = await self._started()
+        consumer = await self._consumer.started()
         tp = TopicPartition(topic, partition)
         consumer.assign([tp])
         consumer.seek(tp, first)
@@ -91,17 +91,6 @@ class SourceReader:
                 for record in fetched.get(tp, ()) if first <= record.offset <= last)
         return found
 
-    async def _started(self) -> AIOKafkaConsumer:
-        if self._consumer is None:
-            consumer = AIOKafkaConsumer(enable_auto_commit=False, group_id=None,
-                                        auto_offset_reset="earliest",
-                                        **client_kwargs(self._settings))
-            await consumer.start()
-            self._consumer = consumer
-        return self._consumer
-
     async def close(self) -> None:
         """Stop the consumer (the worker is stopping)."""
-        if self._consumer is not None:
-            consumer, self._consumer = self._consumer, None
-            await consumer.stop()
+        await self._consumer.close()

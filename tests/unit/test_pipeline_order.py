@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any, cast
 
 import faust
+import pytest
 
 from stream_app.adapters.label_registry import LabelRegistry
 from stream_app.adapters.pipeline import PipelineContext, SourcePipeline
@@ -136,25 +137,15 @@ def test_a_message_delivered_ahead_of_an_earlier_one_does_not_lose_the_earlier_o
     assert pipeline._context.stats.reread == {TOPIC: 1}
 
 
-def test_a_gap_inside_one_batch_is_filled_before_the_message_after_it() -> None:
+@pytest.mark.parametrize(("batches", "read_again"), [
+    pytest.param([[0, 2]], [(1, 1)], id="a gap inside one batch"),
+    pytest.param([[0, 1], [0, 1, 2], [2]], [], id="offset order and replays"),
+    pytest.param([[1, 2]], [(0, 0)], id="a partition never folded starts at offset 0"),
+])
+def test_every_quota_is_held_and_only_skipped_offsets_are_read_again(
+        batches: list[list[int]], read_again: list[tuple[int, int]]) -> None:
     log = _Log(LOG)
     pipeline = _pipeline(log)
-    _run(pipeline, [LOG[0], LOG[2]])
+    _run(pipeline, *([LOG[offset] for offset in batch] for batch in batches))
     assert set(_quota_periods(pipeline)) == {"2026-09", "2026-10", "2026-Q4"}
-    assert log.asked == [(TOPIC, 0, 1, 1)]
-
-
-def test_batches_in_offset_order_and_replays_read_nothing_again() -> None:
-    log = _Log(LOG)
-    pipeline = _pipeline(log)
-    _run(pipeline, [LOG[0], LOG[1]], [LOG[0], LOG[1], LOG[2]], [LOG[2]])
-    assert set(_quota_periods(pipeline)) == {"2026-09", "2026-10", "2026-Q4"}
-    assert log.asked == []
-
-
-def test_a_partition_never_folded_starts_at_its_first_offset() -> None:
-    log = _Log(LOG)
-    pipeline = _pipeline(log)
-    _run(pipeline, [LOG[1], LOG[2]])
-    assert set(_quota_periods(pipeline)) == {"2026-09", "2026-10", "2026-Q4"}
-    assert log.asked == [(TOPIC, 0, 0, 0)]
+    assert log.asked == [(TOPIC, 0, first, last) for first, last in read_again]
