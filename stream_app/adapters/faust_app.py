@@ -52,7 +52,7 @@ from stream_app.adapters.metrics import PulseCollector
 from stream_app.adapters.pipeline import PipelineContext, SourcePipeline
 from stream_app.adapters.redis_store import RedisStore
 from stream_app.adapters.scrape import Scrape
-from stream_app.adapters.source_reader import SourceReader
+from stream_app.adapters.source_reader import SourceReader, SourceReadError
 from stream_app.config import (
     Settings,
     contract_rules,
@@ -77,8 +77,8 @@ FATAL_EXIT_GRACE_SECONDS = 10.0
 BATCH_FINISH_SECONDS = 15.0
 
 
-def _exit_now(message: str) -> None:
-    print(f"stream-app worker: {message} (clean stop timed out)", file=sys.stderr, flush=True)
+def _exit_now(message: str, reason: str = "clean stop timed out") -> None:
+    print(f"stream-app worker: {message} ({reason})", file=sys.stderr, flush=True)
     os._exit(2)
 
 
@@ -90,11 +90,17 @@ async def finish_batch(handler: Awaitable[None],
     batch, so the stop's final commit would cover events whose changelog records were
     never sent. Finishing the batch first keeps "committed" meaning "written". A batch
     that cannot finish within ``grace_seconds`` (broker gone) ends the process before
-    that commit: its events are read again by the partition's next owner.
+    that commit: its events are read again by the partition's next owner. So does a
+    batch whose skipped messages cannot be read again (:class:`SourceReadError`): Faust
+    would ack the failed batch, and the commit after it would cover events never folded.
     """
     task = asyncio.ensure_future(handler)
     try:
         await asyncio.shield(task)
+    except SourceReadError as error:
+        _exit_now(f"{error}; exiting before committing the batch's offsets",
+                  "skipped messages could not be read again")
+        raise
     except asyncio.CancelledError:
         if not task.done():
             done, _ = await asyncio.wait({task}, timeout=grace_seconds)

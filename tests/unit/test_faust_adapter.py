@@ -15,6 +15,7 @@ from stream_app.adapters import aggregate_index as aggregate_index_module
 from stream_app.adapters import faust_app
 from stream_app.adapters.aggregate_index import AggregateIndex
 from stream_app.adapters.faust_app import finish_batch
+from stream_app.adapters.source_reader import SourceReadError
 from stream_app.kpi.accounts import NEW_CUSTOMER_CHURN
 from stream_app.kpi.fold import aggregate_key, clock_key, entity_key, position_key
 from stream_app.kpi.snapshot import snapshot_from_aggregates
@@ -51,6 +52,21 @@ async def test_a_batch_that_cannot_finish_in_time_ends_the_process_before_the_co
     await _cancel_midway(steps, step_seconds=0.2, grace_seconds=0.05)
     assert len(exits) == 1 and "could not finish" in exits[0]
     assert steps == ["aggregates"]
+
+
+async def test_a_batch_whose_skipped_messages_cannot_be_read_ends_the_process(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    exits: list[tuple[str, ...]] = []
+    monkeypatch.setattr(faust_app, "_exit_now", lambda *why: exits.append(why))
+
+    async def handler() -> None:
+        raise SourceReadError("could not read crm.quotas[1] offsets 7-9 again")
+
+    with pytest.raises(SourceReadError):
+        await finish_batch(handler())
+    assert len(exits) == 1 and "crm.quotas[1] offsets 7-9" in exits[0][0]
+    assert "before committing" in exits[0][0]
 
 
 async def test_a_failing_batch_raises_its_own_error() -> None:
