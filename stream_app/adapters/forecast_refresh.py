@@ -8,7 +8,11 @@ computation took longer than that): it gets the rows of that state when they are
 by then, and otherwise the last rows computed, marked stale (``pulse_forecast_stale``),
 while the computation goes on in its own thread. A later scrape gets the new rows. One
 computation runs at a time; a scrape asking for a newer state while one runs has it
-computed right after.
+computed next, after a rest as long as the last computation took: under a steady
+stream and frequent scrapes, computations of a second or more would otherwise run back
+to back in a thread that shares the interpreter with the folds, and the worker would
+fall behind the stream (the freshness of `make bench`, 2026-12-02). The thread rests
+at most half the time; its rows are marked stale meanwhile.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ __all__ = ["ForecastRefresher"]
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import replace
 
 from stream_app.kpi.forecast import ForecastSettings
@@ -36,8 +41,13 @@ def _same(ask: _Ask | None, basis: ForecastBasis, day: int) -> bool:
 class ForecastRefresher:
     """Forecast rows of a basis and T's day, computed in a thread of their own."""
 
-    def __init__(self, settings: ForecastSettings, wait_seconds: float):
+    def __init__(self, settings: ForecastSettings, wait_seconds: float,
+                 clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep):
         self._settings, self._wait = settings, wait_seconds
+        self._clock, self._sleep = clock, sleep
+        #: When the thread may start its next computation (the clock's time).
+        self._rest_until = 0.0
         self._memo = ReportMemo()
         self._lock = threading.Lock()
         self._done: tuple[_Ask, ForecastRows] | None = None
@@ -96,6 +106,14 @@ class ForecastRefresher:
         return running
 
     def _compute(self, ask: _Ask, finished: threading.Event) -> None:
+        rest = self._rest_until - self._clock()
+        if rest > 0:
+            self._sleep(rest)
+            with self._lock:  # asked for meanwhile: the newest state is computed instead
+                wanted, self._wanted = self._wanted, None
+                if wanted is not None:
+                    ask = wanted
+                    self._running = (ask, finished)
         started = time.perf_counter()
         rows: ForecastRows | None = None
         failure: BaseException | None = None
@@ -114,6 +132,7 @@ class ForecastRefresher:
                 self._failure = (ask, failure)
             self.version += 1
             self.last_seconds = time.perf_counter() - started
+            self._rest_until = self._clock() + self.last_seconds
             self._running = None
             wanted, self._wanted = self._wanted, None
             if wanted is not None and not _same(ask, *wanted):

@@ -177,3 +177,48 @@ def test_after_a_computation_longer_than_the_wait_a_scrape_does_not_wait(
     _ask(refresher, _Basis("quick"), 10)
     _until(lambda: refresher.version == 2)
     assert refresher.last_seconds < 0.05 and refresher.wait_budget() == 0.05
+
+
+class _Rest:
+    """A clock that stands still and a sleep that records how long it was asked to rest
+    and holds the thread until ``release`` is set."""
+
+    def __init__(self) -> None:
+        self.asked: list[float] = []
+        self.release = threading.Event()
+        self.release.set()
+
+    def clock(self) -> float:
+        return 1_000.0
+
+    def sleep(self, seconds: float) -> None:
+        self.asked.append(seconds)
+        self.release.wait(10)
+
+
+def test_the_next_computation_rests_as_long_as_the_last_one_took(
+        forecasts: _Forecasts) -> None:
+    rest = _Rest()
+    refresher = ForecastRefresher(DEFAULT_FORECAST, wait_seconds=5, clock=rest.clock,
+                                  sleep=rest.sleep)
+    assert not _ask(refresher, _Basis("first"), 10).stale
+    assert rest.asked == []  # nothing computed before: no rest
+    took = refresher.last_seconds
+    assert not _ask(refresher, _Basis("second"), 10).stale
+    assert rest.asked == [took]
+
+
+def test_a_state_asked_during_the_rest_is_computed_instead_of_the_one_waiting(
+        forecasts: _Forecasts) -> None:
+    rest = _Rest()
+    refresher = ForecastRefresher(DEFAULT_FORECAST, wait_seconds=0.01, clock=rest.clock,
+                                  sleep=rest.sleep)
+    _ask(refresher, _Basis("first"), 10)
+    rest.release.clear()
+    assert _ask(refresher, _Basis("second"), 10).stale  # resting: the first's rows
+    latest = _Basis("third")
+    assert _ask(refresher, latest, 11).stale
+    rest.release.set()
+    _until(lambda: refresher.version == 2)
+    assert forecasts.asked == [("first", 10), ("third", 11)]
+    assert not _ask(refresher, latest, 11).stale
