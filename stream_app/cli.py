@@ -416,28 +416,29 @@ def _run_servers(log_dir: Path | None) -> int:
         start_embedded_redis,
     )
 
-    logs = {"broker": None, "redis": None} if log_dir is None else {
-        name: str(log_dir / f"{name}.log") for name in ("broker", "redis")}
+    def log_of(name: str) -> str | None:
+        return None if log_dir is None else str(log_dir / f"{name}.log")
+
     if log_dir is not None:
         log_dir.mkdir(parents=True, exist_ok=True)
     with EmbeddedServers() as servers:
-        start_embedded_broker(servers, logs["broker"])
-        start_embedded_redis(servers, logs["redis"])
+        start_embedded_broker(servers, log_of("broker"))
+        start_embedded_redis(servers, log_of("redis"))
         print(f"export PULSE_KAFKA_BOOTSTRAP={servers.kafka_bootstrap}")
         print(f"export PULSE_REDIS_URL={servers.redis_url}", flush=True)
         if log_dir is not None:
-            print(f"# logs: {logs['broker']}, {logs['redis']}", file=sys.stderr)
+            print(f"# logs: {log_of('broker')}, {log_of('redis')}", file=sys.stderr)
         print("# Ctrl-C stops both servers", file=sys.stderr)
-        named = {"broker (Tansu)": servers.broker, "redis-server": servers.redis}
+        named = [("broker (Tansu)", servers.broker, log_of("broker")),
+                 ("redis-server", servers.redis, log_of("redis"))]
         try:
-            while all(proc is not None and proc.poll() is None for proc in named.values()):
+            while all(proc is not None and proc.poll() is None for _, proc, _ in named):
                 time.sleep(0.5)
         except KeyboardInterrupt:
             return 0
-        for name, proc in named.items():
+        for name, proc, log in named:
             if proc is not None and proc.poll() is not None:
-                where = (f"; see {logs['broker' if proc is servers.broker else 'redis']}"
-                         if log_dir is not None else " (run with --log-dir to keep its output)")
+                where = f"; see {log}" if log else " (run with --log-dir to keep its output)"
                 print(f"the embedded {name} exited with code {proc.returncode}{where}",
                       file=sys.stderr)
         return 1

@@ -60,7 +60,7 @@ from stream_app.config import (
     pricing,
     report_config,
 )
-from stream_app.kpi.fold import clock_key, position_key, supersedes, zone_conflict
+from stream_app.kpi.fold import clock_key, folded_through, supersedes, zone_conflict
 from stream_app.kpi.rows import Report
 from stream_app.kpi.scoring import load_rules
 from stream_app.ops import OperationalStats
@@ -456,8 +456,7 @@ class PulseWorker:
             return
         self._verify_zone(table, owned)
         for (topic, partition), offset in sorted(committed.items()):
-            stored = table.data.get(position_key(partition, topic))
-            applied = -1 if stored is None else int(stored["v"])
+            applied = folded_through(table.data, partition, topic)
             if offset <= applied + 1:
                 continue
             self._fail(

@@ -31,7 +31,7 @@ from stream_app.adapters.redis_store import RedisStore
 from stream_app.adapters.source_reader import MissingMessages
 from stream_app.events.codec import ContractRules, Rejection, decode_event
 from stream_app.kpi.calendar import UTC_ZONE
-from stream_app.kpi.fold import BatchWriter, FoldResult, position_key
+from stream_app.kpi.fold import BatchWriter, FoldResult, folded_through
 from stream_app.kpi.windows import ms_from_datetime
 from stream_app.ops import OperationalStats
 from stream_app.sources.spec import Feed, LabelValues, SideBook, SourceSpec, fold_message
@@ -133,8 +133,7 @@ class SourcePipeline:
             msg = event.message
             where = (msg.topic, msg.partition)
             if where not in following:
-                mark = data.get(position_key(msg.partition, msg.topic))
-                following[where] = 0 if mark is None else int(mark["v"]) + 1
+                following[where] = folded_through(data, msg.partition, msg.topic) + 1
             expected = following[where]
             if msg.offset > expected:
                 if completed is None:

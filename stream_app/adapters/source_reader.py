@@ -67,7 +67,6 @@ class SourceReader:
     """:class:`MissingMessages` from the broker, through one consumer started on first use."""
 
     def __init__(self, settings: Settings, timeout_seconds: float = READ_TIMEOUT_SECONDS):
-        self._settings = settings
         self._timeout = timeout_seconds
         self._consumer = OutsideConsumer(settings, auto_offset_reset="earliest")
 

@@ -27,6 +27,7 @@ __all__ = [
     "aggregate_key",
     "clock_key",
     "entity_key",
+    "folded_through",
     "guarded_fold",
     "parse_aggregate_key",
     "position_key",
@@ -156,6 +157,13 @@ def zone_conflict(data: Any, sources: Iterable[tuple[str, int]], zone: str
 def position_key(partition: int, source: str) -> str:
     """Store key of the last offset of ``source`` (a topic) folded on ``partition``."""
     return aggregate_key(POSITION, partition, source, "")
+
+
+def folded_through(data: Any, partition: int, source: str) -> int:
+    """The last offset of ``source`` (a topic) folded on ``partition`` by the state in
+    ``data``, from its position mark; -1 when nothing was folded there yet."""
+    mark = data.get(position_key(partition, source))
+    return -1 if mark is None else int(mark["v"])
 
 
 def clock_key(partition: int) -> str:
