@@ -643,6 +643,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         timeout = max(600.0, args.events / 100)
         if args.scrape_only:
             return _scrape_only(settings, stream, after, logs, timeout)
+        if args.freshness_only:
+            return _freshness_only(settings, stream, args, logs, timeout)
         raw = asyncio.run(raw_aiokafka(settings, settings.topic_deals, deal_events))
         console.print(f"(a) raw aiokafka: {_rate(raw):,.0f} events/s")
         passthrough = faust_baseline("passthrough", settings, settings.topic_deals, deal_events,
@@ -658,11 +660,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             console.print(f"(d) pipeline pulse: {_rate(pulse):,.0f} events/s")
             scrape = scrape_cost(worker)
             scrape_live, scrape_late = scrape_rounds(settings, worker, after)
-            wanted = int(args.rate * args.freshness_seconds)
-            live = [e for e in make_stream(wanted * 5, seed=12, catalogue=False)
-                    if e["type"] == "deal.created"][:wanted]
-            fresh = asyncio.run(freshness(settings, worker, live, args.rate,
-                                         args.scrape_interval))
+            fresh = asyncio.run(freshness(settings, worker, _freshness_sample(args), args.rate,
+                                          args.scrape_interval))
         finally:
             worker.stop()
         memory = recovery_and_memory(settings, args.open_deals, logs)
@@ -797,6 +796,31 @@ def print_table(results: dict[str, Any]) -> None:
     console.print(table)
 
 
+def _freshness_sample(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The freshness run's events: ``deal.created`` of another generated stream (timed
+    anywhere in its year), as many as ``--rate`` x ``--freshness-seconds``."""
+    wanted = int(args.rate * args.freshness_seconds)
+    return [e for e in make_stream(wanted * 5, seed=12, catalogue=False)
+            if e["type"] == "deal.created"][:wanted]
+
+
+def _freshness_only(settings: Settings, stream: list[dict[str, Any]],
+                    args: argparse.Namespace, logs: Path, timeout: float) -> dict[str, Any]:
+    worker = PulseProcess(settings, logs / "worker.log")
+    try:
+        pulse = pulse_throughput(worker, len(stream), timeout)
+        worker.text()  # the first scrape (every forecast) before the clock starts
+        fresh = asyncio.run(freshness(settings, worker, _freshness_sample(args), args.rate,
+                                      args.scrape_interval))
+    finally:
+        worker.stop()
+    return {"generated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "command": "make bench BENCH_ARGS='" + " ".join(sys.argv[1:]) + "'",
+            "machine": _machine(), "events": len(stream),
+            "pipeline_pulse_events_per_s": _rate(pulse),
+            **{f"freshness_{key}": value for key, value in fresh.items()}}
+
+
 def _scrape_only(settings: Settings, stream: list[dict[str, Any]],
                  after: list[dict[str, Any]], logs: Path, timeout: float) -> dict[str, Any]:
     worker = PulseProcess(settings, logs / "worker.log")
@@ -858,6 +882,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scrape-only", action="store_true",
                         help="only replay the stream into one worker and measure /metrics "
                         "(prints JSON; bench/results.json is left alone)")
+    parser.add_argument("--freshness-only", action="store_true",
+                        help="only replay the stream into one worker and measure freshness "
+                        "(prints JSON; bench/results.json is left alone)")
     parser.add_argument("--ingest-only", action="store_true",
                         help="only load the ingest gateway's routes (prints JSON and a "
                         "table; bench/results.json is left alone)")
@@ -867,7 +894,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.ingest_only:
         return _ingest_only(args)
     results = run(args)
-    if args.scrape_only:
+    if args.scrape_only or args.freshness_only:
         console.print_json(json.dumps(results))
         return 0
     args.out.write_text(json.dumps(results, indent=2) + "\n")

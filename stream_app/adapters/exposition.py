@@ -19,6 +19,8 @@ _go_float = cast(Callable[[float], str], _untyped_float_to_go)
 _ESCAPE = str.maketrans({"\\": r"\\", "\n": r"\n", '"': r'\"'})
 _FAST_TYPES = {"gauge": "gauge", "counter": "counter", "gaugehistogram": "histogram"}
 _SPLIT_SUFFIXES = ("_created", "_gsum", "_gcount")
+#: One sample of a :class:`RowGauge`: (label values, value, its text line).
+_Entry = tuple[tuple[str, ...], float, str]
 
 
 class RowGauge(GaugeMetricFamily):
@@ -131,12 +133,15 @@ class TextRenderer:
 class RowSamples:
     """The samples report rows give their families, kept from one scrape to the next:
     a row equal to one of the previous scrape adds the very same samples and text lines
-    to its families without computing them again. One per place that turns rows of
-    one kind into samples of the same families."""
+    to its families without computing them again, and a row that changed writes again
+    only the lines whose value changed. One per place that turns rows of one kind into
+    samples of the same families (in the same order)."""
 
     def __init__(self) -> None:
-        self._previous: dict[Hashable, tuple[tuple[tuple[str, ...], float, str] | None, ...]] = {}
-        self._current: dict[Hashable, tuple[tuple[tuple[str, ...], float, str] | None, ...]] = {}
+        self._previous: dict[Hashable, tuple[_Entry | None, ...]] = {}
+        self._current: dict[Hashable, tuple[_Entry | None, ...]] = {}
+        #: Per family position: the last line written for each label values.
+        self._lines: list[dict[tuple[str, ...], _Entry]] = []
 
     def add(self, row: Any, families: Sequence[RowGauge],
             samples: Callable[[Any], Sequence[tuple[Sequence[str], float] | None]]) -> None:
@@ -144,18 +149,42 @@ class RowSamples:
         value) per family, None for none; called only for a row not seen last time)."""
         entries = self._previous.get(row)
         if entries is None:
-            entries = tuple(
-                None if sample is None else
-                (tuple(sample[0]), sample[1], family.line(tuple(sample[0]), sample[1]))
-                for family, sample in zip(families, samples(row), strict=True))
+            entries = self._entries(families, samples(row))
         self._current[row] = entries
         for family, entry in zip(families, entries, strict=True):
             if entry is not None:
                 family.rows.append(entry)
 
+    def _entries(self, families: Sequence[RowGauge],
+                 samples: Sequence[tuple[Sequence[str], float] | None]
+                 ) -> tuple[_Entry | None, ...]:
+        lines = self._lines
+        while len(lines) < len(families):
+            lines.append({})
+        out: list[_Entry | None] = []
+        for position, (family, sample) in enumerate(zip(families, samples, strict=True)):
+            if sample is None:
+                out.append(None)
+                continue
+            labels, value = tuple(sample[0]), sample[1]
+            known = lines[position].get(labels)
+            if known is None or known[1] != value or type(known[1]) is not type(value):
+                known = lines[position][labels] = (labels, value,
+                                                   family.line(labels, value))
+            out.append(known)
+        return tuple(out)
+
     def rotate(self) -> None:
-        """The scrape is written: what it added is what the next one may reuse."""
+        """The scrape is written: what it added is what the next one may reuse (lines
+        of label values no row gave this time are forgotten once they are as many as
+        the rest)."""
         self._previous, self._current = self._current, {}
+        if sum(map(len, self._lines)) > 2 * len(self._previous) * max(1, len(self._lines)):
+            self._lines = [{} for _ in self._lines]
+            for entries in self._previous.values():
+                for position, entry in enumerate(entries):
+                    if entry is not None:
+                        self._lines[position][entry[0]] = entry
 
 
 def _family(metric: Metric) -> str:

@@ -83,7 +83,7 @@ from stream_app.kpi.snapshot import (
     RESERVED_GROUPS,
     Snapshot,
 )
-from stream_app.kpi.trailing import DayCells
+from stream_app.kpi.trailing import DayCells, groups_of
 from stream_app.kpi.windows import WindowSpec
 
 if TYPE_CHECKING:
@@ -108,9 +108,45 @@ class ReportConfig:
     forecast: ForecastSettings = DEFAULT_FORECAST
 
 
-def _teams(snap: Snapshot) -> list[str]:
-    return sorted({team for team, _ in snap.buckets} | {key[0] for key in snap.open}
-                  | {key[0] for key in snap.stints} | {key[0] for key in snap.waterfall}
+@dataclass(frozen=True, slots=True)
+class _OpenSums:
+    """The open cells read once per report: per (team or ``all``, stage) [count, cents,
+    stuck count, stuck cents] (stuck: in the stage since before T's day - stuck_days)."""
+
+    by_stage: dict[tuple[str, str], list[int]]
+
+    def teams(self) -> set[str]:
+        """Teams with an open cell."""
+        return {team for team, _ in self.by_stage if team != ALL_GROUP}
+
+    def per_group(self, position: int) -> dict[str, int]:
+        """Per team and ``all``, the sum over stages of one of the four sums."""
+        out: dict[str, int] = defaultdict(int)
+        for (team, _), sums in self.by_stage.items():
+            out[team] += sums[position]
+        return dict(out)
+
+
+def _open_sums(snap: Snapshot, stuck_before: int) -> _OpenSums:
+    sums: dict[tuple[str, str], list[int]] = {}
+    for (team, stage, since_day), (count, cents) in snap.open.items():
+        stuck = since_day < stuck_before
+        for key in ((team, stage), (ALL_GROUP, stage)):
+            total = sums.get(key)
+            if total is None:
+                total = sums[key] = [0, 0, 0, 0]
+            total[0] += count
+            total[1] += cents
+            if stuck:
+                total[2] += count
+                total[3] += cents
+    return _OpenSums(sums)
+
+
+def _teams(snap: Snapshot, open_sums: _OpenSums) -> list[str]:
+    return sorted(groups_of(snap.buckets) | open_sums.teams()
+                  | {group[0] for group in groups_of(snap.stints)}
+                  | {group[0] for group in groups_of(snap.waterfall)}
                   | set(snap.quota_team.values()))
 
 
@@ -128,12 +164,10 @@ def _owner_rows(snap: Snapshot, names: Iterable[str], calendar: Calendar
     return rows
 
 
-def _quota_kpis(snap: Snapshot, periods: dict[str, str], teams: list[str],
-                owner_rows: dict[str, list[tuple[str, str, int, int]]]) -> list[QuotaKpis]:
-    open_cents: dict[str, int] = defaultdict(int)
-    for (team, _, _), (_, cents) in snap.open.items():
-        open_cents[team] += cents
-        open_cents[ALL_GROUP] += cents
+def _quota_kpis(periods: dict[str, str], teams: list[str],
+                owner_rows: dict[str, list[tuple[str, str, int, int]]], open_sums: _OpenSums
+                ) -> list[QuotaKpis]:
+    open_cents: dict[str, int] = defaultdict(int, open_sums.per_group(1))
     out: list[QuotaKpis] = []
     for period, name in periods.items():
         sums: dict[str, list[int]] = defaultdict(lambda: [0] * 4)
@@ -186,8 +220,8 @@ def _activity_kpis(snap: Snapshot, cfg: ReportConfig, as_of_day: int,
                    windows: list[WindowKpis]
                    ) -> tuple[list[ActivityKpis], list[OwnerActivityKpis]]:
     width = len(ACTIVITY_KINDS)
-    teams = sorted({team for team, _ in snap.activities})
-    owners = sorted({owner for owner, _ in snap.owner_activities})
+    teams = sorted(groups_of(snap.activities))
+    owners = sorted(groups_of(snap.owner_activities))
     activities = _windowed_sums(snap.activities, cfg, as_of_day, width, _to_all)
     by_owner = _windowed_sums(snap.owner_activities, cfg, as_of_day, width)
     won = {(w.group, w.window): w.won for w in windows}
@@ -201,8 +235,7 @@ def _activity_kpis(snap: Snapshot, cfg: ReportConfig, as_of_day: int,
 
 def _owner_deal_kpis(snap: Snapshot, cfg: ReportConfig, as_of_day: int
                      ) -> tuple[list[OwnerDealKpis], list[OwnerPipelineKpis]]:
-    owners = sorted({owner for owner, _ in snap.owner_deals}
-                    | {owner for owner, _ in snap.owner_open})
+    owners = sorted(groups_of(snap.owner_deals) | {owner for owner, _ in snap.owner_open})
     sums = _windowed_sums(snap.owner_deals, cfg, as_of_day, 5)
     deals = [OwnerDealKpis(owner, name, *sums[name][owner])
              for name in sums for owner in owners]
@@ -294,21 +327,14 @@ def _dimension_kpis(snap: Snapshot, cfg: ReportConfig, as_of_day: int) -> list[D
             for name in sums for dim, value in values]
 
 
-def _stage_kpis(snap: Snapshot, cfg: ReportConfig, as_of_day: int,
-                teams: list[str]) -> list[StageKpis]:
-    sums: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0] * 4)
-    stuck_before = as_of_day - cfg.stuck_days
-    for (team, stage, since_day), (count, cents) in snap.open.items():
-        for total in (sums[(team, stage)], sums[(ALL_GROUP, stage)]):
-            total[0] += count
-            total[1] += cents
-            if since_day < stuck_before:
-                total[2] += count
-                total[3] += cents
+def _stage_kpis(cfg: ReportConfig, teams: list[str], open_sums: _OpenSums
+                ) -> list[StageKpis]:
     out: list[StageKpis] = []
+    empty = (0, 0, 0, 0)
     for group in (*teams, ALL_GROUP):
         for stage in cfg.stages:
-            count, cents, stuck_count, stuck_cents = sums[(group, stage)]
+            count, cents, stuck_count, stuck_cents = open_sums.by_stage.get((group, stage),
+                                                                            empty)
             weighted = float(Decimal(cents) * cfg.probability.get(stage, Decimal(0)))
             out.append(StageKpis(group, stage, count, cents, weighted, stuck_count, stuck_cents))
     return out
@@ -427,9 +453,11 @@ def build_report(snap: Snapshot, as_of_ms: int, cfg: ReportConfig,
         return memo.part(name, snap, fields, as_of_day, compute,
                          tuple(teams) if with_teams else ())
 
-    teams: list[str] = part("teams", _TEAM_FIELDS, lambda: _teams(snap))
+    open_sums: _OpenSums = part("open_sums", ("open",), lambda: _open_sums(
+        snap, as_of_day - cfg.stuck_days))
+    teams: list[str] = part("teams", _TEAM_FIELDS, lambda: _teams(snap, open_sums))
     open_by_group: dict[str, int] = part("open_by_group", ("open",),
-                                         lambda: _open_by_group(snap))
+                                         lambda: open_sums.per_group(0))
     stints, bottlenecks = part("stints", ("stints",), lambda: _frozen(
         _stint_kpis(snap, cfg, as_of_day, teams)), with_teams=True)
     windows = part("windows", ("buckets", "open"), lambda: tuple(
@@ -454,7 +482,7 @@ def build_report(snap: Snapshot, as_of_ms: int, cfg: ReportConfig,
         as_of_ms=as_of_ms,
         windows=windows,
         stages=part("stages", ("open",), lambda: tuple(
-            _stage_kpis(snap, cfg, as_of_day, teams)), with_teams=True),
+            _stage_kpis(cfg, teams, open_sums)), with_teams=True),
         churn=part("churn", ("churned", "new_churned", "new_customers"),
                    lambda: tuple(_churn_kpis(snap, as_of_day, calendar))),
         folded={label: len(values) for label, values in snap.folded.items()},
@@ -472,7 +500,7 @@ def build_report(snap: Snapshot, as_of_ms: int, cfg: ReportConfig,
         clv=part("clv", ("buckets", "buyer_deltas", "churned", "new_churned", "new_customers"),
                  lambda: _clv_kpis(snap, cfg, as_of_day)),
         quotas=part("quotas", (*_QUOTA_FIELDS, "open"), lambda: tuple(
-            _quota_kpis(snap, periods, teams, owner_rows)), with_teams=True),
+            _quota_kpis(periods, teams, owner_rows, open_sums)), with_teams=True),
         attainment=part("attainment", (*_QUOTA_FIELDS, "owner_kept"), lambda: tuple(
             _attainment_kpis(snap, periods, owner_rows))),
         required_coverage=part("required_coverage", ("buckets",), lambda: tuple(
@@ -500,11 +528,3 @@ def build_report(snap: Snapshot, as_of_ms: int, cfg: ReportConfig,
 
 def _frozen(pair: tuple[list[Any], list[Any]]) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
     return tuple(pair[0]), tuple(pair[1])
-
-
-def _open_by_group(snap: Snapshot) -> dict[str, int]:
-    counts: dict[str, int] = defaultdict(int)
-    for (team, _, _), (count, _) in snap.open.items():
-        counts[team] += count
-        counts[ALL_GROUP] += count
-    return dict(counts)

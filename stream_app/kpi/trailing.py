@@ -3,7 +3,7 @@ day moves, so a report reads them instead of summing every day again."""
 
 from __future__ import annotations
 
-__all__ = ["DayCells", "TrailingSums"]
+__all__ = ["DayCells", "TrailingSums", "groups_of"]
 
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
@@ -24,6 +24,13 @@ def _subtract(target: dict[Any, list[int]], key: Any, vector: Sequence[int]) -> 
     current = target[key]
     for i, value in enumerate(vector):
         current[i] -= value
+
+
+def groups_of(cells: Mapping[DayKey, Any]) -> set[Any]:
+    """The groups of ``cells``' keys (kept by a :class:`DayCells`, read otherwise)."""
+    if isinstance(cells, DayCells):
+        return cells.groups()
+    return {_group(key) for key in cells}
 
 
 class TrailingSums:
@@ -111,18 +118,28 @@ class DayCells(dict[DayKey, list[int]]):
     """Vectors by ``(*group, day)``: a snapshot field that keeps its trailing-window
     sums (:class:`TrailingSums`) up to date when changed through :meth:`add`."""
 
-    __slots__ = ("_trailing",)
+    __slots__ = ("_groups", "_trailing")
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self._trailing: TrailingSums | None = None
+        self._groups: set[Any] | None = None
 
     def add(self, key: DayKey, vector: Sequence[int]) -> None:
         """Add ``vector`` element-wise to the cell ``key`` (created when absent)."""
         new_key = key not in self
         add_vector(self, key, vector)
+        if new_key and self._groups is not None:
+            self._groups.add(_group(key))
         if self._trailing is not None:
             self._trailing.note(key, vector, new_key)
+
+    def groups(self) -> set[Any]:
+        """The groups with a cell (whatever its day), kept as cells are added; the
+        caller must not change it."""
+        if self._groups is None:
+            self._groups = {_group(key) for key in self}
+        return self._groups
 
     def window_sums(self, specs: tuple[WindowSpec, ...],
                     as_of_day: int) -> dict[str, dict[Any, list[int]]]:

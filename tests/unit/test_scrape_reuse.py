@@ -7,9 +7,10 @@ from __future__ import annotations
 import random
 from decimal import Decimal
 
+import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from stream_app.adapters.exposition import RowGauge, TextRenderer
+from stream_app.adapters.exposition import RowGauge, RowSamples, TextRenderer
 from stream_app.adapters.metrics import PulseCollector
 from stream_app.kpi.calendar import UTC_CALENDAR
 from stream_app.kpi.leads import ScoreInputs
@@ -127,3 +128,58 @@ def test_reports_reused_within_a_day_equal_reports_built_again() -> None:
     other = _snapshot(rng)
     assert reuse.report("v2", other, at + MS_PER_DAY) == build_report(
         other, at + MS_PER_DAY, CONFIG)
+
+
+def _owner_families() -> list[RowGauge]:
+    return [RowGauge("pulse_owner_a", "A.", ["owner", "window"]),
+            RowGauge("pulse_owner_b", "B.", ["owner", "window"])]
+
+
+def _owner_samples(row: tuple[str, str, float, float | None]
+                   ) -> list[tuple[list[str], float] | None]:
+    owner, window, a, b = row
+    return [([owner, window], a), None if b is None else ([owner, window], b)]
+
+
+def test_a_changed_row_writes_again_only_the_lines_whose_value_changed() -> None:
+    kept = RowSamples()
+    first = _owner_families()
+    kept.add(("o1", "7d", 1, 2), first, _owner_samples)
+    kept.rotate()
+    second = _owner_families()
+    kept.add(("o1", "7d", 1, 5), second, _owner_samples)
+    assert second[0].rows[0] is first[0].rows[0]  # the same value: the same line
+    assert second[1].rows == [(("o1", "7d"), 5, 'pulse_owner_b{owner="o1",window="7d"} 5.0\n')]
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_owner_rows_kept_across_scrapes_write_what_prometheus_client_writes(seed: int) -> None:
+    """Rows come, go and change one value or both (an int becoming the equal float too)."""
+    rng = random.Random(seed)
+    kept, renderer = RowSamples(), TextRenderer()
+    rows = {(f"o{n}", window): (rng.randrange(3), rng.randrange(3))
+            for n in range(6) for window in ("7d", "all")}
+    for _ in range(40):
+        for key in rng.sample(sorted(rows), 4):
+            a, b = rows[key]
+            rows[key] = (rng.choice([a, a + 1, float(a)]), rng.choice([b, None, 7]))
+        if rng.random() < 0.2 and len(rows) > 4:
+            rows.pop(rng.choice(sorted(rows)))
+        families = _owner_families()
+        for (owner, window), (a, b) in sorted(rows.items()):
+            kept.add((owner, window, a, b), families, _owner_samples)
+        kept.rotate()
+        plain = _owner_families()
+        for family, source in zip(plain, families, strict=True):
+            for labels, value, _ in source.rows:
+                family.add_metric(labels, value)
+        assert renderer.render_families(families) == generate_latest(_Many(plain))
+
+
+class _Many(CollectorRegistry):
+    def __init__(self, families: list[RowGauge]):
+        super().__init__()
+        self.families = families
+
+    def collect(self):  # type: ignore[no-untyped-def]
+        yield from self.families

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from stream_app.kpi.trailing import DayCells
+from stream_app.kpi.trailing import DayCells, groups_of
 from stream_app.kpi.windows import WindowSpec
 
 SPECS = (WindowSpec("3d", 3), WindowSpec("7d", 7), WindowSpec("all", None))
@@ -82,3 +82,18 @@ def test_other_windows_sum_again() -> None:
     assert _nonzero(cells.window_sums(SPECS, 5))["3d"] == {"A": [1]}
     one = (WindowSpec("1d", 1),)
     assert _nonzero(cells.window_sums(one, 6)) == {"1d": {}}
+
+
+@pytest.mark.parametrize("width", [2, 3], ids=["group", "group-tuple"])
+@pytest.mark.parametrize("seed", range(5))
+def test_kept_groups_are_the_groups_of_every_key(seed: int, width: int) -> None:
+    """Read before, between and after adds (new keys and old), from a filled dict too."""
+    rng = random.Random(seed)
+    cells = DayCells({("A", "x", 1)[3 - width:]: [1]})
+    for step in range(200):
+        key = (*rng.sample("ABCDEFG", width - 1), rng.randrange(30))
+        cells.add(key, [rng.randrange(-2, 3)])
+        if step % 7 == 0:
+            assert groups_of(cells) == {k[0] if width == 2 else k[:-1] for k in cells}
+    plain = dict(cells)
+    assert groups_of(plain) == groups_of(cells) == groups_of(DayCells(plain))
