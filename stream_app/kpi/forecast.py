@@ -149,18 +149,21 @@ class StageHistory:
     """The stints of one stage in the trailing window: (start day, day the deal left the
     stage or None, day the deal was won or None, the deal's expected closes)."""
 
-    def __init__(self, day: int, min_stratum_stints: int = DEFAULT_FORECAST.min_stratum_stints):
+    def __init__(self, day: int, min_stratum_stints: int = DEFAULT_FORECAST.min_stratum_stints,
+                 stints: list[_Stint] | None = None):
         self._day = day
         self._min_stratum = min_stratum_stints
-        self._stints: list[_Stint] = []
+        self._stints: list[_Stint] = [] if stints is None else stints
         self._tables: dict[tuple[int, int], list[float]] = {}
         self._strata: dict[tuple[int, int], list[tuple[list[int], list[int]]]] = {}
+        self._known_span: int | None = None
 
     def add(self, started: int, left: int | None, won_on: int | None,
             plans: tuple[tuple[int, int], ...] = ()) -> None:
         """One stint; ``left`` and ``won_on`` only as known before the checkpoint;
         ``plans``: the deal's expected closes (day set, expected close day)."""
         self._stints.append((started, left, won_on, plans))
+        self._known_span = None
         if self._tables:
             self._tables.clear()
         if self._strata:
@@ -225,13 +228,21 @@ class StageHistory:
         at the ages with ``s + a + skip <= won_on < s + a + horizon``."""
         last_ages: list[int] = []
         wins: list[tuple[int, int]] = []
+        latest_start = self._day - horizon
         for started, left, won_on, _ in self._stints:
-            last = self._last_age(started, left, horizon)
+            last = latest_start - started
+            if left is not None and left - started < last:
+                last = left - started
             if last < 0:
                 continue
             last_ages.append(last)
             if won_on is not None:
-                first_won, last_won = self._won_ages(started, won_on, last, horizon, skip)
+                first_won = won_on - started - horizon + 1
+                if first_won < 0:
+                    first_won = 0
+                last_won = won_on - started - skip
+                if last < last_won:
+                    last_won = last
                 if first_won <= last_won:
                     wins.append((first_won, last_won))
         if not last_ages:
@@ -255,18 +266,10 @@ class StageHistory:
 
     def _span(self) -> int:
         """Ages a table covers: up to the oldest stint's age at the checkpoint, plus one."""
-        return max((self._day - stint[0] + 2 for stint in self._stints), default=1)
-
-    def _last_age(self, started: int, left: int | None, horizon: int) -> int:
-        """The last age at which a stint is eligible (negative: none)."""
-        last = self._day - horizon - started
-        return last if left is None else min(last, left - started)
-
-    @staticmethod
-    def _won_ages(started: int, won_on: int, last: int, horizon: int, skip: int
-                  ) -> tuple[int, int]:
-        """The ages at which a stint counts as won (empty when first > last)."""
-        return max(0, won_on - started - horizon + 1), min(last, won_on - started - skip)
+        if self._known_span is None:
+            self._known_span = max((self._day - stint[0] + 2 for stint in self._stints),
+                                   default=1)
+        return self._known_span
 
     def _stratified(self, horizon: int, skip: int) -> list[tuple[list[int], list[int]]]:
         """Per :func:`plan_stratum`, the eligible and won stints at every age: a stint's
@@ -276,14 +279,24 @@ class StageHistory:
         size = self._span()
         eligible_steps = [[0] * (size + 1) for _ in range(_STRATA)]
         won_steps = [[0] * (size + 1) for _ in range(_STRATA)]
+        latest_start = self._day - horizon
         for started, left, won_on, plans in self._stints:
             if not plans:
                 continue
-            last = self._last_age(started, left, horizon)
+            last = latest_start - started
+            if left is not None and left - started < last:
+                last = left - started
             if last < 0:
                 continue
-            first_won, last_won = (1, 0) if won_on is None else self._won_ages(
-                started, won_on, last, horizon, skip)
+            if won_on is None:
+                first_won, last_won = 1, 0
+            else:
+                first_won = won_on - started - horizon + 1
+                if first_won < 0:
+                    first_won = 0
+                last_won = won_on - started - skip
+                if last < last_won:
+                    last_won = last
             count = len(plans)
             for index in range(count):
                 set_on, expected = plans[index]
@@ -318,7 +331,7 @@ def learn_histories(paths: Iterable[DealPath], day: int, settings: ForecastSetti
                     ) -> dict[str, StageHistory]:
     """The stints of every stage begun in the trailing window before ``day``."""
     first = day - settings.window_days
-    histories: dict[str, StageHistory] = {}
+    stints: dict[str, list[_Stint]] = {}
     use_plans = settings.expected_close
     for path in paths:
         if (path.close is not None and path.close[1] < first) or not path.entries \
@@ -333,11 +346,12 @@ def learn_histories(paths: Iterable[DealPath], day: int, settings: ForecastSetti
             following = entries[index + 1][1] if index + 1 < len(entries) else None
             left = following if following is not None and stage != CREATED else (
                 close[1] if close is not None else None)
-            history = histories.get(stage)
-            if history is None:
-                history = histories[stage] = StageHistory(day, settings.min_stratum_stints)
-            history.add(started, left, won_on, path.plans if use_plans else ())
-    return histories
+            of_stage = stints.get(stage)
+            if of_stage is None:
+                of_stage = stints[stage] = []
+            of_stage.append((started, left, won_on, path.plans if use_plans else ()))
+    return {stage: StageHistory(day, settings.min_stratum_stints, of_stage)
+            for stage, of_stage in stints.items()}
 
 
 @dataclass(frozen=True, slots=True)
