@@ -33,7 +33,7 @@ __all__ = ["AFTER_PERIOD", "ALL", "BEFORE_PERIOD", "CREATED", "DEFAULT_FORECAST"
 import datetime as dt
 import math
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import accumulate
 from operator import attrgetter
@@ -145,6 +145,32 @@ def deal_path(state: DealState, pricing: Pricing, calendar: Calendar) -> DealPat
 _Stint = tuple[int, int | None, int | None, tuple[tuple[int, int], ...]]
 
 
+def _eligible_stints(stints: list[_Stint], day: int, horizon: int, skip: int
+                     ) -> Iterator[tuple[int, int, int, int, tuple[tuple[int, int], ...]]]:
+    """Per stint eligible at some age for ``horizon`` days after a checkpoint ``day``:
+    (start day, last eligible age, first and last age it counts as won (first > last:
+    never), its expected closes). A stint begun on ``s`` is eligible at the ages ``a``
+    with ``s + a + horizon <= day`` and ``a <= left - s``, and won at the ages with
+    ``s + a + skip <= won_on < s + a + horizon``."""
+    latest_start = day - horizon
+    for started, left, won_on, plans in stints:
+        last = latest_start - started
+        if left is not None and left - started < last:
+            last = left - started
+        if last < 0:
+            continue
+        if won_on is None:
+            yield started, last, 1, 0, plans
+            continue
+        first_won = won_on - started - horizon + 1
+        if first_won < 0:
+            first_won = 0
+        last_won = won_on - started - skip
+        if last < last_won:
+            last_won = last
+        yield started, last, first_won, last_won, plans
+
+
 class StageHistory:
     """The stints of one stage in the trailing window: (start day, day the deal left the
     stage or None, day the deal was won or None, the deal's expected closes)."""
@@ -223,28 +249,14 @@ class StageHistory:
         return table
 
     def _table(self, horizon: int, skip: int) -> list[float]:
-        """The estimate at every age at once. A stint begun on ``s`` is eligible at the
-        ages ``a`` with ``s + a + horizon <= day`` and ``a <= left - s``; it counts as won
-        at the ages with ``s + a + skip <= won_on < s + a + horizon``."""
+        """The estimate at every age at once (see :func:`_eligible_stints`)."""
         last_ages: list[int] = []
         wins: list[tuple[int, int]] = []
-        latest_start = self._day - horizon
-        for started, left, won_on, _ in self._stints:
-            last = latest_start - started
-            if left is not None and left - started < last:
-                last = left - started
-            if last < 0:
-                continue
+        for _, last, first_won, last_won, _ in _eligible_stints(self._stints, self._day,
+                                                                horizon, skip):
             last_ages.append(last)
-            if won_on is not None:
-                first_won = won_on - started - horizon + 1
-                if first_won < 0:
-                    first_won = 0
-                last_won = won_on - started - skip
-                if last < last_won:
-                    last_won = last
-                if first_won <= last_won:
-                    wins.append((first_won, last_won))
+            if first_won <= last_won:
+                wins.append((first_won, last_won))
         if not last_ages:
             return []
         size = max(last_ages) + 2
@@ -279,24 +291,10 @@ class StageHistory:
         size = self._span()
         eligible_steps = [[0] * (size + 1) for _ in range(_STRATA)]
         won_steps = [[0] * (size + 1) for _ in range(_STRATA)]
-        latest_start = self._day - horizon
-        for started, left, won_on, plans in self._stints:
+        for started, last, first_won, last_won, plans in _eligible_stints(
+                self._stints, self._day, horizon, skip):
             if not plans:
                 continue
-            last = latest_start - started
-            if left is not None and left - started < last:
-                last = left - started
-            if last < 0:
-                continue
-            if won_on is None:
-                first_won, last_won = 1, 0
-            else:
-                first_won = won_on - started - horizon + 1
-                if first_won < 0:
-                    first_won = 0
-                last_won = won_on - started - skip
-                if last < last_won:
-                    last_won = last
             count = len(plans)
             for index in range(count):
                 set_on, expected = plans[index]
