@@ -33,7 +33,7 @@ __all__ = ["AFTER_PERIOD", "ALL", "BEFORE_PERIOD", "CREATED", "DEFAULT_FORECAST"
 import datetime as dt
 import math
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import accumulate
 from operator import attrgetter
@@ -145,51 +145,22 @@ def deal_path(state: DealState, pricing: Pricing, calendar: Calendar) -> DealPat
 _Stint = tuple[int, int | None, int | None, tuple[tuple[int, int], ...]]
 
 
-def _eligible_stints(stints: list[_Stint], day: int, horizon: int, skip: int
-                     ) -> Iterator[tuple[int, int, int, int, tuple[tuple[int, int], ...]]]:
-    """Per stint eligible at some age for ``horizon`` days after a checkpoint ``day``:
-    (start day, last eligible age, first and last age it counts as won (first > last:
-    never), its expected closes). A stint begun on ``s`` is eligible at the ages ``a``
-    with ``s + a + horizon <= day`` and ``a <= left - s``, and won at the ages with
-    ``s + a + skip <= won_on < s + a + horizon``."""
-    latest_start = day - horizon
-    for started, left, won_on, plans in stints:
-        last = latest_start - started
-        if left is not None and left - started < last:
-            last = left - started
-        if last < 0:
-            continue
-        if won_on is None:
-            yield started, last, 1, 0, plans
-            continue
-        first_won = won_on - started - horizon + 1
-        if first_won < 0:
-            first_won = 0
-        last_won = won_on - started - skip
-        if last < last_won:
-            last_won = last
-        yield started, last, first_won, last_won, plans
-
-
 class StageHistory:
     """The stints of one stage in the trailing window: (start day, day the deal left the
     stage or None, day the deal was won or None, the deal's expected closes)."""
 
-    def __init__(self, day: int, min_stratum_stints: int = DEFAULT_FORECAST.min_stratum_stints,
-                 stints: list[_Stint] | None = None):
+    def __init__(self, day: int, min_stratum_stints: int = DEFAULT_FORECAST.min_stratum_stints):
         self._day = day
         self._min_stratum = min_stratum_stints
-        self._stints: list[_Stint] = [] if stints is None else stints
+        self._stints: list[_Stint] = []
         self._tables: dict[tuple[int, int], list[float]] = {}
         self._strata: dict[tuple[int, int], list[tuple[list[int], list[int]]]] = {}
-        self._known_span: int | None = None
 
     def add(self, started: int, left: int | None, won_on: int | None,
             plans: tuple[tuple[int, int], ...] = ()) -> None:
         """One stint; ``left`` and ``won_on`` only as known before the checkpoint;
         ``plans``: the deal's expected closes (day set, expected close day)."""
         self._stints.append((started, left, won_on, plans))
-        self._known_span = None
         if self._tables:
             self._tables.clear()
         if self._strata:
@@ -249,14 +220,20 @@ class StageHistory:
         return table
 
     def _table(self, horizon: int, skip: int) -> list[float]:
-        """The estimate at every age at once (see :func:`_eligible_stints`)."""
+        """The estimate at every age at once. A stint begun on ``s`` is eligible at the
+        ages ``a`` with ``s + a + horizon <= day`` and ``a <= left - s``; it counts as won
+        at the ages with ``s + a + skip <= won_on < s + a + horizon``."""
         last_ages: list[int] = []
         wins: list[tuple[int, int]] = []
-        for _, last, first_won, last_won, _ in _eligible_stints(self._stints, self._day,
-                                                                horizon, skip):
+        for started, left, won_on, _ in self._stints:
+            last = self._last_age(started, left, horizon)
+            if last < 0:
+                continue
             last_ages.append(last)
-            if first_won <= last_won:
-                wins.append((first_won, last_won))
+            if won_on is not None:
+                first_won, last_won = self._won_ages(started, won_on, last, horizon, skip)
+                if first_won <= last_won:
+                    wins.append((first_won, last_won))
         if not last_ages:
             return []
         size = max(last_ages) + 2
@@ -278,10 +255,18 @@ class StageHistory:
 
     def _span(self) -> int:
         """Ages a table covers: up to the oldest stint's age at the checkpoint, plus one."""
-        if self._known_span is None:
-            self._known_span = max((self._day - stint[0] + 2 for stint in self._stints),
-                                   default=1)
-        return self._known_span
+        return max((self._day - stint[0] + 2 for stint in self._stints), default=1)
+
+    def _last_age(self, started: int, left: int | None, horizon: int) -> int:
+        """The last age at which a stint is eligible (negative: none)."""
+        last = self._day - horizon - started
+        return last if left is None else min(last, left - started)
+
+    @staticmethod
+    def _won_ages(started: int, won_on: int, last: int, horizon: int, skip: int
+                  ) -> tuple[int, int]:
+        """The ages at which a stint counts as won (empty when first > last)."""
+        return max(0, won_on - started - horizon + 1), min(last, won_on - started - skip)
 
     def _stratified(self, horizon: int, skip: int) -> list[tuple[list[int], list[int]]]:
         """Per :func:`plan_stratum`, the eligible and won stints at every age: a stint's
@@ -291,10 +276,14 @@ class StageHistory:
         size = self._span()
         eligible_steps = [[0] * (size + 1) for _ in range(_STRATA)]
         won_steps = [[0] * (size + 1) for _ in range(_STRATA)]
-        for started, last, first_won, last_won, plans in _eligible_stints(
-                self._stints, self._day, horizon, skip):
+        for started, left, won_on, plans in self._stints:
             if not plans:
                 continue
+            last = self._last_age(started, left, horizon)
+            if last < 0:
+                continue
+            first_won, last_won = (1, 0) if won_on is None else self._won_ages(
+                started, won_on, last, horizon, skip)
             count = len(plans)
             for index in range(count):
                 set_on, expected = plans[index]
@@ -329,7 +318,7 @@ def learn_histories(paths: Iterable[DealPath], day: int, settings: ForecastSetti
                     ) -> dict[str, StageHistory]:
     """The stints of every stage begun in the trailing window before ``day``."""
     first = day - settings.window_days
-    stints: dict[str, list[_Stint]] = {}
+    histories: dict[str, StageHistory] = {}
     use_plans = settings.expected_close
     for path in paths:
         if (path.close is not None and path.close[1] < first) or not path.entries \
@@ -344,12 +333,11 @@ def learn_histories(paths: Iterable[DealPath], day: int, settings: ForecastSetti
             following = entries[index + 1][1] if index + 1 < len(entries) else None
             left = following if following is not None and stage != CREATED else (
                 close[1] if close is not None else None)
-            of_stage = stints.get(stage)
-            if of_stage is None:
-                of_stage = stints[stage] = []
-            of_stage.append((started, left, won_on, path.plans if use_plans else ()))
-    return {stage: StageHistory(day, settings.min_stratum_stints, of_stage)
-            for stage, of_stage in stints.items()}
+            history = histories.get(stage)
+            if history is None:
+                history = histories[stage] = StageHistory(day, settings.min_stratum_stints)
+            history.add(started, left, won_on, path.plans if use_plans else ())
+    return histories
 
 
 @dataclass(frozen=True, slots=True)

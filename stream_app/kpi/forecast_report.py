@@ -232,28 +232,20 @@ class PathCache:
 
     def pairs(self, basis: ForecastBasis, day: int | None
               ) -> list[tuple[DealState, DealPath | None]]:
-        """Every deal's state (uncut) and path as known before the start of ``day`` (a
-        deal's uncut path is read again only when its state is another object)."""
+        """Every deal's state (uncut) and path as known before the start of ``day``."""
         out: list[tuple[DealState, DealPath | None]] = []
         if day is None:
             if self.uncut is not None and self.uncut[0] is basis:
                 return self.uncut[1]
-            whole = self.whole
             for state in basis.states:
-                known = whole.get(state.deal_id)
-                if known is None or known[0] is not state:
-                    known = self._read(basis, state)
-                out.append((state, known[1]))
+                out.append((state, self._uncut_path(basis, state)[1]))
             self.uncut = (basis, out)
             return out
         cutoff = basis.calendar.day_start_ms(day)
         previous = self.cuts.get(day, {})
         inside: dict[str, tuple[DealState, DealPath | None]] = {}
-        whole = self.whole
         for state in basis.states:
-            known = whole.get(state.deal_id)
-            if known is None or known[0] is not state:
-                known = self._read(basis, state)
+            known = self._uncut_path(basis, state)
             if known[2] < cutoff:
                 out.append((state, known[1]))
             elif state.created is None or int(state.created[0]) >= cutoff:
@@ -267,6 +259,12 @@ class PathCache:
                 out.append(cut)
         self.cuts[day] = inside
         return out
+
+    def _uncut_path(self, basis: ForecastBasis, state: DealState
+                    ) -> tuple[DealState, DealPath | None, int]:
+        """The deal's entry in :attr:`whole`, read again if its state changed."""
+        known = self.whole.get(state.deal_id)
+        return known if known is not None and known[0] is state else self._read(basis, state)
 
     def _read(self, basis: ForecastBasis, state: DealState
               ) -> tuple[DealState, DealPath | None, int]:
