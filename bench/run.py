@@ -814,10 +814,7 @@ def _freshness_only(settings: Settings, stream: list[dict[str, Any]],
                                       args.scrape_interval))
     finally:
         worker.stop()
-    return {"generated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            "command": "make bench BENCH_ARGS='" + " ".join(sys.argv[1:]) + "'",
-            "machine": _machine(), "events": len(stream),
-            "pipeline_pulse_events_per_s": _rate(pulse),
+    return {**_partial_run(stream, pulse),
             **{f"freshness_{key}": value for key, value in fresh.items()}}
 
 
@@ -833,12 +830,17 @@ def _scrape_only(settings: Settings, stream: list[dict[str, Any]],
         worker.stop()
     owners = {m for m in re.findall(r'owner="([^"]+)"', text)}
     teams = {m for m in re.findall(r'team="([^"]+)"', text)} - {"all", "(other)"}
+    return {**_partial_run(stream, pulse), "teams_exported": len(teams),
+            "owners_exported": len(owners),
+            **scrape_figures(scrape, scrape_live, scrape_late)}
+
+
+def _partial_run(stream: list[dict[str, Any]], pulse: dict[str, float]) -> dict[str, Any]:
+    """What every partial run (``--scrape-only``, ``--freshness-only``) reports first."""
     return {"generated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "command": "make bench BENCH_ARGS='" + " ".join(sys.argv[1:]) + "'",
             "machine": _machine(), "events": len(stream),
-            "pipeline_pulse_events_per_s": _rate(pulse), "teams_exported": len(teams),
-            "owners_exported": len(owners),
-            **scrape_figures(scrape, scrape_live, scrape_late)}
+            "pipeline_pulse_events_per_s": _rate(pulse)}
 
 
 def _ingest_only(args: argparse.Namespace) -> int:
