@@ -621,6 +621,14 @@ def _rate(result: dict[str, float]) -> float:
     return result["events"] / result["seconds"] if result["seconds"] > 0 else float("inf")
 
 
+def _worker_settings(servers: EmbeddedServers, partitions: int) -> Settings:
+    """The settings every measured worker runs with (event clock, 1,000 owners)."""
+    return Settings(kafka_bootstrap=servers.kafka_bootstrap, redis_url=servers.redis_url,
+                    clock="event", partitions=partitions, session_timeout_seconds=6,
+                    commit_interval_seconds=1.0, app_id="pulse-bench",
+                    max_teams=50, max_owners=1000)
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Every measurement, in one process tree; returns the results document."""
     logs = Path(tempfile.mkdtemp(prefix="pipeline-pulse-bench-"))
@@ -630,10 +638,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     with EmbeddedServers() as servers:
         start_embedded_broker(servers, str(logs / "broker.log"))
         start_embedded_redis(servers, str(logs / "redis.log"))
-        settings = Settings(kafka_bootstrap=servers.kafka_bootstrap, redis_url=servers.redis_url,
-                            clock="event", partitions=args.partitions, session_timeout_seconds=6,
-                            commit_interval_seconds=1.0, app_id="pulse-bench",
-                            max_teams=50, max_owners=1000)
+        settings = _worker_settings(servers, args.partitions)
         asyncio.run(ensure_topics(settings))
         console.print(f"generating {args.events:,} events ...")
         stream = make_stream(args.events, seed=11, after=LIVE_EVENTS)
@@ -861,6 +866,22 @@ def _ingest_only(args: argparse.Namespace) -> int:
     return 0
 
 
+def _restart_only(args: argparse.Namespace) -> int:
+    logs = Path(tempfile.mkdtemp(prefix="pipeline-pulse-bench-"))
+    console.print(f"logs in {logs}")
+    with EmbeddedServers() as servers:
+        start_embedded_broker(servers, str(logs / "broker.log"))
+        start_embedded_redis(servers, str(logs / "redis.log"))
+        settings = _worker_settings(servers, args.partitions)
+        asyncio.run(ensure_topics(settings))
+        memory = recovery_and_memory(settings, args.open_deals, logs)
+    console.print_json(json.dumps({
+        "generated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "command": "make bench BENCH_ARGS='" + " ".join(sys.argv[1:]) + "'",
+        "machine": _machine(), "open_deals": args.open_deals, "memory": memory}))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m bench``."""
     parser = argparse.ArgumentParser(
@@ -890,11 +911,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ingest-only", action="store_true",
                         help="only load the ingest gateway's routes (prints JSON and a "
                         "table; bench/results.json is left alone)")
+    parser.add_argument("--restart-only", action="store_true",
+                        help="only restore a worker from --open-deals open deals, checkpoint "
+                        "it, SIGKILL it and time its successor (memory, cold restore and "
+                        "restart figures; prints JSON; bench/results.json is left alone)")
     parser.add_argument("--out", type=Path, default=ROOT / "results.json",
                         help="where to write the JSON results (default bench/results.json)")
     args = parser.parse_args(argv)
     if args.ingest_only:
         return _ingest_only(args)
+    if args.restart_only:
+        return _restart_only(args)
     results = run(args)
     if args.scrape_only or args.freshness_only:
         console.print_json(json.dumps(results))

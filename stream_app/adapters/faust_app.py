@@ -165,7 +165,7 @@ class PulseWorker:
         self._collector = PulseCollector(self, self.registry)
         self._scrape = Scrape(lambda: self.pipelines, self._active_partitions, self._labels,
                               self.clock, lambda: self._shared_clock_ms, self._report_config,
-                              settings.forecast_wait_seconds)
+                              settings.forecast_wait_seconds, settings.forecast_process)
         context = PipelineContext(
             rules=contract_rules(settings), redis=self.redis, labels=self._labels,
             stats=self._stats, producer=lambda: self.app.producer,
@@ -282,6 +282,7 @@ class PulseWorker:
             await self._reader.close()
             if self._checkpointer is not None:
                 await self._checkpointer.close()
+            await asyncio.to_thread(self._scrape.close)
 
         @app.timer(1.0)
         async def _tick() -> None:

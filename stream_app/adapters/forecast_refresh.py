@@ -8,11 +8,17 @@ computation took longer than that): it gets the rows of that state when they are
 by then, and otherwise the last rows computed, marked stale (``pulse_forecast_stale``),
 while the computation goes on in its own thread. A later scrape gets the new rows. One
 computation runs at a time; a scrape asking for a newer state while one runs has it
-computed next, after a rest as long as the last computation took: under a steady
-stream and frequent scrapes, computations of a second or more would otherwise run back
-to back in a thread that shares the interpreter with the folds, and the worker would
-fall behind the stream (the freshness of `make bench`, 2026-12-02). The thread rests
-at most half the time; its rows are marked stale meanwhile.
+computed next. The worker also asks for its current state once a second
+(:meth:`ForecastRefresher.prefetch`), so a scrape usually finds it computed.
+
+Where the rows come from: by default a child process
+(:class:`~stream_app.adapters.forecast_process.ForecastProcess`), which runs on another
+core. Computed in the refresher's own thread instead (``PULSE_FORECAST_PROCESS=false``),
+a computation is followed by a rest as long as it took: under a steady stream and
+frequent scrapes, computations of a second or more would otherwise run back to back in
+a thread that shares the interpreter with the folds, and the worker would fall behind
+the stream (the freshness of `make bench`, 2026-12-02). That thread rests at most half
+the time; its rows are marked stale meanwhile.
 """
 
 from __future__ import annotations
@@ -43,8 +49,14 @@ class ForecastRefresher:
 
     def __init__(self, settings: ForecastSettings, wait_seconds: float,
                  clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep):
+                 sleep: Callable[[float], None] = time.sleep,
+                 compute: Callable[[ForecastBasis, int], ForecastRows] | None = None,
+                 rests: bool = True):
         self._settings, self._wait = settings, wait_seconds
+        #: Computes the rows (None: in the refresher's thread, with its own caches).
+        self._compute_rows = compute
+        #: Whether computations rest between them (see the module's docstring).
+        self._rests = rests
         self._clock, self._sleep = clock, sleep
         #: When the thread may start its next computation (the clock's time).
         self._rest_until = 0.0
@@ -82,6 +94,22 @@ class ForecastRefresher:
             last = ForecastRows() if self._done is None else self._done[1]
             return replace(last, stale=True)
 
+    def prefetch(self, basis: ForecastBasis | None, day: int) -> None:
+        """Start computing the rows of ``basis`` at ``day`` unless they are computed or
+        being computed, and return at once (the worker asks each second, so a scrape
+        finds the rows of a state a second old already computed)."""
+        if basis is None or not basis.states:
+            return
+        with self._lock:
+            failure, done, running = self._failure, self._done, self._running
+            if any(known is not None and _same(known[0], basis, day)
+                   for known in (failure, done, running)):
+                return
+            if running is None:
+                self._start((basis, day))
+            else:
+                self._wanted = (basis, day)
+
     def wait_budget(self) -> float:
         """How long a scrape waits for a computation: the configured wait, unless the
         last computation took longer than that (a first forecast after a start, or one
@@ -118,8 +146,11 @@ class ForecastRefresher:
         rows: ForecastRows | None = None
         failure: BaseException | None = None
         try:
-            rows = forecast_rows(ask[0], ask[1], self._settings, self._memo.cached,
-                                 self._memo.paths)
+            if self._compute_rows is None:
+                rows = forecast_rows(ask[0], ask[1], self._settings, self._memo.cached,
+                                     self._memo.paths)
+            else:
+                rows = self._compute_rows(*ask)
             rows = replace(rows, compute_seconds=time.perf_counter() - started)
         except Exception as error:  # handed to the scrape that asked
             log.exception("forecast failed")
@@ -132,7 +163,8 @@ class ForecastRefresher:
                 self._failure = (ask, failure)
             self.version += 1
             self.last_seconds = time.perf_counter() - started
-            self._rest_until = self._clock() + self.last_seconds
+            if self._rests:
+                self._rest_until = self._clock() + self.last_seconds
             self._running = None
             wanted, self._wanted = self._wanted, None
             if wanted is not None and not _same(ask, *wanted):

@@ -12,6 +12,7 @@ from collections.abc import Callable, Hashable, Sequence
 from prometheus_client.core import Metric
 
 from stream_app.adapters.exposition import TextRenderer
+from stream_app.adapters.forecast_process import ForecastProcess
 from stream_app.adapters.forecast_refresh import ForecastRefresher
 from stream_app.adapters.label_registry import LabelRegistry
 from stream_app.adapters.metrics import PulseCollector
@@ -38,10 +39,16 @@ class Scrape:
     def __init__(self, pipelines: Callable[[], Sequence[SourcePipeline]],
                  exported: Callable[[str], frozenset[int]], labels: LabelRegistry,
                  clock: str, shared_clock_ms: Callable[[], int | None],
-                 config: ReportConfig, forecast_wait_seconds: float = 0.5):
+                 config: ReportConfig, forecast_wait_seconds: float = 0.5,
+                 forecast_process: bool = False):
         self._pipelines, self._exported = pipelines, exported
         self._labels, self._clock, self._shared_clock_ms = labels, clock, shared_clock_ms
-        self._forecasts = ForecastRefresher(config.forecast, forecast_wait_seconds)
+        self._calendar = config.calendar
+        self.forecast_process = ForecastProcess(config.forecast) if forecast_process else None
+        self._forecasts = ForecastRefresher(
+            config.forecast, forecast_wait_seconds,
+            compute=None if self.forecast_process is None else self.forecast_process.rows,
+            rests=self.forecast_process is None)
         self._reports = ReportReuse(config, self._forecasts.rows)
         self._renderer = TextRenderer()
         self._lock = asyncio.Lock()
@@ -54,14 +61,27 @@ class Scrape:
     def keep_current(self) -> None:
         """Fold the records written since the last call into the tables' snapshots (the
         worker calls it once a second), so a scrape's share of the work on the event
-        loop stays what the last second wrote, however long since the last scrape."""
-        if not self._lock.locked():
-            self._snapshots(self._parts())
+        loop stays what the last second wrote, however long since the last scrape; and
+        start the forecast of the state now, so a scrape finds it computed."""
+        if self._lock.locked():
+            return
+        self._prefetch(self._inputs())
+
+    def _prefetch(self, prepared: ReportInputs | None) -> None:
+        if prepared is not None:
+            _, snap, as_of = prepared
+            self._forecasts.prefetch(snap.forecast, self._calendar.day_of(as_of))
+
+    def close(self) -> None:
+        """Stop the forecast process, if any."""
+        if self.forecast_process is not None:
+            self.forecast_process.close()
 
     async def exposition(self, collector: PulseCollector) -> bytes:
         """The text exposition of ``collector``'s families now."""
         async with self._lock:
             prepared = self._inputs()
+            self._prefetch(prepared)  # computed in parallel with the rest of the report
             head, tail = list(collector.head()), list(collector.tail())
             return await asyncio.to_thread(self._render, collector, prepared, head, tail)
 

@@ -43,7 +43,7 @@ __all__ = [
 from bisect import bisect_left
 from collections import defaultdict
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -467,18 +467,10 @@ def build_report(snap: Snapshot, as_of_ms: int, cfg: ReportConfig,
             _activity_kpis(snap, cfg, as_of_day, list(windows))), with_teams=True)
     owner_rows = part("owner_rows", _QUOTA_FIELDS,
                       lambda: _owner_rows(snap, periods.values(), calendar))
-    if memo is None:
-        forecast = forecast_rows(snap.forecast, as_of_day, cfg.forecast,
-                                 lambda _, __, compute: compute(), PathCache())
-    elif memo.forecasts is not None:
-        forecast = memo.forecasts(snap.forecast, as_of_day)
-    else:
-        forecast = forecast_rows(snap.forecast, as_of_day, cfg.forecast, memo.cached,
-                                 memo.paths)
     owner_deals, owner_pipeline = part("owner_deals", ("owner_deals", "owner_open"),
                                        lambda: _frozen(_owner_deal_kpis(
                                            snap, cfg, as_of_day)))
-    return Report(
+    report = Report(
         as_of_ms=as_of_ms,
         windows=windows,
         stages=part("stages", ("open",), lambda: tuple(
@@ -516,6 +508,18 @@ def build_report(snap: Snapshot, as_of_ms: int, cfg: ReportConfig,
         owner_profiles=part("owner_profiles", ("owner_profiles",),
                             lambda: dict(snap.owner_profiles)),
         latest_event_ms=snap.latest_event_ms,
+    )
+    # last: a forecast computed elsewhere had the rest of the report's time to finish
+    if memo is None:
+        forecast = forecast_rows(snap.forecast, as_of_day, cfg.forecast,
+                                 lambda _, __, compute: compute(), PathCache())
+    elif memo.forecasts is not None:
+        forecast = memo.forecasts(snap.forecast, as_of_day)
+    else:
+        forecast = forecast_rows(snap.forecast, as_of_day, cfg.forecast, memo.cached,
+                                 memo.paths)
+    return replace(
+        report,
         forecasts=forecast.live,
         forecast_accuracy=forecast.accuracy,
         forecast_plans=forecast.plans,

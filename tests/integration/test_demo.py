@@ -29,6 +29,29 @@ def _processes_mentioning(needles: list[str]) -> list[str]:
     return found
 
 
+def _children(parent: int, needle: str) -> list[int]:
+    """Processes whose parent is ``parent`` and whose command line holds ``needle``."""
+    found = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == parent and needle in cmdline:
+            found.append(int(pid))
+    return found
+
+
+def _running(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def test_ctrl_c_stops_every_process_the_demo_started(tmp_path: Path) -> None:
     from tests.prometheus_tools import require_binary
 
@@ -60,6 +83,11 @@ def test_ctrl_c_stops_every_process_the_demo_started(tmp_path: Path) -> None:
         needles = [f"--listener-url tcp://{broker.group(1)}", f"redis-server {redis.group(1)}",
                    f"--web.listen-address={prometheus.group(1)}"]
         assert len(_processes_mentioning(needles)) == 3
+        forecast_process = "stream_app.adapters.forecast_process"
+        while not (forecasters := _children(int(worker.group(1)), forecast_process)):
+            assert demo.poll() is None and time.monotonic() < deadline, \
+                "the worker started no forecast process"
+            time.sleep(0.5)
         demo.send_signal(signal.SIGINT)
         assert demo.wait(60) == 0
     finally:
@@ -68,3 +96,4 @@ def test_ctrl_c_stops_every_process_the_demo_started(tmp_path: Path) -> None:
     time.sleep(0.5)
     assert _processes_mentioning(needles) == []
     assert not Path(f"/proc/{worker.group(1)}").exists()
+    assert not [pid for pid in forecasters if _running(pid)], "the forecast process outlived it"

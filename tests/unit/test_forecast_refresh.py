@@ -222,3 +222,53 @@ def test_a_state_asked_during_the_rest_is_computed_instead_of_the_one_waiting(
     _until(lambda: refresher.version == 2)
     assert forecasts.asked == [("first", 10), ("third", 11)]
     assert not _ask(refresher, latest, 11).stale
+
+
+def test_a_prefetched_state_is_computed_before_any_scrape_asks(forecasts: _Forecasts) -> None:
+    refresher = ForecastRefresher(DEFAULT_FORECAST, wait_seconds=0)
+    basis = _Basis("a")
+    refresher.prefetch(basis, 10)  # type: ignore[arg-type]
+    _until(lambda: refresher.version == 1)
+    refresher.prefetch(basis, 10)  # type: ignore[arg-type]  # computed: nothing to do
+    rows = _ask(refresher, basis, 10)
+    assert not rows.stale
+    assert forecasts.asked == [("a", 10)]
+    refresher.prefetch(None, 10)
+    assert forecasts.asked == [("a", 10)]
+
+
+def test_a_state_prefetched_during_a_computation_is_computed_next(
+        forecasts: _Forecasts) -> None:
+    refresher = ForecastRefresher(DEFAULT_FORECAST, wait_seconds=0)
+    forecasts.gate.clear()
+    first, second = _Basis("first"), _Basis("second")
+    refresher.prefetch(first, 10)  # type: ignore[arg-type]
+    refresher.prefetch(first, 10)  # type: ignore[arg-type]  # running: not asked twice
+    refresher.prefetch(second, 11)  # type: ignore[arg-type]
+    forecasts.gate.set()
+    _until(lambda: refresher.version == 2)
+    assert forecasts.asked == [("first", 10), ("second", 11)]
+    assert not _ask(refresher, second, 11).stale
+
+
+def test_rows_computed_elsewhere_come_through_the_refresher() -> None:
+    asked = []
+
+    def compute(basis: Any, day: int) -> ForecastRows:
+        asked.append((basis.name, day))
+        return ForecastRows(live=())
+
+    refresher = ForecastRefresher(DEFAULT_FORECAST, wait_seconds=5, compute=compute)
+    rows = _ask(refresher, _Basis("a"), 10)
+    assert not rows.stale and rows.compute_seconds is not None
+    assert asked == [("a", 10)]
+
+
+def test_rows_computed_in_another_process_need_no_rest(forecasts: _Forecasts) -> None:
+    rest = _Rest()
+    refresher = ForecastRefresher(DEFAULT_FORECAST, wait_seconds=5, clock=rest.clock,
+                                  sleep=rest.sleep, compute=lambda basis, day: ForecastRows(),
+                                  rests=False)
+    for name in ("first", "second", "third"):
+        assert not _ask(refresher, _Basis(name), 10).stale
+    assert rest.asked == []

@@ -1,0 +1,190 @@
+"""The forecast computed in a child process: the same rows as computed in place, only
+changed states shipped, a dead child replaced, its failures reported, and no child left
+behind when the worker stops or dies."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from stream_app.adapters.forecast_process import ForecastProcess, RemoteForecastError
+from stream_app.config import Settings, pricing
+from stream_app.events.models import crm_event_adapter
+from stream_app.kpi.calendar import UTC_CALENDAR
+from stream_app.kpi.deals import DealState, apply_deal_event
+from stream_app.kpi.forecast import DEFAULT_FORECAST
+from stream_app.kpi.forecast_report import ForecastBasis, PathCache, forecast_rows
+from stream_app.kpi.snapshot import Snapshot
+from stream_app.kpi.windows import ms_from_datetime
+from stream_app.sources.forecast_book import ForecastBook
+from stream_app.tools.generator import GeneratorSettings, generate_events
+
+END = dt.datetime(2026, 6, 1, tzinfo=dt.UTC)
+DAY = UTC_CALENDAR.day_of(ms_from_datetime(END))
+
+
+def _deal_events(days: int = 200) -> list[dict]:
+    return [raw for raw in generate_events(GeneratorSettings(
+        seed=5, start=END - dt.timedelta(days=days), end=END, deals_per_day=3,
+        leads_per_deal=0, activities_per_deal=0, expected_close_error_days=5.0))
+        if raw["type"].startswith("deal.")]
+
+
+class _Organisation:
+    """Deal events folded into a forecast book, a chunk at a time."""
+
+    def __init__(self) -> None:
+        self.book = ForecastBook(pricing(Settings()), UTC_CALENDAR)
+        self.states: dict[str, DealState] = {}
+
+    def fold(self, events: list[dict]) -> ForecastBasis:
+        for raw in events:
+            event = crm_event_adapter.validate_python(raw)
+            deal_id = event.data.deal_id
+            state = apply_deal_event(self.states.get(deal_id) or DealState(deal_id), event,
+                                     for_forecast=True)
+            self.states[deal_id] = state
+            self.book.note(7, state)
+        snap = Snapshot()
+        self.book.contribute(snap, frozenset({7}))
+        assert snap.forecast is not None
+        return snap.forecast
+
+
+def _direct(basis: ForecastBasis, day: int = DAY):  # type: ignore[no-untyped-def]
+    return forecast_rows(basis, day, DEFAULT_FORECAST, lambda _, __, compute: compute(),
+                         PathCache())
+
+
+@pytest.fixture
+def process() -> Iterator[ForecastProcess]:
+    remote = ForecastProcess(DEFAULT_FORECAST)
+    yield remote
+    remote.close()
+
+
+def test_rows_from_the_process_equal_rows_computed_in_place_as_the_states_change(
+        process: ForecastProcess) -> None:
+    events = _deal_events()
+    org = _Organisation()
+    cuts = [len(events) * share // 20 for share in (14, 15, 16, 18, 20)]
+    sizes, shipped = [], []
+    start = 0
+    for cut in cuts:
+        basis = org.fold(events[start:cut])
+        start = cut
+        before = process.states_shipped
+        rows = process.rows(basis, DAY)
+        assert rows.live and rows == _direct(basis)
+        assert process.rows(basis, DAY - 40) == _direct(basis, DAY - 40)
+        sizes.append(len(basis.states))
+        shipped.append(process.states_shipped - before)
+    # the first ask ships every state; later asks only the ones that changed or came
+    assert shipped[0] == sizes[0]
+    assert all(0 < n < size / 2 for n, size in zip(shipped[1:], sizes[1:], strict=True)), \
+        (shipped, sizes)
+    assert process.started == 1
+
+
+def test_a_smaller_list_of_states_is_shipped_whole(process: ForecastProcess) -> None:
+    events = _deal_events()
+    full = _Organisation().fold(events)
+    part = _Organisation().fold(events[:len(events) // 3])
+    assert process.rows(full, DAY) == _direct(full)
+    before = process.states_shipped
+    assert process.rows(part, DAY) == _direct(part)
+    assert process.states_shipped - before == len(part.states)
+
+
+def test_a_killed_child_is_replaced_and_sent_every_state_again(
+        process: ForecastProcess) -> None:
+    basis = _Organisation().fold(_deal_events())
+    assert process.rows(basis, DAY) == _direct(basis)
+    pid = process.pid
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    assert process.rows(basis, DAY) == _direct(basis)
+    assert process.started == 2 and process.pid != pid
+    assert process.states_shipped == 2 * len(basis.states)
+
+
+def test_a_failure_in_the_child_is_raised_with_its_traceback_and_the_next_ask_works(
+        process: ForecastProcess) -> None:
+    good = _Organisation().fold(_deal_events(days=60))
+    broken = ForecastBasis((*good.states, DealState("broken", created=(0, "e", {}))),
+                           good.change_days, good.generation, good.team_names,
+                           good.pricing, good.calendar, good.owner_names)
+    with pytest.raises(RemoteForecastError, match="KeyError"):
+        process.rows(broken, DAY)
+    assert process.rows(good, DAY) == _direct(good)
+    assert process.started == 1
+
+
+def _gone(pid: int) -> bool:
+    """Exited: no such process, or a zombie nobody reaped yet."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+def _wait_gone(pid: int, seconds: float = 15) -> bool:
+    deadline = time.monotonic() + seconds
+    while not _gone(pid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def test_close_stops_the_child(process: ForecastProcess) -> None:
+    basis = _Organisation().fold(_deal_events(days=30))
+    process.rows(basis, DAY)
+    pid = process.pid
+    assert pid is not None and not _gone(pid)
+    process.close()
+    assert process.pid is None and _gone(pid)
+
+
+_DYING_WORKER = textwrap.dedent("""
+    import os, signal, sys
+    sys.path.insert(0, {root!r})
+    from tests.unit.test_forecast_process import DAY, _Organisation, _deal_events
+    from stream_app.adapters.forecast_process import ForecastProcess
+    from stream_app.kpi.forecast import DEFAULT_FORECAST
+    process = ForecastProcess(DEFAULT_FORECAST)
+    process.rows(_Organisation().fold(_deal_events(days=30)), DAY)
+    print(process.pid, flush=True)
+    os.kill(os.getpid(), signal.{signal})
+""")
+
+
+@pytest.mark.parametrize("how", ["SIGKILL", "SIGINT"])
+def test_the_child_exits_when_the_worker_dies(how: str) -> None:
+    """SIGKILL: the child's stdin closes with the worker. SIGINT to the worker alone (a
+    Ctrl-C reaches the whole process group, and the child ignores it): the same."""
+    root = str(Path(__file__).resolve().parents[2])
+    worker = subprocess.Popen([sys.executable, "-c", _DYING_WORKER.format(root=root,
+                                                                          signal=how)],
+                              stdout=subprocess.PIPE, text=True, cwd=root)
+    assert worker.stdout is not None
+    pid = int(worker.stdout.readline())
+    worker.wait(30)
+    assert worker.returncode != 0
+    assert _wait_gone(pid), f"forecast process {pid} outlived its worker"
+
+
+def test_a_child_that_cannot_start_says_how_to_do_without(tmp_path: Path) -> None:
+    remote = ForecastProcess(DEFAULT_FORECAST, python=str(tmp_path / "no-such-python"))
+    basis = _Organisation().fold(_deal_events(days=30))
+    with pytest.raises(RuntimeError, match="PULSE_FORECAST_PROCESS=false"):
+        remote.rows(basis, DAY)
