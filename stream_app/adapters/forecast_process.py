@@ -122,9 +122,17 @@ class ForecastProcess:
                 return self._ask(basis, day)
 
     def close(self) -> None:
-        """Stop the child (its stdin closes; killed if it does not exit within 5 s)."""
-        with self._lock:
+        """Stop the child (its stdin closes; killed if it does not exit within 5 s, or
+        at once if a computation still holds it after 5 s)."""
+        if not self._lock.acquire(timeout=5):
+            child = self._child
+            if child is not None:
+                child.kill()
+            return
+        try:
             self._stop_child()
+        finally:
+            self._lock.release()
 
     @property
     def pid(self) -> int | None:

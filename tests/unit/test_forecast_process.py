@@ -188,3 +188,13 @@ def test_a_child_that_cannot_start_says_how_to_do_without(tmp_path: Path) -> Non
     basis = _Organisation().fold(_deal_events(days=30))
     with pytest.raises(RuntimeError, match="PULSE_FORECAST_PROCESS=false"):
         remote.rows(basis, DAY)
+
+
+def test_close_kills_a_child_still_held_by_a_computation(process: ForecastProcess) -> None:
+    basis = _Organisation().fold(_deal_events(days=30))
+    process.rows(basis, DAY)
+    pid = process.pid
+    assert pid is not None
+    with process._lock:  # a computation that never ends holds it
+        process.close()
+        assert _wait_gone(pid, 5)
