@@ -45,7 +45,8 @@ def _same(ask: _Ask | None, basis: ForecastBasis, day: int) -> bool:
 
 
 class ForecastRefresher:
-    """Forecast rows of a basis and T's day, computed in a thread of their own."""
+    """Forecast rows of a basis and T's day, computed in a thread of their own (which
+    hands the computation to a child process when given ``compute``)."""
 
     def __init__(self, settings: ForecastSettings, wait_seconds: float,
                  clock: Callable[[], float] = time.monotonic,

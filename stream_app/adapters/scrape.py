@@ -33,8 +33,9 @@ class Scrape:
     moved only by :meth:`keep_current` and the start of :meth:`exposition`, on the event
     loop where the folds run; the report and the text read nothing else, so they are
     built in a thread while the loop goes on folding. One scrape at a time. The forecast
-    rows come from a :class:`ForecastRefresher`, which a scrape waits for
-    ``forecast_wait_seconds`` at most."""
+    rows come from a :class:`ForecastRefresher` (computed in a child process with
+    ``forecast_process``), which a scrape waits for ``forecast_wait_seconds`` at most;
+    :meth:`keep_current` and each scrape start the forecast of the state they read."""
 
     def __init__(self, pipelines: Callable[[], Sequence[SourcePipeline]],
                  exported: Callable[[str], frozenset[int]], labels: LabelRegistry,
