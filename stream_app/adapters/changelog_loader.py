@@ -108,8 +108,8 @@ class ChangelogLoader:
             enable_auto_commit=False, auto_offset_reset="earliest",
             fetch_max_bytes=_FETCH_BYTES, max_partition_fetch_bytes=_PARTITION_FETCH_BYTES,
             **client_kwargs(self._settings))
-        await consumer.start()
         try:
+            await consumer.start()
             kafka_tps = {tp: TopicPartition(tp.topic, tp.partition) for tp in candidates}
             consumer.assign(list(kafka_tps.values()))
             for tp, last in candidates.items():

@@ -104,8 +104,8 @@ async def committed_offsets(settings: Settings, group: str,
     if not partitions:
         return {}
     admin = AIOKafkaAdminClient(**client_kwargs(settings))
-    await admin.start()
     try:
+        await admin.start()
         found = await admin.list_consumer_group_offsets(
             group, partitions=[TopicPartition(t, p) for t, p in partitions])
     finally:
@@ -123,8 +123,8 @@ async def fetched_high_watermarks(
     if not probe:
         return result
     consumer = AIOKafkaConsumer(enable_auto_commit=False, group_id=None, **kwargs)
-    await consumer.start()
     try:
+        await consumer.start()
         by_kafka_tp = {TopicPartition(tp.topic, tp.partition): tp for tp in probe}
         consumer.assign(list(by_kafka_tp))
         for ktp, tp in by_kafka_tp.items():
@@ -167,7 +167,11 @@ class OutsideConsumer:
         if self._consumer is None:
             consumer = AIOKafkaConsumer(enable_auto_commit=False, group_id=None,
                                         **self._options, **client_kwargs(self._settings))
-            await consumer.start()
+            try:
+                await consumer.start()
+            except BaseException:  # refused or cancelled: closed, not left for __del__
+                await consumer.stop()
+                raise
             self._consumer = consumer
         return self._consumer
 

@@ -77,13 +77,14 @@ async def produce_events(
     result = ReplayResult()
     producer = AIOKafkaProducer(linger_ms=10, max_batch_size=512 * 1024, acks="all",
                                 **client_kwargs(settings))
-    await producer.start()
     started = time.monotonic()
     pending: list[asyncio.Future[Any]] = []
     progress = Progress(TextColumn("[bold]replay"), BarColumn(), MofNCompleteColumn(),
                         TextColumn("{task.fields[rate]:>8} ev/s"), TimeRemainingColumn(),
                         disable=not show_progress, transient=False)
     try:
+        await producer.start()  # inside: a start that fails or is cancelled still closes
+        started = time.monotonic()
         with progress:
             task = progress.add_task("replay", total=total, rate="-")
             for line_no, item in enumerate(items, start=1):
