@@ -116,7 +116,7 @@ class ForecastProcess:
         with self._lock:
             try:
                 return self._ask(basis, day)
-            except (EOFError, BrokenPipeError, OSError) as error:
+            except (EOFError, OSError) as error:  # OSError: a broken pipe too
                 log.warning("forecast process lost (%s); starting another", error)
                 self._stop_child()
                 return self._ask(basis, day)

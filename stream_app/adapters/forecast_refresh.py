@@ -81,11 +81,7 @@ class ForecastRefresher:
             finished = self._finished(basis, day)
             if finished is not None:
                 return finished
-            running = self._running
-            if running is None:
-                running = self._start((basis, day))
-            elif not _same(running[0], basis, day):
-                self._wanted = (basis, day)
+            running = self._request(basis, day)
         if _same(running[0], basis, day):
             running[1].wait(self.wait_budget())
         with self._lock:
@@ -102,14 +98,19 @@ class ForecastRefresher:
         if basis is None or not basis.states:
             return
         with self._lock:
-            failure, done, running = self._failure, self._done, self._running
-            if any(known is not None and _same(known[0], basis, day)
-                   for known in (failure, done, running)):
-                return
-            if running is None:
-                self._start((basis, day))
-            else:
-                self._wanted = (basis, day)
+            if not any(known is not None and _same(known[0], basis, day)
+                       for known in (self._failure, self._done)):
+                self._request(basis, day)
+
+    def _request(self, basis: ForecastBasis, day: int) -> tuple[_Ask, threading.Event]:
+        """Under the lock: start computing ``basis`` at ``day`` if nothing runs, else have
+        it computed next unless it is what runs; the computation running now."""
+        running = self._running
+        if running is None:
+            running = self._start((basis, day))
+        elif not _same(running[0], basis, day):
+            self._wanted = (basis, day)
+        return running
 
     def wait_budget(self) -> float:
         """How long a scrape waits for a computation: the configured wait, unless the

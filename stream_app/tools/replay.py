@@ -77,7 +77,6 @@ async def produce_events(
     result = ReplayResult()
     producer = AIOKafkaProducer(linger_ms=10, max_batch_size=512 * 1024, acks="all",
                                 **client_kwargs(settings))
-    started = time.monotonic()
     pending: list[asyncio.Future[Any]] = []
     progress = Progress(TextColumn("[bold]replay"), BarColumn(), MofNCompleteColumn(),
                         TextColumn("{task.fields[rate]:>8} ev/s"), TimeRemainingColumn(),
