@@ -3,7 +3,7 @@ state did not change."""
 
 from __future__ import annotations
 
-__all__ = ["RowGauge", "RowSamples", "TextRenderer", "render"]
+__all__ = ["RowGauge", "RowSamples", "TextRenderer", "render", "value_text"]
 
 from collections.abc import Callable, Hashable, Sequence
 from typing import Any, cast
@@ -21,6 +21,18 @@ _FAST_TYPES = {"gauge": "gauge", "counter": "counter", "gaugehistogram": "histog
 _SPLIT_SUFFIXES = ("_created", "_gsum", "_gcount")
 #: One sample of a :class:`RowGauge`: (label values, value, its text line).
 _Entry = tuple[tuple[str, ...], float, str]
+#: Integers below this (and above its negative) are exact as floats.
+_EXACT_INT = 2**53
+#: From here on Prometheus' text form of a positive value has an exponent.
+_GO_EXPONENT_FROM = 1_000_000
+
+
+def value_text(value: float) -> str:
+    """Prometheus' text form of a sample value (``floatToGoString``), an ``int`` that
+    needs no exponent written directly."""
+    if type(value) is int and -_EXACT_INT < value < _GO_EXPONENT_FROM:
+        return f"{value}.0"
+    return _go_float(value)
 
 
 class RowGauge(GaugeMetricFamily):
@@ -47,10 +59,16 @@ class RowGauge(GaugeMetricFamily):
     def line(self, labels: tuple[str, ...], value: float) -> str:
         """The text line of one sample."""
         if not labels:
-            return f"{self.name} {_go_float(value)}\n"
+            return f"{self.name} {value_text(value)}\n"
         text = '",'.join(prefix + labels[i].translate(_ESCAPE)
                          for prefix, i in zip(self._prefixes, self._order, strict=True))
-        return f'{self.name}{{{text}"}} {_go_float(value)}\n'
+        return f'{self.name}{{{text}"}} {value_text(value)}\n'
+
+    @staticmethod
+    def moved(line: str, value: float) -> str:
+        """``line`` (a text line of this family) with ``value`` for its value: the name
+        and labels are kept as written (the last space ends them; values have none)."""
+        return line[:line.rfind(" ") + 1] + value_text(value) + "\n"
 
     @property
     def samples(self) -> list[Sample]:
@@ -120,10 +138,12 @@ class TextRenderer:
                 append(written)
                 continue
             known = previous.get(labels)
-            if known is not None and known[0] == value and type(known[0]) is type(value):
+            if known is None:
+                line = metric.line(labels, value)
+            elif known[0] == value and type(known[0]) is type(value):
                 line = known[1]
             else:
-                line = metric.line(labels, value)
+                line = metric.moved(known[1], value)
             current[labels] = (value, line)
             append(line)
         lines[name] = current
@@ -168,9 +188,11 @@ class RowSamples:
                 continue
             labels, value = tuple(sample[0]), sample[1]
             known = lines[position].get(labels)
-            if known is None or known[1] != value or type(known[1]) is not type(value):
+            if known is None:
+                known = lines[position][labels] = (labels, value, family.line(labels, value))
+            elif known[1] != value or type(known[1]) is not type(value):
                 known = lines[position][labels] = (labels, value,
-                                                   family.line(labels, value))
+                                                   family.moved(known[2], value))
             out.append(known)
         return tuple(out)
 
@@ -197,8 +219,8 @@ def _family(metric: Metric) -> str:
         labels = sample.labels
         text = (",".join(f'{k}="{str(labels[k]).translate(_ESCAPE)}"' for k in sorted(labels))
                 if labels else "")
-        line = (f"{sample.name}{{{text}}} {_go_float(sample.value)}\n" if text
-                else f"{sample.name} {_go_float(sample.value)}\n")
+        line = (f"{sample.name}{{{text}}} {value_text(sample.value)}\n" if text
+                else f"{sample.name} {value_text(sample.value)}\n")
         suffix = sample.name[len(metric.name):]
         if suffix in _SPLIT_SUFFIXES and sample.name.startswith(metric.name):
             split.setdefault(suffix, []).append(line)

@@ -9,8 +9,9 @@ from decimal import Decimal
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.utils import floatToGoString
 
-from stream_app.adapters.exposition import RowGauge, RowSamples, TextRenderer
+from stream_app.adapters.exposition import RowGauge, RowSamples, TextRenderer, value_text
 from stream_app.adapters.metrics import PulseCollector
 from stream_app.kpi.calendar import UTC_CALENDAR
 from stream_app.kpi.leads import ScoreInputs
@@ -29,6 +30,11 @@ CONFIG = ReportConfig(window_specs((3, 30)), ("P", "N"),
                       {"P": Decimal("0.2"), "N": Decimal("0.9")}, scoring=load_rules(None))
 
 
+#: Sample values around the edges of Prometheus' text form (exponents from 1e6 up).
+_VALUES = (0, 1, 1.5, 2, -3, 999_999, 10**6, 10**9, -(10**7), 2**53, 2**53 + 1, 1.5e-7,
+           123_456.5, 2.0, float("inf"), True)
+
+
 class _Changing(CollectorRegistry):
     """A registry whose one family changes between collections: values move, series
     come and go, and sometimes the very same family object comes again."""
@@ -42,9 +48,9 @@ class _Changing(CollectorRegistry):
         rng = self.rng
         if self.family is None or rng.random() < 0.7:
             family = RowGauge("pulse_thing", 'A "thing"\\n.', ["team", "window"])
-            for team in rng.sample(["A", "B", 'C"q', "D\\n"], rng.randrange(1, 5)):
+            for team in rng.sample(["A", "B", 'C"q', "D\\n", "E f 1"], rng.randrange(1, 6)):
                 for window in ("3d", "30d"):
-                    family.add_metric([team, window], rng.choice([0, 1, 1.5, 2, 10**9, -3]))
+                    family.add_metric([team, window], rng.choice(_VALUES))
             self.family = family
         yield self.family
 
@@ -157,12 +163,13 @@ def test_owner_rows_kept_across_scrapes_write_what_prometheus_client_writes(seed
     """Rows come, go and change one value or both (an int becoming the equal float too)."""
     rng = random.Random(seed)
     kept, renderer = RowSamples(), TextRenderer()
-    rows = {(f"o{n}", window): (rng.randrange(3), rng.randrange(3))
+    rows = {(f"o {n}", window): (rng.randrange(3), rng.randrange(3))
             for n in range(6) for window in ("7d", "all")}
     for _ in range(40):
         for key in rng.sample(sorted(rows), 4):
             a, b = rows[key]
-            rows[key] = (rng.choice([a, a + 1, float(a)]), rng.choice([b, None, 7]))
+            rows[key] = (rng.choice([a, a + 1, float(a), rng.choice(_VALUES)]),
+                         rng.choice([b, None, 7]))
         if rng.random() < 0.2 and len(rows) > 4:
             rows.pop(rng.choice(sorted(rows)))
         families = _owner_families()
@@ -183,3 +190,9 @@ class _Many(CollectorRegistry):
 
     def collect(self):  # type: ignore[no-untyped-def]
         yield from self.families
+
+
+@pytest.mark.parametrize("value", [*_VALUES, -1, -(2**53) + 1, -(2**53), 999_999.0, -0.0,
+                                   float("nan"), float("-inf"), False, 10**20])
+def test_value_text_is_prometheus_clients_text(value: float) -> None:
+    assert value_text(value) == floatToGoString(value)
