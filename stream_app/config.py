@@ -218,9 +218,9 @@ class Settings(BaseSettings):
         "Keep it well under the scrape timeout.")
     forecast_process: bool = Field(
         True, description="Compute the forecast in a child Python process (started by the "
-        "worker owning the forecast partition, stopped with it) instead of a thread of the "
-        "worker: it then runs on another core instead of sharing the interpreter with the "
-        "folds and the scrapes.")
+        "worker owning the forecast partition, stopped with it or when the partition moves) "
+        "instead of a thread of the worker: it then runs on another core instead of sharing "
+        "the interpreter with the folds and the scrapes.")
     forecast_expected_close: bool = Field(
         True, description="Whether an open deal's expected close (deal.created or "
         "deal.updated) shifts its chance to win: counted only against the past stints "

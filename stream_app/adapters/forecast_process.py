@@ -134,6 +134,23 @@ class ForecastProcess:
         finally:
             self._lock.release()
 
+    def release(self) -> None:
+        """Stop the child if it runs and no computation holds it, without waiting for
+        it to exit (a worker that no longer holds the forecast partition frees the
+        child's copy of the deal states; the next ask starts another and ships every
+        state). Returns at once: safe on the event loop."""
+        if not self._lock.acquire(blocking=False):
+            return
+        try:
+            child, self._child = self._child, None
+            self._shipped = _Shipped()
+        finally:
+            self._lock.release()
+        if child is not None:
+            log.info("forecast process %d stopped: no forecast partition held", child.pid)
+            threading.Thread(target=_reap, args=(child,), name="forecast-reaper",
+                             daemon=True).start()
+
     @property
     def pid(self) -> int | None:
         """The child's process id, None when none runs."""
@@ -191,20 +208,24 @@ class ForecastProcess:
     def _stop_child(self) -> None:
         child, self._child = self._child, None
         self._shipped = _Shipped()
-        if child is None:
-            return
-        if child.stdin is not None:
-            try:
-                child.stdin.close()
-            except OSError:
-                pass
+        if child is not None:
+            _reap(child)
+
+
+def _reap(child: subprocess.Popen[bytes]) -> None:
+    """Close the child's stdin (it exits), wait 5 s at most, then kill it."""
+    if child.stdin is not None:
         try:
-            child.wait(5)
-        except subprocess.TimeoutExpired:
-            child.kill()
-            child.wait()
-        if child.stdout is not None:
-            child.stdout.close()
+            child.stdin.close()
+        except OSError:
+            pass
+    try:
+        child.wait(5)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        child.wait()
+    if child.stdout is not None:
+        child.stdout.close()
 
 
 def _patch(shipped: Sequence[DealState], states: Sequence[DealState]

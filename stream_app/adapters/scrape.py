@@ -69,9 +69,14 @@ class Scrape:
         self._prefetch(self._inputs())
 
     def _prefetch(self, prepared: ReportInputs | None) -> None:
-        if prepared is not None:
-            _, snap, as_of = prepared
-            self._forecasts.prefetch(snap.forecast, self._calendar.day_of(as_of))
+        if prepared is None:
+            return
+        _, snap, as_of = prepared
+        if snap.forecast is None or not snap.forecast.states:
+            if self.forecast_process is not None:  # the forecast partition is elsewhere
+                self.forecast_process.release()
+            return
+        self._forecasts.prefetch(snap.forecast, self._calendar.day_of(as_of))
 
     def close(self) -> None:
         """Stop the forecast process, if any."""

@@ -13,11 +13,13 @@ import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from stream_app.adapters.forecast_process import ForecastProcess, RemoteForecastError
-from stream_app.config import Settings, pricing
+from stream_app.adapters.scrape import Scrape
+from stream_app.config import Settings, pricing, report_config
 from stream_app.events.models import crm_event_adapter
 from stream_app.kpi.calendar import UTC_CALENDAR
 from stream_app.kpi.deals import DealState, apply_deal_event
@@ -198,3 +200,51 @@ def test_close_kills_a_child_still_held_by_a_computation(process: ForecastProces
     with process._lock:  # a computation that never ends holds it
         process.close()
         assert _wait_gone(pid, 5)
+
+
+def test_release_stops_an_idle_child_and_the_next_ask_starts_another(
+        process: ForecastProcess) -> None:
+    """A worker that lost the forecast partition frees its child's memory."""
+    basis = _Organisation().fold(_deal_events(days=30))
+    rows = process.rows(basis, DAY)
+    pid = process.pid
+    assert pid is not None
+    process.release()
+    assert process.pid is None and _wait_gone(pid)
+    assert process.rows(basis, DAY) == rows
+    assert process.started == 2 and process.states_shipped == 2 * len(basis.states)
+
+
+def test_release_leaves_a_child_a_computation_holds(process: ForecastProcess) -> None:
+    process.rows(_Organisation().fold(_deal_events(days=30)), DAY)
+    pid = process.pid
+    assert pid is not None
+    with process._lock:  # a computation runs
+        process.release()
+    assert process.pid == pid and not _gone(pid)
+
+
+class _DealsWithoutForecastPartition:
+    """A worker's deal pipeline after the forecast partition moved to another worker."""
+
+    spec = SimpleNamespace(topic="crm.deals")
+    book = None
+    index = SimpleNamespace(version=0, snapshot=lambda partitions, keep, version: Snapshot(
+        latest_event_ms=ms_from_datetime(END)))
+
+
+def test_a_worker_without_the_forecast_partition_stops_its_child() -> None:
+    scrape = Scrape(lambda: [_DealsWithoutForecastPartition()],
+                    lambda topic: frozenset({0}),
+                    SimpleNamespace(keep=lambda label, value: True, version=0),
+                    "event", lambda: None, report_config(Settings(), None),
+                    forecast_process=True)
+    try:
+        assert scrape.forecast_process is not None
+        scrape.forecast_process.rows(_Organisation().fold(_deal_events(days=30)), DAY)
+        pid = scrape.forecast_process.pid
+        assert pid is not None
+        scrape.keep_current()
+        assert _wait_gone(pid), "the child outlived the forecast partition"
+    finally:
+        scrape.close()
