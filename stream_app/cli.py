@@ -348,10 +348,15 @@ def _run_worker(settings: Settings) -> int:
     )
     from stream_app.adapters.faust_app import PulseWorker
     from stream_app.adapters.faust_compat import faust_worker
-    from stream_app.adapters.startup import EXIT_DEPENDENCY_UNREACHABLE, wait_for_dependencies
+    from stream_app.adapters.startup import (
+        EXIT_DEPENDENCY_UNREACHABLE,
+        favour_the_event_loop,
+        wait_for_dependencies,
+    )
     from stream_app.logs import WORKER_LOGGER, configure_logging, logging_config
 
     configure_logging(settings)
+    favour_the_event_loop()
     say = logging.getLogger(WORKER_LOGGER)
     servers = EmbeddedServers()
     try:

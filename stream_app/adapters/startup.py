@@ -1,11 +1,15 @@
-"""Waiting for Kafka and Redis at start: capped backoff, one line per attempt, a deadline."""
+"""What a worker does as it starts: the interpreter's thread switching set for the
+event loop, and waiting for Kafka and Redis (capped backoff, one line per attempt, a
+deadline)."""
 
 from __future__ import annotations
 
-__all__ = ["EXIT_DEPENDENCY_UNREACHABLE", "wait_for_dependencies"]
+__all__ = ["EXIT_DEPENDENCY_UNREACHABLE", "SWITCH_INTERVAL_SECONDS", "favour_the_event_loop",
+           "wait_for_dependencies"]
 
 import asyncio
 import logging
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit
@@ -18,10 +22,23 @@ from stream_app.config import Settings
 #: Exit code of a worker whose Kafka or Redis never became reachable.
 EXIT_DEPENDENCY_UNREACHABLE = 3
 
+#: How long a thread waiting for the GIL lets the holder run before it asks for it
+#: (CPython's default: 5 ms). The worker's event loop folds and waits on sockets while
+#: the scrape's thread computes without pause: at 5 ms, each time the loop gave the GIL up
+#: for a socket it waited up to 5 ms for it again, and under scrapes every 250 ms the
+#: folds fell seconds behind (docs/performance.md, 2026-12-02 evening).
+SWITCH_INTERVAL_SECONDS = 0.001
+
 FIRST_DELAY_SECONDS = 0.5
 MAX_DELAY_SECONDS = 10.0
 #: How long a starting worker waits for Redis before it starts without it.
 REDIS_START_GRACE_SECONDS = 10.0
+
+
+def favour_the_event_loop() -> None:
+    """Set the interpreter's switch interval to :data:`SWITCH_INTERVAL_SECONDS` (the
+    worker's process only: it changes every thread of the interpreter)."""
+    sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
 
 
 def _reason(exc: BaseException) -> str:
