@@ -142,8 +142,7 @@ class ForecastProcess:
         if not self._lock.acquire(blocking=False):
             return
         try:
-            child, self._child = self._child, None
-            self._shipped = _Shipped()
+            child = self._detach()
         finally:
             self._lock.release()
         if child is not None:
@@ -200,16 +199,20 @@ class ForecastProcess:
             raise RuntimeError(f"cannot start the forecast process ({error}); "
                                "PULSE_FORECAST_PROCESS=false computes the forecast in "
                                "the worker instead") from error
-        self._shipped = _Shipped()
         self.started += 1
         log.info("forecast process %d started", self._child.pid)
         return self._child
 
     def _stop_child(self) -> None:
-        child, self._child = self._child, None
-        self._shipped = _Shipped()
+        child = self._detach()
         if child is not None:
             _reap(child)
+
+    def _detach(self) -> subprocess.Popen[bytes] | None:
+        """Forget the child (the next ask starts another and ships every state)."""
+        child, self._child = self._child, None
+        self._shipped = _Shipped()
+        return child
 
 
 def _reap(child: subprocess.Popen[bytes]) -> None:

@@ -51,13 +51,11 @@ class ForecastRefresher:
     def __init__(self, settings: ForecastSettings, wait_seconds: float,
                  clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], None] = time.sleep,
-                 compute: Callable[[ForecastBasis, int], ForecastRows] | None = None,
-                 rests: bool = True):
+                 compute: Callable[[ForecastBasis, int], ForecastRows] | None = None):
         self._settings, self._wait = settings, wait_seconds
-        #: Computes the rows (None: in the refresher's thread, with its own caches).
+        #: Computes the rows (None: in the refresher's thread, with its own caches, and
+        #: then with a rest between computations: see the module's docstring).
         self._compute_rows = compute
-        #: Whether computations rest between them (see the module's docstring).
-        self._rests = rests
         self._clock, self._sleep = clock, sleep
         #: When the thread may start its next computation (the clock's time).
         self._rest_until = 0.0
@@ -165,7 +163,7 @@ class ForecastRefresher:
                 self._failure = (ask, failure)
             self.version += 1
             self.last_seconds = time.perf_counter() - started
-            if self._rests:
+            if self._compute_rows is None:
                 self._rest_until = self._clock() + self.last_seconds
             self._running = None
             wanted, self._wanted = self._wanted, None

@@ -48,8 +48,7 @@ class Scrape:
         self.forecast_process = ForecastProcess(config.forecast) if forecast_process else None
         self._forecasts = ForecastRefresher(
             config.forecast, forecast_wait_seconds,
-            compute=None if self.forecast_process is None else self.forecast_process.rows,
-            rests=self.forecast_process is None)
+            compute=None if self.forecast_process is None else self.forecast_process.rows)
         self._reports = ReportReuse(config, self._forecasts.rows)
         self._renderer = TextRenderer()
         self._lock = asyncio.Lock()

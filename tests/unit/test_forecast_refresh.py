@@ -267,8 +267,7 @@ def test_rows_computed_elsewhere_come_through_the_refresher() -> None:
 def test_rows_computed_in_another_process_need_no_rest(forecasts: _Forecasts) -> None:
     rest = _Rest()
     refresher = ForecastRefresher(DEFAULT_FORECAST, wait_seconds=5, clock=rest.clock,
-                                  sleep=rest.sleep, compute=lambda basis, day: ForecastRows(),
-                                  rests=False)
+                                  sleep=rest.sleep, compute=lambda basis, day: ForecastRows())
     for name in ("first", "second", "third"):
         assert not _ask(refresher, _Basis(name), 10).stale
     assert rest.asked == []
