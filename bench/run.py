@@ -26,7 +26,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -643,11 +643,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     console.print(f"logs in {logs}")
     console.print("handlers in memory ...")
     handlers = handler_us_per_event()
-    with EmbeddedServers() as servers:
-        start_embedded_broker(servers, str(logs / "broker.log"))
-        start_embedded_redis(servers, str(logs / "redis.log"))
-        settings = _worker_settings(servers, args.partitions)
-        asyncio.run(ensure_topics(settings))
+    with _servers(args.partitions, logs) as settings:
         console.print(f"generating {args.events:,} events ...")
         stream = make_stream(args.events, seed=11, after=LIVE_EVENTS)
         stream, after = stream[:args.events], stream[args.events:]
@@ -881,11 +877,27 @@ def _scrape_only(settings: Settings, stream: list[dict[str, Any]],
             **scrape_figures(scrape, scrape_live, scrape_late)}
 
 
-def _partial_run(stream: list[dict[str, Any]], pulse: dict[str, float]) -> dict[str, Any]:
-    """What every partial run (``--scrape-only``, ``--freshness-only``) reports first."""
+@contextlib.contextmanager
+def _servers(partitions: int, logs: Path) -> Iterator[Settings]:
+    """An embedded Tansu and Redis with the bench's topics; the measured workers' settings."""
+    with EmbeddedServers() as servers:
+        start_embedded_broker(servers, str(logs / "broker.log"))
+        start_embedded_redis(servers, str(logs / "redis.log"))
+        settings = _worker_settings(servers, partitions)
+        asyncio.run(ensure_topics(settings))
+        yield settings
+
+
+def _partial_header() -> dict[str, Any]:
+    """When, by which command and on which machine a partial run ran."""
     return {"generated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "command": "make bench BENCH_ARGS='" + " ".join(sys.argv[1:]) + "'",
-            "machine": _machine(), "events": len(stream),
+            "machine": _machine()}
+
+
+def _partial_run(stream: list[dict[str, Any]], pulse: dict[str, float]) -> dict[str, Any]:
+    """What every partial run (``--scrape-only``, ``--freshness-only``) reports first."""
+    return {**_partial_header(), "events": len(stream),
             "pipeline_pulse_events_per_s": _rate(pulse)}
 
 
@@ -910,16 +922,10 @@ def _ingest_only(args: argparse.Namespace) -> int:
 def _restart_only(args: argparse.Namespace) -> int:
     logs = Path(tempfile.mkdtemp(prefix="pipeline-pulse-bench-"))
     console.print(f"logs in {logs}")
-    with EmbeddedServers() as servers:
-        start_embedded_broker(servers, str(logs / "broker.log"))
-        start_embedded_redis(servers, str(logs / "redis.log"))
-        settings = _worker_settings(servers, args.partitions)
-        asyncio.run(ensure_topics(settings))
+    with _servers(args.partitions, logs) as settings:
         memory = recovery_and_memory(settings, args.open_deals, logs)
-    console.print_json(json.dumps({
-        "generated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "command": "make bench BENCH_ARGS='" + " ".join(sys.argv[1:]) + "'",
-        "machine": _machine(), "open_deals": args.open_deals, "memory": memory}))
+    console.print_json(json.dumps({**_partial_header(), "open_deals": args.open_deals,
+                                   "memory": memory}))
     return 0
 
 
