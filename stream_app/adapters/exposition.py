@@ -3,9 +3,9 @@ state did not change."""
 
 from __future__ import annotations
 
-__all__ = ["RowGauge", "RowSamples", "TextRenderer", "render", "value_text"]
+__all__ = ["GroupSamples", "RowGauge", "TextRenderer", "render", "value_text"]
 
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, cast
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -21,6 +21,8 @@ _FAST_TYPES = {"gauge": "gauge", "counter": "counter", "gaugehistogram": "histog
 _SPLIT_SUFFIXES = ("_created", "_gsum", "_gcount")
 #: One sample of a :class:`RowGauge`: (label values, value, its text line).
 _Entry = tuple[tuple[str, ...], float, str]
+#: Samples of one family written together: their text, and the samples.
+Block = tuple[str, tuple[_Entry, ...]]
 #: Integers below this (and above its negative) are exact as floats.
 _EXACT_INT = 2**53
 #: From here on Prometheus' text form of a positive value has an exponent.
@@ -44,6 +46,8 @@ class RowGauge(GaugeMetricFamily):
     def __init__(self, name: str, documentation: str, labels: Sequence[str]):
         #: (label values, value, its text line if already written, else None).
         self.rows: list[tuple[tuple[str, ...], float, str | None]] = []
+        #: Samples already written as text, after the rows (see :class:`GroupSamples`).
+        self.blocks: list[Block] = []
         super().__init__(name, documentation, labels=labels)
         names = self._labelnames
         self._order = sorted(range(len(names)), key=names.__getitem__)
@@ -74,8 +78,9 @@ class RowGauge(GaugeMetricFamily):
     def samples(self) -> list[Sample]:
         """The rows as prometheus_client samples."""
         names = self._labelnames
+        entries = [*self.rows, *(entry for _, block in self.blocks for entry in block)]
         return [Sample(self.name, dict(zip(names, labels, strict=True)), value, None)
-                for labels, value, _ in self.rows]
+                for labels, value, _ in entries]
 
     @samples.setter
     def samples(self, value: list[Sample]) -> None:
@@ -147,66 +152,55 @@ class TextRenderer:
             current[labels] = (value, line)
             append(line)
         lines[name] = current
+        if metric.blocks:
+            append("".join([text for text, _ in metric.blocks]))
         return "".join(out)
 
 
-class RowSamples:
-    """The samples report rows give their families, kept from one scrape to the next:
-    a row equal to one of the previous scrape adds the very same samples and text lines
-    to its families without computing them again, and a row that changed writes again
-    only the lines whose value changed. One per place that turns rows of one kind into
-    samples of the same families (in the same order)."""
+class GroupSamples:
+    """The samples groups of report rows give their families, kept from one scrape to
+    the next: a group whose rows are the very object of the previous scrape adds the
+    same text blocks to its families without computing them again, so a scrape writes
+    only the groups that changed (an owner's rows: most owners' do not change between
+    two scrapes). One per place that turns groups of one kind into samples of the same
+    families (in the same order)."""
 
     def __init__(self) -> None:
-        self._previous: dict[Hashable, tuple[_Entry | None, ...]] = {}
-        self._current: dict[Hashable, tuple[_Entry | None, ...]] = {}
-        #: Per family position: the last line written for each label values.
-        self._lines: list[dict[tuple[str, ...], _Entry]] = []
+        self._previous: dict[str, tuple[Any, tuple[Block, ...]]] = {}
 
-    def add(self, row: Any, families: Sequence[RowGauge],
+    def add(self, groups: Mapping[str, Sequence[Any]], families: Sequence[RowGauge],
             samples: Callable[[Any], Sequence[tuple[Sequence[str], float] | None]]) -> None:
-        """Add ``row``'s samples to ``families`` (``samples(row)``: one (label values,
-        value) per family, None for none; called only for a row not seen last time)."""
-        entries = self._previous.get(row)
-        if entries is None:
-            entries = self._entries(families, samples(row))
-        self._current[row] = entries
-        for family, entry in zip(families, entries, strict=True):
-            if entry is not None:
-                family.rows.append(entry)
+        """Add every group's samples to ``families``, group after group
+        (``samples(row)``: one (label values, value) per family, None for none; called
+        only for the rows of a group not seen last time). A family may stand at several
+        positions; its samples are written in the order given."""
+        distinct = list({id(family): family for family in families}.values())
+        position = [distinct.index(family) for family in families]
+        previous = self._previous
+        current: dict[str, tuple[Any, tuple[Block, ...]]] = {}
+        columns: list[list[Block]] = [family.blocks for family in distinct]
+        for key, rows in groups.items():
+            known = previous.get(key)
+            if known is None or known[0] is not rows:
+                known = (rows, _blocks(rows, distinct, position, samples))
+            current[key] = known
+            for column, block in zip(columns, known[1], strict=True):
+                column.append(block)
+        self._previous = current
 
-    def _entries(self, families: Sequence[RowGauge],
-                 samples: Sequence[tuple[Sequence[str], float] | None]
-                 ) -> tuple[_Entry | None, ...]:
-        lines = self._lines
-        while len(lines) < len(families):
-            lines.append({})
-        out: list[_Entry | None] = []
-        for position, (family, sample) in enumerate(zip(families, samples, strict=True)):
-            if sample is None:
-                out.append(None)
-                continue
-            labels, value = tuple(sample[0]), sample[1]
-            known = lines[position].get(labels)
-            if known is None:
-                known = lines[position][labels] = (labels, value, family.line(labels, value))
-            elif known[1] != value or type(known[1]) is not type(value):
-                known = lines[position][labels] = (labels, value,
-                                                   family.moved(known[2], value))
-            out.append(known)
-        return tuple(out)
 
-    def rotate(self) -> None:
-        """The scrape is written: what it added is what the next one may reuse (lines
-        of label values no row gave this time are forgotten once they are as many as
-        the rest)."""
-        self._previous, self._current = self._current, {}
-        if sum(map(len, self._lines)) > 2 * len(self._previous) * max(1, len(self._lines)):
-            self._lines = [{} for _ in self._lines]
-            for entries in self._previous.values():
-                for position, entry in enumerate(entries):
-                    if entry is not None:
-                        self._lines[position][entry[0]] = entry
+def _blocks(rows: Sequence[Any], families: Sequence[RowGauge], position: Sequence[int],
+            samples: Callable[[Any], Sequence[tuple[Sequence[str], float] | None]]
+            ) -> tuple[Block, ...]:
+    """One block per family of the samples of ``rows``."""
+    entries: list[list[_Entry]] = [[] for _ in families]
+    for row in rows:
+        for at, sample in zip(position, samples(row), strict=True):
+            if sample is not None:
+                labels, value = tuple(sample[0]), sample[1]
+                entries[at].append((labels, value, families[at].line(labels, value)))
+    return tuple(("".join([line for _, _, line in found]), tuple(found))
+                 for found in entries)
 
 
 def _family(metric: Metric) -> str:

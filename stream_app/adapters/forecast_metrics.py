@@ -10,14 +10,16 @@ from collections.abc import Iterator
 
 from prometheus_client.core import Metric
 
+from stream_app.adapters.exposition import GroupSamples
 from stream_app.adapters.operational_metrics import gauge
 from stream_app.kpi.forecast_plans import CLOSING, PUSHED, SLIPPED
 from stream_app.kpi.money import cents_to_units
 from stream_app.kpi.rows import Report
 
 
-def forecast_families(report: Report) -> Iterator[Metric]:
-    """The forecast families (only the worker holding the forecast partition has rows)."""
+def forecast_families(report: Report, kept: GroupSamples) -> Iterator[Metric]:
+    """The forecast families (only the worker holding the forecast partition has rows);
+    ``kept``: the owners' samples of the previous scrape."""
     labels = ["team", "period"]
     expected = gauge("forecast_won_amount", "Forecast of the period's won amount made at the "
                      "start of T's day: won so far + expected from open deals + expected "
@@ -76,7 +78,7 @@ def forecast_families(report: Report) -> Iterator[Metric]:
         actual.add_metric([group, period], cents_to_units(cents))
     yield from (snapshot, actual, error)
     yield from _plan_families(report)
-    yield from _owner_families(report)
+    yield from _owner_families(report, kept)
     yield from _freshness_families(report)
 
 
@@ -95,7 +97,7 @@ def _freshness_families(report: Report) -> Iterator[Metric]:
     yield seconds
 
 
-def _owner_families(report: Report) -> Iterator[Metric]:
+def _owner_families(report: Report, kept: GroupSamples) -> Iterator[Metric]:
     """This month's, quarter's and next quarter's forecast per owner."""
     labels = ["owner", "period"]
     expected = gauge("owner_forecast_won_amount", "Forecast of the owner's won amount in the "
@@ -105,12 +107,11 @@ def _owner_families(report: Report) -> Iterator[Metric]:
                 "T's day.", labels)
     low = gauge("owner_forecast_won_low_amount", "10th percentile.", labels)
     high = gauge("owner_forecast_won_high_amount", "90th percentile.", labels)
-    for f in report.owner_forecasts:
-        row = [f.owner, f.period]
-        expected.add_metric(row, cents_to_units(f.expected_cents))
-        won.add_metric(row, cents_to_units(f.won_cents))
-        low.add_metric(row, cents_to_units(f.low_cents))
-        high.add_metric(row, cents_to_units(f.high_cents))
+    kept.add(report.owner_forecasts, (expected, won, low, high), lambda f: [
+        ((f.owner, f.period), cents_to_units(f.expected_cents)),
+        ((f.owner, f.period), cents_to_units(f.won_cents)),
+        ((f.owner, f.period), cents_to_units(f.low_cents)),
+        ((f.owner, f.period), cents_to_units(f.high_cents))])
     yield from (expected, won, low, high)
 
 

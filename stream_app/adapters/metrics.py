@@ -155,7 +155,7 @@ class PulseCollector(Collector):
                                  lambda: owner_families(r, self._owner_rows))
         yield from self._section("forecast", (r.forecasts, r.forecast_accuracy, r.forecast_plans,
                                               r.owner_forecasts),
-                                 lambda: forecast_families(r))
+                                 lambda: forecast_families(r, self._owner_rows.forecasts))
         yield from self._section("folded", (r.folded,), lambda: self._folded(r))
 
     def _section(self, name: str, inputs: tuple[object, ...],

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 
 from prometheus_client.core import GaugeHistogramMetricFamily, Metric
 
-from stream_app.adapters.exposition import RowSamples
+from stream_app.adapters.exposition import GroupSamples
 from stream_app.adapters.operational_metrics import gauge
 from stream_app.kpi.activities import ACTIVITY_KINDS
 from stream_app.kpi.money import cents_to_units
@@ -25,11 +25,12 @@ from stream_app.kpi.rows import Report
 
 class OwnerRows:
     """The samples of the per-owner rows of the previous scrape, per kind of row (most
-    owners' rows do not change between two scrapes; see :class:`RowSamples`)."""
+    owners' rows do not change between two scrapes; see :class:`GroupSamples`)."""
 
     def __init__(self) -> None:
-        self.deals, self.pipeline = RowSamples(), RowSamples()
-        self.activities, self.attainment = RowSamples(), RowSamples()
+        self.deals, self.pipeline = GroupSamples(), GroupSamples()
+        self.activities, self.attainment = GroupSamples(), GroupSamples()
+        self.forecasts = GroupSamples()
 
 
 def bound_text(value: float | str) -> str:
@@ -83,12 +84,10 @@ def quota_families(report: Report, kept: OwnerRows) -> Iterator[Metric]:
     owner_won = gauge("owner_won_amount", "The owner's won amount in the period.", labels)
     attainment = gauge("quota_attainment_ratio", "won / quota of the owner.", labels)
     families = [owner_quota, owner_won, attainment]
-    for a in report.attainment:
-        kept.attainment.add(a, families, lambda a: [
-            ((a.owner, a.period), cents_to_units(a.quota_cents)),
-            ((a.owner, a.period), cents_to_units(a.won_cents)),
-            None if a.attainment is None else ((a.owner, a.period), a.attainment)])
-    kept.attainment.rotate()
+    kept.attainment.add(report.attainment, families, lambda a: [
+        ((a.owner, a.period), cents_to_units(a.quota_cents)),
+        ((a.owner, a.period), cents_to_units(a.won_cents)),
+        None if a.attainment is None else ((a.owner, a.period), a.attainment)])
     yield from families
 
 def lead_families(report: Report) -> Iterator[Metric]:
@@ -160,11 +159,8 @@ def activity_families(report: Report, kept: OwnerRows) -> Iterator[Metric]:
         if a.per_won_deal is not None:
             per_won.add_metric([a.group, a.window], a.per_won_deal)
     kinds = [owner] * len(ACTIVITY_KINDS)
-    for o in report.owner_activities:
-        kept.activities.add(o, kinds, lambda o: [
-            ((o.owner, kind, o.window), n)
-            for kind, n in zip(ACTIVITY_KINDS, o.counts, strict=True)])
-    kept.activities.rotate()
+    kept.activities.add(report.owner_activities, kinds, lambda o: [
+        ((o.owner, kind, o.window), n) for kind, n in zip(ACTIVITY_KINDS, o.counts, strict=True)])
     yield from (team, per_won, owner)
 
 def owner_families(report: Report, kept: OwnerRows) -> Iterator[Metric]:
@@ -184,21 +180,17 @@ def owner_families(report: Report, kept: OwnerRows) -> Iterator[Metric]:
                "window of seconds from created to won.", wl), lambda d: d.cycle_ms / 1000),
     )
     families = [family for family, _ in windowed]
-    for d in report.owner_deals:
-        kept.deals.add(d, families, lambda d: [
-            ((d.owner, d.window), value(d)) for _, value in windowed])
-    kept.deals.rotate()
+    kept.deals.add(report.owner_deals, families, lambda d: [
+        ((d.owner, d.window), value(d)) for _, value in windowed])
     yield from families
     pipeline = [gauge("owner_open_deals", "The owner's open deals at T.", ["owner"]),
                 gauge("owner_open_pipeline_amount", "The owner's open amount at T.",
                       ["owner"]),
                 gauge("owner_open_pipeline_weighted_amount",
                       "The owner's open amount x stage win probability.", ["owner"])]
-    for p in report.owner_pipeline:
-        kept.pipeline.add(p, pipeline, lambda p: [
-            ((p.owner,), p.open_deals), ((p.owner,), cents_to_units(p.cents)),
-            ((p.owner,), p.weighted_cents / 100)])
-    kept.pipeline.rotate()
+    kept.pipeline.add(report.owner_pipeline, pipeline, lambda p: [
+        ((p.owner,), p.open_deals), ((p.owner,), cents_to_units(p.cents)),
+        ((p.owner,), p.weighted_cents / 100)])
     yield from pipeline
     info = gauge("owner_info", "The roster (rep.updated): 1 per owner with the owner's "
                  "name and team; join it to show names: * on(owner) group_left(name) "

@@ -11,8 +11,9 @@ from dataclasses import replace
 from typing import Any
 
 from stream_app.kpi.forecast_report import ForecastSource, PathCache
+from stream_app.kpi.owner_kpis import OwnerDealRows
 from stream_app.kpi.report import ReportConfig, build_report, lead_score_kpis
-from stream_app.kpi.rows import Report
+from stream_app.kpi.rows import PerOwner, Report
 from stream_app.kpi.snapshot import Snapshot
 
 #: Values :meth:`ReportMemo.cached` keeps (a report uses ~40: forecasts and histories of
@@ -27,6 +28,9 @@ class ReportMemo:
 
     def __init__(self, forecasts: ForecastSource | None = None) -> None:
         self._parts: dict[str, tuple[tuple[Any, ...], Any]] = {}
+        self._owners: dict[str, PerOwner[Any]] = {}
+        #: The owners' deal rows and pipeline, kept for the owners that did not change.
+        self.owner_deals = OwnerDealRows()
         self._cached: dict[str, tuple[Hashable, Any]] = {}
         self.paths = PathCache()
         #: Where the forecast rows come from (None: computed in the report, cached here).
@@ -43,6 +47,21 @@ class ReportMemo:
         while len(self._cached) > CACHED_VALUES:
             del self._cached[next(iter(self._cached))]
         return known[1]
+
+    def per_owner(self, name: str, rows: PerOwner[Any]) -> PerOwner[Any]:
+        """``rows`` with every owner's rows that equal the last ones kept under ``name``
+        replaced by those (the very same tuple), and the last mapping itself when no
+        owner's rows changed."""
+        last = self._owners.get(name, {})
+        kept = {owner: before if (before := last.get(owner)) is owned or before == owned
+                else owned
+                for owner, owned in rows.items()}
+        if len(kept) == len(last) and all(
+                a is b for a, b in zip(kept.values(), last.values(), strict=True)) and (
+                list(kept) == list(last)):
+            return last
+        self._owners[name] = kept
+        return kept
 
     def part(self, name: str, snap: Snapshot, fields: tuple[str, ...], as_of_day: int,
              compute: Callable[[], Any], inputs: tuple[Any, ...] = ()) -> Any:

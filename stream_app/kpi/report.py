@@ -52,7 +52,8 @@ from stream_app.kpi.activities import ACTIVITY_KINDS
 from stream_app.kpi.calendar import UTC_CALENDAR, Calendar
 from stream_app.kpi.deals import BUCKET, MOVEMENTS, STINT_BUCKETS_DAYS, STINT_FIELDS, add_vector
 from stream_app.kpi.forecast import DEFAULT_FORECAST, ForecastSettings
-from stream_app.kpi.forecast_report import PathCache, forecast_rows
+from stream_app.kpi.forecast_report import OwnerForecastKpis, PathCache, forecast_rows
+from stream_app.kpi.owner_kpis import OwnerDealRows
 from stream_app.kpi.rows import (
     ActivityKpis,
     AttainmentKpis,
@@ -68,6 +69,7 @@ from stream_app.kpi.rows import (
     OwnerActivityKpis,
     OwnerDealKpis,
     OwnerPipelineKpis,
+    PerOwner,
     QuotaKpis,
     Report,
     RequiredCoverageKpis,
@@ -218,7 +220,7 @@ def _stage_to_all(group: tuple[str, str]) -> tuple[str, str]:
 
 def _activity_kpis(snap: Snapshot, cfg: ReportConfig, as_of_day: int,
                    windows: list[WindowKpis]
-                   ) -> tuple[list[ActivityKpis], list[OwnerActivityKpis]]:
+                   ) -> tuple[list[ActivityKpis], dict[str, tuple[OwnerActivityKpis, ...]]]:
     width = len(ACTIVITY_KINDS)
     teams = sorted(groups_of(snap.activities))
     owners = sorted(groups_of(snap.owner_activities))
@@ -228,25 +230,10 @@ def _activity_kpis(snap: Snapshot, cfg: ReportConfig, as_of_day: int,
     team_rows = [ActivityKpis(group, name, tuple(activities[name][group]),
                               won.get((group, name), 0))
                  for name in activities for group in (*teams, ALL_GROUP)]
-    owner_rows = [OwnerActivityKpis(owner, name, tuple(by_owner[name][owner]))
-                  for name in by_owner for owner in owners]
+    owner_rows = {owner: tuple(OwnerActivityKpis(owner, name, tuple(sums[owner]))
+                               for name, sums in by_owner.items())
+                  for owner in owners}
     return team_rows, owner_rows
-
-
-def _owner_deal_kpis(snap: Snapshot, cfg: ReportConfig, as_of_day: int
-                     ) -> tuple[list[OwnerDealKpis], list[OwnerPipelineKpis]]:
-    owners = sorted(groups_of(snap.owner_deals) | {owner for owner, _ in snap.owner_open})
-    sums = _windowed_sums(snap.owner_deals, cfg, as_of_day, 5)
-    deals = [OwnerDealKpis(owner, name, *sums[name][owner])
-             for name in sums for owner in owners]
-    pipeline: dict[str, list[Any]] = {owner: [0, 0, Decimal(0)] for owner in owners}
-    for (owner, stage), (count, cents) in snap.owner_open.items():
-        row = pipeline[owner]
-        row[0] += count
-        row[1] += cents
-        row[2] += Decimal(cents) * cfg.probability.get(stage, Decimal(0))
-    return deals, [OwnerPipelineKpis(owner, count, cents, float(weighted))
-                   for owner, (count, cents, weighted) in pipeline.items()]
 
 
 def _lead_band_kpis(snap: Snapshot, cfg: ReportConfig, as_of_day: int) -> list[LeadBandKpis]:
@@ -280,8 +267,8 @@ def lead_score_kpis(snap: Snapshot, cfg: ReportConfig, as_of_ms: int) -> LeadSco
 
 def _attainment_kpis(snap: Snapshot, periods: dict[str, str],
                      owner_rows: dict[str, list[tuple[str, str, int, int]]]
-                     ) -> list[AttainmentKpis]:
-    out: list[AttainmentKpis] = []
+                     ) -> dict[str, tuple[AttainmentKpis, ...]]:
+    out: dict[str, list[AttainmentKpis]] = defaultdict(list)
     for period, name in periods.items():
         sums: dict[str, list[int]] = defaultdict(lambda: [0, 0])
         for owner, _, quota, won in owner_rows[name]:
@@ -290,9 +277,9 @@ def _attainment_kpis(snap: Snapshot, periods: dict[str, str],
             else:
                 group = owner + "_" if owner in RESERVED_GROUPS else owner
             add_vector(sums, group, (quota, won))
-        out.extend(AttainmentKpis(owner, period, quota, won)
-                   for owner, (quota, won) in sorted(sums.items()))
-    return out
+        for owner, (quota, won) in sums.items():
+            out[owner].append(AttainmentKpis(owner, period, quota, won))
+    return {owner: tuple(out[owner]) for owner in sorted(out)}
 
 
 def _required_coverage(snap: Snapshot, as_of_day: int,
@@ -462,14 +449,25 @@ def build_report(snap: Snapshot, as_of_ms: int, cfg: ReportConfig,
         _stint_kpis(snap, cfg, as_of_day, teams)), with_teams=True)
     windows = part("windows", ("buckets", "open"), lambda: tuple(
         _window_kpis(snap, cfg, as_of_day, teams, open_by_group)), with_teams=True)
+    def owned(name: str, rows: PerOwner[Any]) -> PerOwner[Any]:
+        return rows if memo is None else memo.per_owner(name, rows)
+
+    def activity_parts() -> tuple[tuple[ActivityKpis, ...], PerOwner[OwnerActivityKpis]]:
+        team_rows, owner_rows = _activity_kpis(snap, cfg, as_of_day, list(windows))
+        return tuple(team_rows), owned("owner_activities", owner_rows)
+
+    def owner_deal_parts() -> tuple[PerOwner[OwnerDealKpis], PerOwner[OwnerPipelineKpis]]:
+        kept = OwnerDealRows() if memo is None else memo.owner_deals
+        deals, pipeline = kept.rows(snap, cfg.specs, cfg.probability, as_of_day)
+        return owned("owner_deals", deals), owned("owner_pipeline", pipeline)
+
     activities, owner_activities = part(
-        "activities", ("activities", "owner_activities", "buckets", "open"), lambda: _frozen(
-            _activity_kpis(snap, cfg, as_of_day, list(windows))), with_teams=True)
+        "activities", ("activities", "owner_activities", "buckets", "open"), activity_parts,
+        with_teams=True)
     owner_rows = part("owner_rows", _QUOTA_FIELDS,
                       lambda: _owner_rows(snap, periods.values(), calendar))
     owner_deals, owner_pipeline = part("owner_deals", ("owner_deals", "owner_open"),
-                                       lambda: _frozen(_owner_deal_kpis(
-                                           snap, cfg, as_of_day)))
+                                       owner_deal_parts)
     report = Report(
         as_of_ms=as_of_ms,
         windows=windows,
@@ -493,8 +491,8 @@ def build_report(snap: Snapshot, as_of_ms: int, cfg: ReportConfig,
                  lambda: _clv_kpis(snap, cfg, as_of_day)),
         quotas=part("quotas", (*_QUOTA_FIELDS, "open"), lambda: tuple(
             _quota_kpis(periods, teams, owner_rows, open_sums)), with_teams=True),
-        attainment=part("attainment", (*_QUOTA_FIELDS, "owner_kept"), lambda: tuple(
-            _attainment_kpis(snap, periods, owner_rows))),
+        attainment=part("attainment", (*_QUOTA_FIELDS, "owner_kept"), lambda: owned(
+            "attainment", _attainment_kpis(snap, periods, owner_rows))),
         required_coverage=part("required_coverage", ("buckets",), lambda: tuple(
             _required_coverage(snap, as_of_day, teams)), with_teams=True),
         leads=part("leads", ("leads",), lambda: tuple(_lead_kpis(snap, cfg, as_of_day))),
@@ -523,11 +521,18 @@ def build_report(snap: Snapshot, as_of_ms: int, cfg: ReportConfig,
         forecasts=forecast.live,
         forecast_accuracy=forecast.accuracy,
         forecast_plans=forecast.plans,
-        owner_forecasts=forecast.owners,
+        owner_forecasts=owned("owner_forecasts", _by_owner(forecast.owners)),
         forecast_alert_margin=cfg.forecast.alert_margin if forecast.live else None,
         forecast_stale=forecast.stale if forecast.live or forecast.stale else None,
         forecast_compute_seconds=forecast.compute_seconds,
     )
+
+
+def _by_owner(rows: Iterable[OwnerForecastKpis]) -> dict[str, tuple[OwnerForecastKpis, ...]]:
+    out: dict[str, list[OwnerForecastKpis]] = defaultdict(list)
+    for row in rows:
+        out[row.owner].append(row)
+    return {owner: tuple(out[owner]) for owner in sorted(out)}
 
 
 def _frozen(pair: tuple[list[Any], list[Any]]) -> tuple[tuple[Any, ...], tuple[Any, ...]]:

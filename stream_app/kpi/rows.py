@@ -18,6 +18,7 @@ __all__ = [
     "OwnerActivityKpis",
     "OwnerDealKpis",
     "OwnerPipelineKpis",
+    "PerOwner",
     "QuotaKpis",
     "Report",
     "RequiredCoverageKpis",
@@ -27,12 +28,20 @@ __all__ = [
     "WindowKpis",
 ]
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from stream_app.kpi.forecast_plans import PlanKpis
 from stream_app.kpi.forecast_report import ForecastAccuracyKpis, ForecastKpis, OwnerForecastKpis
 
 _MS_PER_S = 1000
+
+_Row = TypeVar("_Row")
+#: Per owner label, in order, the owner's rows: an owner whose rows did not change is
+#: the very same tuple in the next report of a changing state (what lets the exporter
+#: write only the owners that changed).
+PerOwner = Mapping[str, tuple[_Row, ...]]
 
 
 def _ratio(numerator: float, denominator: float) -> float | None:
@@ -482,15 +491,15 @@ class Report:
     growth: tuple[GrowthKpis, ...] = ()
     clv: ClvKpis | None = None
     quotas: tuple[QuotaKpis, ...] = ()
-    attainment: tuple[AttainmentKpis, ...] = ()
+    attainment: PerOwner[AttainmentKpis] = field(default_factory=dict)
     required_coverage: tuple[RequiredCoverageKpis, ...] = ()
     leads: tuple[LeadKpis, ...] = ()
     lead_bands: tuple[LeadBandKpis, ...] = ()
     lead_scores: LeadScoreKpis | None = None
     activities: tuple[ActivityKpis, ...] = ()
-    owner_activities: tuple[OwnerActivityKpis, ...] = ()
-    owner_deals: tuple[OwnerDealKpis, ...] = ()
-    owner_pipeline: tuple[OwnerPipelineKpis, ...] = ()
+    owner_activities: PerOwner[OwnerActivityKpis] = field(default_factory=dict)
+    owner_deals: PerOwner[OwnerDealKpis] = field(default_factory=dict)
+    owner_pipeline: PerOwner[OwnerPipelineKpis] = field(default_factory=dict)
     #: The roster: owner -> (name, team), for the owners the caps admit.
     owner_profiles: dict[str, tuple[str, str]] = field(default_factory=dict)
     #: Latest event time folded into the snapshot's partitions (None when none has one).
@@ -502,7 +511,7 @@ class Report:
     #: The CRM's plan for the open deals: slipped, pushed out of and closing in a period.
     forecast_plans: tuple[PlanKpis, ...] = ()
     #: This month's, quarter's and next quarter's forecast per owner.
-    owner_forecasts: tuple[OwnerForecastKpis, ...] = ()
+    owner_forecasts: PerOwner[OwnerForecastKpis] = field(default_factory=dict)
     #: Whether the forecast rows are of an earlier state (None: this worker holds no
     #: forecast), and how long they took to compute (None: unknown).
     forecast_stale: bool | None = None

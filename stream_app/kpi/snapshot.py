@@ -54,7 +54,7 @@ from stream_app.kpi.kinds import (
     WATERFALL,
 )
 from stream_app.kpi.leads import ScoreInputs
-from stream_app.kpi.trailing import DayCells
+from stream_app.kpi.trailing import DayCells, GroupCells
 
 if TYPE_CHECKING:
     from stream_app.kpi.forecast_report import ForecastBasis
@@ -97,7 +97,7 @@ class Snapshot:
     activities: dict[tuple[str, int], list[int]] = field(default_factory=DayCells)
     owner_activities: dict[tuple[str, int], list[int]] = field(default_factory=DayCells)
     owner_deals: dict[tuple[str, int], list[int]] = field(default_factory=DayCells)
-    owner_open: dict[tuple[str, str], list[int]] = field(default_factory=dict)
+    owner_open: dict[tuple[str, str], list[int]] = field(default_factory=GroupCells)
     #: The roster: owner -> (name, team) of the owner's latest ``rep.updated``.
     owner_profiles: dict[str, tuple[str, str]] = field(default_factory=dict)
     open_leads: list[ScoreInputs] = field(default_factory=list)
@@ -268,7 +268,7 @@ def apply_cell_changes(snap: Snapshot, changes: Sequence[tuple[Cell, Any, Any]],
 
 
 def _add(target: dict[Any, list[int]], key: Any, vector: Sequence[int]) -> None:
-    if isinstance(target, DayCells):
+    if isinstance(target, (DayCells, GroupCells)):
         target.add(key, vector)
     else:
         add_vector(target, key, vector)
@@ -331,7 +331,7 @@ def _add_cell(snap: Snapshot, kind: str, group: str, part: str, value: Any,
         _add(snap.owner_deals, (group, int(part)), value)
         return "owner_deals"
     if kind == OWNER_OPEN:
-        add_vector(snap.owner_open, (group, part), value)
+        _add(snap.owner_open, (group, part), value)
         return "owner_open"
     if kind == CLOCK and (snap.latest_event_ms is None or value > snap.latest_event_ms):
         snap.latest_event_ms = value

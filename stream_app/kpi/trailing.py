@@ -3,7 +3,7 @@ day moves, so a report reads them instead of summing every day again."""
 
 from __future__ import annotations
 
-__all__ = ["DayCells", "TrailingSums", "groups_of"]
+__all__ = ["ChangeToken", "DayCells", "GroupCells", "TrailingSums", "groups_of"]
 
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
@@ -14,6 +14,8 @@ from stream_app.kpi.windows import WindowSpec
 
 #: A cell's key: ``(*group, day)``; its group is the rest, a bare value when only one.
 DayKey = tuple[Any, ...]
+#: What a reader of kept sums last saw: the object it read and its change serial then.
+ChangeToken = tuple[object, int]
 
 
 def _group(key: DayKey) -> Any:
@@ -48,6 +50,9 @@ class TrailingSums:
         self._as_of: int | None = None
         self._days: dict[int, list[DayKey]] = {}
         self._sums: list[dict[Any, list[int]]] = []
+        #: Change serials: the last one given, the one of the last build, per group.
+        self._serial = self._built = 0
+        self._changed: dict[Any, int] = {}
 
     def note(self, key: DayKey, delta: Sequence[int], new_key: bool) -> None:
         """``cells[key]`` just changed by ``delta`` (``new_key``: it did not exist)."""
@@ -60,6 +65,8 @@ class TrailingSums:
         if day > as_of:
             return
         group = _group(key)
+        self._serial += 1
+        self._changed[group] = self._serial
         for spec, sums in zip(self.specs, self._sums, strict=True):
             if spec.days is None or day > as_of - spec.days:
                 add_vector(sums, group, delta)
@@ -73,6 +80,16 @@ class TrailingSums:
             self._move(as_of_day)
         return {spec.name: sums for spec, sums in zip(self.specs, self._sums, strict=True)}
 
+    def changes(self, since: ChangeToken | None) -> tuple[set[Any] | None, ChangeToken]:
+        """The groups whose sums changed after ``since`` (a token this object gave; None
+        when they were summed again since, or the token is another object's or None),
+        and the token of now."""
+        token = (self, self._serial)
+        if since is None or since[0] is not self or since[1] < self._built:
+            return None, token
+        after = since[1]
+        return {group for group, at in self._changed.items() if at > after}, token
+
     def _build(self, as_of_day: int) -> None:
         days: dict[int, list[DayKey]] = defaultdict(list)
         for key in self._cells:
@@ -80,6 +97,8 @@ class TrailingSums:
         self._days = dict(days)
         self._sums = [{} for _ in self.specs]
         self._as_of = as_of_day
+        self._serial += 1
+        self._built, self._changed = self._serial, {}
         for spec, sums in zip(self.specs, self._sums, strict=True):
             first = None if spec.days is None else as_of_day - spec.days + 1
             self._add_days(sums, first, as_of_day, add_vector)
@@ -87,20 +106,22 @@ class TrailingSums:
     def _move(self, as_of_day: int) -> None:
         before = self._as_of
         assert before is not None
+        self._serial += 1
+        moved = self._changed
         for spec, sums in zip(self.specs, self._sums, strict=True):
             if spec.days is None:
-                self._add_days(sums, before + 1, as_of_day, add_vector)
+                self._add_days(sums, before + 1, as_of_day, add_vector, moved)
                 continue
             leaving_last = min(before, as_of_day - spec.days)
-            self._add_days(sums, before - spec.days + 1, leaving_last, _subtract)
+            self._add_days(sums, before - spec.days + 1, leaving_last, _subtract, moved)
             self._add_days(sums, max(before + 1, as_of_day - spec.days + 1), as_of_day,
-                           add_vector)
+                           add_vector, moved)
         self._as_of = as_of_day
 
     def _add_days(self, sums: dict[Any, list[int]], first: int | None, last: int,
-                  add: Any) -> None:
+                  add: Any, moved: dict[Any, int] | None = None) -> None:
         """``add`` the cells of days ``first .. last`` (None: from the earliest) to
-        ``sums``."""
+        ``sums`` (noting their groups changed now in ``moved``, when given)."""
         if first is not None and first > last:
             return
         cells, days = self._cells, self._days
@@ -109,9 +130,13 @@ class TrailingSums:
             chosen = range(first, last + 1)
         else:
             chosen = [day for day in days if (first is None or day >= first) and day <= last]
+        serial = self._serial
         for day in chosen:
             for key in days.get(day, ()):
-                add(sums, _group(key), cells[key])
+                group = _group(key)
+                add(sums, group, cells[key])
+                if moved is not None:
+                    moved[group] = serial
 
 
 class DayCells(dict[DayKey, list[int]]):
@@ -145,6 +170,59 @@ class DayCells(dict[DayKey, list[int]]):
                     as_of_day: int) -> dict[str, dict[Any, list[int]]]:
         """Per window of ``specs``, the sums per group at ``as_of_day`` (see
         :meth:`TrailingSums.at`)."""
+        return self._kept(specs).at(as_of_day)
+
+    def window_changes(self, specs: tuple[WindowSpec, ...], as_of_day: int,
+                       since: ChangeToken | None
+                       ) -> tuple[dict[str, dict[Any, list[int]]], set[Any] | None, ChangeToken]:
+        """:meth:`window_sums`, the groups whose sums changed after ``since`` (see
+        :meth:`TrailingSums.changes`), and the token of now."""
+        trailing = self._kept(specs)
+        sums = trailing.at(as_of_day)
+        changed, token = trailing.changes(since)
+        return sums, changed, token
+
+    def _kept(self, specs: tuple[WindowSpec, ...]) -> TrailingSums:
         if self._trailing is None or self._trailing.specs != specs:
             self._trailing = TrailingSums(specs, self)
-        return self._trailing.at(as_of_day)
+        return self._trailing
+
+
+class GroupCells(dict[tuple[Any, ...], list[int]]):
+    """Vectors by ``(group, *rest)``: a snapshot field that, changed through
+    :meth:`add`, knows each group's keys and which groups changed after a reader's
+    token (:meth:`changes`)."""
+
+    __slots__ = ("_by_group", "_changed", "_serial")
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._by_group: dict[Any, list[tuple[Any, ...]]] | None = None
+        self._changed: dict[Any, int] = {}
+        self._serial = 0
+
+    def add(self, key: tuple[Any, ...], vector: Sequence[int]) -> None:
+        """Add ``vector`` element-wise to the cell ``key`` (created when absent)."""
+        if key not in self and self._by_group is not None:
+            self._by_group.setdefault(key[0], []).append(key)
+        add_vector(self, key, vector)
+        self._serial += 1
+        self._changed[key[0]] = self._serial
+
+    def keys_of(self) -> dict[Any, list[tuple[Any, ...]]]:
+        """Per group, its keys (kept as cells are added; the caller must not change it)."""
+        if self._by_group is None:
+            by_group: dict[Any, list[tuple[Any, ...]]] = defaultdict(list)
+            for key in self:
+                by_group[key[0]].append(key)
+            self._by_group = dict(by_group)
+        return self._by_group
+
+    def changes(self, since: ChangeToken | None) -> tuple[set[Any] | None, ChangeToken]:
+        """The groups changed after ``since`` (None when ``since`` is None or another
+        object's), and the token of now."""
+        token = (self, self._serial)
+        if since is None or since[0] is not self:
+            return None, token
+        after = since[1]
+        return {group for group, at in self._changed.items() if at > after}, token

@@ -93,7 +93,8 @@ def test_activities_per_won_deal_over_the_window(activity_day: str, won: int, in
                     owner_activities={("o1", day): [1, 1, 1]})
     report = build_report(snap, _day("2026-03-10") * 86_400_000 + 1, CFG)
     rows = {(a.group, a.window): a for a in report.activities}
-    owners = {(o.owner, o.window): o.counts for o in report.owner_activities}
+    owners = {(o.owner, o.window): o.counts for rows in report.owner_activities.values()
+              for o in rows}
     n = 1 if in_window else 0
     for group in ("A", "all"):
         assert rows[(group, "30d")].counts == (n, n, n)

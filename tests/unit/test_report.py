@@ -239,7 +239,9 @@ def test_quota_coverage_attainment_and_required_coverage() -> None:
     assert quarter.won_cents == 9_000
     assert quarter.remaining_coverage == 35_000 / 11_000
     assert quotas[("B", "last_month")].owners_at_quota == 1
-    attainment = {(a.owner, a.period): a.attainment for a in report.attainment}
+    attainment = {(a.owner, a.period): a.attainment
+                  for rows in report.attainment.values() for a in rows}
+    assert all(a.owner == owner for owner, rows in report.attainment.items() for a in rows)
     assert attainment == {("o1", "month"): 2.0, ("o2", "month"): 4_000 / 6_000,
                           ("o1", "quarter"): 9_000 / 20_000,
                           ("(other)", "last_month"): 6_000 / 5_000}
@@ -278,14 +280,15 @@ def test_owner_deals_and_pipeline_per_window_with_the_owner_cap(
     snap = snapshot_from_aggregates(items, {0, 1}, lambda label, value: value in kept)
     report = build_report(snap, _ms("2026-03-10"), CFG)
     window = {d.owner: (d.created, d.won, d.lost, d.won_cents, d.sales_cycle_seconds)
-              for d in report.owner_deals if d.window == "30d"}
+              for rows in report.owner_deals.values() for d in rows if d.window == "30d"}
     want = {owner: (*v[:4], v[4] * 86_400.0 / v[1] if v[1] else None)
             for owner, v in owners.items()}
     assert window == want
-    everything = {d.owner: d.won for d in report.owner_deals if d.window == "all"}
+    everything = {d.owner: d.won for rows in report.owner_deals.values() for d in rows
+                  if d.window == "all"}
     assert sum(everything.values()) == 6
     pipeline = {p.owner: (p.open_deals, p.cents, p.weighted_cents)
-                for p in report.owner_pipeline}
+                for rows in report.owner_pipeline.values() for p in rows}
     o1, o2 = (2, 1_000, 500.0), (2, 500, 100.0)  # a stage not configured weighs nothing
     assert pipeline == ({"o1": o1, "o2": o2} if kept == {"o1", "o2"} else
                         {"o1": o1, "(other)": o2} if kept else {"(other)": (4, 1_500, 600.0)})

@@ -6,20 +6,22 @@ from __future__ import annotations
 
 import random
 from decimal import Decimal
+from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.utils import floatToGoString
 
-from stream_app.adapters.exposition import RowGauge, RowSamples, TextRenderer, value_text
+from stream_app.adapters.exposition import GroupSamples, RowGauge, TextRenderer, value_text
 from stream_app.adapters.metrics import PulseCollector
 from stream_app.kpi.calendar import UTC_CALENDAR
+from stream_app.kpi.kinds import OWNER_DAY, OWNER_OPEN
 from stream_app.kpi.leads import ScoreInputs
 from stream_app.kpi.live import ReportReuse
 from stream_app.kpi.report import ReportConfig, build_report
 from stream_app.kpi.rows import Report
 from stream_app.kpi.scoring import load_rules
-from stream_app.kpi.snapshot import Snapshot
+from stream_app.kpi.snapshot import Cell, Snapshot, apply_cell_changes, snapshot_from_cells
 from stream_app.kpi.windows import window_specs
 from tests.unit.test_metrics import Source
 
@@ -147,24 +149,28 @@ def _owner_samples(row: tuple[str, str, float, float | None]
     return [([owner, window], a), None if b is None else ([owner, window], b)]
 
 
-def test_a_changed_row_writes_again_only_the_lines_whose_value_changed() -> None:
-    kept = RowSamples()
+def test_an_owner_whose_rows_are_the_same_object_reuses_its_blocks() -> None:
+    kept = GroupSamples()
+    same = (("o1", "7d", 1, 2), ("o1", "all", 3, None))
     first = _owner_families()
-    kept.add(("o1", "7d", 1, 2), first, _owner_samples)
-    kept.rotate()
+    kept.add({"o1": same, "o2": tuple([("o2", "7d", 4, 4)])}, first, _owner_samples)
     second = _owner_families()
-    kept.add(("o1", "7d", 1, 5), second, _owner_samples)
-    assert second[0].rows[0] is first[0].rows[0]  # the same value: the same line
-    assert second[1].rows == [(("o1", "7d"), 5, 'pulse_owner_b{owner="o1",window="7d"} 5.0\n')]
+    kept.add({"o1": same, "o2": tuple([("o2", "7d", 4, 4)])}, second, _owner_samples)
+    assert second[0].blocks[0] is first[0].blocks[0]
+    assert second[0].blocks[1] is not first[0].blocks[1]  # an equal tuple, not the same
+    line = 'pulse_owner_b{owner="o1",window="7d"} 2.0\n'
+    assert second[1].blocks[0] == (line, ((("o1", "7d"), 2, line),))
 
 
 @pytest.mark.parametrize("seed", range(5))
-def test_owner_rows_kept_across_scrapes_write_what_prometheus_client_writes(seed: int) -> None:
-    """Rows come, go and change one value or both (an int becoming the equal float too)."""
+def test_owner_groups_kept_across_scrapes_write_what_prometheus_client_writes(seed: int) -> None:
+    """Owners come, go and change one value or both (an int becoming the equal float too);
+    an unchanged owner keeps its tuple, as a report reusing its rows does."""
     rng = random.Random(seed)
-    kept, renderer = RowSamples(), TextRenderer()
+    kept, renderer = GroupSamples(), TextRenderer()
     rows = {(f"o {n}", window): (rng.randrange(3), rng.randrange(3))
             for n in range(6) for window in ("7d", "all")}
+    groups: dict[str, tuple[tuple[str, str, float, float | None], ...]] = {}
     for _ in range(40):
         for key in rng.sample(sorted(rows), 4):
             a, b = rows[key]
@@ -172,15 +178,21 @@ def test_owner_rows_kept_across_scrapes_write_what_prometheus_client_writes(seed
                          rng.choice([b, None, 7]))
         if rng.random() < 0.2 and len(rows) > 4:
             rows.pop(rng.choice(sorted(rows)))
+        owners = sorted({owner for owner, _ in rows})
+        fresh = {owner: tuple((o, window, a, b) for (o, window), (a, b) in sorted(rows.items())
+                              if o == owner) for owner in owners}
+        groups = {owner: groups[owner] if groups.get(owner) == owned else owned
+                  for owner, owned in fresh.items()}
         families = _owner_families()
-        for (owner, window), (a, b) in sorted(rows.items()):
-            kept.add((owner, window, a, b), families, _owner_samples)
-        kept.rotate()
+        kept.add(groups, families, _owner_samples)
         plain = _owner_families()
-        for family, source in zip(plain, families, strict=True):
-            for labels, value, _ in source.rows:
-                family.add_metric(labels, value)
+        for owned in groups.values():
+            for row in owned:
+                for family, sample in zip(plain, _owner_samples(row), strict=True):
+                    if sample is not None:
+                        family.add_metric(*sample)
         assert renderer.render_families(families) == generate_latest(_Many(plain))
+        assert [s for f in families for s in f.samples] == [s for f in plain for s in f.samples]
 
 
 class _Many(CollectorRegistry):
@@ -196,3 +208,26 @@ class _Many(CollectorRegistry):
                                    float("nan"), float("-inf"), False, 10**20])
 def test_value_text_is_prometheus_clients_text(value: float) -> None:
     assert value_text(value) == floatToGoString(value)
+
+
+def test_a_report_after_one_owners_change_keeps_the_other_owners_rows() -> None:
+    """An owner whose cells did not change keeps the very same row tuples (what lets the
+    exporter write only the owners that changed); the report equals a fresh one."""
+    cells: dict[Cell, Any] = {
+        (OWNER_DAY, "o1", str(DAY - 1)): [1, 0, 0, 0, 0],
+        (OWNER_DAY, "o2", str(DAY - 2)): [2, 1, 0, 500, 86_400_000],
+        (OWNER_OPEN, "o1", "P"): [1, 100], (OWNER_OPEN, "o2", "N"): [1, 200]}
+    snap = snapshot_from_cells(cells, {0})
+    reuse, at = ReportReuse(CONFIG), DAY * MS_PER_DAY + 1000
+    first = reuse.report("v1", snap, at)
+    for cell, new in (((OWNER_DAY, "o2", str(DAY)), [0, 1, 0, 300, 0]),
+                      ((OWNER_OPEN, "o2", "N"), [0, 50])):
+        old = cells.get(cell)
+        cells[cell] = new if old is None else [a + b for a, b in zip(old, new, strict=True)]
+        assert apply_cell_changes(snap, [(cell, old, cells[cell])])
+    second = reuse.report("v2", snap, at)
+    assert second == build_report(snapshot_from_cells(cells, {0}), at, CONFIG)
+    assert second.owner_deals["o1"] is first.owner_deals["o1"]
+    assert second.owner_pipeline["o1"] is first.owner_pipeline["o1"]
+    assert second.owner_deals["o2"] != first.owner_deals["o2"]
+    assert second.owner_pipeline["o2"][0].cents == 250

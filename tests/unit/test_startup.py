@@ -9,11 +9,15 @@ import pytest
 
 from stream_app.adapters.startup import SWITCH_INTERVAL_SECONDS, favour_the_event_loop
 
+#: CPython's own switch interval (an earlier test may have left the worker's).
+CPYTHON_SWITCH_INTERVAL_SECONDS = 0.005
+
 
 @pytest.fixture
 def default_interval() -> Iterator[float]:
     before = sys.getswitchinterval()
-    yield before
+    sys.setswitchinterval(CPYTHON_SWITCH_INTERVAL_SECONDS)
+    yield CPYTHON_SWITCH_INTERVAL_SECONDS
     sys.setswitchinterval(before)
 
 

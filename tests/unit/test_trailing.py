@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from stream_app.kpi.trailing import DayCells, groups_of
+from stream_app.kpi.trailing import DayCells, GroupCells, groups_of
 from stream_app.kpi.windows import WindowSpec
 
 SPECS = (WindowSpec("3d", 3), WindowSpec("7d", 7), WindowSpec("all", None))
@@ -97,3 +97,56 @@ def test_kept_groups_are_the_groups_of_every_key(seed: int, width: int) -> None:
             assert groups_of(cells) == {k[0] if width == 2 else k[:-1] for k in cells}
     plain = dict(cells)
     assert groups_of(plain) == groups_of(cells) == groups_of(DayCells(plain))
+
+
+def _by_group(sums: dict[str, dict[Any, list[int]]]) -> dict[Any, list[tuple[int, ...]]]:
+    groups = {group for window in sums.values() for group in window}
+    return {group: [tuple(sums[name].get(group, ())) for name in sorted(sums)]
+            for group in groups}
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_changes_name_every_group_whose_sums_moved_since_the_readers_token(seed: int) -> None:
+    """Cells change and T moves (back too); a reader that kept each group's sums and
+    redoes only the groups named since its token always holds the sums summed again."""
+    rng = random.Random(seed)
+    cells = DayCells({("A", 18): [1, 1]})
+    as_of, token = 20, None
+    seen: dict[Any, list[tuple[int, ...]]] = {}
+    incremental = 0
+    for step in range(400):
+        roll = rng.random()
+        if roll < 0.15:
+            as_of += rng.choice([0, 1, 1, 2, 5, 12, -1])
+        else:
+            cells.add((rng.choice("ABCD"), rng.randrange(as_of - 15, as_of + 4)),
+                      [rng.randrange(-3, 9), rng.randrange(5)])
+        if step % 3 == 0:
+            sums, changed, token = cells.window_changes(SPECS, as_of, token)
+            now = _by_group(_nonzero(sums))
+            if changed is None:
+                seen = now
+            else:
+                incremental += 1
+                for group in changed:
+                    if group in now:
+                        seen[group] = now[group]
+                    else:
+                        seen.pop(group, None)
+            assert seen == now, step
+    assert incremental > 100
+
+
+def test_group_cells_name_the_groups_changed_since_a_token() -> None:
+    cells = GroupCells({("o1", "P"): [1, 10]})
+    changed, token = cells.changes(None)
+    assert changed is None
+    assert cells.keys_of() == {"o1": [("o1", "P")]}
+    cells.add(("o2", "N"), [1, 5])
+    cells.add(("o1", "P"), [1, 5])
+    changed, later = cells.changes(token)
+    assert changed == {"o1", "o2"}
+    assert cells.keys_of() == {"o1": [("o1", "P")], "o2": [("o2", "N")]}
+    assert cells == {("o1", "P"): [2, 15], ("o2", "N"): [1, 5]}
+    assert cells.changes(later)[0] == set()
+    assert GroupCells(cells).changes(later)[0] is None  # another object's token
