@@ -129,20 +129,29 @@ class _OpenSums:
         return dict(out)
 
 
-def _open_sums(snap: Snapshot, stuck_before: int) -> _OpenSums:
+def _open_sums(snap: Snapshot, as_of_day: int, stuck_days: int) -> _OpenSums:
+    """Stuck: in the stage since before ``as_of_day - stuck_days``: every day up to T's
+    day but the last ``stuck_days + 1`` (the trailing sums the open cells keep); cells
+    of days after T's count as open, not stuck."""
+    cells = snap.open if isinstance(snap.open, DayCells) else DayCells(snap.open)
+    specs = (_EVERY_DAY, WindowSpec("not stuck", stuck_days + 1))
+    windows, later = cells.window_sums_and_after(specs, as_of_day)
+    every_day, recent = windows[_EVERY_DAY.name], windows["not stuck"]
     sums: dict[tuple[str, str], list[int]] = {}
-    for (team, stage, since_day), (count, cents) in snap.open.items():
-        stuck = since_day < stuck_before
-        for key in ((team, stage), (ALL_GROUP, stage)):
-            total = sums.get(key)
-            if total is None:
-                total = sums[key] = [0, 0, 0, 0]
-            total[0] += count
-            total[1] += cents
-            if stuck:
-                total[2] += count
-                total[3] += cents
+    for group in every_day.keys() | later.keys():
+        count, cents = every_day.get(group, _NONE_OPEN)
+        fresh_count, fresh_cents = recent.get(group, _NONE_OPEN)
+        late_count, late_cents = later.get(group, _NONE_OPEN)
+        vector = (count + late_count, cents + late_cents, count - fresh_count,
+                  cents - fresh_cents)
+        for key in (group, (ALL_GROUP, group[1])):
+            add_vector(sums, key, vector)
     return _OpenSums(sums)
+
+
+#: The trailing sums of every open cell up to T's day, and of no cell.
+_EVERY_DAY = WindowSpec("all", None)
+_NONE_OPEN = (0, 0)
 
 
 def _teams(snap: Snapshot, open_sums: _OpenSums) -> list[str]:
@@ -441,7 +450,7 @@ def build_report(snap: Snapshot, as_of_ms: int, cfg: ReportConfig,
                          tuple(teams) if with_teams else ())
 
     open_sums: _OpenSums = part("open_sums", ("open",), lambda: _open_sums(
-        snap, as_of_day - cfg.stuck_days))
+        snap, as_of_day, cfg.stuck_days))
     teams: list[str] = part("teams", _TEAM_FIELDS, lambda: _teams(snap, open_sums))
     open_by_group: dict[str, int] = part("open_by_group", ("open",),
                                          lambda: open_sums.per_group(0))

@@ -78,7 +78,7 @@ class Snapshot:
     """Aggregates of the partitions a worker owns, summed over partitions."""
 
     buckets: dict[tuple[str, int], list[int]] = field(default_factory=DayCells)
-    open: dict[tuple[str, str, int], list[int]] = field(default_factory=dict)
+    open: dict[tuple[str, str, int], list[int]] = field(default_factory=DayCells)
     dimensions: dict[tuple[str, str, int], list[int]] = field(default_factory=DayCells)
     stints: dict[tuple[str, str, int], list[int]] = field(default_factory=DayCells)
     waterfall: dict[tuple[str, str, int], list[int]] = field(default_factory=DayCells)
@@ -286,7 +286,7 @@ def _add_cell(snap: Snapshot, kind: str, group: str, part: str, value: Any,
         return "buckets"
     if kind == OPEN_PIPELINE:
         day, stage = _split(part)
-        add_vector(snap.open, (group, stage, day), value)
+        _add(snap.open, (group, stage, day), value)
         return "open"
     if kind in _DIMENSION:
         _add(snap.dimensions, (_DIMENSION[kind], group, int(part)), value)

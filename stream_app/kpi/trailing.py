@@ -80,6 +80,17 @@ class TrailingSums:
             self._move(as_of_day)
         return {spec.name: sums for spec, sums in zip(self.specs, self._sums, strict=True)}
 
+    def after(self, as_of_day: int) -> dict[Any, list[int]]:
+        """Per group, the sum of the cells of days after ``as_of_day`` (in no window);
+        read after :meth:`at`."""
+        sums: dict[Any, list[int]] = {}
+        cells = self._cells
+        for day, keys in self._days.items():
+            if day > as_of_day:
+                for key in keys:
+                    add_vector(sums, _group(key), cells[key])
+        return sums
+
     def changes(self, since: ChangeToken | None) -> tuple[set[Any] | None, ChangeToken]:
         """The groups whose sums changed after ``since`` (a token this object gave; None
         when they were summed again since, or the token is another object's or None),
@@ -171,6 +182,13 @@ class DayCells(dict[DayKey, list[int]]):
         """Per window of ``specs``, the sums per group at ``as_of_day`` (see
         :meth:`TrailingSums.at`)."""
         return self._kept(specs).at(as_of_day)
+
+    def window_sums_and_after(self, specs: tuple[WindowSpec, ...], as_of_day: int
+                              ) -> tuple[dict[str, dict[Any, list[int]]], dict[Any, list[int]]]:
+        """:meth:`window_sums`, and per group the sum of the cells of later days."""
+        trailing = self._kept(specs)
+        sums = trailing.at(as_of_day)
+        return sums, trailing.after(as_of_day)
 
     def window_changes(self, specs: tuple[WindowSpec, ...], as_of_day: int,
                        since: ChangeToken | None

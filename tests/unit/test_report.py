@@ -293,3 +293,25 @@ def test_owner_deals_and_pipeline_per_window_with_the_owner_cap(
     assert pipeline == ({"o1": o1, "o2": o2} if kept == {"o1", "o2"} else
                         {"o1": o1, "(other)": o2} if kept else {"(other)": (4, 1_500, 600.0)})
     assert snap.folded == ({"owner": {"o1", "o2"} - kept} if kept != {"o1", "o2"} else {})
+
+
+@pytest.mark.parametrize(("since_days_before_t", "open_at_t", "stuck_at_t"), [
+    ((0,), (1, 100), (0, 0)),
+    ((30,), (1, 100), (0, 0)),  # 30 days before T's day: not yet stuck
+    ((31,), (1, 100), (1, 100)),
+    ((40, 31, 30, 1), (4, 400), (2, 200)),
+    ((-2,), (1, 100), (0, 0)),  # a stage begun after T's day: open, not stuck
+    ((-2, 45), (2, 200), (1, 100)),
+])
+def test_open_and_stuck_pipeline_by_the_day_the_stage_began(
+        since_days_before_t: tuple[int, ...], open_at_t: tuple[int, int],
+        stuck_at_t: tuple[int, int]) -> None:
+    """stuck_days 30: stuck once the stage began more than 30 days before T's day."""
+    day = _ms("2026-03-10") // 86_400_000
+    snap = Snapshot(open={("A", "Prospecting", day - before): [1, 100]
+                          for before in since_days_before_t})
+    report = build_report(snap, _ms("2026-03-10") + 3_600_000, CFG)
+    for group in ("A", "all"):
+        stage = next(s for s in report.stages if (s.group, s.stage) == (group, "Prospecting"))
+        assert (stage.count, stage.cents) == open_at_t
+        assert (stage.stuck_count, stage.stuck_cents) == stuck_at_t
