@@ -21,8 +21,8 @@ _FAST_TYPES = {"gauge": "gauge", "counter": "counter", "gaugehistogram": "histog
 _SPLIT_SUFFIXES = ("_created", "_gsum", "_gcount")
 #: One sample of a :class:`RowGauge`: (label values, value, its text line).
 _Entry = tuple[tuple[str, ...], float, str]
-#: Samples of one family written together: their text, and the samples.
-Block = tuple[str, tuple[_Entry, ...]]
+#: Per family, the text of a group's samples; and per family, the samples.
+_Blocks = tuple[tuple[str, ...], tuple[tuple[_Entry, ...], ...]]
 #: Integers below this (and above its negative) are exact as floats.
 _EXACT_INT = 2**53
 #: From here on Prometheus' text form of a positive value has an exponent.
@@ -46,8 +46,10 @@ class RowGauge(GaugeMetricFamily):
     def __init__(self, name: str, documentation: str, labels: Sequence[str]):
         #: (label values, value, its text line if already written, else None).
         self.rows: list[tuple[tuple[str, ...], float, str | None]] = []
-        #: Samples already written as text, after the rows (see :class:`GroupSamples`).
-        self.blocks: list[Block] = []
+        #: Samples already written, after the rows (see :class:`GroupSamples`): their
+        #: text, and the samples, block by block.
+        self.block_texts: list[str] = []
+        self.block_samples: list[tuple[_Entry, ...]] = []
         super().__init__(name, documentation, labels=labels)
         names = self._labelnames
         self._order = sorted(range(len(names)), key=names.__getitem__)
@@ -78,7 +80,7 @@ class RowGauge(GaugeMetricFamily):
     def samples(self) -> list[Sample]:
         """The rows as prometheus_client samples."""
         names = self._labelnames
-        entries = [*self.rows, *(entry for _, block in self.blocks for entry in block)]
+        entries = [*self.rows, *(entry for block in self.block_samples for entry in block)]
         return [Sample(self.name, dict(zip(names, labels, strict=True)), value, None)
                 for labels, value, _ in entries]
 
@@ -152,8 +154,7 @@ class TextRenderer:
             current[labels] = (value, line)
             append(line)
         lines[name] = current
-        if metric.blocks:
-            append("".join([text for text, _ in metric.blocks]))
+        out.extend(metric.block_texts)
         return "".join(out)
 
 
@@ -166,7 +167,7 @@ class GroupSamples:
     families (in the same order)."""
 
     def __init__(self) -> None:
-        self._previous: dict[str, tuple[Any, tuple[Block, ...]]] = {}
+        self._previous: dict[str, tuple[Any, _Blocks]] = {}
 
     def add(self, groups: Mapping[str, Sequence[Any]], families: Sequence[RowGauge],
             samples: Callable[[Any], Sequence[tuple[Sequence[str], float] | None]]) -> None:
@@ -177,30 +178,44 @@ class GroupSamples:
         distinct = list({id(family): family for family in families}.values())
         position = [distinct.index(family) for family in families]
         previous = self._previous
-        current: dict[str, tuple[Any, tuple[Block, ...]]] = {}
-        columns: list[list[Block]] = [family.blocks for family in distinct]
+        current: dict[str, tuple[Any, _Blocks]] = {}
         for key, rows in groups.items():
             known = previous.get(key)
-            if known is None or known[0] is not rows:
-                known = (rows, _blocks(rows, distinct, position, samples))
+            if known is None:
+                known = (rows, _blocks(rows, distinct, position, samples, None))
+            elif known[0] is not rows:
+                known = (rows, _blocks(rows, distinct, position, samples, known[1][1]))
             current[key] = known
-            for column, block in zip(columns, known[1], strict=True):
-                column.append(block)
         self._previous = current
+        kept = list(current.values())
+        for at, family in enumerate(distinct):
+            family.block_texts.extend([blocks[0][at] for _, blocks in kept])
+            family.block_samples.extend([blocks[1][at] for _, blocks in kept])
 
 
 def _blocks(rows: Sequence[Any], families: Sequence[RowGauge], position: Sequence[int],
-            samples: Callable[[Any], Sequence[tuple[Sequence[str], float] | None]]
-            ) -> tuple[Block, ...]:
-    """One block per family of the samples of ``rows``."""
+            samples: Callable[[Any], Sequence[tuple[Sequence[str], float] | None]],
+            before: tuple[tuple[_Entry, ...], ...] | None) -> _Blocks:
+    """Per family, the text and samples of ``rows``; a line of the same label values
+    at the same place in ``before`` (the group's previous samples) is kept, or written
+    from it with the new value."""
     entries: list[list[_Entry]] = [[] for _ in families]
     for row in rows:
         for at, sample in zip(position, samples(row), strict=True):
-            if sample is not None:
-                labels, value = tuple(sample[0]), sample[1]
-                entries[at].append((labels, value, families[at].line(labels, value)))
-    return tuple(("".join([line for _, _, line in found]), tuple(found))
-                 for found in entries)
+            if sample is None:
+                continue
+            labels, value = tuple(sample[0]), sample[1]
+            found = entries[at]
+            old = before[at] if before is not None and len(before[at]) > len(found) else None
+            known = None if old is None else old[len(found)]
+            if known is None or known[0] != labels:
+                found.append((labels, value, families[at].line(labels, value)))
+            elif known[1] == value and type(known[1]) is type(value):
+                found.append(known)
+            else:
+                found.append((labels, value, RowGauge.moved(known[2], value)))
+    return (tuple("".join([line for _, _, line in found]) for found in entries),
+            tuple(tuple(found) for found in entries))
 
 
 def _family(metric: Metric) -> str:

@@ -161,17 +161,34 @@ def _teams(snap: Snapshot, open_sums: _OpenSums) -> list[str]:
                   | set(snap.quota_team.values()))
 
 
-def _owner_rows(snap: Snapshot, names: Iterable[str], calendar: Calendar
-                ) -> dict[str, list[tuple[str, str, int, int]]]:
-    """Per period name: (owner, team, quota cents, won cents) of the owners with a quota
-    for it, by owner."""
-    rows: dict[str, list[tuple[str, str, int, int]]] = {name: [] for name in names}
-    months = {name: calendar.period_months(name) for name in rows}
-    owner_won, quota_team = snap.owner_won, snap.quota_team
+def _quotas_by_period(snap: Snapshot, names: Iterable[str]
+                      ) -> dict[str, list[tuple[str, str, int]]]:
+    """Per period name: (owner, team, quota cents) of the owners with a quota for it, by
+    owner."""
+    rows: dict[str, list[tuple[str, str, int]]] = {name: [] for name in names}
+    quota_team = snap.quota_team
     for (owner, period), quota in sorted(item for item in snap.quota_cents.items()
                                          if item[0][1] in rows):
-        won = sum(owner_won.get((owner, month), 0) for month in months[period])
-        rows[period].append((owner, quota_team[(owner, period)], quota, won))
+        rows[period].append((owner, quota_team[(owner, period)], quota))
+    return rows
+
+
+def _owner_rows(snap: Snapshot, quotas: dict[str, list[tuple[str, str, int]]],
+                calendar: Calendar) -> dict[str, list[tuple[str, str, int, int]]]:
+    """Per period name: (owner, team, quota cents, won cents) of the owners with a quota
+    for it, by owner."""
+    owner_won = snap.owner_won
+    rows: dict[str, list[tuple[str, str, int, int]]] = {}
+    for period, owners in quotas.items():
+        months = calendar.period_months(period)
+        if len(months) == 1:
+            month = months[0]
+            rows[period] = [(owner, team, quota, owner_won.get((owner, month), 0))
+                            for owner, team, quota in owners]
+        else:
+            rows[period] = [(owner, team, quota,
+                             sum(owner_won.get((owner, month), 0) for month in months))
+                            for owner, team, quota in owners]
     return rows
 
 
@@ -181,11 +198,17 @@ def _quota_kpis(periods: dict[str, str], teams: list[str],
     open_cents: dict[str, int] = defaultdict(int, open_sums.per_group(1))
     out: list[QuotaKpis] = []
     for period, name in periods.items():
-        sums: dict[str, list[int]] = defaultdict(lambda: [0] * 4)
+        sums: dict[str, list[int]] = {}
         for _, team, quota, won in owner_rows[name]:
-            vector = (quota, 1, int(won >= quota), won)
-            add_vector(sums, team, vector)
-            add_vector(sums, ALL_GROUP, vector)
+            total = sums.get(team)
+            if total is None:
+                total = sums[team] = [0, 0, 0, 0]
+            total[0] += quota
+            total[1] += 1
+            total[2] += won >= quota
+            total[3] += won
+        if sums:
+            sums[ALL_GROUP] = [sum(column) for column in zip(*sums.values(), strict=True)]
         for group in (*teams, ALL_GROUP):
             if group in sums:
                 quota, owners, at_quota, won = sums[group]
@@ -278,14 +301,20 @@ def _attainment_kpis(snap: Snapshot, periods: dict[str, str],
                      owner_rows: dict[str, list[tuple[str, str, int, int]]]
                      ) -> dict[str, tuple[AttainmentKpis, ...]]:
     out: dict[str, list[AttainmentKpis]] = defaultdict(list)
+    kept = snap.owner_kept
     for period, name in periods.items():
-        sums: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+        sums: dict[str, list[int]] = {}
         for owner, _, quota, won in owner_rows[name]:
-            if not snap.owner_kept.get(owner, True):
+            if not kept.get(owner, True):
                 group = OTHER_GROUP
             else:
                 group = owner + "_" if owner in RESERVED_GROUPS else owner
-            add_vector(sums, group, (quota, won))
+            total = sums.get(group)
+            if total is None:
+                sums[group] = [quota, won]
+            else:
+                total[0] += quota
+                total[1] += won
         for owner, (quota, won) in sums.items():
             out[owner].append(AttainmentKpis(owner, period, quota, won))
     return {owner: tuple(out[owner]) for owner in sorted(out)}
@@ -473,8 +502,10 @@ def build_report(snap: Snapshot, as_of_ms: int, cfg: ReportConfig,
     activities, owner_activities = part(
         "activities", ("activities", "owner_activities", "buckets", "open"), activity_parts,
         with_teams=True)
+    quotas = part("quotas_by_period", ("quota_cents", "quota_team"),
+                  lambda: _quotas_by_period(snap, periods.values()))
     owner_rows = part("owner_rows", _QUOTA_FIELDS,
-                      lambda: _owner_rows(snap, periods.values(), calendar))
+                      lambda: _owner_rows(snap, quotas, calendar))
     owner_deals, owner_pipeline = part("owner_deals", ("owner_deals", "owner_open"),
                                        owner_deal_parts)
     report = Report(

@@ -156,10 +156,12 @@ def test_an_owner_whose_rows_are_the_same_object_reuses_its_blocks() -> None:
     kept.add({"o1": same, "o2": tuple([("o2", "7d", 4, 4)])}, first, _owner_samples)
     second = _owner_families()
     kept.add({"o1": same, "o2": tuple([("o2", "7d", 4, 4)])}, second, _owner_samples)
-    assert second[0].blocks[0] is first[0].blocks[0]
-    assert second[0].blocks[1] is not first[0].blocks[1]  # an equal tuple, not the same
+    assert second[0].block_samples[0] is first[0].block_samples[0]
+    assert second[0].block_texts[0] is first[0].block_texts[0]
+    assert second[0].block_samples[1] is not first[0].block_samples[1]  # equal, not the same
     line = 'pulse_owner_b{owner="o1",window="7d"} 2.0\n'
-    assert second[1].blocks[0] == (line, ((("o1", "7d"), 2, line),))
+    assert second[1].block_texts[0] == line
+    assert second[1].block_samples[0] == ((("o1", "7d"), 2, line),)
 
 
 @pytest.mark.parametrize("seed", range(5))
