@@ -12,7 +12,12 @@ from typing import Any
 
 from stream_app.kpi.forecast_report import ForecastSource, PathCache
 from stream_app.kpi.owner_kpis import OwnerDealRows
-from stream_app.kpi.report import ReportConfig, build_report, lead_score_kpis
+from stream_app.kpi.report import (
+    ReportConfig,
+    build_report,
+    lead_score_kpis,
+    owner_activity_rows,
+)
 from stream_app.kpi.rows import PerOwner, Report
 from stream_app.kpi.snapshot import Snapshot
 
@@ -31,6 +36,7 @@ class ReportMemo:
         self._owners: dict[str, PerOwner[Any]] = {}
         #: The owners' deal rows and pipeline, kept for the owners that did not change.
         self.owner_deals = OwnerDealRows()
+        self.owner_activities = owner_activity_rows()
         self._cached: dict[str, tuple[Hashable, Any]] = {}
         self.paths = PathCache()
         #: Where the forecast rows come from (None: computed in the report, cached here).

@@ -4,11 +4,11 @@ others keep the very same row tuples (what lets the exporter write only them).""
 
 from __future__ import annotations
 
-__all__ = ["OwnerDealRows"]
+__all__ = ["OwnerDealRows", "WindowRows"]
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from decimal import Decimal
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from stream_app.kpi.rows import OwnerDealKpis, OwnerPipelineKpis, PerOwner
 from stream_app.kpi.snapshot import Snapshot
@@ -17,6 +17,39 @@ from stream_app.kpi.windows import WindowSpec
 
 #: Deals created, won, lost, won cents and summed cycle ms: an owner day cell's width.
 _DEAL_FIELDS = 5
+_Row = TypeVar("_Row")
+
+
+class WindowRows(Generic[_Row]):
+    """Per owner, a row per window made by ``make(owner, window name, sums)`` from the
+    window sums of the owners' day cells; the rows of an owner whose sums did not
+    change since the last call are the previous call's tuple (every owner's are made
+    again for other cells, windows or a new build of their sums)."""
+
+    def __init__(self, make: Callable[[str, str, list[int]], _Row], width: int):
+        self._make, self._zeros = make, [0] * width
+        self._seen: ChangeToken | None = None
+        self._specs: tuple[WindowSpec, ...] | None = None
+        self._rows: dict[str, tuple[_Row, ...]] = {}
+
+    def rows(self, cells: Mapping[tuple[Any, ...], list[int]], specs: tuple[WindowSpec, ...],
+             as_of_day: int, owners: Iterable[str] | None = None) -> dict[str, tuple[_Row, ...]]:
+        """Rows of ``owners`` (default: the owners with a cell), in that order."""
+        day_cells = cells if isinstance(cells, DayCells) else DayCells(cells)
+        sums, changed, self._seen = day_cells.window_changes(specs, as_of_day, self._seen)
+        if self._specs != specs:
+            changed = None
+        self._specs = specs
+        make, zeros, kept = self._make, self._zeros, self._rows
+        out: dict[str, tuple[_Row, ...]] = {}
+        for owner in sorted(day_cells.groups()) if owners is None else owners:
+            known = kept.get(owner)
+            if known is None or changed is None or owner in changed:
+                known = tuple(make(owner, name, window.get(owner, zeros))
+                              for name, window in sums.items())
+            out[owner] = known
+        self._rows = out
+        return out
 
 
 class OwnerDealRows:
@@ -28,10 +61,9 @@ class OwnerDealRows:
     (or plain dicts, or other windows or probabilities) computes every owner."""
 
     def __init__(self) -> None:
-        self._deals_seen: ChangeToken | None = None
+        self._deals = WindowRows(_deal_row, _DEAL_FIELDS)
         self._open_seen: ChangeToken | None = None
-        self._inputs: tuple[tuple[WindowSpec, ...], Mapping[str, Decimal]] | None = None
-        self._deals: dict[str, tuple[OwnerDealKpis, ...]] = {}
+        self._probability: Mapping[str, Decimal] | None = None
         self._pipeline: dict[str, tuple[OwnerPipelineKpis, ...]] = {}
 
     def rows(self, snap: Snapshot, specs: tuple[WindowSpec, ...],
@@ -41,34 +73,29 @@ class OwnerDealRows:
         cells = snap.owner_deals
         if not isinstance(cells, DayCells):
             cells = DayCells(cells)
-        sums, deals_changed, self._deals_seen = cells.window_changes(
-            specs, as_of_day, self._deals_seen)
         open_cells = snap.owner_open
         if not isinstance(open_cells, GroupCells):
             open_cells = GroupCells(open_cells)
-        open_changed, self._open_seen = open_cells.changes(self._open_seen)
-        inputs = (specs, probability)
-        if self._inputs is None or self._inputs[0] != specs or self._inputs[1] != probability:
-            deals_changed = open_changed = None
-        self._inputs = inputs
+        changed, self._open_seen = open_cells.changes(self._open_seen)
+        if self._probability != probability:
+            changed = None
+        self._probability = probability
         by_owner = open_cells.keys_of()
         owners = sorted(cells.groups() | by_owner.keys())
-        zeros = [0] * _DEAL_FIELDS
-        kept_deals, kept_pipeline = self._deals, self._pipeline
-        deals: dict[str, tuple[OwnerDealKpis, ...]] = {}
+        deals = self._deals.rows(cells, specs, as_of_day, owners)
+        kept = self._pipeline
         pipeline: dict[str, tuple[OwnerPipelineKpis, ...]] = {}
         for owner in owners:
-            known = kept_deals.get(owner)
-            if known is None or deals_changed is None or owner in deals_changed:
-                known = tuple(OwnerDealKpis(owner, name, *window.get(owner, zeros))
-                              for name, window in sums.items())
-            deals[owner] = known
-            open_row = kept_pipeline.get(owner)
-            if open_row is None or open_changed is None or owner in open_changed:
-                open_row = (_pipeline(owner, open_cells, by_owner.get(owner, ()), probability),)
-            pipeline[owner] = open_row
-        self._deals, self._pipeline = deals, pipeline
+            row = kept.get(owner)
+            if row is None or changed is None or owner in changed:
+                row = (_pipeline(owner, open_cells, by_owner.get(owner, ()), probability),)
+            pipeline[owner] = row
+        self._pipeline = pipeline
         return deals, pipeline
+
+
+def _deal_row(owner: str, window: str, sums: list[int]) -> OwnerDealKpis:
+    return OwnerDealKpis(owner, window, *sums)
 
 
 def _pipeline(owner: str, cells: Mapping[tuple[str, str], list[int]],

@@ -38,6 +38,7 @@ __all__ = [
     "ReportConfig",
     "build_report",
     "lead_score_kpis",
+    "owner_activity_rows",
 ]
 
 from bisect import bisect_left
@@ -53,7 +54,7 @@ from stream_app.kpi.calendar import UTC_CALENDAR, Calendar
 from stream_app.kpi.deals import BUCKET, MOVEMENTS, STINT_BUCKETS_DAYS, STINT_FIELDS, add_vector
 from stream_app.kpi.forecast import DEFAULT_FORECAST, ForecastSettings
 from stream_app.kpi.forecast_report import OwnerForecastKpis, PathCache, forecast_rows
-from stream_app.kpi.owner_kpis import OwnerDealRows
+from stream_app.kpi.owner_kpis import OwnerDealRows, WindowRows
 from stream_app.kpi.rows import (
     ActivityKpis,
     AttainmentKpis,
@@ -251,21 +252,13 @@ def _stage_to_all(group: tuple[str, str]) -> tuple[str, str]:
 
 
 def _activity_kpis(snap: Snapshot, cfg: ReportConfig, as_of_day: int,
-                   windows: list[WindowKpis]
-                   ) -> tuple[list[ActivityKpis], dict[str, tuple[OwnerActivityKpis, ...]]]:
+                   windows: list[WindowKpis]) -> list[ActivityKpis]:
     width = len(ACTIVITY_KINDS)
     teams = sorted(groups_of(snap.activities))
-    owners = sorted(groups_of(snap.owner_activities))
     activities = _windowed_sums(snap.activities, cfg, as_of_day, width, _to_all)
-    by_owner = _windowed_sums(snap.owner_activities, cfg, as_of_day, width)
     won = {(w.group, w.window): w.won for w in windows}
-    team_rows = [ActivityKpis(group, name, tuple(activities[name][group]),
-                              won.get((group, name), 0))
-                 for name in activities for group in (*teams, ALL_GROUP)]
-    owner_rows = {owner: tuple(OwnerActivityKpis(owner, name, tuple(sums[owner]))
-                               for name, sums in by_owner.items())
-                  for owner in owners}
-    return team_rows, owner_rows
+    return [ActivityKpis(group, name, tuple(activities[name][group]), won.get((group, name), 0))
+            for name in activities for group in (*teams, ALL_GROUP)]
 
 
 def _lead_band_kpis(snap: Snapshot, cfg: ReportConfig, as_of_day: int) -> list[LeadBandKpis]:
@@ -490,18 +483,18 @@ def build_report(snap: Snapshot, as_of_ms: int, cfg: ReportConfig,
     def owned(name: str, rows: PerOwner[Any]) -> PerOwner[Any]:
         return rows if memo is None else memo.per_owner(name, rows)
 
-    def activity_parts() -> tuple[tuple[ActivityKpis, ...], PerOwner[OwnerActivityKpis]]:
-        team_rows, owner_rows = _activity_kpis(snap, cfg, as_of_day, list(windows))
-        return tuple(team_rows), owned("owner_activities", owner_rows)
+    def owner_activity_part() -> PerOwner[OwnerActivityKpis]:
+        kept = owner_activity_rows() if memo is None else memo.owner_activities
+        return owned("owner_activities", kept.rows(snap.owner_activities, cfg.specs, as_of_day))
 
     def owner_deal_parts() -> tuple[PerOwner[OwnerDealKpis], PerOwner[OwnerPipelineKpis]]:
         kept = OwnerDealRows() if memo is None else memo.owner_deals
         deals, pipeline = kept.rows(snap, cfg.specs, cfg.probability, as_of_day)
         return owned("owner_deals", deals), owned("owner_pipeline", pipeline)
 
-    activities, owner_activities = part(
-        "activities", ("activities", "owner_activities", "buckets", "open"), activity_parts,
-        with_teams=True)
+    activities = part("activities", ("activities", "buckets", "open"), lambda: tuple(
+        _activity_kpis(snap, cfg, as_of_day, list(windows))), with_teams=True)
+    owner_activities = part("owner_activities", ("owner_activities",), owner_activity_part)
     quotas = part("quotas_by_period", ("quota_cents", "quota_team"),
                   lambda: _quotas_by_period(snap, periods.values()))
     owner_rows = part("owner_rows", _QUOTA_FIELDS,
@@ -566,6 +559,12 @@ def build_report(snap: Snapshot, as_of_ms: int, cfg: ReportConfig,
         forecast_stale=forecast.stale if forecast.live or forecast.stale else None,
         forecast_compute_seconds=forecast.compute_seconds,
     )
+
+
+def owner_activity_rows() -> WindowRows[OwnerActivityKpis]:
+    """Owner activity rows kept per owner (see :class:`WindowRows`)."""
+    return WindowRows(lambda owner, window, counts: OwnerActivityKpis(
+        owner, window, tuple(counts)), len(ACTIVITY_KINDS))
 
 
 def _by_owner(rows: Iterable[OwnerForecastKpis]) -> dict[str, tuple[OwnerForecastKpis, ...]]:
