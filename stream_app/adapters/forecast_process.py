@@ -11,15 +11,19 @@ The child keeps a copy of the deal states: each computation ships only the state
 are not the very objects shipped last time (the forecast book replaces a deal's state
 when it changes and keeps the others), so a computation after 300 events sends a few
 hundred states, not the organisation's tens of thousands. Frames on the child's stdin and
-stdout are pickles behind their length. The child ignores Ctrl-C (the worker stops it)
-and exits when its stdin closes, so a worker that dies, SIGKILL included, leaves no
-process behind.
+stdout are pickles behind their length. The child answers with the parts of the rows
+that changed since its last answer (:func:`_thin`), reads again only the deals whose
+states it was sent (:meth:`~stream_app.kpi.forecast_report.PathCache.patched`), and
+keeps what it computed out of the collector's full passes (``gc.freeze``, as the worker
+does). The child ignores Ctrl-C (the worker stops it) and exits when its stdin closes,
+so a worker that dies, SIGKILL included, leaves no process behind.
 """
 
 from __future__ import annotations
 
 __all__ = ["ForecastProcess", "RemoteForecastError"]
 
+import gc
 import logging
 import pickle
 import signal
@@ -28,6 +32,7 @@ import subprocess
 import sys
 import threading
 import traceback
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any
@@ -93,6 +98,8 @@ class _Shipped:
 
     states: list[DealState] = field(default_factory=list)
     constants: tuple[Any, Any, ForecastSettings] | None = None
+    #: The child's last answer (its parts stand for the ones it leaves out next).
+    answer: ForecastRows | None = None
 
 
 class ForecastProcess:
@@ -110,6 +117,9 @@ class ForecastProcess:
         self.started = 0
         #: Deal states shipped to the children so far.
         self.states_shipped = 0
+        #: Parts of the rows (live, accuracy, plans, owners) the children left out of an
+        #: answer because they equalled the last answer's.
+        self.parts_reused: Counter[str] = Counter()
 
     def rows(self, basis: ForecastBasis, day: int) -> ForecastRows:
         """The rows of ``basis`` at ``day``, as ``forecast_rows`` computes them."""
@@ -170,7 +180,14 @@ class ForecastProcess:
         if status != "ok":
             self._shipped = _Shipped()  # ship everything again next time
             raise RemoteForecastError(value)
-        rows: ForecastRows = value
+        self.parts_reused.update(part for part, sent in zip(_PARTS, value, strict=True)
+                                 if sent is None)
+        try:
+            rows = _whole(value, self._shipped.answer)
+        except RemoteForecastError:
+            self._shipped = _Shipped()
+            raise
+        self._shipped.answer = rows
         return rows
 
     def _ask_for(self, basis: ForecastBasis, day: int
@@ -187,7 +204,8 @@ class ForecastProcess:
             full=full, change_days=basis.change_days, generation=basis.generation,
             team_names=dict(basis.team_names), owner_names=dict(basis.owner_names),
             constants=None if known.constants == constants else constants)
-        return ask, patch, _Shipped(list(states), constants)
+        return ask, patch, _Shipped(list(states), constants,
+                                    None if full else known.answer)
 
     def _start(self) -> subprocess.Popen[bytes]:
         self._stop_child()
@@ -245,19 +263,50 @@ def _patch(shipped: Sequence[DealState], states: Sequence[DealState]
     return tuple(changed)
 
 
+#: The parts of :class:`ForecastRows` an answer carries, each None when it is the very
+#: part of the last answer (the owners' rows, thousands, are unpickled in the worker
+#: only when they changed).
+_PARTS = ("live", "accuracy", "plans", "owners")
+_Answer = tuple[Any, ...]
+
+
+def _thin(rows: ForecastRows, last: ForecastRows | None) -> _Answer:
+    """The parts of ``rows``, each None when it equals the one of ``last``."""
+    answer = []
+    for part in _PARTS:
+        new = getattr(rows, part)
+        old = None if last is None else getattr(last, part)
+        answer.append(None if old is not None and (old is new or old == new) else new)
+    return tuple(answer)
+
+
+def _whole(answer: _Answer, last: ForecastRows | None) -> ForecastRows:
+    """The rows an answer of :func:`_thin` stands for."""
+    if last is None and any(value is None for value in answer):
+        raise RemoteForecastError("the forecast process answered with parts of an answer "
+                                  "the worker does not hold")
+    parts = {part: value if value is not None else getattr(last, part)
+             for part, value in zip(_PARTS, answer, strict=True)}
+    return ForecastRows(**parts)
+
+
 def _serve(stdin: IO[bytes], stdout: IO[bytes]) -> None:
-    """The child's loop: apply each ask's patch, answer with the rows or the error."""
+    """The child's loop: apply each ask's patch, answer with the rows (the parts that
+    changed) or the error."""
     memo = ReportMemo()
     states: list[DealState] = []
     constants: tuple[Any, Any, ForecastSettings] | None = None
+    last: ForecastRows | None = None
     while True:
         try:
             ask: _Ask = _read(stdin)
             if ask.full:
-                states = []
+                states, last = [], None
             del states[ask.length:]
+            positions: list[int] = []
             for _ in range(ask.frames):
                 for position, state in _read(stdin):
+                    positions.append(position)
                     if position < len(states):
                         states[position] = state
                     else:
@@ -272,11 +321,15 @@ def _serve(stdin: IO[bytes], stdout: IO[bytes]) -> None:
             pricing, calendar, settings = constants
             basis = ForecastBasis(tuple(states), ask.change_days, ask.generation,
                                   ask.team_names, pricing, calendar, ask.owner_names)
-            answer: tuple[str, Any] = ("ok", forecast_rows(basis, ask.day, settings,
-                                                           memo.cached, memo.paths))
+            if not ask.full:
+                memo.paths.patched(basis, tuple(positions))
+            rows = forecast_rows(basis, ask.day, settings, memo.cached, memo.paths)
+            answer: tuple[str, Any] = ("ok", _thin(rows, last))
+            last = rows
         except Exception:  # handed to the worker, which fails the scrapes of that state
-            answer = ("error", traceback.format_exc())
+            answer, last = ("error", traceback.format_exc()), None
         _write(stdout, answer)
+        gc.freeze()  # what the computation keeps stays out of later full collections
 
 
 def main() -> None:

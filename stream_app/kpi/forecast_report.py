@@ -18,8 +18,8 @@ recomputed, exactly, when an event timed before it arrives late.
 from __future__ import annotations
 
 __all__ = ["DealSums", "ForecastAccuracyKpis", "ForecastBasis", "ForecastKpis", "ForecastRows",
-           "ForecastSource", "OwnerForecastKpis", "PathCache", "forecast_rows",
-           "team_forecasts"]
+           "ForecastSource", "OwnerForecastKpis", "Pairs", "PairsPatch", "PathCache",
+           "forecast_rows", "team_forecasts"]
 
 from collections import defaultdict
 from collections.abc import Callable, Hashable, Mapping
@@ -150,6 +150,18 @@ class ForecastBasis:
 _Key = TypeVar("_Key", bound=Hashable)
 #: A deal's rows in a sum: (key, cents); each row also counts the deal once.
 DealRows = tuple[tuple[_Key, int], ...]
+#: Every deal's state (uncut) and path, in the order of the basis's states.
+Pairs = list[tuple[DealState, DealPath | None]]
+
+
+@dataclass(frozen=True, slots=True)
+class PairsPatch:
+    """How one list of pairs became the next: only the positions listed were replaced
+    or appended (in increasing order), every other entry is the same object."""
+
+    before: Pairs
+    after: Pairs
+    positions: tuple[int, ...]
 
 
 @dataclass
@@ -163,26 +175,34 @@ class DealSums(Generic[_Key]):
     context: Hashable = None
     rows: dict[str, tuple[DealState, DealRows[_Key]]] = field(default_factory=dict)
     sums: dict[_Key, list[int]] = field(default_factory=dict)
+    #: The pairs the sums are over (None: not known to be any list's).
+    synced: Pairs | None = field(default=None, repr=False)
 
-    def update(self, pairs: list[tuple[DealState, DealPath | None]], context: Hashable,
-               rows_of: Callable[[DealState, DealPath | None], DealRows[_Key]]
-               ) -> dict[_Key, list[int]]:
-        """The sums over ``pairs`` (every deal's state and path)."""
+    def update(self, pairs: Pairs, context: Hashable,
+               rows_of: Callable[[DealState, DealPath | None], DealRows[_Key]],
+               patch: PairsPatch | None = None) -> dict[_Key, list[int]]:
+        """The sums over ``pairs`` (every deal's state and path); with a ``patch`` that
+        made ``pairs`` from the pairs the sums are over, only its positions are read."""
         if context != self.context:
             self.context, self.rows, self.sums = context, {}, {}
-        self._move(pairs, rows_of)
+            self.synced = None
+        if patch is not None and patch.after is pairs and patch.before is self.synced:
+            self._move([pairs[position] for position in patch.positions], rows_of)
+        else:
+            self._move(pairs, rows_of)
+        self.synced = pairs
         if len(self.rows) != len(pairs):  # a deal left while another came
             self.context, self.rows, self.sums = context, {}, {}
             self._move(pairs, rows_of)
         if len(self.rows) != len(pairs):  # a deal twice: its rows cannot be kept apart
-            self.context, self.rows, self.sums = None, {}, {}
+            self.context, self.rows, self.sums, self.synced = None, {}, {}, None
             sums: dict[_Key, list[int]] = {}
             for state, path in pairs:
                 _add_rows(sums, rows_of(state, path), 1)
             return sums
         return self.sums
 
-    def _move(self, pairs: list[tuple[DealState, DealPath | None]],
+    def _move(self, pairs: Pairs,
               rows_of: Callable[[DealState, DealPath | None], DealRows[_Key]]) -> None:
         rows, sums = self.rows, self.sums
         for state, path in pairs:
@@ -223,15 +243,41 @@ class PathCache:
     plans: DealSums[PlanKey] = field(default_factory=DealSums)
     won: DealSums[tuple[str, int]] = field(default_factory=DealSums)
     #: The uncut pairs last read, with the basis they were read from.
-    uncut: tuple[ForecastBasis, list[tuple[DealState, DealPath | None]]] | None = field(
-        default=None, repr=False)
+    uncut: tuple[ForecastBasis, Pairs] | None = field(default=None, repr=False)
+    #: How the last uncut pairs were made from the ones before (see :meth:`patched`).
+    patch: PairsPatch | None = field(default=None, repr=False)
+
+    def patched(self, basis: ForecastBasis, positions: tuple[int, ...]) -> None:
+        """``basis`` holds the states of the last basis read uncut except at
+        ``positions`` (increasing; replaced, or appended at the end): its uncut pairs are
+        made from the last ones by reading those deals alone, and the sums kept over the
+        uncut pairs move by those deals alone. Without a last basis, nothing to do."""
+        if self.uncut is None:
+            return
+        before = self.uncut[1]
+        states = basis.states
+        if len(states) < len(before) or (positions and positions[-1] >= len(states)):
+            self.uncut = self.patch = None
+            return
+        after = list(before)
+        for position in positions:
+            state = states[position]
+            pair = (state, self._uncut_path(basis, state)[1])
+            if position < len(after):
+                after[position] = pair
+            else:
+                after.append(pair)
+        if len(after) != len(states):
+            self.uncut = self.patch = None
+            return
+        self.uncut = (basis, after)
+        self.patch = PairsPatch(before, after, positions)
 
     def paths(self, basis: ForecastBasis, day: int | None) -> list[DealPath]:
         """Every deal's path as known before the start of ``day`` (None: now)."""
         return [path for _, path in self.pairs(basis, day) if path is not None]
 
-    def pairs(self, basis: ForecastBasis, day: int | None
-              ) -> list[tuple[DealState, DealPath | None]]:
+    def pairs(self, basis: ForecastBasis, day: int | None) -> Pairs:
         """Every deal's state (uncut) and path as known before the start of ``day``."""
         out: list[tuple[DealState, DealPath | None]] = []
         if day is None:
@@ -239,7 +285,7 @@ class PathCache:
                 return self.uncut[1]
             for state in basis.states:
                 out.append((state, self._uncut_path(basis, state)[1]))
-            self.uncut = (basis, out)
+            self.uncut, self.patch = (basis, out), None
             return out
         cutoff = basis.calendar.day_start_ms(day)
         previous = self.cuts.get(day, {})
@@ -377,7 +423,6 @@ def forecast_rows(basis: ForecastBasis | None, as_of_day: int, settings: Forecas
         return cached(f"histories:{checkpoint}", basis.signature_before(checkpoint),
                       lambda: learn_histories(known, checkpoint, settings))
 
-    live = []
     periods = _periods(calendar, as_of_day)
     plan_periods = {period: periods[period][1:] for period in ("month", "quarter")}
     names = basis.team_names
@@ -385,27 +430,36 @@ def forecast_rows(basis: ForecastBasis | None, as_of_day: int, settings: Forecas
         paths.plans.update(paths.pairs(basis, None), (
             as_of_day, tuple(plan_periods.items()), basis.labelling()),
             lambda state, path: deal_plan_rows(
-                state, path, as_of_day, plan_periods, calendar, names))))
-    for period, (name, start, end) in periods.items():
-        for group, forecast in sorted(forecasts_at(as_of_day, start, end).items()):
-            live.append(ForecastKpis(
-                group, period, name, forecast.won_cents, forecast.open_expected_cents,
-                forecast.new_expected_cents, forecast.low_cents, forecast.high_cents,
-                max(0, min(as_of_day, end) - start), end - start))
-    owners = []
-    for period, (_, start, end) in periods.items():
-        for owner, forecast in sorted(forecasts_at(as_of_day, start, end, "owner").items()):
-            if owner != ALL:
-                owners.append(OwnerForecastKpis(owner, period, forecast.won_cents,
-                                                forecast.open_expected_cents
-                                                + forecast.won_cents,
-                                                forecast.low_cents, forecast.high_cents))
+                state, path, as_of_day, plan_periods, calendar, names), paths.patch)))
+
+    def live_rows() -> tuple[tuple[ForecastKpis, ...], tuple[OwnerForecastKpis, ...]]:
+        live = []
+        for period, (name, start, end) in periods.items():
+            for group, forecast in sorted(forecasts_at(as_of_day, start, end).items()):
+                live.append(ForecastKpis(
+                    group, period, name, forecast.won_cents, forecast.open_expected_cents,
+                    forecast.new_expected_cents, forecast.low_cents, forecast.high_cents,
+                    max(0, min(as_of_day, end) - start), end - start))
+        owners = []
+        for period, (_, start, end) in periods.items():
+            for owner, forecast in sorted(
+                    forecasts_at(as_of_day, start, end, "owner").items()):
+                if owner != ALL:
+                    owners.append(OwnerForecastKpis(
+                        owner, period, forecast.won_cents,
+                        forecast.open_expected_cents + forecast.won_cents,
+                        forecast.low_cents, forecast.high_cents))
+        return tuple(live), tuple(owners)
+
+    used.add(as_of_day)
+    live, owners = cached("live rows", (as_of_day, basis.signature_before(as_of_day)),
+                          live_rows)
     accuracy = []
     closed = _closed_periods(calendar, as_of_day)
     won_now = cached("won", basis.signature_before(None), lambda: {
         key: cents for key, (_, cents) in paths.won.update(
             paths.pairs(basis, None), basis.labelling(),
-            lambda _, path: _won_rows(path, names)).items()})
+            lambda _, path: _won_rows(path, names), paths.patch).items()})
     used.add(None)
     for period, (name, start, end, checkpoints) in closed.items():
         won = _won_between(won_now, start, end)
@@ -417,7 +471,7 @@ def forecast_rows(basis: ForecastBasis | None, as_of_day: int, settings: Forecas
                     group, period, name, checkpoint_name,
                     0.0 if made is None else made.expected_cents, won.get(group, 0)))
     paths.keep_only(used)
-    return ForecastRows(tuple(live), tuple(accuracy), plans, tuple(owners))
+    return ForecastRows(live, tuple(accuracy), plans, owners)
 
 
 def _won_rows(path: DealPath | None, team_names: Mapping[str, str]

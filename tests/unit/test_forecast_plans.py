@@ -13,7 +13,13 @@ from stream_app.events.models import crm_event_adapter
 from stream_app.kpi.calendar import UTC_CALENDAR
 from stream_app.kpi.deals import DealState, apply_deal_event
 from stream_app.kpi.forecast import DEFAULT_FORECAST
-from stream_app.kpi.forecast_report import DealSums, ForecastBasis, PathCache, forecast_rows
+from stream_app.kpi.forecast_report import (
+    DealSums,
+    ForecastBasis,
+    PairsPatch,
+    PathCache,
+    forecast_rows,
+)
 from tests.reference import ReferenceConfig
 from tests.reference_forecast import expected_plan_metrics
 
@@ -145,6 +151,69 @@ def test_the_plan_kept_from_one_state_to_the_next_equals_the_reference_at_each()
     gone = forecast_rows(without, day, DEFAULT_FORECAST, lambda _, __, f: f(), paths).plans
     assert _plan_table(gone, "all") == _reference_table(
         [e for e in EVENTS if e["data"]["deal_id"] != "D2"], as_of)
+
+
+def test_the_plan_kept_through_patches_equals_the_reference_at_each() -> None:
+    """As the forecast process reads: after each event the path cache is told which
+    position of the states changed or came (:meth:`PathCache.patched`), so the uncut
+    pairs and the plan's sums move by that deal alone; every report equals the reference
+    over the same events, a day later too."""
+    paths = PathCache()
+    settings = Settings()
+    states: dict[str, DealState] = {}
+    day = (dt.date(2026, 11, 20) - dt.date(1970, 1, 1)).days
+    as_of = dt.datetime(2026, 11, 20, 12, tzinfo=dt.UTC)
+    patched = 0
+    for count, raw in enumerate(EVENTS, start=1):
+        event = crm_event_adapter.validate_python(raw)
+        deal_id = event.data.deal_id
+        states[deal_id] = apply_deal_event(states.get(deal_id) or DealState(deal_id), event,
+                                           for_forecast=True)
+        basis = ForecastBasis(tuple(states.values()), ((0, count),), 0, {"T": "T"},
+                              pricing(settings), UTC_CALENDAR)
+        position = list(states).index(deal_id)
+        paths.patched(basis, (position,))
+        if paths.patch is not None:
+            patched += 1
+            assert paths.patch.positions == (position,)
+            assert paths.pairs(basis, None) is paths.patch.after
+        plans = forecast_rows(basis, day, DEFAULT_FORECAST, lambda _, __, f: f(), paths).plans
+        assert paths.plans.synced is paths.pairs(basis, None)
+        assert _plan_table(plans, "all") == _reference_table(EVENTS[:count], as_of), raw["id"]
+    assert patched == len(EVENTS) - 1  # every event but the first, read whole
+    later = forecast_rows(basis, day + 1, DEFAULT_FORECAST, lambda _, __, f: f(), paths).plans
+    assert _plan_table(later, "all") == _reference_table(EVENTS, as_of + dt.timedelta(days=1))
+
+
+def test_deal_sums_read_only_a_patch_s_positions_when_they_hold_its_pairs_before() -> None:
+    """A patch moves the sums by its positions alone, when the sums are over the pairs
+    the patch started from; otherwise every pair is read (a patch of other pairs, or a
+    deal at a second position, is never trusted)."""
+    table = {"A": (("x", 5),), "B": (("x", 7),), "C": (("y", 1),)}
+    read: list[str] = []
+    sums: DealSums[str] = DealSums()
+
+    def rows_of(state: DealState, _: Any) -> Any:
+        read.append(state.deal_id)
+        return table[state.deal_id]
+
+    a, b, c = DealState("A"), DealState("B"), DealState("C")
+    first = [(a, None), (b, None)]
+    assert sums.update(first, "day", rows_of) == {"x": [2, 12]}
+    new_b = DealState("B")
+    table["B"] = (("y", 3),)
+    second = [(a, None), (new_b, None), (c, None)]
+    read.clear()
+    assert sums.update(second, "day", rows_of, PairsPatch(first, second, (1, 2))) == {
+        "x": [1, 5], "y": [2, 4]}
+    assert read == ["B", "C"]
+    stale = PairsPatch(first, second, (1,))  # not from the pairs the sums are over
+    third = [(a, None), (new_b, None), (c, None)]
+    assert sums.update(third, "day", rows_of, stale) == {"x": [1, 5], "y": [2, 4]}
+    twice = [(a, None), (new_b, None), (c, None), (c, None)]
+    assert sums.update(twice, "day", rows_of, PairsPatch(third, twice, (3,))) == {
+        "x": [1, 5], "y": [3, 5]}
+    assert sums.synced is None
 
 
 def test_deal_sums_move_by_the_deals_that_changed_and_start_again_when_one_left() -> None:

@@ -97,6 +97,29 @@ def test_rows_from_the_process_equal_rows_computed_in_place_as_the_states_change
     assert process.started == 1
 
 
+def test_parts_of_the_rows_that_did_not_change_are_not_sent_back(
+        process: ForecastProcess) -> None:
+    """The same basis asked again: every part equals the last answer's and none is sent;
+    after new events timed on T's day the forecasts (cut at the day's start) hold and
+    are not sent. The rows equal those computed in place each time."""
+    events = _deal_events()
+    org = _Organisation()
+    basis = org.fold(events[:len(events) // 2])
+    day = UTC_CALENDAR.day_of(ms_from_datetime(dt.datetime.fromisoformat(
+        events[len(events) // 2 - 1]["time"])))
+    assert process.rows(basis, day) == _direct(basis, day)
+    assert not process.parts_reused
+    assert process.rows(basis, day) == _direct(basis, day)
+    assert process.parts_reused == {"live": 1, "accuracy": 1, "plans": 1, "owners": 1}
+    same_day = [raw for raw in events[len(events) // 2:] if UTC_CALENDAR.day_of(
+        ms_from_datetime(dt.datetime.fromisoformat(raw["time"]))) == day]
+    assert same_day, "the stream has no more events on that day"
+    later = org.fold(same_day)
+    rows = process.rows(later, day)
+    assert rows == _direct(later, day)
+    assert process.parts_reused["live"] == process.parts_reused["owners"] == 2
+
+
 def test_a_smaller_list_of_states_is_shipped_whole(process: ForecastProcess) -> None:
     events = _deal_events()
     full = _Organisation().fold(events)
