@@ -436,7 +436,8 @@ def scrape_cost_live(settings: Settings, worker: PulseProcess, stream: list[dict
         stalls.append(worker.loop_stall_ms(since, time.monotonic()))
         stale += bool(parse_metrics(text).get(("pulse_forecast_stale", ()), 0))
     return {"ms": statistics.median(times), "events_between": per_round,
-            "stall_ms": max(stalls), "forecast_stale_scrapes": stale}
+            "stall_ms": max(stalls), "forecast_stale_scrapes": stale,
+            "each_ms": [round(ms, 1) for ms in times]}
 
 
 def scrape_rounds(settings: Settings, worker: PulseProcess, after: list[dict[str, Any]]
@@ -459,6 +460,8 @@ def scrape_figures(scrape: dict[str, float], live: dict[str, float], late: dict[
         "scrape_after_new_events_ms": live["ms"],
         "scrape_new_events_between": live["events_between"],
         "scrape_after_late_events_ms": late["ms"],
+        "scrape_after_new_events_each_ms": live["each_ms"],
+        "scrape_after_late_events_each_ms": late["each_ms"],
         "scrape_max_loop_stall_ms": max(scrape["stall_ms"], live["stall_ms"]),
         "scrape_late_events_max_loop_stall_ms": late["stall_ms"],
         "scrape_first_loop_stall_ms": scrape["first_stall_ms"],

@@ -29,6 +29,7 @@ from stream_app.adapters.people_metrics import (
     bound_text,
     lead_families,
     owner_families,
+    owner_info_families,
     quota_families,
 )
 from stream_app.kpi.deals import STINT_BUCKETS_DAYS
@@ -151,8 +152,10 @@ class PulseCollector(Collector):
                                  lambda: lead_families(r))
         yield from self._section("activities", (r.activities, r.owner_activities),
                                  lambda: activity_families(r, self._owner_rows))
-        yield from self._section("owners", (r.owner_deals, r.owner_pipeline, r.owner_profiles),
+        yield from self._section("owners", (r.owner_deals, r.owner_pipeline),
                                  lambda: owner_families(r, self._owner_rows))
+        yield from self._section("owner_info", (r.owner_profiles,),
+                                 lambda: owner_info_families(r))
         yield from self._section("forecast", (r.forecasts, r.forecast_accuracy, r.forecast_plans,
                                               r.owner_forecasts),
                                  lambda: forecast_families(r, self._owner_rows.forecasts))

@@ -9,6 +9,7 @@ __all__ = [
     "bound_text",
     "lead_families",
     "owner_families",
+    "owner_info_families",
     "quota_families",
 ]
 
@@ -192,6 +193,10 @@ def owner_families(report: Report, kept: OwnerRows) -> Iterator[Metric]:
         ((p.owner,), p.open_deals), ((p.owner,), cents_to_units(p.cents)),
         ((p.owner,), p.weighted_cents / 100)])
     yield from pipeline
+
+
+def owner_info_families(report: Report) -> Iterator[Metric]:
+    """The roster: a family of its own, so a scrape reuses it while no profile changed."""
     info = gauge("owner_info", "The roster (rep.updated): 1 per owner with the owner's "
                  "name and team; join it to show names: * on(owner) group_left(name) "
                  "pulse_owner_info.", ["owner", "name", "team"])

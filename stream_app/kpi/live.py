@@ -13,6 +13,7 @@ from typing import Any
 from stream_app.kpi.forecast_report import ForecastSource, PathCache
 from stream_app.kpi.owner_kpis import OwnerDealRows
 from stream_app.kpi.report import (
+    LeadTerms,
     ReportConfig,
     build_report,
     lead_score_kpis,
@@ -39,6 +40,8 @@ class ReportMemo:
         self.owner_activities = owner_activity_rows()
         self._cached: dict[str, tuple[Hashable, Any]] = {}
         self.paths = PathCache()
+        #: The open leads' decayed engagement points (see :func:`lead_score_kpis`).
+        self.lead_terms: LeadTerms = {}
         #: Where the forecast rows come from (None: computed in the report, cached here).
         self.forecasts = forecasts
 
@@ -110,7 +113,8 @@ class ReportReuse:
                 return previous
             day_of = self._config.calendar.day_of
             if day_of(previous.as_of_ms) == day_of(as_of_ms):
-                scores = lead_score_kpis(snapshot, self._config, as_of_ms)
+                scores = lead_score_kpis(snapshot, self._config, as_of_ms,
+                                         self._memo.lead_terms)
                 report = replace(previous, as_of_ms=as_of_ms,
                                  lead_scores=previous.lead_scores
                                  if scores == previous.lead_scores else scores)

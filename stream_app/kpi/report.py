@@ -35,6 +35,7 @@ from __future__ import annotations
 
 __all__ = [
     "REQUIRED_COVERAGE_DAYS",
+    "LeadTerms",
     "ReportConfig",
     "build_report",
     "lead_score_kpis",
@@ -54,6 +55,7 @@ from stream_app.kpi.calendar import UTC_CALENDAR, Calendar
 from stream_app.kpi.deals import BUCKET, MOVEMENTS, STINT_BUCKETS_DAYS, STINT_FIELDS, add_vector
 from stream_app.kpi.forecast import DEFAULT_FORECAST, ForecastSettings
 from stream_app.kpi.forecast_report import OwnerForecastKpis, PathCache, forecast_rows
+from stream_app.kpi.leads import ScoreInputs
 from stream_app.kpi.owner_kpis import OwnerDealRows, WindowRows
 from stream_app.kpi.rows import (
     ActivityKpis,
@@ -269,8 +271,18 @@ def _lead_band_kpis(snap: Snapshot, cfg: ReportConfig, as_of_day: int) -> list[L
             for name in sums for band in cfg.scoring.bands]
 
 
-def lead_score_kpis(snap: Snapshot, cfg: ReportConfig, as_of_ms: int) -> LeadScoreKpis | None:
-    """The open leads' scores at T: the only KPI that depends on T beyond T's day."""
+#: Per open lead (by ``id``, the lead kept beside): its engagements' points decayed to
+#: the last one's time, and that time (:meth:`ScoringRules.decayed_to_last`).
+LeadTerms = dict[int, tuple[ScoreInputs, float, int | None]]
+
+
+def lead_score_kpis(snap: Snapshot, cfg: ReportConfig, as_of_ms: int,
+                    kept: LeadTerms | None = None) -> LeadScoreKpis | None:
+    """The open leads' scores at T: the only KPI that depends on T beyond T's day. Each
+    lead's score is its fit plus its engagements' points decayed to the last one's time,
+    decayed again to T (one power per lead); ``kept`` keeps those points from one report
+    to the next for the leads that did not change. A lead with an engagement after T (a
+    wall clock behind the events) sums the engagements up to T one by one."""
     rules = cfg.scoring
     if rules is None:
         return None
@@ -278,8 +290,20 @@ def lead_score_kpis(snap: Snapshot, cfg: ReportConfig, as_of_ms: int) -> LeadSco
     counts = [0] * (len(bounds) + 1)
     total, hot, waiting = 0.0, 0, 0
     score_in_order, threshold = rules.score_in_order, rules.hot_threshold
-    for lead in snap.open_leads:
-        score = score_in_order(lead.fit, lead.engagements, as_of_ms)
+    decayed, half_life = rules.decayed_to_last, rules.half_life_ms
+    terms: LeadTerms = {} if kept is None else kept
+    leads = snap.open_leads
+    for lead in leads:
+        term = terms.get(id(lead))
+        if term is None or term[0] is not lead:
+            term = terms[id(lead)] = (lead, *decayed(lead.engagements))
+        last = term[2]
+        if last is None:
+            score = lead.fit
+        elif last <= as_of_ms:
+            score = lead.fit + term[1] * 0.5 ** ((as_of_ms - last) / half_life)
+        else:
+            score = score_in_order(lead.fit, lead.engagements, as_of_ms)
         total += score
         counts[bisect_left(bounds, score)] += 1  # the first bucket whose bound >= score
         if score >= threshold:
@@ -287,7 +311,16 @@ def lead_score_kpis(snap: Snapshot, cfg: ReportConfig, as_of_ms: int) -> LeadSco
             since = lead.hot_since_ms
             if since is not None and as_of_ms - since >= cfg.hot_wait_ms:
                 waiting += 1
-    return LeadScoreKpis(bounds, tuple(counts), total, len(snap.open_leads), hot, waiting)
+    if kept is not None and len(kept) > 2 * len(leads) + _LEAD_TERMS_SLACK:
+        current = {id(lead) for lead in leads}
+        for key in [key for key in kept if key not in current]:
+            del kept[key]
+    return LeadScoreKpis(bounds, tuple(counts), total, len(leads), hot, waiting)
+
+
+#: Leads closed since their terms were kept, beyond twice the open ones, before the
+#: terms of the closed are dropped.
+_LEAD_TERMS_SLACK = 1024
 
 
 def _attainment_kpis(snap: Snapshot, periods: dict[str, str],
@@ -531,7 +564,8 @@ def build_report(snap: Snapshot, as_of_ms: int, cfg: ReportConfig,
         leads=part("leads", ("leads",), lambda: tuple(_lead_kpis(snap, cfg, as_of_day))),
         lead_bands=part("lead_bands", ("bands",),
                         lambda: tuple(_lead_band_kpis(snap, cfg, as_of_day))),
-        lead_scores=lead_score_kpis(snap, cfg, as_of_ms),
+        lead_scores=lead_score_kpis(snap, cfg, as_of_ms,
+                                    None if memo is None else memo.lead_terms),
         activities=activities,
         owner_activities=owner_activities,
         owner_deals=owner_deals,

@@ -11,7 +11,7 @@ __all__ = ["DEFAULT_RULES_PATH", "ScoringRules", "SizeBand", "TitleTier", "load_
 
 import itertools
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any
@@ -155,6 +155,21 @@ class ScoringRules(BaseModel):
             if time_ms <= at_ms:
                 total += points[action] * 0.5 ** ((at_ms - time_ms) / half_life)
         return total
+
+    def decayed_to_last(self, engagements: Sequence[tuple[int, str]]
+                        ) -> tuple[float, int | None]:
+        """The points of engagements sorted by (time_ms, action), each decayed to the
+        last one's time, and that time (None without engagements): the score at any
+        ``at_ms`` not before it is ``fit + points * 0.5 ** ((at_ms - last) / half_life)``,
+        one power per lead instead of one per engagement."""
+        if not engagements:
+            return 0.0, None
+        last = engagements[-1][0]
+        points, half_life = self.engagement, self._half_life_ms
+        total = 0.0
+        for time_ms, action in engagements:
+            total += points[action] * 0.5 ** ((last - time_ms) / half_life)
+        return total, last
 
     @cached_property
     def _half_life_ms(self) -> float:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+from fractions import Fraction
 from pathlib import Path
 
 import pytest
@@ -12,14 +14,17 @@ from hypothesis import strategies as st
 from stream_app.kpi.calendar import UTC_CALENDAR
 from stream_app.kpi.leads import (
     LeadState,
+    ScoreInputs,
     apply_lead_event,
     hot_crossings,
     lead_contributions,
     score_inputs,
 )
+from stream_app.kpi.report import LeadTerms, ReportConfig, lead_score_kpis
 from stream_app.kpi.scoring import DEFAULT_RULES_PATH, load_rules
+from stream_app.kpi.snapshot import Snapshot
 from stream_app.kpi.windows import MS_PER_DAY, ms_from_datetime
-from tests.reference import _fit_points
+from tests.reference import _fit_points, _score
 from tests.unit.events import ev
 
 RULES = load_rules()
@@ -134,3 +139,41 @@ def test_fit_alone_over_the_threshold_is_hot_from_creation() -> None:
                  industry="Software", company_size=5000, job_title="CEO")
     state = apply_lead_event(LeadState("M"), created)
     assert hot_crossings(state, RULES) == [(ms_from_datetime(created.time), created.id)]
+
+
+def _reference_scores(leads: list[ScoreInputs], at: int) -> tuple[list[int], float, int]:
+    """Bucket counts (non-cumulative), sum and hot count of the reference's scores."""
+    rules = yaml.safe_load(DEFAULT_RULES_PATH.read_text())
+    scores = [_score(rules, Fraction(lead.fit), list(lead.engagements), at) for lead in leads]
+    bounds = rules["histogram_buckets"]
+    counts = [sum(1 for s in scores if s <= bound and (i == 0 or s > bounds[i - 1]))
+              for i, bound in enumerate(bounds)]
+    counts.append(sum(1 for s in scores if s > bounds[-1]))
+    return counts, sum(scores), sum(1 for s in scores if s >= rules["hot_threshold"])
+
+
+def test_live_scores_from_kept_terms_equal_the_reference_as_t_moves_and_leads_change(
+        ) -> None:
+    """Open leads scored at several T with one set of kept terms (each lead's points
+    decayed to its last engagement, then to T): the histogram and the hot count equal
+    the reference's scores, replayed engagement by engagement, exactly, and the sum to
+    1e-9; a lead changed (a new object) is read again, and a lead with an engagement
+    after T (a wall clock behind the events) counts only what came before T."""
+    rng = random.Random(8)
+    actions = sorted(RULES.engagement)
+    start = 20_000 * MS_PER_DAY
+    leads = [ScoreInputs("Web", float(rng.choice((0, 5, 15, 30, 45))), tuple(sorted(
+        (start + rng.randrange(40 * MS_PER_DAY), rng.choice(actions))
+        for _ in range(rng.randrange(5)))), None) for _ in range(300)]
+    kept: LeadTerms = {}
+    config = ReportConfig(specs=(), stages=(), probability={}, scoring=RULES)
+    for step, at in enumerate(start + day * MS_PER_DAY for day in (41, 43, 60, 61, 90, 30)):
+        if step == 2:
+            leads[0] = ScoreInputs("Web", 20.0, ((at - MS_PER_DAY, actions[0]),), None)
+        kpis = lead_score_kpis(Snapshot(open_leads=leads), config, at, kept)
+        assert kpis is not None
+        counts, total, hot = _reference_scores(leads, at)
+        assert list(kpis.counts) == counts and kpis.hot == hot, at
+        assert kpis.score_sum == pytest.approx(total, rel=1e-9)
+        assert sum(1 for lead in leads if id(lead) in kept) == len(leads)
+    assert any(engaged > at for lead in leads for engaged, _ in lead.engagements)
