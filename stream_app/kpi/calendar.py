@@ -12,7 +12,7 @@ fiscal and calendar quarters are the same.
 
 from __future__ import annotations
 
-__all__ = ["UTC_CALENDAR", "UTC_ZONE", "Calendar"]
+__all__ = ["MONTHS_PER_QUARTER", "UTC_CALENDAR", "UTC_ZONE", "Calendar"]
 
 import datetime as dt
 from dataclasses import dataclass, field
@@ -24,7 +24,8 @@ from stream_app.kpi.windows import MS_PER_DAY
 UTC_ZONE = "UTC"
 _EPOCH_DATE = dt.date(1970, 1, 1)
 _EPOCH_ORDINAL = _EPOCH_DATE.toordinal()
-_MONTHS_PER_QUARTER = 3
+#: Months in a (fiscal) quarter.
+MONTHS_PER_QUARTER = 3
 _QUARTERS_PER_YEAR = 4
 _UTC_NAMES = frozenset({"UTC", "Etc/UTC", "Etc/UCT", "UCT", "Zulu", "Etc/Zulu", "Universal",
                         "Etc/Universal", "GMT", "Etc/GMT"})
@@ -112,14 +113,14 @@ class Calendar:
         months_in = (date.month - self.fiscal_year_start_month) % 12
         start_year = date.year if date.month >= self.fiscal_year_start_month else date.year - 1
         fiscal_year = start_year + (1 if self.fiscal_year_start_month > 1 else 0)
-        return fiscal_year, months_in // _MONTHS_PER_QUARTER + 1
+        return fiscal_year, months_in // MONTHS_PER_QUARTER + 1
 
     def quarter_bounds(self, fiscal_year: int, quarter: int) -> tuple[int, int]:
         """First day of the fiscal quarter and of the next one."""
         start_year = fiscal_year - (1 if self.fiscal_year_start_month > 1 else 0)
-        first = self.fiscal_year_start_month + _MONTHS_PER_QUARTER * (quarter - 1)
+        first = self.fiscal_year_start_month + MONTHS_PER_QUARTER * (quarter - 1)
         return (_day(_month_start(start_year, first)),
-                _day(_month_start(start_year, first + _MONTHS_PER_QUARTER)))
+                _day(_month_start(start_year, first + MONTHS_PER_QUARTER)))
 
     def period_bounds(self, period: str) -> tuple[int, int]:
         """First day of a month ("2026-11") or fiscal quarter ("2027-Q1") and of the next."""
@@ -135,7 +136,7 @@ class Calendar:
             return (period,)
         first, _ = self.quarter_bounds(int(year), int(rest[1:]))
         start = _date(first)
-        months = (_month_start(start.year, start.month + n) for n in range(_MONTHS_PER_QUARTER))
+        months = (_month_start(start.year, start.month + n) for n in range(MONTHS_PER_QUARTER))
         return tuple(f"{m.year}-{m.month:02d}" for m in months)
 
     def current_periods(self, day: int) -> dict[str, str]:

@@ -51,7 +51,7 @@ from typing import TYPE_CHECKING, Any
 
 from stream_app.kpi.accounts import ACTIVE_BUYER_DAYS
 from stream_app.kpi.activities import ACTIVITY_KINDS
-from stream_app.kpi.calendar import UTC_CALENDAR, Calendar
+from stream_app.kpi.calendar import MONTHS_PER_QUARTER, UTC_CALENDAR, Calendar
 from stream_app.kpi.deals import BUCKET, MOVEMENTS, STINT_BUCKETS_DAYS, STINT_FIELDS, add_vector
 from stream_app.kpi.forecast import DEFAULT_FORECAST, ForecastSettings
 from stream_app.kpi.forecast_report import OwnerForecastKpis, PathCache, forecast_rows
@@ -180,17 +180,22 @@ def _owner_rows(snap: Snapshot, quotas: dict[str, list[tuple[str, str, int]]],
                 calendar: Calendar) -> dict[str, list[tuple[str, str, int, int]]]:
     """Per period name: (owner, team, quota cents, won cents) of the owners with a quota
     for it, by owner."""
-    owner_won = snap.owner_won
+    won_in = snap.owner_won.get
     rows: dict[str, list[tuple[str, str, int, int]]] = {}
     for period, owners in quotas.items():
         months = calendar.period_months(period)
         if len(months) == 1:
             month = months[0]
-            rows[period] = [(owner, team, quota, owner_won.get((owner, month), 0))
+            rows[period] = [(owner, team, quota, won_in((owner, month), 0))
+                            for owner, team, quota in owners]
+        elif len(months) == MONTHS_PER_QUARTER:
+            first, second, third = months
+            rows[period] = [(owner, team, quota, won_in((owner, first), 0)
+                             + won_in((owner, second), 0) + won_in((owner, third), 0))
                             for owner, team, quota in owners]
         else:
             rows[period] = [(owner, team, quota,
-                             sum(owner_won.get((owner, month), 0) for month in months))
+                             sum(won_in((owner, month), 0) for month in months))
                             for owner, team, quota in owners]
     return rows
 
