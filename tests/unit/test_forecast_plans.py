@@ -5,6 +5,7 @@ reference alike."""
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
 from fractions import Fraction
 from typing import Any
 
@@ -122,31 +123,37 @@ def _reference_table(events: list[dict[str, Any]], as_of: dt.datetime
     return table
 
 
-def test_the_plan_kept_from_one_state_to_the_next_equals_the_reference_at_each() -> None:
-    """One path cache across every event (each report reads again only the deal that
-    changed, and moves the sums by its difference), then a day later, then without D2
-    (a deal gone from the states): each against the reference over the same events."""
-    paths = PathCache()
-    settings = Settings()
+def _bases_after_each_event() -> Iterator[tuple[int, dict[str, Any], int, ForecastBasis]]:
+    """After each of EVENTS: how many were folded, the event, the position of its deal
+    among the states, and the basis of the states."""
     states: dict[str, DealState] = {}
-    day = (dt.date(2026, 11, 20) - dt.date(1970, 1, 1)).days
-    as_of = dt.datetime(2026, 11, 20, 12, tzinfo=dt.UTC)
-    tables = []
     for count, raw in enumerate(EVENTS, start=1):
         event = crm_event_adapter.validate_python(raw)
         deal_id = event.data.deal_id
         states[deal_id] = apply_deal_event(states.get(deal_id) or DealState(deal_id), event,
                                            for_forecast=True)
-        basis = ForecastBasis(tuple(states.values()), ((0, count),), 0, {"T": "T"},
-                              pricing(settings), UTC_CALENDAR)
+        yield count, raw, list(states).index(deal_id), ForecastBasis(
+            tuple(states.values()), ((0, count),), 0, {"T": "T"}, pricing(Settings()),
+            UTC_CALENDAR)
+
+
+def test_the_plan_kept_from_one_state_to_the_next_equals_the_reference_at_each() -> None:
+    """One path cache across every event (each report reads again only the deal that
+    changed, and moves the sums by its difference), then a day later, then without D2
+    (a deal gone from the states): each against the reference over the same events."""
+    paths = PathCache()
+    day = (dt.date(2026, 11, 20) - dt.date(1970, 1, 1)).days
+    as_of = dt.datetime(2026, 11, 20, 12, tzinfo=dt.UTC)
+    tables = []
+    for count, raw, _, basis in _bases_after_each_event():
         plans = forecast_rows(basis, day, DEFAULT_FORECAST, lambda _, __, f: f(), paths).plans
         tables.append(_plan_table(plans, "all"))
         assert tables[-1] == _reference_table(EVENTS[:count], as_of), raw["id"]
     assert tables[-1] == EXPECTED
     later = forecast_rows(basis, day + 1, DEFAULT_FORECAST, lambda _, __, f: f(), paths).plans
     assert _plan_table(later, "all") == _reference_table(EVENTS, as_of + dt.timedelta(days=1))
-    without = ForecastBasis(tuple(s for s in states.values() if s.deal_id != "D2"),
-                            ((0, len(EVENTS) + 1),), 0, {"T": "T"}, pricing(settings),
+    without = ForecastBasis(tuple(s for s in basis.states if s.deal_id != "D2"),
+                            ((0, len(EVENTS) + 1),), 0, {"T": "T"}, pricing(Settings()),
                             UTC_CALENDAR)
     gone = forecast_rows(without, day, DEFAULT_FORECAST, lambda _, __, f: f(), paths).plans
     assert _plan_table(gone, "all") == _reference_table(
@@ -159,19 +166,10 @@ def test_the_plan_kept_through_patches_equals_the_reference_at_each() -> None:
     pairs and the plan's sums move by that deal alone; every report equals the reference
     over the same events, a day later too."""
     paths = PathCache()
-    settings = Settings()
-    states: dict[str, DealState] = {}
     day = (dt.date(2026, 11, 20) - dt.date(1970, 1, 1)).days
     as_of = dt.datetime(2026, 11, 20, 12, tzinfo=dt.UTC)
     patched = 0
-    for count, raw in enumerate(EVENTS, start=1):
-        event = crm_event_adapter.validate_python(raw)
-        deal_id = event.data.deal_id
-        states[deal_id] = apply_deal_event(states.get(deal_id) or DealState(deal_id), event,
-                                           for_forecast=True)
-        basis = ForecastBasis(tuple(states.values()), ((0, count),), 0, {"T": "T"},
-                              pricing(settings), UTC_CALENDAR)
-        position = list(states).index(deal_id)
+    for count, raw, position, basis in _bases_after_each_event():
         paths.patched(basis, (position,))
         if paths.patch is not None:
             patched += 1
