@@ -184,9 +184,10 @@ def test_the_plan_kept_through_patches_equals_the_reference_at_each() -> None:
 
 
 def test_deal_sums_read_only_a_patch_s_positions_when_they_hold_its_pairs_before() -> None:
-    """A patch moves the sums by its positions alone, when the sums are over the pairs
-    the patch started from; otherwise every pair is read (a patch of other pairs, or a
-    deal at a second position, is never trusted)."""
+    """A patch moves the sums by its positions alone (its promise: every other pair is
+    the same object), when the sums are over the pairs the patch started from; otherwise
+    every pair is read (a patch of other pairs, or a deal at a second position, is never
+    trusted)."""
     table = {"A": (("x", 5),), "B": (("x", 7),), "C": (("y", 1),)}
     read: list[str] = []
     sums: DealSums[str] = DealSums()
@@ -198,19 +199,22 @@ def test_deal_sums_read_only_a_patch_s_positions_when_they_hold_its_pairs_before
     a, b, c = DealState("A"), DealState("B"), DealState("C")
     first = [(a, None), (b, None)]
     assert sums.update(first, "day", rows_of) == {"x": [2, 12]}
-    new_b = DealState("B")
-    table["B"] = (("y", 3),)
-    second = [(a, None), (new_b, None), (c, None)]
+    new_a, new_b = DealState("A"), DealState("B")
+    table["A"], table["B"] = (("x", 6),), (("y", 3),)
+    # A's new state lies outside the patch's positions: trusted, the patch keeps A's rows
+    second = [(new_a, None), (new_b, None), (c, None)]
     read.clear()
     assert sums.update(second, "day", rows_of, PairsPatch(first, second, (1, 2))) == {
         "x": [1, 5], "y": [2, 4]}
     assert read == ["B", "C"]
     stale = PairsPatch(first, second, (1,))  # not from the pairs the sums are over
-    third = [(a, None), (new_b, None), (c, None)]
-    assert sums.update(third, "day", rows_of, stale) == {"x": [1, 5], "y": [2, 4]}
-    twice = [(a, None), (new_b, None), (c, None), (c, None)]
+    third = [(new_a, None), (new_b, None), (c, None)]
+    read.clear()
+    assert sums.update(third, "day", rows_of, stale) == {"x": [1, 6], "y": [2, 4]}
+    assert read == ["A"]
+    twice = [(new_a, None), (new_b, None), (c, None), (c, None)]
     assert sums.update(twice, "day", rows_of, PairsPatch(third, twice, (3,))) == {
-        "x": [1, 5], "y": [3, 5]}
+        "x": [1, 6], "y": [3, 5]}
     assert sums.synced is None
 
 
