@@ -165,11 +165,7 @@ class ScoringRules(BaseModel):
         if not engagements:
             return 0.0, None
         last = engagements[-1][0]
-        points, half_life = self.engagement, self._half_life_ms
-        total = 0.0
-        for time_ms, action in engagements:
-            total += points[action] * 0.5 ** ((last - time_ms) / half_life)
-        return total, last
+        return self.score_in_order(0.0, engagements, last), last
 
     @cached_property
     def _half_life_ms(self) -> float:
