@@ -12,6 +12,7 @@ from typing import Any
 
 from stream_app.kpi.forecast_report import ForecastSource, PathCache
 from stream_app.kpi.owner_kpis import OwnerDealRows
+from stream_app.kpi.quota_rows import QuotaRows
 from stream_app.kpi.report import (
     LeadTerms,
     ReportConfig,
@@ -38,6 +39,8 @@ class ReportMemo:
         #: The owners' deal rows and pipeline, kept for the owners that did not change.
         self.owner_deals = OwnerDealRows()
         self.owner_activities = owner_activity_rows()
+        #: The owners' quota rows, kept for the owners that did not change.
+        self.quota_rows = QuotaRows()
         self._cached: dict[str, tuple[Hashable, Any]] = {}
         self.paths = PathCache()
         #: The open leads' decayed engagement points (see :func:`lead_score_kpis`).

@@ -47,19 +47,20 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from decimal import Decimal
+from functools import cache
 from typing import TYPE_CHECKING, Any
 
 from stream_app.kpi.accounts import ACTIVE_BUYER_DAYS
 from stream_app.kpi.activities import ACTIVITY_KINDS
-from stream_app.kpi.calendar import MONTHS_PER_QUARTER, UTC_CALENDAR, Calendar
+from stream_app.kpi.calendar import UTC_CALENDAR, Calendar
 from stream_app.kpi.deals import BUCKET, MOVEMENTS, STINT_BUCKETS_DAYS, STINT_FIELDS, add_vector
 from stream_app.kpi.forecast import DEFAULT_FORECAST, ForecastSettings
 from stream_app.kpi.forecast_report import OwnerForecastKpis, PathCache, forecast_rows
 from stream_app.kpi.leads import ScoreInputs
 from stream_app.kpi.owner_kpis import OwnerDealRows, WindowRows
+from stream_app.kpi.quota_rows import QuotaRows
 from stream_app.kpi.rows import (
     ActivityKpis,
-    AttainmentKpis,
     BottleneckKpis,
     ChurnKpis,
     ClvKpis,
@@ -73,7 +74,6 @@ from stream_app.kpi.rows import (
     OwnerDealKpis,
     OwnerPipelineKpis,
     PerOwner,
-    QuotaKpis,
     Report,
     RequiredCoverageKpis,
     StageKpis,
@@ -84,8 +84,6 @@ from stream_app.kpi.rows import (
 from stream_app.kpi.scoring import ScoringRules
 from stream_app.kpi.snapshot import (
     ALL_GROUP,
-    OTHER_GROUP,
-    RESERVED_GROUPS,
     Snapshot,
 )
 from stream_app.kpi.trailing import DayCells, groups_of
@@ -162,67 +160,6 @@ def _teams(snap: Snapshot, open_sums: _OpenSums) -> list[str]:
                   | {group[0] for group in groups_of(snap.stints)}
                   | {group[0] for group in groups_of(snap.waterfall)}
                   | set(snap.quota_team.values()))
-
-
-def _quotas_by_period(snap: Snapshot, names: Iterable[str]
-                      ) -> dict[str, list[tuple[str, str, int]]]:
-    """Per period name: (owner, team, quota cents) of the owners with a quota for it, by
-    owner."""
-    rows: dict[str, list[tuple[str, str, int]]] = {name: [] for name in names}
-    quota_team = snap.quota_team
-    for (owner, period), quota in sorted(item for item in snap.quota_cents.items()
-                                         if item[0][1] in rows):
-        rows[period].append((owner, quota_team[(owner, period)], quota))
-    return rows
-
-
-def _owner_rows(snap: Snapshot, quotas: dict[str, list[tuple[str, str, int]]],
-                calendar: Calendar) -> dict[str, list[tuple[str, str, int, int]]]:
-    """Per period name: (owner, team, quota cents, won cents) of the owners with a quota
-    for it, by owner."""
-    won_in = snap.owner_won.get
-    rows: dict[str, list[tuple[str, str, int, int]]] = {}
-    for period, owners in quotas.items():
-        months = calendar.period_months(period)
-        if len(months) == 1:
-            month = months[0]
-            rows[period] = [(owner, team, quota, won_in((owner, month), 0))
-                            for owner, team, quota in owners]
-        elif len(months) == MONTHS_PER_QUARTER:
-            first, second, third = months
-            rows[period] = [(owner, team, quota, won_in((owner, first), 0)
-                             + won_in((owner, second), 0) + won_in((owner, third), 0))
-                            for owner, team, quota in owners]
-        else:
-            rows[period] = [(owner, team, quota,
-                             sum(won_in((owner, month), 0) for month in months))
-                            for owner, team, quota in owners]
-    return rows
-
-
-def _quota_kpis(periods: dict[str, str], teams: list[str],
-                owner_rows: dict[str, list[tuple[str, str, int, int]]], open_sums: _OpenSums
-                ) -> list[QuotaKpis]:
-    open_cents: dict[str, int] = defaultdict(int, open_sums.per_group(1))
-    out: list[QuotaKpis] = []
-    for period, name in periods.items():
-        sums: dict[str, list[int]] = {}
-        for _, team, quota, won in owner_rows[name]:
-            total = sums.get(team)
-            if total is None:
-                total = sums[team] = [0, 0, 0, 0]
-            total[0] += quota
-            total[1] += 1
-            total[2] += won >= quota
-            total[3] += won
-        if sums:
-            sums[ALL_GROUP] = [sum(column) for column in zip(*sums.values(), strict=True)]
-        for group in (*teams, ALL_GROUP):
-            if group in sums:
-                quota, owners, at_quota, won = sums[group]
-                out.append(QuotaKpis(group, period, name, quota, owners, at_quota, won,
-                                     open_cents[group]))
-    return out
 
 
 def _lead_kpis(snap: Snapshot, cfg: ReportConfig, as_of_day: int) -> list[LeadKpis]:
@@ -326,29 +263,6 @@ def lead_score_kpis(snap: Snapshot, cfg: ReportConfig, as_of_ms: int,
 #: Leads closed since their terms were kept, beyond twice the open ones, before the
 #: terms of the closed are dropped.
 _LEAD_TERMS_SLACK = 1024
-
-
-def _attainment_kpis(snap: Snapshot, periods: dict[str, str],
-                     owner_rows: dict[str, list[tuple[str, str, int, int]]]
-                     ) -> dict[str, tuple[AttainmentKpis, ...]]:
-    out: dict[str, list[AttainmentKpis]] = defaultdict(list)
-    kept = snap.owner_kept
-    for period, name in periods.items():
-        sums: dict[str, list[int]] = {}
-        for owner, _, quota, won in owner_rows[name]:
-            if not kept.get(owner, True):
-                group = OTHER_GROUP
-            else:
-                group = owner + "_" if owner in RESERVED_GROUPS else owner
-            total = sums.get(group)
-            if total is None:
-                sums[group] = [quota, won]
-            else:
-                total[0] += quota
-                total[1] += won
-        for owner, (quota, won) in sums.items():
-            out[owner].append(AttainmentKpis(owner, period, quota, won))
-    return {owner: tuple(out[owner]) for owner in sorted(out)}
 
 
 def _required_coverage(snap: Snapshot, as_of_day: int,
@@ -533,10 +447,13 @@ def build_report(snap: Snapshot, as_of_ms: int, cfg: ReportConfig,
     activities = part("activities", ("activities", "buckets", "open"), lambda: tuple(
         _activity_kpis(snap, cfg, as_of_day, list(windows))), with_teams=True)
     owner_activities = part("owner_activities", ("owner_activities",), owner_activity_part)
-    quotas = part("quotas_by_period", ("quota_cents", "quota_team"),
-                  lambda: _quotas_by_period(snap, periods.values()))
-    owner_rows = part("owner_rows", _QUOTA_FIELDS,
-                      lambda: _owner_rows(snap, quotas, calendar))
+
+    @cache
+    def quota_rows() -> QuotaRows:
+        rows = QuotaRows() if memo is None else memo.quota_rows
+        rows.update(snap, periods, calendar)
+        return rows
+
     owner_deals, owner_pipeline = part("owner_deals", ("owner_deals", "owner_open"),
                                        owner_deal_parts)
     report = Report(
@@ -561,9 +478,9 @@ def build_report(snap: Snapshot, as_of_ms: int, cfg: ReportConfig,
         clv=part("clv", ("buckets", "buyer_deltas", "churned", "new_churned", "new_customers"),
                  lambda: _clv_kpis(snap, cfg, as_of_day)),
         quotas=part("quotas", (*_QUOTA_FIELDS, "open"), lambda: tuple(
-            _quota_kpis(periods, teams, owner_rows, open_sums)), with_teams=True),
+            quota_rows().quotas(teams, open_sums.per_group(1))), with_teams=True),
         attainment=part("attainment", (*_QUOTA_FIELDS, "owner_kept"), lambda: owned(
-            "attainment", _attainment_kpis(snap, periods, owner_rows))),
+            "attainment", quota_rows().attainment())),
         required_coverage=part("required_coverage", ("buckets",), lambda: tuple(
             _required_coverage(snap, as_of_day, teams)), with_teams=True),
         leads=part("leads", ("leads",), lambda: tuple(_lead_kpis(snap, cfg, as_of_day))),

@@ -54,7 +54,7 @@ from stream_app.kpi.kinds import (
     WATERFALL,
 )
 from stream_app.kpi.leads import ScoreInputs
-from stream_app.kpi.trailing import DayCells, GroupCells
+from stream_app.kpi.trailing import DayCells, GroupCells, OwnerCells
 
 if TYPE_CHECKING:
     from stream_app.kpi.forecast_report import ForecastBasis
@@ -88,9 +88,11 @@ class Snapshot:
     churned: dict[int, int] = field(default_factory=dict)
     new_churned: dict[int, int] = field(default_factory=dict)
     buyer_deltas: dict[int, int] = field(default_factory=dict)
-    quota_cents: dict[tuple[str, str], int] = field(default_factory=dict)
+    #: Quotas and won amounts by (owner, period): :class:`OwnerCells` know the owners
+    #: changed (a quota's team changes with its amount).
+    quota_cents: dict[tuple[str, str], int] = field(default_factory=OwnerCells)
     quota_team: dict[tuple[str, str], str] = field(default_factory=dict)
-    owner_won: dict[tuple[str, str], int] = field(default_factory=dict)
+    owner_won: dict[tuple[str, str], int] = field(default_factory=OwnerCells)
     owner_kept: dict[str, bool] = field(default_factory=dict)
     leads: dict[tuple[str, int], list[int]] = field(default_factory=DayCells)
     bands: dict[tuple[str, int], list[int]] = field(default_factory=DayCells)
@@ -368,12 +370,19 @@ def _owner_aggregate(snap: Snapshot, kind: str, owner: str, part: str, value: li
     _note_owner(snap, owner, keep, folded)
     if kind == OWNER_WON:
         _count(snap.owner_won, (owner, part), value[0])
+        _touch(snap.owner_won, owner)
         return
     if not value[1]:
         return
     period, _, team = part.partition("|")
     _count(snap.quota_cents, (owner, period), value[0])
     snap.quota_team[(owner, period)] = exported_label("team", team, keep, folded)
+    _touch(snap.quota_cents, owner)
+
+
+def _touch(cells: Mapping[tuple[str, str], Any], owner: str) -> None:
+    if isinstance(cells, OwnerCells):
+        cells.touch(owner)
 
 
 def _note_owner(snap: Snapshot, owner: str, keep: Callable[[str, str], bool] | None,
@@ -402,3 +411,4 @@ def _owner_quota_change(snap: Snapshot, owner: str, part: str, old: list[int] | 
     elif old is not None and old[1]:
         snap.quota_cents.pop(key, None)
         snap.quota_team.pop(key, None)
+    _touch(snap.quota_cents, owner)

@@ -3,7 +3,7 @@ day moves, so a report reads them instead of summing every day again."""
 
 from __future__ import annotations
 
-__all__ = ["ChangeToken", "DayCells", "GroupCells", "TrailingSums", "groups_of"]
+__all__ = ["ChangeToken", "DayCells", "GroupCells", "OwnerCells", "TrailingSums", "groups_of"]
 
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
@@ -244,3 +244,30 @@ class GroupCells(dict[tuple[Any, ...], list[int]]):
             return None, token
         after = since[1]
         return {group for group, at in self._changed.items() if at > after}, token
+
+
+class OwnerCells(dict[tuple[str, str], Any]):
+    """Values by ``(owner, period)``: a snapshot field that knows which owners changed
+    after a reader's token (:meth:`changes`), as long as every change is followed by
+    :meth:`touch`."""
+
+    __slots__ = ("_changed", "_serial")
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._changed: dict[str, int] = {}
+        self._serial = 0
+
+    def touch(self, owner: str) -> None:
+        """Note that ``owner``'s values just changed."""
+        self._serial += 1
+        self._changed[owner] = self._serial
+
+    def changes(self, since: ChangeToken | None) -> tuple[set[str] | None, ChangeToken]:
+        """The owners changed after ``since`` (None when ``since`` is None or another
+        object's), and the token of now."""
+        token = (self, self._serial)
+        if since is None or since[0] is not self:
+            return None, token
+        after = since[1]
+        return {owner for owner, at in self._changed.items() if at > after}, token
