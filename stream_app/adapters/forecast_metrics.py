@@ -4,7 +4,13 @@ month's and quarter's forecasts."""
 
 from __future__ import annotations
 
-__all__ = ["forecast_families"]
+__all__ = [
+    "accuracy_families",
+    "freshness_families",
+    "live_forecast_families",
+    "owner_forecast_families",
+    "plan_families",
+]
 
 from collections.abc import Iterator
 
@@ -17,9 +23,9 @@ from stream_app.kpi.money import cents_to_units
 from stream_app.kpi.rows import Report
 
 
-def forecast_families(report: Report, kept: GroupSamples) -> Iterator[Metric]:
-    """The forecast families (only the worker holding the forecast partition has rows);
-    ``kept``: the owners' samples of the previous scrape."""
+def live_forecast_families(report: Report) -> Iterator[Metric]:
+    """This month's, quarter's and next quarter's forecast per team, with its parts and
+    bands, and the alert margin (read from ``forecasts`` and ``forecast_alert_margin``)."""
     labels = ["team", "period"]
     expected = gauge("forecast_won_amount", "Forecast of the period's won amount made at the "
                      "start of T's day: won so far + expected from open deals + expected "
@@ -59,6 +65,11 @@ def forecast_families(report: Report, kept: GroupSamples) -> Iterator[Metric]:
     if report.forecast_alert_margin is not None:
         margin.add_metric([], report.forecast_alert_margin)
     yield margin
+
+
+def accuracy_families(report: Report) -> Iterator[Metric]:
+    """The closed periods' forecasts at each checkpoint, their won amounts and errors
+    (read from ``forecast_accuracy``)."""
     scored = ["team", "period", "checkpoint"]
     snapshot = gauge("forecast_snapshot_amount", "Forecast of a closed period (last_month, "
                      "last_quarter) made at the start of a checkpoint (day_1, day_8, day_15, "
@@ -77,12 +88,9 @@ def forecast_families(report: Report, kept: GroupSamples) -> Iterator[Metric]:
     for (group, period), cents in sorted(actuals.items()):
         actual.add_metric([group, period], cents_to_units(cents))
     yield from (snapshot, actual, error)
-    yield from _plan_families(report)
-    yield from _owner_families(report, kept)
-    yield from _freshness_families(report)
 
 
-def _freshness_families(report: Report) -> Iterator[Metric]:
+def freshness_families(report: Report) -> Iterator[Metric]:
     """Whether the forecast exported is of the current state, and what it cost."""
     stale = gauge("forecast_stale", "1 while the forecast exported is of an earlier state "
                   "(the current one's is being computed, beside the scrapes; it waits "
@@ -97,8 +105,9 @@ def _freshness_families(report: Report) -> Iterator[Metric]:
     yield seconds
 
 
-def _owner_families(report: Report, kept: GroupSamples) -> Iterator[Metric]:
-    """This month's, quarter's and next quarter's forecast per owner."""
+def owner_forecast_families(report: Report, kept: GroupSamples) -> Iterator[Metric]:
+    """This month's, quarter's and next quarter's forecast per owner (read from
+    ``owner_forecasts``)."""
     labels = ["owner", "period"]
     expected = gauge("owner_forecast_won_amount", "Forecast of the owner's won amount in the "
                      "period, made at the start of T's day: won so far (owner at the close) + "
@@ -115,9 +124,9 @@ def _owner_families(report: Report, kept: GroupSamples) -> Iterator[Metric]:
     yield from (expected, won, low, high)
 
 
-def _plan_families(report: Report) -> Iterator[Metric]:
+def plan_families(report: Report) -> Iterator[Metric]:
     """The CRM's plan for the open deals: slipped, pushed out of the period, and expected
-    to close in it per forecast category."""
+    to close in it per forecast category (read from ``forecast_plans``)."""
     slipped = gauge("forecast_slipped_deals", "Open deals whose expected close date is "
                     "before T's day.", ["team"])
     slipped_amount = gauge("forecast_slipped_amount", "Their open amount.", ["team"])

@@ -21,7 +21,13 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from stream_app.adapters.forecast_metrics import forecast_families
+from stream_app.adapters.forecast_metrics import (
+    accuracy_families,
+    freshness_families,
+    live_forecast_families,
+    owner_forecast_families,
+    plan_families,
+)
 from stream_app.adapters.operational_metrics import gauge, operational_families
 from stream_app.adapters.people_metrics import (
     OwnerRows,
@@ -156,9 +162,14 @@ class PulseCollector(Collector):
                                  lambda: owner_families(r, self._owner_rows))
         yield from self._section("owner_info", (r.owner_profiles,),
                                  lambda: owner_info_families(r))
-        yield from self._section("forecast", (r.forecasts, r.forecast_accuracy, r.forecast_plans,
-                                              r.owner_forecasts),
-                                 lambda: forecast_families(r, self._owner_rows.forecasts))
+        yield from self._section("forecast", (r.forecasts, r.forecast_alert_margin),
+                                 lambda: live_forecast_families(r))
+        yield from self._section("forecast_accuracy", (r.forecast_accuracy,),
+                                 lambda: accuracy_families(r))
+        yield from self._section("forecast_plans", (r.forecast_plans,), lambda: plan_families(r))
+        yield from self._section("owner_forecasts", (r.owner_forecasts,),
+                                 lambda: owner_forecast_families(r, self._owner_rows.forecasts))
+        yield from freshness_families(r)
         yield from self._section("folded", (r.folded,), lambda: self._folded(r))
 
     def _section(self, name: str, inputs: tuple[object, ...],

@@ -5,6 +5,7 @@ against what a scrape built from nothing writes."""
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 from decimal import Decimal
 from typing import Any
 
@@ -15,6 +16,12 @@ from prometheus_client.utils import floatToGoString
 from stream_app.adapters.exposition import GroupSamples, RowGauge, TextRenderer, value_text
 from stream_app.adapters.metrics import PulseCollector
 from stream_app.kpi.calendar import UTC_CALENDAR
+from stream_app.kpi.forecast_plans import SLIPPED, PlanKpis
+from stream_app.kpi.forecast_report import (
+    ForecastAccuracyKpis,
+    ForecastKpis,
+    OwnerForecastKpis,
+)
 from stream_app.kpi.kinds import OWNER_DAY, OWNER_OPEN
 from stream_app.kpi.leads import ScoreInputs
 from stream_app.kpi.live import ReportReuse
@@ -233,3 +240,59 @@ def test_a_report_after_one_owners_change_keeps_the_other_owners_rows() -> None:
     assert second.owner_pipeline["o1"] is first.owner_pipeline["o1"]
     assert second.owner_deals["o2"] != first.owner_deals["o2"]
     assert second.owner_pipeline["o2"][0].cents == 250
+
+
+def _forecast_parts(rng: random.Random) -> dict[str, Any]:
+    owners = {f"o{n}": tuple(OwnerForecastKpis(f"o{n}", period, rng.randrange(10**6),
+                                               rng.randrange(10**6), 1.0, 2.0)
+                             for period in ("month", "quarter")) for n in range(3)}
+    return {
+        "forecasts": (ForecastKpis("A", "month", "2026-02", rng.randrange(10**6), 10.5, 0.0,
+                                   1.0, 2.0, 3, 28),),
+        "forecast_accuracy": (ForecastAccuracyKpis("A", "last_month", "2026-01", "day_1",
+                                                   rng.randrange(10**6), 7),),
+        "forecast_plans": (PlanKpis("A", SLIPPED, "", "", rng.randrange(5), 100),),
+        "owner_forecasts": owners,
+        "forecast_alert_margin": 0.1,
+    }
+
+
+def test_forecast_parts_are_written_again_only_when_their_rows_changed() -> None:
+    """Each forecast part (live, accuracy, plans, owners) is its own section: a report
+    in which one part changed builds only that part's families again (the others are
+    the very objects of the scrape before), and the text equals a fresh collector's."""
+    rng = random.Random(3)
+    base = replace(build_report(_snapshot(rng), DAY * MS_PER_DAY, CONFIG), **_forecast_parts(rng))
+    source = _Source(base)
+    registry, renderer = CollectorRegistry(), TextRenderer()
+    collector = PulseCollector(source, registry)
+    for part, names in _FORECAST_PART_FAMILIES.items():
+        before = collector.kpi_families(base)  # kept alive: their ids stay theirs
+        changed = replace(base, **{part: _forecast_parts(rng)[part]})
+        rebuilt = {family.name for family in collector.kpi_families(changed)
+                   if not any(family is old for old in before)}
+        assert rebuilt - _ALWAYS_BUILT == {f"pulse_{name}" for name in names}, part
+        collector.kpi_families(base)
+        source.current = changed
+        fresh = CollectorRegistry()
+        PulseCollector(_Source(changed), fresh)
+        assert renderer.render(registry) == generate_latest(fresh)
+
+
+#: Families every scrape builds (T, the latest event, the forecast's freshness).
+_ALWAYS_BUILT = {"pulse_asof_timestamp_seconds", "pulse_last_event_timestamp_seconds",
+                 "pulse_forecast_stale", "pulse_forecast_compute_seconds"}
+_FORECAST_PART_FAMILIES = {
+    "forecasts": ("forecast_won_amount", "forecast_won_so_far_amount",
+                  "forecast_open_deals_amount", "forecast_new_deals_amount",
+                  "forecast_won_low_amount", "forecast_won_high_amount",
+                  "forecast_period_elapsed_ratio", "forecast_period_elapsed_days",
+                  "forecast_period_days", "forecast_alert_margin_ratio"),
+    "forecast_accuracy": ("forecast_snapshot_amount", "forecast_actual_won_amount",
+                          "forecast_error_ratio"),
+    "forecast_plans": ("forecast_slipped_deals", "forecast_slipped_amount",
+                       "forecast_pushed_deals", "forecast_pushed_amount",
+                       "forecast_closing_deals", "forecast_closing_amount"),
+    "owner_forecasts": ("owner_forecast_won_amount", "owner_forecast_won_so_far_amount",
+                        "owner_forecast_won_low_amount", "owner_forecast_won_high_amount"),
+}
