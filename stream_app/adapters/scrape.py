@@ -108,7 +108,8 @@ class Scrape:
         snap = combined(self._snapshots(parts))
         for pipeline, partitions in parts:
             if pipeline.book is not None:
-                pipeline.book.contribute(snap, partitions, self._labels.keep)
+                pipeline.book.contribute(snap, partitions, self._labels.keep,
+                                        self._labels.version)
         inputs = (self._labels.version, self._forecasts.version, tuple(
             (pipeline.index.version, partitions,
              None if pipeline.book is None else pipeline.book.version)

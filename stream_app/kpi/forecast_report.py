@@ -128,12 +128,10 @@ class ForecastBasis:
     #: Owner -> the owner label it is exported under (``(other)`` past the label cap).
     owner_names: Mapping[str, str] = field(default_factory=dict)
 
-    #: The exported names, sorted: part of every signature (computed once).
-    _names: tuple[Hashable, ...] = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "_names", (tuple(sorted(self.team_names.items())),
-                                            tuple(sorted(self.owner_names.items()))))
+    #: The exported names, sorted: part of every signature (computed once, when first
+    #: read: the worker hands bases over without reading them).
+    _names: tuple[Hashable, ...] | None = field(default=None, init=False, repr=False,
+                                                compare=False)
 
     def signature_before(self, day: int | None) -> tuple[Hashable, ...]:
         """Changes whenever the states cut at the start of ``day`` (None: not cut) may
@@ -144,7 +142,12 @@ class ForecastBasis:
 
     def labelling(self) -> tuple[Hashable, ...]:
         """Changes when the states were rebuilt or an exported name changed."""
-        return (self.generation, *self._names)
+        names = self._names
+        if names is None:
+            names = (tuple(sorted(self.team_names.items())),
+                     tuple(sorted(self.owner_names.items())))
+            object.__setattr__(self, "_names", names)
+        return (self.generation, *names)
 
 
 _Key = TypeVar("_Key", bound=Hashable)

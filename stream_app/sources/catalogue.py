@@ -26,7 +26,7 @@ __all__ = ["LeadBook", "catalogue", "deal_labels", "owner_win_key", "win_lifecyc
 
 import json
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from functools import partial
 from typing import Any, TypeVar, cast
 
@@ -190,6 +190,7 @@ class LeadBook:
         self._open: dict[int, dict[str, ScoreInputs]] = defaultdict(dict)
         self._partitions: dict[str, int] = {}
         self._version = 0
+        self._listed: tuple[tuple[int, frozenset[int]], list[ScoreInputs]] | None = None
 
     @property
     def version(self) -> int:
@@ -222,9 +223,14 @@ class LeadBook:
                 self.note(partition, LeadState.from_json(raw["v"]))
 
     def contribute(self, snapshot: Snapshot, partitions: frozenset[int],
-                   keep: Callable[[str, str], bool] | None = None) -> None:
-        """The open leads of the exported partitions."""
-        snapshot.open_leads = [lead for p in partitions for lead in self._open[p].values()]
+                   keep: Callable[[str, str], bool] | None = None,
+                   labels_version: Hashable = None) -> None:
+        """The open leads of the exported partitions (the very list of the last call
+        while no lead changed)."""
+        key = (self._version, partitions)
+        if self._listed is None or self._listed[0] != key:
+            self._listed = (key, [lead for p in partitions for lead in self._open[p].values()])
+        snapshot.open_leads = self._listed[1]
 
 
 def catalogue(settings: Settings, pricing: Pricing, scoring: ScoringRules

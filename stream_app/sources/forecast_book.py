@@ -13,7 +13,7 @@ __all__ = ["FORECAST_KEY", "ForecastBook"]
 
 import json
 from collections import defaultdict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from typing import Any
 
 from stream_app.kpi.calendar import Calendar
@@ -44,6 +44,8 @@ class ForecastBook:
         self._generation = 0
         self._version = 0
         self._basis: tuple[Any, ForecastBasis] | None = None
+        self._named: tuple[Hashable, dict[str, str], dict[str, str],
+                           tuple[Hashable, ...]] | None = None
 
     @property
     def version(self) -> int:
@@ -87,6 +89,18 @@ class ForecastBook:
             self._states[partition][state.deal_id] = state
             self._note_labels(state)
 
+    def _labels(self, keep: Callable[[str, str], bool] | None, labels_version: Hashable
+                ) -> tuple[dict[str, str], dict[str, str], tuple[Hashable, ...]]:
+        """The exported name of every team and owner, and their sorted items; read again
+        when a team or owner was added or ``labels_version`` moved (always when None)."""
+        stamp = (labels_version, len(self._teams), len(self._owners))
+        if labels_version is None or self._named is None or self._named[0] != stamp:
+            names = {team: exported_label("team", team, keep) for team in self._teams}
+            owners = {owner: exported_label("owner", owner, keep) for owner in self._owners}
+            labelled = (tuple(sorted(names.items())), tuple(sorted(owners.items())))
+            self._named = (stamp, names, owners, labelled)
+        return self._named[1], self._named[2], self._named[3]
+
     def _note_labels(self, state: DealState) -> None:
         if state.created is not None:
             self._teams.add(str(state.created[2]["team"]))
@@ -94,15 +108,15 @@ class ForecastBook:
         self._owners.update(owner for _, _, owner in state.owners)
 
     def contribute(self, snapshot: Snapshot, partitions: frozenset[int],
-                   keep: Callable[[str, str], bool] | None = None) -> None:
-        """The deal states of the exported ``partitions``, if they hold any."""
+                   keep: Callable[[str, str], bool] | None = None,
+                   labels_version: Hashable = None) -> None:
+        """The deal states of the exported ``partitions``, if they hold any (the very
+        basis of the last call while no state and no exported name changed)."""
         held = [p for p in sorted(partitions) if self._states.get(p)]
         if not held:
             return
-        names = {team: exported_label("team", team, keep) for team in self._teams}
-        owners = {owner: exported_label("owner", owner, keep) for owner in self._owners}
-        key = (self._version, tuple(held), tuple(sorted(names.items())),
-               tuple(sorted(owners.items())))
+        names, owners, labelled = self._labels(keep, labels_version)
+        key = (self._version, tuple(held), labelled)
         if self._basis is None or self._basis[0] != key:
             states = tuple(state for p in held for state in self._states[p].values())
             self._basis = (key, ForecastBasis(

@@ -12,7 +12,7 @@ from __future__ import annotations
 __all__ = ["Entity", "Feed", "Fold", "LabelValues", "Outgoing", "SideBook", "SourceSpec",
            "fold_message"]
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -109,9 +109,11 @@ class SideBook(Protocol):
         """After a recovery: everything again from the table's ``records``."""
 
     def contribute(self, snapshot: Snapshot, partitions: frozenset[int],
-                   keep: Callable[[str, str], bool] | None = None) -> None:
+                   keep: Callable[[str, str], bool] | None = None,
+                   labels_version: Hashable = None) -> None:
         """Add the state of the exported ``partitions`` to the report's snapshot
-        (``keep``: whether a label value gets its own series)."""
+        (``keep``: whether a label value gets its own series; ``labels_version``:
+        changes whenever a verdict of ``keep`` may have, None when unknown)."""
 
 
 @dataclass(frozen=True, slots=True)

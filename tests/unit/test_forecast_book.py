@@ -125,3 +125,31 @@ def test_teams_past_the_cap_are_forecast_as_other(keep) -> None:  # type: ignore
     assert snap.forecast is not None
     assert snap.forecast.team_names == ({"A": "A", "B": "(other)"} if keep else
                                         {"A": "A", "B": "B"})
+
+
+def test_names_are_read_again_only_when_the_labels_version_moves_or_a_label_is_new() -> None:
+    events = [ev("deal.created", "2026-03-02T10:00:00Z", deal_id="D1", team="A"),
+              ev("deal.created", "2026-03-02T10:00:00Z", deal_id="D2", team="B")]
+    book = _book(events)
+    kept = {"A", "B"}
+    asked: list[str] = []
+
+    def keep(label: str, value: str) -> bool:
+        asked.append(value)
+        return value in kept or label == "owner"
+
+    def names(version: int) -> dict[str, str]:
+        snap = Snapshot()
+        book.contribute(snap, frozenset({7}), keep, version)
+        assert snap.forecast is not None
+        return dict(snap.forecast.team_names)
+
+    assert names(1) == {"A": "A", "B": "B"} and asked
+    asked.clear()
+    assert names(1) == {"A": "A", "B": "B"} and not asked
+    kept.discard("B")
+    assert names(2) == {"A": "A", "B": "(other)"} and asked
+    asked.clear()
+    book.note(7, _fold([ev("deal.created", "2026-03-03T10:00:00Z", deal_id="D3",
+                           team="C")], for_forecast=True)["D3"])
+    assert names(2) == {"A": "A", "B": "(other)", "C": "(other)"} and asked

@@ -24,6 +24,7 @@ from stream_app.kpi.report import LeadTerms, ReportConfig, lead_score_kpis
 from stream_app.kpi.scoring import DEFAULT_RULES_PATH, load_rules
 from stream_app.kpi.snapshot import Snapshot
 from stream_app.kpi.windows import MS_PER_DAY, ms_from_datetime
+from stream_app.sources.catalogue import LeadBook
 from tests.reference import _fit_points, _score
 from tests.unit.events import ev
 
@@ -177,3 +178,23 @@ def test_live_scores_from_kept_terms_equal_the_reference_as_t_moves_and_leads_ch
         assert kpis.score_sum == pytest.approx(total, rel=1e-9)
         assert sum(1 for lead in leads if id(lead) in kept) == len(leads)
     assert any(engaged > at for lead in leads for engaged, _ in lead.engagements)
+
+
+def test_the_book_hands_over_the_same_open_leads_list_until_a_lead_changes() -> None:
+    book = LeadBook(RULES)
+    book.note(0, _fold(HISTORY[:1]))
+
+    def listed(partitions: frozenset[int] = frozenset({0})) -> list[ScoreInputs]:
+        snap = Snapshot()
+        book.contribute(snap, partitions)
+        return snap.open_leads
+
+    first = listed()
+    assert len(first) == 1 and listed() is first
+    assert listed(frozenset({1})) == [] and listed() is not first
+    again = listed()
+    book.note(0, _fold(HISTORY[:2]))
+    changed = listed()
+    assert changed is not again and changed[0] != again[0]
+    book.note(0, _fold([*HISTORY[:2], HISTORY[3]]))
+    assert listed() == []
