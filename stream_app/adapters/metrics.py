@@ -32,11 +32,13 @@ from stream_app.adapters.operational_metrics import gauge, operational_families
 from stream_app.adapters.people_metrics import (
     OwnerRows,
     activity_families,
+    attainment_families,
     bound_text,
     lead_families,
     owner_families,
     owner_info_families,
     quota_families,
+    required_coverage_families,
 )
 from stream_app.kpi.deals import STINT_BUCKETS_DAYS
 from stream_app.kpi.money import cents_to_units
@@ -152,8 +154,11 @@ class PulseCollector(Collector):
         if r.clv is not None:
             clv = r.clv
             yield from self._section("clv", (clv,), lambda: self._clv(clv))
-        yield from self._section("quotas", (r.quotas, r.required_coverage, r.attainment),
-                                 lambda: quota_families(r, self._owner_rows))
+        yield from self._section("quotas", (r.quotas,), lambda: quota_families(r))
+        yield from self._section("required_coverage", (r.required_coverage,),
+                                 lambda: required_coverage_families(r))
+        yield from self._section("attainment", (r.attainment,),
+                                 lambda: attainment_families(r, self._owner_rows))
         yield from self._section("leads", (r.leads, r.lead_bands, r.lead_scores),
                                  lambda: lead_families(r))
         yield from self._section("activities", (r.activities, r.owner_activities),

@@ -6,11 +6,13 @@ from __future__ import annotations
 __all__ = [
     "OwnerRows",
     "activity_families",
+    "attainment_families",
     "bound_text",
     "lead_families",
     "owner_families",
     "owner_info_families",
     "quota_families",
+    "required_coverage_families",
 ]
 
 from collections.abc import Iterator
@@ -41,8 +43,8 @@ def bound_text(value: float | str) -> str:
     return str(int(value)) if float(value).is_integer() else repr(float(value))
 
 
-def quota_families(report: Report, kept: OwnerRows) -> Iterator[Metric]:
-    """Quotas, coverage and attainment per team and per owner."""
+def quota_families(report: Report) -> Iterator[Metric]:
+    """Quotas and coverage per team (read from ``quotas``)."""
     labels = ["team", "period"]
     quota = gauge("quota_amount", "Quota of the period (month, quarter, last_month, "
                    "last_quarter), summed over owners.", labels)
@@ -74,12 +76,20 @@ def quota_families(report: Report, kept: OwnerRows) -> Iterator[Metric]:
             if q.remaining_coverage is not None:
                 remaining_coverage.add_metric(row, q.remaining_coverage)
     yield from (quota, won, owners, at_quota, share, remaining, coverage, remaining_coverage)
+
+
+def required_coverage_families(report: Report) -> Iterator[Metric]:
+    """The coverage needed to make quota per team (read from ``required_coverage``)."""
     required = gauge("required_coverage_ratio", "1 / win rate of the trailing 90 days: "
                       "the coverage needed to make quota.", ["team"])
     for r in report.required_coverage:
         if r.required_coverage is not None:
             required.add_metric([r.group], r.required_coverage)
     yield required
+
+
+def attainment_families(report: Report, kept: OwnerRows) -> Iterator[Metric]:
+    """Each owner's quota, won amount and attainment (read from ``attainment``)."""
     labels = ["owner", "period"]
     owner_quota = gauge("owner_quota_amount", "The owner's quota for the period.", labels)
     owner_won = gauge("owner_won_amount", "The owner's won amount in the period.", labels)

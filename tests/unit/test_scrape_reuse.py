@@ -26,7 +26,7 @@ from stream_app.kpi.kinds import OWNER_DAY, OWNER_OPEN
 from stream_app.kpi.leads import ScoreInputs
 from stream_app.kpi.live import ReportReuse
 from stream_app.kpi.report import ReportConfig, build_report
-from stream_app.kpi.rows import Report
+from stream_app.kpi.rows import AttainmentKpis, QuotaKpis, Report, RequiredCoverageKpis
 from stream_app.kpi.scoring import load_rules
 from stream_app.kpi.snapshot import Cell, Snapshot, apply_cell_changes, snapshot_from_cells
 from stream_app.kpi.windows import window_specs
@@ -242,7 +242,7 @@ def test_a_report_after_one_owners_change_keeps_the_other_owners_rows() -> None:
     assert second.owner_pipeline["o2"][0].cents == 250
 
 
-def _forecast_parts(rng: random.Random) -> dict[str, Any]:
+def _parts(rng: random.Random) -> dict[str, Any]:
     owners = {f"o{n}": tuple(OwnerForecastKpis(f"o{n}", period, rng.randrange(10**6),
                                                rng.randrange(10**6), 1.0, 2.0)
                              for period in ("month", "quarter")) for n in range(3)}
@@ -254,21 +254,26 @@ def _forecast_parts(rng: random.Random) -> dict[str, Any]:
         "forecast_plans": (PlanKpis("A", SLIPPED, "", "", rng.randrange(5), 100),),
         "owner_forecasts": owners,
         "forecast_alert_margin": 0.1,
+        "quotas": (QuotaKpis("A", "month", MONTH, 1000, 2, rng.randrange(3), 500, 70),),
+        "required_coverage": (RequiredCoverageKpis("A", rng.randrange(1, 9), 10),),
+        "attainment": {owner: (AttainmentKpis(owner, "month", 1000, rng.randrange(2000)),)
+                       for owner in ("o1", "o2")},
     }
 
 
-def test_forecast_parts_are_written_again_only_when_their_rows_changed() -> None:
-    """Each forecast part (live, accuracy, plans, owners) is its own section: a report
-    in which one part changed builds only that part's families again (the others are
-    the very objects of the scrape before), and the text equals a fresh collector's."""
+def test_report_parts_are_written_again_only_when_their_rows_changed() -> None:
+    """Each part of the forecast (live, accuracy, plans, owners) and of the quotas (teams,
+    required coverage, owners) is its own section: a report in which one part changed
+    builds only that part's families again (the others are the very objects of the
+    scrape before), and the text equals a fresh collector's."""
     rng = random.Random(3)
-    base = replace(build_report(_snapshot(rng), DAY * MS_PER_DAY, CONFIG), **_forecast_parts(rng))
+    base = replace(build_report(_snapshot(rng), DAY * MS_PER_DAY, CONFIG), **_parts(rng))
     source = _Source(base)
     registry, renderer = CollectorRegistry(), TextRenderer()
     collector = PulseCollector(source, registry)
-    for part, names in _FORECAST_PART_FAMILIES.items():
+    for part, names in _PART_FAMILIES.items():
         before = collector.kpi_families(base)  # kept alive: their ids stay theirs
-        changed = replace(base, **{part: _forecast_parts(rng)[part]})
+        changed = replace(base, **{part: _parts(rng)[part]})
         rebuilt = {family.name for family in collector.kpi_families(changed)
                    if not any(family is old for old in before)}
         assert rebuilt - _ALWAYS_BUILT == {f"pulse_{name}" for name in names}, part
@@ -282,7 +287,7 @@ def test_forecast_parts_are_written_again_only_when_their_rows_changed() -> None
 #: Families every scrape builds (T, the latest event, the forecast's freshness).
 _ALWAYS_BUILT = {"pulse_asof_timestamp_seconds", "pulse_last_event_timestamp_seconds",
                  "pulse_forecast_stale", "pulse_forecast_compute_seconds"}
-_FORECAST_PART_FAMILIES = {
+_PART_FAMILIES = {
     "forecasts": ("forecast_won_amount", "forecast_won_so_far_amount",
                   "forecast_open_deals_amount", "forecast_new_deals_amount",
                   "forecast_won_low_amount", "forecast_won_high_amount",
@@ -295,4 +300,9 @@ _FORECAST_PART_FAMILIES = {
                        "forecast_closing_deals", "forecast_closing_amount"),
     "owner_forecasts": ("owner_forecast_won_amount", "owner_forecast_won_so_far_amount",
                         "owner_forecast_won_low_amount", "owner_forecast_won_high_amount"),
+    "quotas": ("quota_amount", "quota_won_amount", "quota_owners", "quota_owners_at_quota",
+               "quota_owners_at_quota_ratio", "remaining_quota_amount",
+               "pipeline_coverage_ratio", "remaining_pipeline_coverage_ratio"),
+    "required_coverage": ("required_coverage_ratio",),
+    "attainment": ("owner_quota_amount", "owner_won_amount", "quota_attainment_ratio"),
 }
