@@ -103,7 +103,7 @@ class TextRenderer:
 
     def __init__(self) -> None:
         self._lines: dict[str, dict[tuple[str, ...], tuple[float, str]]] = {}
-        self._texts: dict[int, tuple[Metric, str]] = {}
+        self._texts: dict[int, tuple[Metric, bytes]] = {}
 
     def render(self, registry: CollectorRegistry) -> bytes:
         """The exposition of every family ``registry`` collects now."""
@@ -114,9 +114,9 @@ class TextRenderer:
 
     def render_families(self, metrics: Sequence[Metric]) -> bytes:
         """The exposition of ``metrics`` (gauges, counters and gauge histograms)."""
-        texts: dict[int, tuple[Metric, str]] = {}
+        texts: dict[int, tuple[Metric, bytes]] = {}
         lines: dict[str, dict[tuple[str, ...], tuple[float, str]]] = {}
-        out: list[str] = []
+        out: list[bytes] = []
         for metric in metrics:
             known = self._texts.get(id(metric))
             if known is not None and known[0] is metric:
@@ -124,14 +124,14 @@ class TextRenderer:
                 if isinstance(metric, RowGauge):
                     lines[metric.name] = self._lines.get(metric.name, {})
             elif isinstance(metric, RowGauge):
-                text = self._row_gauge(metric, lines)
+                text = self._row_gauge(metric, lines).encode("utf-8")
             else:
-                text = _family(metric)
+                text = _family(metric).encode("utf-8")
             if isinstance(metric, RowGauge):
                 texts[id(metric)] = (metric, text)
             out.append(text)
         self._texts, self._lines = texts, lines
-        return "".join(out).encode("utf-8")
+        return b"".join(out)
 
     def _row_gauge(self, metric: RowGauge,
                    lines: dict[str, dict[tuple[str, ...], tuple[float, str]]]) -> str:
