@@ -267,14 +267,26 @@ _LEAD_TERMS_SLACK = 1024
 
 def _required_coverage(snap: Snapshot, as_of_day: int,
                        teams: list[str]) -> list[RequiredCoverageKpis]:
-    first = as_of_day - REQUIRED_COVERAGE_DAYS + 1
     sums: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-    for (team, day), vector in snap.buckets.items():
-        if first <= day <= as_of_day:
-            for group in (team, ALL_GROUP):
-                sums[group][0] += vector[BUCKET.won]
-                sums[group][1] += vector[BUCKET.won] + vector[BUCKET.lost]
+    for team, vector in _trailing(snap.buckets, _REQUIRED_COVERAGE_WINDOW, as_of_day).items():
+        for group in (team, ALL_GROUP):
+            sums[group][0] += vector[BUCKET.won]
+            sums[group][1] += vector[BUCKET.won] + vector[BUCKET.lost]
     return [RequiredCoverageKpis(group, *sums[group]) for group in (*teams, ALL_GROUP)]
+
+
+#: The trailing windows of the required coverage and of CLV, kept by the snapshot's
+#: day cells like the configured windows.
+_REQUIRED_COVERAGE_WINDOW = (WindowSpec(f"{REQUIRED_COVERAGE_DAYS}d", REQUIRED_COVERAGE_DAYS),)
+_CLV_WINDOW = (WindowSpec(f"{ACTIVE_BUYER_DAYS}d", ACTIVE_BUYER_DAYS),)
+
+
+def _trailing(cells: dict[tuple[Any, ...], list[int]], window: tuple[WindowSpec],
+              as_of_day: int) -> dict[Any, list[int]]:
+    """Per group, the vectors of ``cells`` summed over one trailing window at
+    ``as_of_day`` (groups without a cell in it may be missing)."""
+    day_cells = cells if isinstance(cells, DayCells) else DayCells(cells)
+    return day_cells.window_sums(window, as_of_day)[window[0].name]
 
 
 def _window_kpis(snap: Snapshot, cfg: ReportConfig, as_of_day: int, teams: list[str],
@@ -373,11 +385,10 @@ def _growth_kpis(snap: Snapshot, as_of_day: int, teams: list[str], calendar: Cal
 def _clv_kpis(snap: Snapshot, cfg: ReportConfig, as_of_day: int) -> ClvKpis:
     first = as_of_day - ACTIVE_BUYER_DAYS + 1
     won = [0, 0, 0]
-    for (_, day), vector in snap.buckets.items():
-        if first <= day <= as_of_day:
-            won[0] += vector[BUCKET.won_cents]
-            won[1] += vector[BUCKET.won]
-            won[2] += vector[BUCKET.won_with_account]
+    for vector in _trailing(snap.buckets, _CLV_WINDOW, as_of_day).values():
+        won[0] += vector[BUCKET.won_cents]
+        won[1] += vector[BUCKET.won]
+        won[2] += vector[BUCKET.won_with_account]
     buyers = sum(n for day, n in snap.buyer_deltas.items() if day <= as_of_day)
     churned = sum(n for churns in (snap.churned, snap.new_churned)
                   for day, n in churns.items() if first <= day <= as_of_day)

@@ -3,7 +3,15 @@ day moves, so a report reads them instead of summing every day again."""
 
 from __future__ import annotations
 
-__all__ = ["ChangeToken", "DayCells", "GroupCells", "OwnerCells", "TrailingSums", "groups_of"]
+__all__ = [
+    "KEPT_WINDOW_SETS",
+    "ChangeToken",
+    "DayCells",
+    "GroupCells",
+    "OwnerCells",
+    "TrailingSums",
+    "groups_of",
+]
 
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
@@ -150,15 +158,21 @@ class TrailingSums:
                     moved[group] = serial
 
 
+#: Sets of windows a :class:`DayCells` keeps sums of at once (the oldest asked for is
+#: dropped beyond; a report asks for at most three per field).
+KEPT_WINDOW_SETS = 4
+
+
 class DayCells(dict[DayKey, list[int]]):
     """Vectors by ``(*group, day)``: a snapshot field that keeps its trailing-window
-    sums (:class:`TrailingSums`) up to date when changed through :meth:`add`."""
+    sums (:class:`TrailingSums`, one per set of windows asked for) up to date when
+    changed through :meth:`add`."""
 
     __slots__ = ("_groups", "_trailing")
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
-        self._trailing: TrailingSums | None = None
+        self._trailing: dict[tuple[WindowSpec, ...], TrailingSums] = {}
         self._groups: set[Any] | None = None
 
     def add(self, key: DayKey, vector: Sequence[int]) -> None:
@@ -167,8 +181,8 @@ class DayCells(dict[DayKey, list[int]]):
         add_vector(self, key, vector)
         if new_key and self._groups is not None:
             self._groups.add(_group(key))
-        if self._trailing is not None:
-            self._trailing.note(key, vector, new_key)
+        for trailing in self._trailing.values():
+            trailing.note(key, vector, new_key)
 
     def groups(self) -> set[Any]:
         """The groups with a cell (whatever its day), kept as cells are added; the
@@ -201,9 +215,12 @@ class DayCells(dict[DayKey, list[int]]):
         return sums, changed, token
 
     def _kept(self, specs: tuple[WindowSpec, ...]) -> TrailingSums:
-        if self._trailing is None or self._trailing.specs != specs:
-            self._trailing = TrailingSums(specs, self)
-        return self._trailing
+        trailing = self._trailing.get(specs)
+        if trailing is None:
+            trailing = self._trailing[specs] = TrailingSums(specs, self)
+            while len(self._trailing) > KEPT_WINDOW_SETS:
+                del self._trailing[next(iter(self._trailing))]
+        return trailing
 
 
 class GroupCells(dict[tuple[Any, ...], list[int]]):

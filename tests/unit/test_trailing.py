@@ -14,10 +14,10 @@ from stream_app.kpi.windows import WindowSpec
 SPECS = (WindowSpec("3d", 3), WindowSpec("7d", 7), WindowSpec("all", None))
 
 
-def _plain_sums(cells: dict[tuple[Any, ...], list[int]],
-                as_of: int) -> dict[str, dict[Any, list[int]]]:
+def _plain_sums(cells: dict[tuple[Any, ...], list[int]], as_of: int,
+                specs: tuple[WindowSpec, ...] = SPECS) -> dict[str, dict[Any, list[int]]]:
     out: dict[str, dict[Any, list[int]]] = {}
-    for spec in SPECS:
+    for spec in specs:
         sums: dict[Any, list[int]] = {}
         for key, vector in cells.items():
             day = key[-1]
@@ -75,6 +75,40 @@ def test_kept_sums_equal_a_plain_sum_after_any_changes_and_moves(seed: int) -> N
                 _plain_sums(plain, as_of)), step
             compared += 1
     assert compared == 100
+
+
+#: A second set of windows read from the same cells (as the report's required coverage
+#: and CLV windows are, beside the configured ones).
+OTHER_SPECS = (WindowSpec("10d", 10),)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_two_sets_of_windows_kept_at_once_both_equal_a_plain_sum(seed: int) -> None:
+    rng = random.Random(seed)
+    cells = DayCells()
+    plain: dict[tuple[Any, ...], list[int]] = {}
+    as_of = 20
+    for step in range(300):
+        if rng.random() < 0.15:
+            as_of += rng.choice([0, 1, 2, 11, -1])
+        else:
+            key = (rng.choice("ABC"), rng.randrange(as_of - 15, as_of + 4))
+            delta = [rng.randrange(-3, 9)]
+            cells.add(key, delta)
+            plain[key] = [plain.get(key, [0])[0] + delta[0]]
+        specs = rng.choice([SPECS, OTHER_SPECS])
+        assert _nonzero(cells.window_sums(specs, as_of)) == _nonzero(
+            _plain_sums(plain, as_of, specs)), step
+
+
+def test_reading_another_set_of_windows_keeps_the_first_sets_changes() -> None:
+    cells = DayCells({("A", 5): [1], ("B", 5): [2]})
+    _, changed, token = cells.window_changes(SPECS, 5, None)
+    assert changed is None
+    cells.window_sums(OTHER_SPECS, 5)
+    cells.add(("A", 5), [3])
+    sums, changed, _ = cells.window_changes(SPECS, 5, token)
+    assert changed == {"A"} and sums["3d"]["A"] == [4]
 
 
 def test_other_windows_sum_again() -> None:
