@@ -15,6 +15,7 @@ from stream_app.adapters.exposition import TextRenderer
 from stream_app.adapters.forecast_process import ForecastProcess
 from stream_app.adapters.forecast_refresh import ForecastRefresher
 from stream_app.adapters.label_registry import LabelRegistry
+from stream_app.adapters.loop_watch import collector_paused
 from stream_app.adapters.metrics import PulseCollector
 from stream_app.adapters.pipeline import SourcePipeline
 from stream_app.kpi.live import ReportReuse
@@ -92,9 +93,10 @@ class Scrape:
 
     def _render(self, collector: PulseCollector, prepared: ReportInputs | None,
                 head: list[Metric], tail: list[Metric]) -> bytes:
-        kpis = ([] if prepared is None
-                else collector.kpi_families(self._reports.report(*prepared)))
-        return self._renderer.render_families([*head, *kpis, *tail])
+        with collector_paused():
+            kpis = ([] if prepared is None
+                    else collector.kpi_families(self._reports.report(*prepared)))
+            return self._renderer.render_families([*head, *kpis, *tail])
 
     def _parts(self) -> list[tuple[SourcePipeline, frozenset[int]]]:
         return [(pipeline, self._exported(pipeline.spec.topic)) for pipeline in self._pipelines()]

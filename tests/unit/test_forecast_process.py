@@ -4,7 +4,9 @@ behind when the worker stops or dies."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import gc
 import os
 import signal
 import subprocess
@@ -271,3 +273,33 @@ def test_a_worker_without_the_forecast_partition_stops_its_child() -> None:
         assert _wait_gone(pid), "the child outlived the forecast partition"
     finally:
         scrape.close()
+
+
+class _RecordingCollector:
+    """A collector noting whether the cyclic collector ran while it built families."""
+
+    def __init__(self) -> None:
+        self.collector_on: list[bool] = []
+
+    def head(self) -> list[object]:
+        return []
+
+    def tail(self) -> list[object]:
+        return []
+
+    def kpi_families(self, report: object) -> list[object]:
+        self.collector_on.append(gc.isenabled())
+        return []
+
+
+def test_a_scrape_builds_its_report_and_families_with_the_collector_paused() -> None:
+    scrape = Scrape(lambda: [_DealsWithoutForecastPartition()],
+                    lambda topic: frozenset({0}),
+                    SimpleNamespace(keep=lambda label, value: True, version=0),
+                    "event", lambda: None, report_config(Settings(), None))
+    collector = _RecordingCollector()
+    try:
+        assert asyncio.run(scrape.exposition(collector)) == b""  # type: ignore[arg-type]
+    finally:
+        scrape.close()
+    assert collector.collector_on == [False] and gc.isenabled()

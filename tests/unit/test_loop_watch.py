@@ -44,3 +44,20 @@ async def test_the_probe_measures_how_late_a_blocked_loop_wakes_it() -> None:
     assert stats.loop_lag_seconds is not None and stats.loop_lag_seconds >= 0.1
     assert max(late for _, late in watch.samples()) >= 0.1
     assert all(at <= time.monotonic() for at, _ in watch.samples())
+
+
+def test_the_collector_is_paused_for_a_block_and_back_after_it_even_when_it_raises() -> None:
+    assert gc.isenabled()
+    with loop_watch.collector_paused():
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    with pytest.raises(RuntimeError), loop_watch.collector_paused():
+        raise RuntimeError("a scrape failed")
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with loop_watch.collector_paused():
+            assert not gc.isenabled()
+        assert not gc.isenabled()  # it was off: left off
+    finally:
+        gc.enable()
