@@ -36,6 +36,7 @@ class ReportMemo:
     def __init__(self, forecasts: ForecastSource | None = None) -> None:
         self._parts: dict[str, tuple[tuple[Any, ...], Any]] = {}
         self._owners: dict[str, PerOwner[Any]] = {}
+        self._derived: dict[str, tuple[object, Any]] = {}
         #: The owners' deal rows and pipeline, kept for the owners that did not change.
         self.owner_deals = OwnerDealRows()
         self.owner_activities = owner_activity_rows()
@@ -59,6 +60,16 @@ class ReportMemo:
         while len(self._cached) > CACHED_VALUES:
             del self._cached[next(iter(self._cached))]
         return known[1]
+
+    def derived(self, name: str, source: object, compute: Callable[[], Any]) -> Any:
+        """``compute()``, or the value kept under ``name`` when ``source`` is the very
+        object it was computed from (rows the forecast's child sent back unchanged)."""
+        known = self._derived.get(name)
+        if known is not None and known[0] is source:
+            return known[1]
+        value = compute()
+        self._derived[name] = (source, value)
+        return value
 
     def per_owner(self, name: str, rows: PerOwner[Any]) -> PerOwner[Any]:
         """``rows`` with every owner's rows that equal the last ones kept under ``name``

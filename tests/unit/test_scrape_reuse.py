@@ -13,6 +13,7 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.utils import floatToGoString
 
+import stream_app.kpi.report as report_module
 from stream_app.adapters.exposition import GroupSamples, RowGauge, TextRenderer, value_text
 from stream_app.adapters.metrics import PulseCollector
 from stream_app.kpi.calendar import UTC_CALENDAR
@@ -20,11 +21,12 @@ from stream_app.kpi.forecast_plans import SLIPPED, PlanKpis
 from stream_app.kpi.forecast_report import (
     ForecastAccuracyKpis,
     ForecastKpis,
+    ForecastRows,
     OwnerForecastKpis,
 )
 from stream_app.kpi.kinds import OWNER_DAY, OWNER_OPEN
 from stream_app.kpi.leads import ScoreInputs
-from stream_app.kpi.live import ReportReuse
+from stream_app.kpi.live import ReportMemo, ReportReuse
 from stream_app.kpi.report import ReportConfig, build_report
 from stream_app.kpi.rows import AttainmentKpis, QuotaKpis, Report, RequiredCoverageKpis
 from stream_app.kpi.scoring import load_rules
@@ -306,3 +308,25 @@ _PART_FAMILIES = {
     "required_coverage": ("required_coverage_ratio",),
     "attainment": ("owner_quota_amount", "owner_won_amount", "quota_attainment_ratio"),
 }
+
+
+def test_owner_forecasts_sent_back_unchanged_are_not_grouped_again(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = random.Random(5)
+    owners = tuple(row for rows in _parts(rng)["owner_forecasts"].values() for row in rows)
+    answers = [ForecastRows(owners=owners)]
+    grouped: list[object] = []
+    real = report_module._by_owner
+    monkeypatch.setattr(report_module, "_by_owner",
+                        lambda rows: grouped.append(rows) or real(rows))
+    memo, snap = ReportMemo(lambda basis, day: answers[-1]), _snapshot(rng)
+    at = DAY * MS_PER_DAY
+    first = build_report(snap, at, CONFIG, memo)
+    snap.versions = {}  # every part read again
+    assert build_report(snap, at, CONFIG, memo).owner_forecasts is first.owner_forecasts
+    assert grouped == [owners]
+    answers.append(ForecastRows(owners=owners[1:]))
+    third = build_report(snap, at, CONFIG, memo)
+    assert grouped == [owners, owners[1:]]
+    assert third.owner_forecasts == real(owners[1:])
+    assert third.owner_forecasts["o1"] is first.owner_forecasts["o1"]
