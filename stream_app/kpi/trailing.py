@@ -15,7 +15,7 @@ __all__ = [
 
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from stream_app.kpi.deals import add_vector
 from stream_app.kpi.windows import WindowSpec
@@ -24,6 +24,8 @@ from stream_app.kpi.windows import WindowSpec
 DayKey = tuple[Any, ...]
 #: What a reader of kept sums last saw: the object it read and its change serial then.
 ChangeToken = tuple[object, int]
+_Key = TypeVar("_Key")
+_Value = TypeVar("_Value")
 
 
 def _group(key: DayKey) -> Any:
@@ -223,35 +225,21 @@ class DayCells(dict[DayKey, list[int]]):
         return trailing
 
 
-class GroupCells(dict[tuple[Any, ...], list[int]]):
-    """Vectors by ``(group, *rest)``: a snapshot field that, changed through
-    :meth:`add`, knows each group's keys and which groups changed after a reader's
-    token (:meth:`changes`)."""
+class _ChangedGroups(dict[_Key, _Value]):
+    """A dict that notes the groups changed (:meth:`touch`) for readers holding a token
+    (:meth:`changes`)."""
 
-    __slots__ = ("_by_group", "_changed", "_serial")
+    __slots__ = ("_changed", "_serial")
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
-        self._by_group: dict[Any, list[tuple[Any, ...]]] | None = None
         self._changed: dict[Any, int] = {}
         self._serial = 0
 
-    def add(self, key: tuple[Any, ...], vector: Sequence[int]) -> None:
-        """Add ``vector`` element-wise to the cell ``key`` (created when absent)."""
-        if key not in self and self._by_group is not None:
-            self._by_group.setdefault(key[0], []).append(key)
-        add_vector(self, key, vector)
+    def touch(self, group: Any) -> None:
+        """Note that ``group``'s values just changed."""
         self._serial += 1
-        self._changed[key[0]] = self._serial
-
-    def keys_of(self) -> dict[Any, list[tuple[Any, ...]]]:
-        """Per group, its keys (kept as cells are added; the caller must not change it)."""
-        if self._by_group is None:
-            by_group: dict[Any, list[tuple[Any, ...]]] = defaultdict(list)
-            for key in self:
-                by_group[key[0]].append(key)
-            self._by_group = dict(by_group)
-        return self._by_group
+        self._changed[group] = self._serial
 
     def changes(self, since: ChangeToken | None) -> tuple[set[Any] | None, ChangeToken]:
         """The groups changed after ``since`` (None when ``since`` is None or another
@@ -263,28 +251,37 @@ class GroupCells(dict[tuple[Any, ...], list[int]]):
         return {group for group, at in self._changed.items() if at > after}, token
 
 
-class OwnerCells(dict[tuple[str, str], Any]):
+class GroupCells(_ChangedGroups[tuple[Any, ...], list[int]]):
+    """Vectors by ``(group, *rest)``: a snapshot field that, changed through
+    :meth:`add`, knows each group's keys and which groups changed after a reader's
+    token (:meth:`changes`)."""
+
+    __slots__ = ("_by_group",)
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._by_group: dict[Any, list[tuple[Any, ...]]] | None = None
+
+    def add(self, key: tuple[Any, ...], vector: Sequence[int]) -> None:
+        """Add ``vector`` element-wise to the cell ``key`` (created when absent)."""
+        if key not in self and self._by_group is not None:
+            self._by_group.setdefault(key[0], []).append(key)
+        add_vector(self, key, vector)
+        self.touch(key[0])
+
+    def keys_of(self) -> dict[Any, list[tuple[Any, ...]]]:
+        """Per group, its keys (kept as cells are added; the caller must not change it)."""
+        if self._by_group is None:
+            by_group: dict[Any, list[tuple[Any, ...]]] = defaultdict(list)
+            for key in self:
+                by_group[key[0]].append(key)
+            self._by_group = dict(by_group)
+        return self._by_group
+
+
+class OwnerCells(_ChangedGroups[tuple[str, str], Any]):
     """Values by ``(owner, period)``: a snapshot field that knows which owners changed
     after a reader's token (:meth:`changes`), as long as every change is followed by
     :meth:`touch`."""
 
-    __slots__ = ("_changed", "_serial")
-
-    def __init__(self, *args: Any, **kwargs: Any):
-        super().__init__(*args, **kwargs)
-        self._changed: dict[str, int] = {}
-        self._serial = 0
-
-    def touch(self, owner: str) -> None:
-        """Note that ``owner``'s values just changed."""
-        self._serial += 1
-        self._changed[owner] = self._serial
-
-    def changes(self, since: ChangeToken | None) -> tuple[set[str] | None, ChangeToken]:
-        """The owners changed after ``since`` (None when ``since`` is None or another
-        object's), and the token of now."""
-        token = (self, self._serial)
-        if since is None or since[0] is not self:
-            return None, token
-        after = since[1]
-        return {owner for owner, at in self._changed.items() if at > after}, token
+    __slots__ = ()
