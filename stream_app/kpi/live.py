@@ -24,7 +24,8 @@ from stream_app.kpi.rows import PerOwner, Report
 from stream_app.kpi.snapshot import Snapshot
 
 #: Values :meth:`ReportMemo.cached` keeps (a report uses ~40: forecasts and histories of
-#: T's day and of the 17 checkpoints of the last closed month and quarter).
+#: T's day and of the 17 checkpoints of the last closed month and quarter, and the owner
+#: forecasts grouped by owner).
 CACHED_VALUES = 64
 
 
@@ -36,7 +37,6 @@ class ReportMemo:
     def __init__(self, forecasts: ForecastSource | None = None) -> None:
         self._parts: dict[str, tuple[tuple[Any, ...], Any]] = {}
         self._owners: dict[str, PerOwner[Any]] = {}
-        self._derived: dict[str, tuple[object, Any]] = {}
         #: The owners' deal rows and pipeline, kept for the owners that did not change.
         self.owner_deals = OwnerDealRows()
         self.owner_activities = owner_activity_rows()
@@ -60,16 +60,6 @@ class ReportMemo:
         while len(self._cached) > CACHED_VALUES:
             del self._cached[next(iter(self._cached))]
         return known[1]
-
-    def derived(self, name: str, source: object, compute: Callable[[], Any]) -> Any:
-        """``compute()``, or the value kept under ``name`` when ``source`` is the very
-        object it was computed from (rows the forecast's child sent back unchanged)."""
-        known = self._derived.get(name)
-        if known is not None and known[0] is source:
-            return known[1]
-        value = compute()
-        self._derived[name] = (source, value)
-        return value
 
     def per_owner(self, name: str, rows: PerOwner[Any]) -> PerOwner[Any]:
         """``rows`` with every owner's rows that equal the last ones kept under ``name``

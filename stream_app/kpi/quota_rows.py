@@ -12,7 +12,7 @@ from typing import Any
 
 from stream_app.kpi.calendar import Calendar
 from stream_app.kpi.rows import AttainmentKpis, PerOwner, QuotaKpis
-from stream_app.kpi.snapshot import ALL_GROUP, OTHER_GROUP, RESERVED_GROUPS, Snapshot
+from stream_app.kpi.snapshot import ALL_GROUP, Snapshot, exported_label
 from stream_app.kpi.trailing import ChangeToken, OwnerCells
 
 #: An owner's row for one period name: (team, quota cents, won cents).
@@ -158,9 +158,8 @@ def _changes(cells: Mapping[tuple[str, str], Any], since: ChangeToken | None
 
 
 def _attainment_group(snap: Snapshot, owner: str) -> str:
-    if not snap.owner_kept.get(owner, True):
-        return OTHER_GROUP
-    return owner + "_" if owner in RESERVED_GROUPS else owner
+    """The owner's label as exported, under the cap's verdict the snapshot noted."""
+    return exported_label("owner", owner, lambda _, value: snap.owner_kept.get(value, True))
 
 
 def _add_row(teams: dict[str, list[int]], row: _Row, sign: int) -> None:

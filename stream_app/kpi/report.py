@@ -521,7 +521,7 @@ def build_report(snap: Snapshot, as_of_ms: int, cfg: ReportConfig,
         forecasts=forecast.live,
         forecast_accuracy=forecast.accuracy,
         forecast_plans=forecast.plans,
-        owner_forecasts=_by_owner(forecast.owners) if memo is None else memo.derived(
+        owner_forecasts=_by_owner(forecast.owners) if memo is None else memo.cached(
             "owner_forecasts", forecast.owners,
             lambda: owned("owner_forecasts", _by_owner(forecast.owners))),
         forecast_alert_margin=cfg.forecast.alert_margin if forecast.live else None,
