@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from stream_app.adapters.embedded import (
+    EMBEDDED_FETCH_MAX_WAIT_SECONDS,
     EmbeddedServers,
     start_embedded_broker,
     start_embedded_redis,
@@ -39,6 +40,7 @@ def base_settings(servers: EmbeddedServers) -> Settings:
         partitions=4,
         session_timeout_seconds=SESSION_TIMEOUT_SECONDS,
         commit_interval_seconds=0.5,
+        fetch_max_wait_seconds=EMBEDDED_FETCH_MAX_WAIT_SECONDS,
     )
 
 
