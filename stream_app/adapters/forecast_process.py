@@ -333,8 +333,11 @@ def _serve(stdin: IO[bytes], stdout: IO[bytes]) -> None:
 
 
 def main() -> None:
-    """Entry point of the child (``python -m stream_app.adapters.forecast_process``)."""
+    """Entry point of the child (``python -m stream_app.adapters.forecast_process``).
+    It ignores SIGINT and SIGTERM, which a Ctrl-C or a stop of the worker's process
+    group sends it too: it exits when the worker closes its stdin or dies."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
     sys.stdout = sys.stderr  # nothing but frames on the pipe
     _serve(stdin, stdout)

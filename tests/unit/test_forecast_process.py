@@ -144,6 +144,22 @@ def test_a_killed_child_is_replaced_and_sent_every_state_again(
     assert process.states_shipped == 2 * len(basis.states)
 
 
+def test_a_sigterm_to_the_workers_process_group_leaves_the_child_to_the_worker(
+        process: ForecastProcess) -> None:
+    """A stop of the worker's whole group (SIGTERM to it) killed the child first: the
+    worker, still finishing its batch, started another and shipped it every state; the
+    new child's answer then met a closed pipe (a traceback in the worker's log)."""
+    basis = _Organisation().fold(_deal_events(days=30))
+    process.rows(basis, DAY)
+    pid = process.pid
+    assert pid is not None
+    os.kill(pid, signal.SIGTERM)
+    time.sleep(0.2)
+    assert not _gone(pid)
+    assert process.rows(basis, DAY) == _direct(basis)
+    assert process.started == 1 and process.pid == pid
+
+
 def test_a_failure_in_the_child_is_raised_with_its_traceback_and_the_next_ask_works(
         process: ForecastProcess) -> None:
     good = _Organisation().fold(_deal_events(days=60))
@@ -195,10 +211,11 @@ _DYING_WORKER = textwrap.dedent("""
 """)
 
 
-@pytest.mark.parametrize("how", ["SIGKILL", "SIGINT"])
+@pytest.mark.parametrize("how", ["SIGKILL", "SIGINT", "SIGTERM"])
 def test_the_child_exits_when_the_worker_dies(how: str) -> None:
-    """SIGKILL: the child's stdin closes with the worker. SIGINT to the worker alone (a
-    Ctrl-C reaches the whole process group, and the child ignores it): the same."""
+    """SIGKILL: the child's stdin closes with the worker. SIGINT or SIGTERM to the worker
+    alone (either may reach the whole process group, and the child ignores both): the
+    same."""
     root = str(Path(__file__).resolve().parents[2])
     worker = subprocess.Popen([sys.executable, "-c", _DYING_WORKER.format(root=root,
                                                                           signal=how)],
