@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from stream_app.adapters.faust_compat import Table, store_dict
+from stream_app.adapters.loop_watch import collector_paused
 from stream_app.kpi.fold import parse_aggregate_key
 from stream_app.kpi.kinds import OWNER_QUOTA, POSITION
 from stream_app.kpi.snapshot import (
@@ -59,7 +60,8 @@ class AggregateIndex:
         from what :meth:`prime` sums)."""
         self.keys = {}
         self._primed = None
-        self.add(list(store_dict(self.table)))
+        with collector_paused():
+            self.add(list(store_dict(self.table)))
         self._partitions = None
 
     async def prime(self, partitions: frozenset[int], keep: Callable[[str, str], bool],
@@ -74,9 +76,10 @@ class AggregateIndex:
         data = store_dict(self.table)
 
         def build() -> None:
-            primed.cells, primed.merged = _sum_cells(items, partitions, data)
-            primed.snapshot = (labels_version,
-                               snapshot_from_cells(primed.cells, partitions, keep))
+            with collector_paused():
+                primed.cells, primed.merged = _sum_cells(items, partitions, data)
+                primed.snapshot = (labels_version,
+                                   snapshot_from_cells(primed.cells, partitions, keep))
 
         await asyncio.to_thread(build)
 

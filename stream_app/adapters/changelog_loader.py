@@ -29,6 +29,7 @@ from faust.types import TP, EventT
 from stream_app.adapters.checkpoints import CheckpointFiles, digest_at
 from stream_app.adapters.faust_compat import Table, key_partitions, store_dict
 from stream_app.adapters.kafka import client_kwargs
+from stream_app.adapters.loop_watch import collector_paused
 from stream_app.config import Settings
 from stream_app.ops import OperationalStats
 
@@ -94,7 +95,13 @@ class ChangelogLoader:
         state in memory holds every record up to there: only the records after it are
         read. Any other partition starts from its local checkpoint if it has a usable
         one (:mod:`stream_app.adapters.checkpoints`), else from its earliest offset.
+        The cyclic collector is paused meanwhile (:func:`collector_paused`).
         """
+        with collector_paused():
+            await self._load(tables, highwaters, positions)
+
+    async def _load(self, tables: Mapping[TP, Table], highwaters: Mapping[TP, int],
+                    positions: MutableMapping[TP, Any]) -> None:
         starts: dict[TP, int] = {}
         for tp in tables:
             start = positions.get(tp)
@@ -172,12 +179,10 @@ class ChangelogLoader:
         held: list[_ChangelogRecord] = []
         message = _CheckpointMessage(partition, offset)
         for begin in range(0, len(items), _DIRECT_SLICE_RECORDS):
-            fresh = {}
-            for key, value in items[begin:begin + _DIRECT_SLICE_RECORDS]:
-                if key in data:
-                    held.append(_ChangelogRecord(key, value, message))
-                else:
-                    fresh[key] = value
+            fresh = dict(items[begin:begin + _DIRECT_SLICE_RECORDS])
+            if not data.keys().isdisjoint(fresh):
+                for key in [key for key in fresh if key in data]:
+                    held.append(_ChangelogRecord(key, fresh.pop(key), message))
             data.update(fresh)
             partitions.update(dict.fromkeys(fresh, partition))
             if self._on_loaded is not None:

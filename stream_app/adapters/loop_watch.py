@@ -9,6 +9,7 @@ __all__ = ["HEAP_FREEZE_SECONDS", "LOOP_PROBE_SECONDS", "LoopWatch", "collector_
 import asyncio
 import contextlib
 import gc
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -67,18 +68,40 @@ class LoopWatch:
         return [[round(at, 4), round(late, 4)] for at, late in self.recent]
 
 
-@contextlib.contextmanager
-def collector_paused() -> Iterator[None]:
+class _CollectorPauses:
+    """Pauses of the cyclic collector that may overlap, from any thread: it is back on
+    when the last one ends (if it was on when the first began)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._count = 0
+        self._resume = False
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        with self._lock:
+            if self._count == 0:
+                self._resume = gc.isenabled()
+                gc.disable()
+            self._count += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._count -= 1
+                if self._count == 0 and self._resume:
+                    gc.enable()
+
+
+_PAUSES = _CollectorPauses()
+
+
+def collector_paused() -> contextlib.AbstractContextManager[None]:
     """The cyclic garbage collector off for the block, back on after it (even when it
-    raises; left off when it was off). For a scrape: its report, families and text are
-    ~100 ms of allocations kept until the next scrape, which young-generation passes
-    would walk again and again (a fifth of a scrape's time, measured in process);
-    reference counting still frees what it drops, and a cycle waits for the next pass."""
-    if not gc.isenabled():
-        yield
-        return
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
+    raises; left off when it was off) once no other pause holds it. For work that
+    allocates and keeps: a scrape (its report, families and text are ~100 ms of
+    allocations kept until the next scrape, which young-generation passes would walk
+    again and again: a fifth of a scrape's time, measured in process) and a restore
+    (millions of records, each pass walking the growing table). Reference counting
+    still frees what they drop; a cycle waits for the next pass."""
+    return _PAUSES.paused()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 from collections.abc import Sequence
 from typing import Any
@@ -25,8 +26,10 @@ class _Table:
 
     def __init__(self) -> None:
         self.applied: list[tuple[int, int, Any, Any]] = []
+        self.collector_on: set[bool] = set()
 
     def apply_changelog_batch(self, batch: Sequence[Any]) -> None:
+        self.collector_on.add(gc.isenabled())
         self.applied.extend((r.message.partition, r.message.offset, r.key, r.value)
                             for r in batch)
 
@@ -62,6 +65,9 @@ def test_the_loader_reads_each_partition_from_where_the_table_stands_to_the_wate
     assert by_partition[1] == [(n, f"k1-{n % 7}", {"v": n}) for n in range(5, 10)]
     assert by_partition[2] == []  # already at its watermark: not read
     assert stats.changelog_read_in_bulk[_Table.name] == big + 5
+    # a restore allocates per record: no collector pass walks the growing table meanwhile
+    assert table.collector_on == {False}
+    assert gc.isenabled()
 
 
 async def _produce_to(settings: Settings, partition: int,

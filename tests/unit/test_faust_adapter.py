@@ -5,6 +5,7 @@ date from the keys written and equal a fresh sum of the table at every read."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import random
 from typing import Any
@@ -199,6 +200,32 @@ def _one_bucket() -> tuple[_Table, Any, str]:
     index.add([key])
     assert index.snapshot(frozenset({0}), _keep_all, 0).buckets == {("A", 1): [1, 0]}
     return table, index, key
+
+
+def test_a_recovery_indexes_and_sums_its_table_with_the_collector_paused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Both allocate per key of the whole table (millions after a restart): a collector
+    pass every few thousand objects would walk the growing heap again and again."""
+    _, index, _ = _one_bucket()
+    seen: list[tuple[str, bool]] = []
+    add, sum_cells = AggregateIndex.add, aggregate_index_module._sum_cells
+
+    def noting_add(self: AggregateIndex, keys: Any) -> None:
+        seen.append(("index", gc.isenabled()))
+        add(self, keys)
+
+    def noting_sum(*args: Any) -> Any:
+        seen.append(("sums", gc.isenabled()))
+        return sum_cells(*args)
+
+    monkeypatch.setattr(AggregateIndex, "add", noting_add)
+    monkeypatch.setattr(aggregate_index_module, "_sum_cells", noting_sum)
+    index.rebuild()
+    asyncio.run(index.prime(frozenset({0}), _keep_all, 0))
+    assert seen == [("index", False), ("sums", False)]
+    assert gc.isenabled()
+    assert index.snapshot(frozenset({0}), _keep_all, 0).buckets == {("A", 1): [1, 0]}
 
 
 def test_a_write_is_summed_at_the_next_read_only_once_its_key_is_noted() -> None:

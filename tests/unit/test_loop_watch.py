@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import threading
 import time
 
 import pytest
@@ -61,3 +62,29 @@ def test_the_collector_is_paused_for_a_block_and_back_after_it_even_when_it_rais
         assert not gc.isenabled()  # it was off: left off
     finally:
         gc.enable()
+
+
+def test_overlapping_pauses_keep_the_collector_off_until_the_last_one_ends() -> None:
+    """A scrape's pause (its thread) may begin and end inside a recovery's (the event
+    loop's): the collector stays off until both ended, in whatever order."""
+    assert gc.isenabled()
+    recovery, scrape = loop_watch.collector_paused(), loop_watch.collector_paused()
+    recovery.__enter__()
+    scrape.__enter__()
+    recovery.__exit__(None, None, None)
+    assert not gc.isenabled()
+    scrape.__exit__(None, None, None)
+    assert gc.isenabled()
+    results: list[bool] = []
+
+    def pause_in_a_thread() -> None:
+        with loop_watch.collector_paused():
+            results.append(gc.isenabled())
+
+    with loop_watch.collector_paused():
+        thread = threading.Thread(target=pause_in_a_thread)
+        thread.start()
+        thread.join()
+        assert not gc.isenabled()
+    assert results == [False] and gc.isenabled()
+
