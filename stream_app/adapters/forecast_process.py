@@ -328,7 +328,10 @@ def _serve(stdin: IO[bytes], stdout: IO[bytes]) -> None:
             last = rows
         except Exception:  # handed to the worker, which fails the scrapes of that state
             answer, last = ("error", traceback.format_exc()), None
-        _write(stdout, answer)
+        try:
+            _write(stdout, answer)
+        except BrokenPipeError:  # the worker stopped while this computed
+            return
         gc.freeze()  # what the computation keeps stays out of later full collections
 
 

@@ -19,6 +19,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from stream_app.adapters import forecast_process
 from stream_app.adapters.forecast_process import ForecastProcess, RemoteForecastError
 from stream_app.adapters.scrape import Scrape
 from stream_app.config import Settings, pricing, report_config
@@ -158,6 +159,25 @@ def test_a_sigterm_to_the_workers_process_group_leaves_the_child_to_the_worker(
     assert not _gone(pid)
     assert process.rows(basis, DAY) == _direct(basis)
     assert process.started == 1 and process.pid == pid
+
+
+def test_a_child_whose_worker_left_before_its_answer_exits_quietly(
+        process: ForecastProcess) -> None:
+    """The worker stopped while the child computed: the answer meets a closed pipe, and
+    the child exits with 0 instead of printing a BrokenPipeError traceback into the
+    worker's log."""
+    basis = _Organisation().fold(_deal_events(days=30))
+    process.rows(basis, DAY)
+    child = process._child
+    assert child is not None and child.stdin is not None and child.stdout is not None
+    ask, patch, _ = process._ask_for(basis, DAY)
+    child.stdout.close()
+    forecast_process._write(child.stdin, ask)
+    for start in range(0, len(patch), forecast_process._STATES_PER_FRAME):
+        forecast_process._write(child.stdin,
+                                patch[start:start + forecast_process._STATES_PER_FRAME])
+    child.stdin.flush()
+    assert child.wait(30) == 0
 
 
 def test_a_failure_in_the_child_is_raised_with_its_traceback_and_the_next_ask_works(
