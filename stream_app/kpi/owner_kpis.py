@@ -35,7 +35,7 @@ class WindowRows(Generic[_Row]):
     def rows(self, cells: Mapping[tuple[Any, ...], list[int]], specs: tuple[WindowSpec, ...],
              as_of_day: int, owners: Iterable[str] | None = None) -> dict[str, tuple[_Row, ...]]:
         """Rows of ``owners`` (default: the owners with a cell), in that order."""
-        day_cells = cells if isinstance(cells, DayCells) else DayCells(cells)
+        day_cells = DayCells.of(cells)
         sums, changed, self._seen = day_cells.window_changes(specs, as_of_day, self._seen)
         if self._specs != specs:
             changed = None
@@ -70,9 +70,7 @@ class OwnerDealRows:
              probability: Mapping[str, Decimal], as_of_day: int
              ) -> tuple[PerOwner[OwnerDealKpis], PerOwner[OwnerPipelineKpis]]:
         """The owners' deal rows and pipeline at ``as_of_day``, in owner order."""
-        cells = snap.owner_deals
-        if not isinstance(cells, DayCells):
-            cells = DayCells(cells)
+        cells = DayCells.of(snap.owner_deals)
         open_cells = snap.owner_open
         if not isinstance(open_cells, GroupCells):
             open_cells = GroupCells(open_cells)

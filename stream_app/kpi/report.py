@@ -134,7 +134,7 @@ def _open_sums(snap: Snapshot, as_of_day: int, stuck_days: int) -> _OpenSums:
     """Stuck: in the stage since before ``as_of_day - stuck_days``: every day up to T's
     day but the last ``stuck_days + 1`` (the trailing sums the open cells keep); cells
     of days after T's count as open, not stuck."""
-    cells = snap.open if isinstance(snap.open, DayCells) else DayCells(snap.open)
+    cells = DayCells.of(snap.open)
     specs = (_EVERY_DAY, WindowSpec("not stuck", stuck_days + 1))
     windows, later = cells.window_sums_and_after(specs, as_of_day)
     every_day, recent = windows[_EVERY_DAY.name], windows["not stuck"]
@@ -175,7 +175,7 @@ def _windowed_sums(cells: dict[tuple[Any, ...], list[int]], cfg: ReportConfig,
     """Per window name: the vectors of cells ``(*group, day)`` summed per group over the
     window's days (zeros for a group without any), and per ``total(group)`` as well when
     given. A snapshot's :class:`DayCells` keep their sums between reports."""
-    day_cells = cells if isinstance(cells, DayCells) else DayCells(cells)
+    day_cells = DayCells.of(cells)
     out: dict[str, dict[Any, list[int]]] = {}
     for name, groups in day_cells.window_sums(cfg.specs, as_of_day).items():
         sums: dict[Any, list[int]] = defaultdict(lambda: [0] * width)
@@ -285,8 +285,7 @@ def _trailing(cells: dict[tuple[Any, ...], list[int]], window: tuple[WindowSpec]
               as_of_day: int) -> dict[Any, list[int]]:
     """Per group, the vectors of ``cells`` summed over one trailing window at
     ``as_of_day`` (groups without a cell in it may be missing)."""
-    day_cells = cells if isinstance(cells, DayCells) else DayCells(cells)
-    return day_cells.window_sums(window, as_of_day)[window[0].name]
+    return DayCells.of(cells).window_sums(window, as_of_day)[window[0].name]
 
 
 def _window_kpis(snap: Snapshot, cfg: ReportConfig, as_of_day: int, teams: list[str],

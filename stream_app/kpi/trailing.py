@@ -177,6 +177,12 @@ class DayCells(dict[DayKey, list[int]]):
         self._trailing: dict[tuple[WindowSpec, ...], TrailingSums] = {}
         self._groups: set[Any] | None = None
 
+    @classmethod
+    def of(cls, cells: Mapping[DayKey, list[int]]) -> DayCells:
+        """``cells`` itself when a :class:`DayCells` (its kept sums are read), else a
+        :class:`DayCells` of its items (summed afresh)."""
+        return cells if isinstance(cells, DayCells) else cls(cells)
+
     def add(self, key: DayKey, vector: Sequence[int]) -> None:
         """Add ``vector`` element-wise to the cell ``key`` (created when absent)."""
         new_key = key not in self

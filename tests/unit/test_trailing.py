@@ -164,3 +164,11 @@ def test_group_cells_name_the_groups_changed_since_a_token() -> None:
     assert cells == {("o1", "P"): [2, 15], ("o2", "N"): [1, 5]}
     assert cells.changes(later)[0] == set()
     assert GroupCells(cells).changes(later)[0] is None  # another object's token
+
+
+def test_of_reads_a_day_cells_own_sums_and_wraps_a_plain_dict() -> None:
+    kept = DayCells({("A", 1): [2]})
+    assert DayCells.of(kept) is kept
+    plain = {("A", 1): [2], ("B", 3): [5]}
+    wrapped = DayCells.of(plain)
+    assert type(wrapped) is DayCells and wrapped == plain and wrapped is not plain
