@@ -43,6 +43,7 @@ from stream_app.adapters.faust_compat import (
     recovery_progress,
     recovery_stale,
     seek,
+    send_whole,
     wrap_changelog_apply,
 )
 from stream_app.adapters.kafka import client_kwargs, committed_offsets, fetched_high_watermarks
@@ -300,8 +301,12 @@ class PulseWorker:
 
         @app.page("/metrics")
         async def metrics(web: Any, request: Any) -> Any:
-            return web.bytes(await self._scrape.exposition(self._collector),
-                             content_type="text/plain; version=0.0.4")
+            async def send(body: bytes) -> Any:
+                response = web.bytes(body, content_type="text/plain; version=0.0.4")
+                await send_whole(request, response)
+                return response
+
+            return await self._scrape.respond(self._collector, send)
 
         @app.page("/healthz")
         async def healthz(web: Any, request: Any) -> Any:

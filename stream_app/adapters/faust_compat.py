@@ -29,6 +29,7 @@ __all__ = [
     "recovery_stale",
     "recovery_superseded",
     "seek",
+    "send_whole",
     "store_dict",
     "wrap_changelog_apply",
 ]
@@ -55,6 +56,23 @@ def _internals(component: object) -> Any:
     """A Faust component, to reach the private attributes below (untyped by design:
     each use is pinned by a test instead)."""
     return component
+
+
+async def send_whole(request: Any, response: Any) -> None:
+    """Send ``response`` (Faust's web: aiohttp's) to ``request``'s client now and return
+    only once every byte left the process (the connection's write buffer empty: its
+    high-water mark set to 0, so aiohttp's drain waits for it), so what the handler does
+    next does not delay the client. Faust's web hands the handler aiohttp's own request;
+    aiohttp sends nothing again for a response already prepared and ended, and meets a
+    client gone meanwhile again when it ends the response itself (as for any handler)."""
+    transport = request.transport
+    if transport is not None:
+        transport.set_write_buffer_limits(high=0)
+    try:
+        await response.prepare(request)
+        await response.write_eof()
+    except ConnectionError:
+        return
 
 
 def faust_worker(app: faust.App, loglevel: str, logging_config: dict[str, Any]) -> faust.Worker:

@@ -7,7 +7,8 @@ __all__ = ["Scrape"]
 
 import asyncio
 import time
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Sequence
+from typing import TypeVar
 
 from prometheus_client.core import Metric
 
@@ -22,6 +23,8 @@ from stream_app.kpi.live import ReportReuse
 from stream_app.kpi.report import ReportConfig
 from stream_app.kpi.rows import Report
 from stream_app.kpi.snapshot import Snapshot, combined
+
+_Sent = TypeVar("_Sent")
 
 #: What a report is built from: what identifies the state read, the snapshot, T.
 ReportInputs = tuple[Hashable, Snapshot, int]
@@ -90,6 +93,14 @@ class Scrape:
             self._prefetch(prepared)  # computed in parallel with the rest of the report
             head, tail = list(collector.head()), list(collector.tail())
             return await asyncio.to_thread(self._render, collector, prepared, head, tail)
+
+    async def respond(self, collector: PulseCollector,
+                      send: Callable[[bytes], Awaitable[_Sent]]) -> _Sent:
+        """:meth:`exposition`, handed to ``send``, with the cyclic collector paused until
+        ``send`` returned: its first pass after a scrape walks every object the scrape
+        kept (8-18 ms), and made then it would hold the client waiting for the text."""
+        with collector_paused():
+            return await send(await self.exposition(collector))
 
     def _render(self, collector: PulseCollector, prepared: ReportInputs | None,
                 head: list[Metric], tail: list[Metric]) -> bytes:

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import socket
 from collections.abc import Iterator, Mapping, Sequence
 from types import SimpleNamespace
 from typing import Any
 
 import faust
 import pytest
+from aiohttp import web
 from faust.tables.recovery import Recovery
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
@@ -307,3 +309,43 @@ def test_the_worker_consumer_fetches_with_the_configured_longest_wait(app: faust
                 setattr(thread_cls, name, was[name])
             elif name in thread_cls.__dict__:
                 delattr(thread_cls, name)
+
+
+def test_send_whole_returns_once_the_connection_holds_no_byte_of_the_response() -> None:
+    """aiohttp (Faust's web): the response is sent before the handler returns, and only
+    once; ``send_whole`` returns when the transport's write buffer is empty, not at
+    aiohttp's usual low-water mark (a socket with a small send buffer keeps the rest)."""
+    body = bytes(range(256)) * 4096  # 1 MiB
+    buffered_after: list[int] = []
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        request.transport.get_extra_info("socket").setsockopt(  # type: ignore[union-attr]
+            socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        response = web.Response(body=body)
+        await faust_compat.send_whole(request, response)
+        buffered_after.append(request.transport.get_write_buffer_size())  # type: ignore[union-attr]
+        return response
+
+    async def exchange() -> bytes:
+        application = web.Application()
+        application.router.add_get("/", handler)
+        runner = web.AppRunner(application)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        port = runner.addresses[0][1]
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"GET / HTTP/1.1\r\nHost: pulse\r\nConnection: close\r\n\r\n")
+            received = bytearray()
+            while chunk := await reader.read(2048):
+                received += chunk
+                await asyncio.sleep(0)
+            writer.close()
+            return bytes(received)
+        finally:
+            await runner.cleanup()
+
+    received = asyncio.run(exchange())
+    head, _, sent = received.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200") and sent == body
+    assert buffered_after == [0]

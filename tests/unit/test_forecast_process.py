@@ -340,3 +340,22 @@ def test_a_scrape_builds_its_report_and_families_with_the_collector_paused() -> 
     finally:
         scrape.close()
     assert collector.collector_on == [False] and gc.isenabled()
+
+
+def test_a_scrape_keeps_the_collector_paused_until_its_text_is_sent() -> None:
+    scrape = Scrape(lambda: [_DealsWithoutForecastPartition()],
+                    lambda topic: frozenset({0}),
+                    SimpleNamespace(keep=lambda label, value: True, version=0),
+                    "event", lambda: None, report_config(Settings(), None))
+    collector_on_while_sending: list[bool] = []
+
+    async def send(body: bytes) -> str:
+        await asyncio.sleep(0)
+        collector_on_while_sending.append(gc.isenabled())
+        return "sent"
+
+    try:
+        sent = asyncio.run(scrape.respond(_RecordingCollector(), send))  # type: ignore[arg-type]
+    finally:
+        scrape.close()
+    assert sent == "sent" and collector_on_while_sending == [False] and gc.isenabled()
