@@ -60,7 +60,7 @@ class AggregateIndex:
         from what :meth:`prime` sums)."""
         self.keys = {}
         self._primed = None
-        with collector_paused():
+        with collector_paused(keep=True):
             self.add(list(store_dict(self.table)))
         self._partitions = None
 
@@ -76,7 +76,7 @@ class AggregateIndex:
         data = store_dict(self.table)
 
         def build() -> None:
-            with collector_paused():
+            with collector_paused(keep=True):
                 primed.cells, primed.merged = _sum_cells(items, partitions, data)
                 primed.snapshot = (labels_version,
                                    snapshot_from_cells(primed.cells, partitions, keep))

@@ -95,9 +95,10 @@ class ChangelogLoader:
         state in memory holds every record up to there: only the records after it are
         read. Any other partition starts from its local checkpoint if it has a usable
         one (:mod:`stream_app.adapters.checkpoints`), else from its earliest offset.
-        The cyclic collector is paused meanwhile (:func:`collector_paused`).
+        The cyclic collector is paused meanwhile, and what the load kept frozen after it
+        (:func:`collector_paused`).
         """
-        with collector_paused():
+        with collector_paused(keep=True):
             await self._load(tables, highwaters, positions)
 
     async def _load(self, tables: Mapping[TP, Table], highwaters: Mapping[TP, int],

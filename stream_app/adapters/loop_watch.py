@@ -78,7 +78,7 @@ class _CollectorPauses:
         self._resume = False
 
     @contextlib.contextmanager
-    def paused(self) -> Iterator[None]:
+    def paused(self, keep: bool) -> Iterator[None]:
         with self._lock:
             if self._count == 0:
                 self._resume = gc.isenabled()
@@ -86,6 +86,8 @@ class _CollectorPauses:
             self._count += 1
         try:
             yield
+            if keep:
+                gc.freeze()
         finally:
             with self._lock:
                 self._count -= 1
@@ -96,12 +98,18 @@ class _CollectorPauses:
 _PAUSES = _CollectorPauses()
 
 
-def collector_paused() -> contextlib.AbstractContextManager[None]:
+def collector_paused(keep: bool = False) -> contextlib.AbstractContextManager[None]:
     """The cyclic garbage collector off for the block, back on after it (even when it
     raises; left off when it was off) once no other pause holds it. For work that
     allocates and keeps: a scrape (its report, families and text are ~100 ms of
     allocations kept until the next scrape, which young-generation passes would walk
     again and again: a fifth of a scrape's time, measured in process) and a restore
     (millions of records, each pass walking the growing table). Reference counting
-    still frees what they drop; a cycle waits for the next pass."""
-    return _PAUSES.paused()
+    still frees what they drop; a cycle waits for the next pass.
+
+    ``keep``: what the block allocated lives on (a restored table, its index and
+    sums): every object alive when it ends is frozen (``gc.freeze``), as the worker
+    freezes its heap after a recovery, instead of left young: the first pass after a
+    restore of a million records would walk them all at once, holding the event loop
+    for seconds."""
+    return _PAUSES.paused(keep)

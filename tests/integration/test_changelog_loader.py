@@ -68,6 +68,9 @@ def test_the_loader_reads_each_partition_from_where_the_table_stands_to_the_wate
     # a restore allocates per record: no collector pass walks the growing table meanwhile
     assert table.collector_on == {False}
     assert gc.isenabled()
+    # and what it kept is frozen: no first pass after it walks every record at once
+    tracked = {id(o) for o in gc.get_objects()}
+    assert not [row for row in table.applied if id(row) in tracked]
 
 
 async def _produce_to(settings: Settings, partition: int,

@@ -88,3 +88,24 @@ def test_overlapping_pauses_keep_the_collector_off_until_the_last_one_ends() -> 
         assert not gc.isenabled()
     assert results == [False] and gc.isenabled()
 
+
+
+def _young(objects: list[object]) -> list[object]:
+    """Those of ``objects`` some generation of the collector still holds."""
+    tracked = {id(o) for o in gc.get_objects()}
+    return [o for o in objects if id(o) in tracked]
+
+
+def test_what_a_keeping_pause_allocated_is_frozen_and_a_scrape_s_is_left_young() -> None:
+    """A restore's records live on: frozen when its pause ends, no pass walks them
+    (a million at once would hold the loop for seconds); a scrape's do not."""
+    with loop_watch.collector_paused(keep=True):
+        restored = [[n] for n in range(1000)]
+    assert _young(restored) == []
+    with loop_watch.collector_paused():
+        scraped = [[n] for n in range(1000)]
+    assert len(_young(scraped)) == 1000
+    with pytest.raises(RuntimeError), loop_watch.collector_paused(keep=True):
+        failed = [[n] for n in range(1000)]
+        raise RuntimeError("a restore failed")
+    assert len(_young(failed)) == 1000
