@@ -592,10 +592,11 @@ def _restart_to_export(settings: Settings, logs: Path, env: dict[str, str],
     local checkpoints) to its first scrape exporting every open deal again (both with
     the same static group membership, as the StatefulSet's pods: the new worker takes
     the dead one's place in one JoinGroup), how long its recovery took, and how many
-    records it loaded from the checkpoints."""
+    records it loaded from the checkpoints. It logs at INFO: its log shows where the
+    seconds went (group join, checkpoint loads, recovery, ready)."""
     started = time.monotonic()
     worker = PulseProcess(settings, logs / "worker-restart.log", PULSE_APP_ID=settings.app_id,
-                          **env)
+                          **{**env, "PULSE_LOG_LEVEL": "INFO"})
     try:
         _wait("restarted worker exports again", round(open_deals),
               lambda: round(worker.sum_of("pulse_open_deals") / 2), 1800)

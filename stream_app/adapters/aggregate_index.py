@@ -12,7 +12,7 @@ from typing import Any
 
 from stream_app.adapters.faust_compat import Table, store_dict
 from stream_app.adapters.loop_watch import collector_paused
-from stream_app.kpi.fold import parse_aggregate_key
+from stream_app.kpi.fold import SEP, parse_aggregate_key
 from stream_app.kpi.kinds import OWNER_QUOTA, POSITION
 from stream_app.kpi.snapshot import (
     KIND_LABEL,
@@ -55,14 +55,21 @@ class AggregateIndex:
         #: Moves whenever :meth:`snapshot` gives a snapshot that differs from the last.
         self.version = 0
 
-    def rebuild(self) -> None:
+    async def rebuild(self) -> None:
         """After a recovery: index every key again and re-sum at the next read (or
-        from what :meth:`prime` sums)."""
-        self.keys = {}
-        self._primed = None
-        with collector_paused(keep=True):
-            self.add(list(store_dict(self.table)))
-        self._partitions = None
+        from what :meth:`prime` sums). The keys are parsed in a thread (seconds, with
+        a million open deals, that held the event loop); keys noted meanwhile are kept,
+        and a snapshot read meanwhile is summed again at the next read."""
+        self.keys, self._primed, self._partitions = {}, None, None
+        keys = list(store_dict(self.table))
+
+        def index() -> dict[str, tuple[str, int, str, str]]:
+            with collector_paused(keep=True):
+                return _aggregate_keys(keys)
+
+        parsed = await asyncio.to_thread(index)
+        parsed.update(self.keys)
+        self.keys, self._partitions = parsed, None
 
     async def prime(self, partitions: frozenset[int], keep: Callable[[str, str], bool],
                     labels_version: int) -> None:
@@ -164,6 +171,18 @@ class AggregateIndex:
         self._dirty = set()
         return [(cell, old, cells[cell]) for cell, old in before.items()
                 if cells[cell] is not old]
+
+
+def _aggregate_keys(keys: Iterable[str]) -> dict[str, tuple[str, int, str, str]]:
+    """Each aggregate key of ``keys``, parsed (entity keys, with one separator where an
+    aggregate key has three, are passed over without being split)."""
+    found: dict[str, tuple[str, int, str, str]] = {}
+    for key in keys:
+        if key.count(SEP) == 3:
+            parsed = parse_aggregate_key(key)
+            if parsed is not None:
+                found[key] = parsed
+    return found
 
 
 def _sum_cells(items: Iterable[tuple[str, tuple[str, int, str, str]]],

@@ -356,7 +356,7 @@ class PulseWorker:
         name = pipeline.table.name
         if self._stale_recovery(name):
             return
-        pipeline.index.rebuild()
+        await pipeline.index.rebuild()
         if pipeline.book is not None:
             pipeline.book.rebuild(pipeline.table.data)
         await self._labels.admit(pipeline.index.groups())

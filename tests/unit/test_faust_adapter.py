@@ -8,6 +8,7 @@ import asyncio
 import gc
 import json
 import random
+import threading
 from typing import Any
 
 import pytest
@@ -140,7 +141,7 @@ def test_kept_sums_equal_a_fresh_sum_after_any_writes_and_reassignments(
         if roll < 0.03:
             partitions = frozenset(p for p in range(4) if rng.random() < 0.6)
         elif roll < 0.07:
-            index.rebuild()
+            asyncio.run(index.rebuild())
             if primed:
                 guess = partitions if rng.random() < 0.7 else frozenset({rng.randrange(4)})
                 asyncio.run(index.prime(guess, _keep_all, 0))
@@ -181,7 +182,7 @@ def test_writes_made_while_a_priming_runs_are_summed_when_it_is_adopted(
     store = _WritingWhileRead(index, [(new, [4, 1]), (kept, [7, 0])])
     store[kept] = {"g": {}, "v": [1, 0]}
     table.data = store
-    index.rebuild()
+    asyncio.run(index.rebuild())
     asyncio.run(index.prime(frozenset({0, 1}), _keep_all, 0))
     built: list[int] = []
     monkeypatch.setattr(aggregate_index_module, "snapshot_from_cells",
@@ -202,6 +203,39 @@ def _one_bucket() -> tuple[_Table, Any, str]:
     return table, index, key
 
 
+def test_keys_written_and_snapshots_read_while_a_rebuild_indexes_count_after_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The rebuild parses the table's keys in a thread; the loop may note a write and
+    read a snapshot (of the keys noted so far) meanwhile: after it, both the restored
+    keys and the new one are summed."""
+    table, index, _ = _one_bucket()
+    parsing, release = threading.Event(), threading.Event()
+    aggregate_keys = aggregate_index_module._aggregate_keys
+
+    def held(keys: Any) -> Any:
+        parsing.set()
+        release.wait(5)
+        return aggregate_keys(keys)
+
+    monkeypatch.setattr(aggregate_index_module, "_aggregate_keys", held)
+    new = aggregate_key("b", 0, "B", "2")
+
+    async def recover() -> None:
+        rebuilding = asyncio.ensure_future(index.rebuild())
+        while not parsing.is_set():
+            await asyncio.sleep(0.001)
+        table.data[new] = {"g": {}, "v": [4, 1]}
+        index.add([new])
+        assert index.snapshot(frozenset({0}), _keep_all, 0).buckets == {("B", 2): [4, 1]}
+        release.set()
+        await rebuilding
+
+    asyncio.run(recover())
+    assert index.snapshot(frozenset({0}), _keep_all, 0).buckets == {
+        ("A", 1): [1, 0], ("B", 2): [4, 1]}
+
+
 def test_a_recovery_indexes_and_sums_its_table_with_the_collector_paused(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -209,19 +243,20 @@ def test_a_recovery_indexes_and_sums_its_table_with_the_collector_paused(
     pass every few thousand objects would walk the growing heap again and again."""
     _, index, _ = _one_bucket()
     seen: list[tuple[str, bool]] = []
-    add, sum_cells = AggregateIndex.add, aggregate_index_module._sum_cells
+    aggregate_keys, sum_cells = (aggregate_index_module._aggregate_keys,
+                                 aggregate_index_module._sum_cells)
 
-    def noting_add(self: AggregateIndex, keys: Any) -> None:
+    def noting_index(keys: Any) -> Any:
         seen.append(("index", gc.isenabled()))
-        add(self, keys)
+        return aggregate_keys(keys)
 
     def noting_sum(*args: Any) -> Any:
         seen.append(("sums", gc.isenabled()))
         return sum_cells(*args)
 
-    monkeypatch.setattr(AggregateIndex, "add", noting_add)
+    monkeypatch.setattr(aggregate_index_module, "_aggregate_keys", noting_index)
     monkeypatch.setattr(aggregate_index_module, "_sum_cells", noting_sum)
-    index.rebuild()
+    asyncio.run(index.rebuild())
     asyncio.run(index.prime(frozenset({0}), _keep_all, 0))
     assert seen == [("index", False), ("sums", False)]
     assert gc.isenabled()
