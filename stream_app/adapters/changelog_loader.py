@@ -26,7 +26,7 @@ from typing import Any, cast
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from faust.types import TP, EventT
 
-from stream_app.adapters.checkpoints import CheckpointFiles, digest_at
+from stream_app.adapters.checkpoints import Checkpoint, CheckpointFiles, digest_at
 from stream_app.adapters.faust_compat import Table, key_partitions, store_dict
 from stream_app.adapters.kafka import client_kwargs
 from stream_app.adapters.loop_watch import collector_paused
@@ -120,6 +120,8 @@ class ChangelogLoader:
             await consumer.start()
             kafka_tps = {tp: TopicPartition(tp.topic, tp.partition) for tp in candidates}
             consumer.assign(list(kafka_tps.values()))
+            # each checkpoint's digest reads one partition: fetch no other meanwhile
+            consumer.pause(*kafka_tps.values())
             for tp, last in candidates.items():
                 if starts[tp] < 0 and self._checkpoints is not None:
                     loaded = await self._load_checkpoint(
@@ -145,8 +147,7 @@ class ChangelogLoader:
         if checkpoint.offset > last:
             reason = (f"it was taken at offset {checkpoint.offset}, past the changelog's "
                       f"last offset {last}")
-        elif await digest_at(consumer, kafka_tp, checkpoint.earliest,
-                             checkpoint.offset) != checkpoint.digest:
+        elif await self._digest(consumer, kafka_tp, checkpoint) != checkpoint.digest:
             reason = (f"the changelog no longer holds the records at offsets "
                       f"{checkpoint.earliest} and {checkpoint.offset} it was taken at "
                       "(deleted, recreated or truncated, or another application's)")
@@ -162,6 +163,17 @@ class ChangelogLoader:
         log.info("local checkpoint of %s[%d] loaded: %d records up to offset %d",
                  tp.topic, tp.partition, len(checkpoint.records), checkpoint.offset)
         return checkpoint.offset
+
+    @staticmethod
+    async def _digest(consumer: AIOKafkaConsumer, kafka_tp: TopicPartition,
+                      checkpoint: Checkpoint) -> str | None:
+        """:func:`digest_at` of the records a checkpoint names, its partition alone
+        fetched (the loader's others stay paused)."""
+        consumer.resume(kafka_tp)
+        try:
+            return await digest_at(consumer, kafka_tp, checkpoint.earliest, checkpoint.offset)
+        finally:
+            consumer.pause(kafka_tp)
 
     async def _apply_checkpoint(self, table: Table, partition: int, offset: int,
                                 records: Mapping[Any, Any]) -> None:
@@ -207,6 +219,7 @@ class ChangelogLoader:
                 consumer.seek(kafka_tp, starts[tp] + 1)
         for tp in set(kafka_tps) - set(wanted):
             consumer.pause(kafka_tps[tp])
+        consumer.resume(*(kafka_tps[tp] for tp in wanted))
         remaining = dict(wanted)
         applied = 0
         while remaining:

@@ -6,12 +6,16 @@ import asyncio
 import gc
 import json
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
-from aiokafka import AIOKafkaProducer
+import pytest
+from aiokafka import AIOKafkaProducer, TopicPartition
 from faust.types import TP
 
+from stream_app.adapters import changelog_loader
 from stream_app.adapters.changelog_loader import LOAD_BATCH_RECORDS, ChangelogLoader
+from stream_app.adapters.checkpoints import Checkpoint, CheckpointFiles, digest_at, record_digest
 from stream_app.adapters.kafka import client_kwargs, ensure_topics
 from stream_app.config import Settings
 from stream_app.ops import OperationalStats
@@ -84,3 +88,63 @@ async def _produce_to(settings: Settings, partition: int,
     finally:
         await producer.stop()
 
+
+
+class _Store:
+    def __init__(self) -> None:
+        self.data: dict[str, Any] = {}
+        self._key_partition: dict[str, int] = {}
+
+
+class _StoreTable:
+    """A table with a store, as the loader puts a checkpoint's records straight in."""
+
+    name = "pulse-loader-digest-test"
+
+    def __init__(self) -> None:
+        self.data = _Store()
+
+    def apply_changelog_batch(self, batch: Sequence[Any]) -> None:
+        for record in batch:
+            self.data.data[record.key] = record.value
+            self.data._key_partition[record.key] = record.message.partition
+
+
+def test_a_checkpoint_s_digest_is_read_with_every_other_partition_paused(
+    base_settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Checking a checkpoint reads two records of its partition; the consumer also
+    assigned the others (read after, from the changelog) must not fetch and decode them
+    meanwhile. Then every partition is read to its end as before."""
+    topic = "loader-digest-test-changelog"
+    settings = base_settings.model_copy(update={"partitions": 3})
+    asyncio.run(ensure_topics(settings, {topic: 3}))
+    counts = {0: 5, 1: 60, 2: 12}
+    produced = {p: [(topic, json.dumps(f"k{p}-{n}").encode(), json.dumps({"v": n}).encode())
+                    for n in range(count)] for p, count in counts.items()}
+    for partition, items in produced.items():
+        asyncio.run(_produce_to(settings, partition, items))
+    first, last = produced[0][0], produced[0][-1]
+    files = CheckpointFiles(tmp_path)
+    files.write(Checkpoint(topic, 0, 4, 0, record_digest((0, first[1], first[2]),
+                                                         (4, last[1], last[2])),
+                           {f"k0-{n}": {"v": n} for n in range(5)}))
+    paused_while_checked: list[set[TopicPartition]] = []
+
+    async def noting_digest(consumer: Any, kafka_tp: Any, earliest: int, offset: int) -> Any:
+        paused_while_checked.append(set(consumer.paused()))
+        return await digest_at(consumer, kafka_tp, earliest, offset)
+
+    monkeypatch.setattr(changelog_loader, "digest_at", noting_digest)
+    table, stats = _StoreTable(), OperationalStats()
+    tps = {p: TP(topic, p) for p in counts}
+    positions: dict[TP, Any] = dict.fromkeys(tps.values())
+    loader = ChangelogLoader(settings, stats, files)
+    asyncio.run(loader({tp: table for tp in tps.values()},  # type: ignore[misc]
+                       {tps[p]: count - 1 for p, count in counts.items()}, positions))
+
+    assert paused_while_checked == [{TopicPartition(topic, 1), TopicPartition(topic, 2)}]
+    assert stats.checkpoint_records_loaded[_StoreTable.name] == 5
+    assert positions == {tps[p]: count - 1 for p, count in counts.items()}
+    assert table.data.data == {f"k{p}-{n}": {"v": n} for p, count in counts.items()
+                               for n in range(count)}
