@@ -120,7 +120,8 @@ class ChangelogLoader:
             await consumer.start()
             kafka_tps = {tp: TopicPartition(tp.topic, tp.partition) for tp in candidates}
             consumer.assign(list(kafka_tps.values()))
-            # each checkpoint's digest reads one partition: fetch no other meanwhile
+            # none fetched but what is read: a checkpoint's digest resumes its partition,
+            # the read after the checkpoints those it reads
             consumer.pause(*kafka_tps.values())
             for tp, last in candidates.items():
                 if starts[tp] < 0 and self._checkpoints is not None:
@@ -217,9 +218,7 @@ class ChangelogLoader:
                 await consumer.seek_to_beginning(kafka_tp)
             else:
                 consumer.seek(kafka_tp, starts[tp] + 1)
-        for tp in set(kafka_tps) - set(wanted):
-            consumer.pause(kafka_tps[tp])
-        consumer.resume(*(kafka_tps[tp] for tp in wanted))
+        consumer.resume(*(kafka_tps[tp] for tp in wanted))  # the others stay paused
         remaining = dict(wanted)
         applied = 0
         while remaining:
