@@ -96,18 +96,18 @@ class Scrape:
 
     async def respond(self, collector: PulseCollector,
                       send: Callable[[bytes], Awaitable[_Sent]]) -> _Sent:
-        """:meth:`exposition`, handed to ``send``, with the cyclic collector paused until
-        ``send`` returned: its first pass after a scrape walks every object the scrape
-        kept (8-18 ms), and made then it would hold the client waiting for the text."""
+        """:meth:`exposition`, handed to ``send``, with the cyclic collector paused from
+        the report's start until ``send`` returned (:func:`collector_paused`): its first
+        pass after a scrape walks every object the scrape kept (8-18 ms), and made then
+        it would hold the client waiting for the text."""
         with collector_paused():
             return await send(await self.exposition(collector))
 
     def _render(self, collector: PulseCollector, prepared: ReportInputs | None,
                 head: list[Metric], tail: list[Metric]) -> bytes:
-        with collector_paused():
-            kpis = ([] if prepared is None
-                    else collector.kpi_families(self._reports.report(*prepared)))
-            return self._renderer.render_families([*head, *kpis, *tail])
+        kpis = ([] if prepared is None
+                else collector.kpi_families(self._reports.report(*prepared)))
+        return self._renderer.render_families([*head, *kpis, *tail])
 
     def _parts(self) -> list[tuple[SourcePipeline, frozenset[int]]]:
         return [(pipeline, self._exported(pipeline.spec.topic)) for pipeline in self._pipelines()]

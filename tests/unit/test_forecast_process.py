@@ -335,8 +335,12 @@ def test_a_scrape_builds_its_report_and_families_with_the_collector_paused() -> 
                     SimpleNamespace(keep=lambda label, value: True, version=0),
                     "event", lambda: None, report_config(Settings(), None))
     collector = _RecordingCollector()
+
+    async def send(body: bytes) -> bytes:
+        return body
+
     try:
-        assert asyncio.run(scrape.exposition(collector)) == b""  # type: ignore[arg-type]
+        assert asyncio.run(scrape.respond(collector, send)) == b""  # type: ignore[arg-type]
     finally:
         scrape.close()
     assert collector.collector_on == [False] and gc.isenabled()
