@@ -24,6 +24,10 @@ from stream_app.kpi.snapshot import (
 )
 
 
+#: Snapshots a priming builds at most while label verdicts keep moving under it.
+_PRIME_SNAPSHOT_BUILDS = 3
+
+
 @dataclass
 class _Primed:
     """Cells summed and a snapshot built off the event loop after a recovery, for the
@@ -72,23 +76,33 @@ class AggregateIndex:
         self.keys, self._partitions = parsed, None
 
     async def prime(self, partitions: frozenset[int], keep: Callable[[str, str], bool],
-                    labels_version: int) -> None:
+                    labels_version: Callable[[], int]) -> None:
         """After :meth:`rebuild`: sum the cells of ``partitions`` and build their snapshot
         in a thread, so the first scrape that exports them only adds what was written
         since, instead of holding the event loop for the whole table (seconds, with a
         million open deals). Folds may run meanwhile: the keys they write are noted and
-        summed again when the first snapshot adopts the result."""
+        summed again when the first snapshot adopts the result. Other tables' recoveries
+        may admit labels meanwhile: while ``labels_version()`` moved during a build, the
+        snapshot is built again (in the thread, not at the first scrape)."""
         primed = self._primed = _Primed(partitions)
         items = list(self.keys.items())
         data = store_dict(self.table)
 
-        def build() -> None:
+        def build_cells() -> None:
             with collector_paused(keep=True):
                 primed.cells, primed.merged = _sum_cells(items, partitions, data)
-                primed.snapshot = (labels_version,
+
+        def build_snapshot(version: int) -> None:
+            with collector_paused(keep=True):
+                primed.snapshot = (version,
                                    snapshot_from_cells(primed.cells, partitions, keep))
 
-        await asyncio.to_thread(build)
+        await asyncio.to_thread(build_cells)
+        for _ in range(_PRIME_SNAPSHOT_BUILDS):
+            version = labels_version()
+            await asyncio.to_thread(build_snapshot, version)
+            if labels_version() == version or self._primed is not primed:
+                return
 
     def add(self, keys: Iterable[str]) -> None:
         """Note keys just written (by a fold or a changelog record); entity keys are

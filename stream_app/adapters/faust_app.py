@@ -364,7 +364,8 @@ class PulseWorker:
             return
         exported = frozenset(tp.partition for tp in assigned_actives(self.app)
                              if tp.topic == pipeline.spec.topic)
-        await pipeline.index.prime(exported, self._labels.keep, self._labels.version)
+        await pipeline.index.prime(exported, self._labels.keep,
+                                   lambda: self._labels.version)
         if self._stale_recovery(name):
             return
         await self._verify_positions(pipeline.table, set(pipeline.spec.topics))

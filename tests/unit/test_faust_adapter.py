@@ -144,7 +144,7 @@ def test_kept_sums_equal_a_fresh_sum_after_any_writes_and_reassignments(
             asyncio.run(index.rebuild())
             if primed:
                 guess = partitions if rng.random() < 0.7 else frozenset({rng.randrange(4)})
-                asyncio.run(index.prime(guess, _keep_all, 0))
+                asyncio.run(index.prime(guess, _keep_all, lambda: 0))
         elif roll < 0.15:
             pass  # nothing written: the next read may reuse the last snapshot
         else:
@@ -183,12 +183,37 @@ def test_writes_made_while_a_priming_runs_are_summed_when_it_is_adopted(
     store[kept] = {"g": {}, "v": [1, 0]}
     table.data = store
     asyncio.run(index.rebuild())
-    asyncio.run(index.prime(frozenset({0, 1}), _keep_all, 0))
+    asyncio.run(index.prime(frozenset({0, 1}), _keep_all, lambda: 0))
     built: list[int] = []
     monkeypatch.setattr(aggregate_index_module, "snapshot_from_cells",
                         lambda *args: built.append(1))  # the adopted snapshot is moved
     assert index.snapshot(frozenset({0, 1}), _keep_all, 0).buckets == {
         ("A", 1): [7, 0], ("B", 2): [4, 1]}
+    assert built == []
+
+
+def test_a_priming_whose_label_verdicts_moved_while_it_built_builds_again_in_its_thread(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Another table's recovery admits labels (moving the verdicts' version) while this
+    one's priming builds its snapshot: the priming builds it again, so the first scrape
+    adopts it instead of building it on the event loop."""
+    table = _Table()
+    index = AggregateIndex(table)  # type: ignore[arg-type]
+    table.data[aggregate_key("b", 0, "A", "1")] = {"g": {}, "v": [1, 0]}
+    version = [0]
+
+    def keep_admitting(label: str, value: str) -> bool:
+        version[0] = max(version[0], 1)  # the first build sees an admission meanwhile
+        return True
+
+    asyncio.run(index.rebuild())
+    asyncio.run(index.prime(frozenset({0}), keep_admitting, lambda: version[0]))
+    built: list[int] = []
+    monkeypatch.setattr(aggregate_index_module, "snapshot_from_cells",
+                        lambda *args: built.append(1))
+    assert index.snapshot(frozenset({0}), keep_admitting, version[0]).buckets == {
+        ("A", 1): [1, 0]}
     assert built == []
 
 
@@ -257,7 +282,7 @@ def test_a_recovery_indexes_and_sums_its_table_with_the_collector_paused(
     monkeypatch.setattr(aggregate_index_module, "_aggregate_keys", noting_index)
     monkeypatch.setattr(aggregate_index_module, "_sum_cells", noting_sum)
     asyncio.run(index.rebuild())
-    asyncio.run(index.prime(frozenset({0}), _keep_all, 0))
+    asyncio.run(index.prime(frozenset({0}), _keep_all, lambda: 0))
     assert seen == [("index", False), ("sums", False)]
     assert gc.isenabled()
     assert index.snapshot(frozenset({0}), _keep_all, 0).buckets == {("A", 1): [1, 0]}
