@@ -8,11 +8,12 @@ import asyncio
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from sys import intern
 from typing import Any
 
 from stream_app.adapters.faust_compat import Table, store_dict
 from stream_app.adapters.loop_watch import collector_paused
-from stream_app.kpi.fold import SEP, parse_aggregate_key
+from stream_app.kpi.fold import SEP, parse_aggregate_key, record_of
 from stream_app.kpi.kinds import OWNER_QUOTA, POSITION
 from stream_app.kpi.snapshot import (
     KIND_LABEL,
@@ -22,7 +23,6 @@ from stream_app.kpi.snapshot import (
     snapshot_from_cells,
     update_cell,
 )
-
 
 #: Snapshots a priming builds at most while label verdicts keep moving under it.
 _PRIME_SNAPSHOT_BUILDS = 3
@@ -111,7 +111,7 @@ class AggregateIndex:
         written = self._primed.written if self._primed is not None else None
         for key in keys:
             if key not in known:
-                parsed = parse_aggregate_key(key)
+                parsed = _parse(key)
                 if parsed is None:
                     continue
                 known[key] = parsed
@@ -171,20 +171,30 @@ class AggregateIndex:
             parsed = keys.get(key)
             if parsed is None or parsed[1] not in partitions or parsed[0] == POSITION:
                 continue
-            record = data.get(key)
-            if record is None:
+            stored = data.get(key)
+            if stored is None:
                 continue
-            new = record["v"]
-            old = merged.get(key)
-            if new is not old:
+            summed = merged.get(key)
+            if stored is not summed:
                 cell = (parsed[0], parsed[2], parsed[3])
                 if cell not in before:
                     before[cell] = cells.get(cell)
-                update_cell(cells, parsed, old, new)
-                merged[key] = new
+                old = None if summed is None else record_of(summed)["v"]
+                update_cell(cells, parsed, old, record_of(stored)["v"])
+                merged[key] = stored
         self._dirty = set()
         return [(cell, old, cells[cell]) for cell, old in before.items()
                 if cells[cell] is not old]
+
+
+def _parse(key: str) -> tuple[str, int, str, str] | None:
+    """:func:`parse_aggregate_key`, its group and part interned: the index holds one
+    parsed key per aggregate record (hundreds of thousands with a million open deals),
+    naming a few thousand owners and days."""
+    parsed = parse_aggregate_key(key)
+    if parsed is None:
+        return None
+    return parsed[0], parsed[1], intern(parsed[2]), intern(parsed[3])
 
 
 def _aggregate_keys(keys: Iterable[str]) -> dict[str, tuple[str, int, str, str]]:
@@ -193,7 +203,7 @@ def _aggregate_keys(keys: Iterable[str]) -> dict[str, tuple[str, int, str, str]]
     found: dict[str, tuple[str, int, str, str]] = {}
     for key in keys:
         if key.count(SEP) == 3:
-            parsed = parse_aggregate_key(key)
+            parsed = _parse(key)
             if parsed is not None:
                 found[key] = parsed
     return found
@@ -203,14 +213,14 @@ def _sum_cells(items: Iterable[tuple[str, tuple[str, int, str, str]]],
                partitions: frozenset[int], data: Mapping[str, Any]
                ) -> tuple[dict[Cell, Any], dict[str, Any]]:
     """The cells of ``partitions`` summed from scratch over the aggregate keys ``items``
-    (key, parsed key), and the value each key added (what a later change replaces)."""
+    (key, parsed key), and the record each key added (what a later change replaces)."""
     cells: dict[Cell, Any] = {}
     merged: dict[str, Any] = {}
     for key, parsed in items:
         if parsed[1] not in partitions or parsed[0] == POSITION:
             continue
-        record = data.get(key)
-        if record is not None:
-            update_cell(cells, parsed, None, record["v"])
-            merged[key] = record["v"]
+        stored = data.get(key)
+        if stored is not None:
+            update_cell(cells, parsed, None, record_of(stored)["v"])
+            merged[key] = stored
     return cells, merged

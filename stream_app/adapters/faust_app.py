@@ -61,7 +61,13 @@ from stream_app.config import (
     pricing,
     report_config,
 )
-from stream_app.kpi.fold import clock_key, folded_through, supersedes, zone_conflict
+from stream_app.kpi.fold import (
+    clock_key,
+    folded_through,
+    record_of,
+    supersedes,
+    zone_conflict,
+)
 from stream_app.kpi.rows import Report
 from stream_app.kpi.scoring import load_rules
 from stream_app.ops import OperationalStats
@@ -625,7 +631,7 @@ class PulseWorker:
 
     def _local_latest_ms(self) -> int | None:
         """Latest event time of the owned partitions (their clock records only)."""
-        times = [record["v"] for pipeline in self.pipelines
+        times = [record_of(record)["v"] for pipeline in self.pipelines
                  for p in self._active_partitions(pipeline.spec.topic)
                  if (record := pipeline.table.data.get(clock_key(p))) is not None]
         return max(times, default=None)

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from stream_app.kpi.accounts import NEW_CUSTOMER_CHURN
 from stream_app.kpi.deals import NO_VALUE, add_vector
-from stream_app.kpi.fold import parse_aggregate_key
+from stream_app.kpi.fold import parse_aggregate_key, record_of
 from stream_app.kpi.kinds import (
     ACTIVE_CUSTOMERS,
     CHURN,
@@ -181,9 +181,10 @@ def update_cell(cells: dict[Cell, Any], parsed: tuple[str, int, str, str], old: 
 
 def merge_cells(items: Iterable[tuple[str | tuple[str, int, str, str], Any]],
                 active_partitions: Iterable[int]) -> dict[Cell, Any]:
-    """Sum aggregate records ``(key, {"g":..., "v":...})`` of the given partitions per
-    cell; a key may come already parsed (see :func:`~stream_app.kpi.fold.parse_aggregate_key`).
-    Position marks (``p``) are not KPIs and are left out."""
+    """Sum aggregate records ``(key, {"g":..., "v":...})`` (or their text) of the given
+    partitions per cell; a key may come already parsed (see
+    :func:`~stream_app.kpi.fold.parse_aggregate_key`). Position marks (``p``) are not
+    KPIs and are left out."""
     owned = frozenset(active_partitions)
     cells: dict[Cell, Any] = {}
     for key, record in items:
@@ -192,7 +193,7 @@ def merge_cells(items: Iterable[tuple[str | tuple[str, int, str, str], Any]],
         parsed = key if isinstance(key, tuple) else parse_aggregate_key(key)
         if parsed is None or parsed[1] not in owned or parsed[0] == POSITION:
             continue
-        update_cell(cells, parsed, None, record["v"])
+        update_cell(cells, parsed, None, record_of(record)["v"])
     return cells
 
 

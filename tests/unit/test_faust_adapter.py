@@ -217,6 +217,30 @@ def test_a_priming_whose_label_verdicts_moved_while_it_built_builds_again_in_its
     assert built == []
 
 
+def test_aggregates_kept_as_text_and_as_dicts_by_an_older_worker_sum_alike() -> None:
+    """A table restored from an older changelog holds some aggregates as dicts; a write
+    replaces one with text, and the sum moves by the difference."""
+    table = _Table()
+    index = AggregateIndex(table)  # type: ignore[arg-type]
+    older, newer = aggregate_key("b", 0, "A", "1"), aggregate_key("b", 1, "A", "1")
+    table.data[older] = {"g": {"d": 3}, "v": [2, 1]}
+    table.data[newer] = '{"g":{"d":5},"v":[4,0]}'
+    index.add([older, newer])
+    assert index.snapshot(frozenset({0, 1}), _keep_all, 0).buckets == {("A", 1): [6, 1]}
+    table.data[older] = '{"g":{"d":4},"v":[3,1]}'
+    index.add([older])
+    assert index.snapshot(frozenset({0, 1}), _keep_all, 0).buckets == {("A", 1): [7, 1]}
+
+
+def test_the_index_names_each_owner_and_day_once_however_many_keys_name_them() -> None:
+    table = _Table()
+    index = AggregateIndex(table)  # type: ignore[arg-type]
+    keys = [aggregate_key("b", partition, "owner-7", "20512") for partition in (0, 1)]
+    index.add(keys)
+    first, second = (index.keys[key] for key in keys)
+    assert first[2] is second[2] and first[3] is second[3]
+
+
 def _one_bucket() -> tuple[_Table, Any, str]:
     """A table with one (team A, day 1) bucket, noted and read once."""
     table = _Table()
