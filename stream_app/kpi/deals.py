@@ -183,20 +183,20 @@ class DealState:
     def to_json(self) -> dict[str, Any]:
         """JSON-ready form for the state table; the ``deal.created`` fields are written
         as a list in :data:`CREATED_FIELDS` order (a record per open deal, so the names
-        would be a seventh of the worker's memory). A single close is ``x``; several are
-        ``xs``; reopenings ``r`` and deletions ``del`` appear only when there are some."""
+        would be a seventh of the worker's memory). Stage changes are ``h``; a single
+        close is ``x``, several ``xs``; each of these, reopenings ``r`` and deletions
+        ``del`` appear only when there are some."""
         created = None
         if self.created:
             at, event_id, info = self.created
             created = [at, event_id, [info.get(name) for name in CREATED_FIELDS]]
         closes = self.lifecycle.closes
-        out: dict[str, Any] = {
-            "id": self.deal_id,
-            "c": created,
-            "h": [list(change) for change in self.changes],
-            "x": list(closes[0]) if len(closes) == 1 else None,
-        }
-        if len(closes) > 1:
+        out: dict[str, Any] = {"id": self.deal_id, "c": created}
+        if self.changes:
+            out["h"] = [list(change) for change in self.changes]
+        if len(closes) == 1:
+            out["x"] = list(closes[0])
+        elif closes:
             out["xs"] = [list(close) for close in closes]
         if self.owners:
             out["ow"] = [list(change) for change in self.owners]
@@ -219,7 +219,7 @@ class DealState:
         return cls(
             deal_id=raw["id"],
             created=created or None,
-            changes=tuple(tuple(change) for change in raw["h"]),
+            changes=tuple(tuple(change) for change in raw.get("h") or ()),
             lifecycle=Lifecycle.from_json({**raw, "x": closes}),
             owners=tuple((int(at), str(event), str(owner))
                          for at, event, owner in raw.get("ow") or ()),

@@ -175,3 +175,13 @@ def test_record_lists_the_created_fields_and_reads_records_with_names() -> None:
     named = {**raw, "c": [raw["c"][0], raw["c"][1], dict(state.created[2])]}
     assert DealState.from_json(named) == state
     assert len(json.dumps(raw)) < len(json.dumps(named))
+
+
+def test_an_open_deal_s_record_names_no_empty_history_and_older_records_read_the_same() -> None:
+    """About a million open deal records: an empty stage history and no close are left
+    out; records written with them (``"h": []``, ``"x": null``) read back equal."""
+    state = _fold(HISTORY[:1])
+    assert not state.changes and not state.lifecycle.closes
+    raw = state.to_json()
+    assert set(raw) == {"id", "c"}
+    assert DealState.from_json({**raw, "h": [], "x": None}) == state == DealState.from_json(raw)
