@@ -24,7 +24,6 @@ from __future__ import annotations
 
 __all__ = ["LeadBook", "catalogue", "deal_labels", "owner_win_key", "win_lifecycle"]
 
-import json
 from collections import defaultdict
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from functools import partial
@@ -63,7 +62,7 @@ from stream_app.kpi.accounts import (
 )
 from stream_app.kpi.activities import ActivityState, activity_contributions, apply_activity_event
 from stream_app.kpi.deals import NO_VALUE, DealState, apply_deal_event, deal_contributions
-from stream_app.kpi.fold import entity_key
+from stream_app.kpi.fold import entity_key, record_of
 from stream_app.kpi.kinds import (
     ACCOUNT_ENTITY,
     ACCOUNT_WIN_SOURCE,
@@ -219,7 +218,7 @@ class LeadBook:
         for key, partition in list(self._partitions.items()):
             record = records.get(key)
             if record is not None:
-                raw = json.loads(record) if isinstance(record, str) else record
+                raw = record_of(record)
                 self.note(partition, LeadState.from_json(raw["v"]))
 
     def contribute(self, snapshot: Snapshot, partitions: frozenset[int],

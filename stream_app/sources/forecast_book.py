@@ -11,14 +11,13 @@ from __future__ import annotations
 
 __all__ = ["FORECAST_KEY", "ForecastBook"]
 
-import json
 from collections import defaultdict
 from collections.abc import Callable, Hashable, Mapping
 from typing import Any
 
 from stream_app.kpi.calendar import Calendar
 from stream_app.kpi.deals import DealState
-from stream_app.kpi.fold import entity_key
+from stream_app.kpi.fold import entity_key, record_of
 from stream_app.kpi.forecast_report import ForecastBasis
 from stream_app.kpi.kinds import FORECAST_ENTITY
 from stream_app.kpi.money import Pricing
@@ -84,7 +83,7 @@ class ForecastBook:
             record = records.get(key)
             if record is None:
                 continue
-            raw = json.loads(record) if isinstance(record, str) else record
+            raw = record_of(record)
             state = DealState.from_json(raw["v"])
             self._states[partition][state.deal_id] = state
             self._note_labels(state)
